@@ -1,0 +1,89 @@
+/// A `HOST:PORT` pair as given to `--listen` and `--admin`.
+///
+/// IPv6 hosts are written in brackets: `[::1]:8080`. The host is kept as text; resolving it is the
+/// listener's business.
+public struct HostPort: Hashable, Sendable, CustomStringConvertible {
+    public var host: String
+    public var port: Int
+
+    public init(host: String, port: Int) {
+        self.host = host
+        self.port = port
+    }
+
+    public static let accepted = "HOST:PORT, e.g. 0.0.0.0:8080 or [::1]:8080, port 0-65535"
+
+    public init?(parsing text: String) {
+        let text = text.trimmingWhitespace()
+        let hostPart: Substring
+        let portPart: Substring
+        if text.hasPrefix("[") {
+            guard let close = text.firstIndex(of: "]") else { return nil }
+            hostPart = text[text.index(after: text.startIndex)..<close]
+            let rest = text[text.index(after: close)...]
+            guard rest.hasPrefix(":") else { return nil }
+            portPart = rest.dropFirst()
+        } else {
+            guard let colon = text.lastIndex(of: ":") else { return nil }
+            hostPart = text[..<colon]
+            portPart = text[text.index(after: colon)...]
+            if hostPart.contains(":") { return nil }  // unbracketed IPv6
+        }
+        guard !hostPart.isEmpty, !hostPart.contains(where: { $0.isWhitespace || $0 == "/" }),
+            let port = Int(portPart), (0...65535).contains(port)
+        else { return nil }
+        self.host = String(hostPart)
+        self.port = port
+    }
+
+    public var description: String { self.host.contains(":") ? "[\(self.host)]:\(self.port)" : "\(self.host):\(self.port)" }
+}
+
+/// An upstream as given to `--upstream`: `http://HOST:PORT`, `http://HOST` (port 80).
+///
+/// Only `http` is accepted for now; `h2c` arrives with the HTTP/2 upstream work. A path, query or
+/// user info in the URL is rejected rather than silently ignored.
+public struct UpstreamURL: Hashable, Sendable, CustomStringConvertible {
+    public enum Scheme: String, Sendable {
+        case http
+    }
+
+    public var scheme: Scheme
+    public var host: String
+    public var port: Int
+
+    public init(scheme: Scheme = .http, host: String, port: Int) {
+        self.scheme = scheme
+        self.host = host
+        self.port = port
+    }
+
+    public static let accepted = "a URL such as http://127.0.0.1:3000 (scheme http, no path)"
+
+    public init?(parsing text: String) {
+        let text = text.trimmingWhitespace()
+        guard let colon = text.firstIndex(of: ":"), text[colon...].hasPrefix("://") else { return nil }
+        guard let scheme = Scheme(rawValue: text[..<colon].lowercased()) else { return nil }
+        var authority = text[text.index(colon, offsetBy: 3)...]
+        if authority.hasSuffix("/") { authority = authority.dropLast() }
+        guard !authority.contains("/"), !authority.contains("@"), !authority.contains("?"), !authority.contains("#") else {
+            return nil
+        }
+        if let hostPort = HostPort(parsing: String(authority)) {
+            guard hostPort.port > 0 else { return nil }
+            self.init(scheme: scheme, host: hostPort.host, port: hostPort.port)
+        } else {
+            var host = String(authority)
+            if host.hasPrefix("["), host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+            guard !host.isEmpty, !host.contains(where: { $0.isWhitespace }), host.contains(":") == authority.hasPrefix("[") else {
+                return nil
+            }
+            self.init(scheme: scheme, host: host, port: 80)
+        }
+    }
+
+    /// The authority as written in a `Host` header or a `Via` hop: `127.0.0.1:3000`.
+    public var authority: String { HostPort(host: self.host, port: self.port).description }
+
+    public var description: String { "\(self.scheme.rawValue)://\(self.authority)" }
+}

@@ -1,0 +1,81 @@
+/// Everything Sluice is told at start-up, as typed values with defaults.
+///
+/// Built once in `main` from flags, environment and YAML (see ``SluiceConfig/read(_:defaultThreads:)``);
+/// everything below `main` receives this struct and never sees where a value came from.
+public struct SluiceConfig: Sendable, Equatable {
+    /// Where downstream clients connect. Default `0.0.0.0:8080`. Repeatable.
+    public var listen: [HostPort] = [HostPort(host: "0.0.0.0", port: 8080)]
+    /// Where requests go, round-robin. No default: at least one is required.
+    public var upstreams: [UpstreamURL] = []
+    /// The admin listener (`/livez`, `/readyz`, `/status`, `/metrics`). Default `0.0.0.0:9901`.
+    public var admin: HostPort = HostPort(host: "0.0.0.0", port: 9901)
+    /// Event loops, one listener and one upstream pool each. Default: the CPUs this process may run on.
+    public var threads: Int = 1
+    public var drain = Drain()
+    public var http = HTTP()
+    public var upstream = Upstream()
+    public var logging = Logging()
+
+    public init() {}
+
+    /// The drain budget (DESIGN.md §2).
+    public struct Drain: Sendable, Equatable {
+        /// How long readiness fails while traffic is still served, so endpoint removal can propagate. Default 5 s.
+        public var delay: Duration = .seconds(5)
+        /// How long in-flight requests may take to finish once listeners close. Default 20 s.
+        public var timeout: Duration = .seconds(20)
+        /// The pod's termination grace period; `delay + timeout` must fit inside it with ``margin``. Default 30 s.
+        public var terminationGrace: Duration = .seconds(30)
+        /// An idle keep-alive connection is closed in `draining` only after it has been quiet this long,
+        /// so a request racing the close is not lost. Default 250 ms.
+        public var idleQuietPeriod: Duration = .milliseconds(250)
+        /// The least time left between the end of `drain-timeout` and SIGKILL: 1 s.
+        public static let margin: Duration = .seconds(1)
+
+        public init() {}
+    }
+
+    /// Downstream HTTP limits and timeouts.
+    public struct HTTP: Sendable, Equatable {
+        /// A request head must arrive completely within this time of its first byte (or of accept). Default 30 s.
+        public var requestHeaderTimeout: Duration = .seconds(30)
+        /// An idle keep-alive connection is closed after this long. Default 60 s.
+        public var idleTimeout: Duration = .seconds(60)
+        /// The largest request head accepted; larger is answered with 431. Default 32 KiB.
+        public var maxHeaderBytes: Int = 32 << 10
+        /// The largest request body accepted; larger is answered with 413. Default `nil`: unlimited.
+        public var maxBodyBytes: Int? = nil
+
+        public init() {}
+    }
+
+    /// Upstream connection settings, per event loop and upstream.
+    public struct Upstream: Sendable, Equatable {
+        /// Connecting to an upstream must succeed within this time, else 502. Default 5 s.
+        public var connectTimeout: Duration = .seconds(5)
+        /// The upstream's response head must arrive within this time of the request head, else 504. Default 60 s.
+        public var responseHeaderTimeout: Duration = .seconds(60)
+        /// Pooled idle connections are closed after this long; keep it below the app's keep-alive timeout
+        /// (Node's default is 5 s). Default 4 s.
+        public var idleTimeout: Duration = .seconds(4)
+        /// At most this many idle connections are kept per upstream and event loop. Default 32.
+        public var maxIdle: Int = 32
+
+        public init() {}
+    }
+
+    public struct Logging: Sendable, Equatable {
+        public enum Level: String, Sendable, CaseIterable {
+            case trace, debug, info, notice, warning, error, critical
+        }
+        public enum Format: String, Sendable, CaseIterable {
+            case text, json
+        }
+        /// Default `info`.
+        public var level: Level = .info
+        /// Default `text`.
+        public var format: Format = .text
+
+        public init() {}
+    }
+}

@@ -1,0 +1,89 @@
+/// Why a request or connection failed, where the fault lies, and how the client is answered.
+///
+/// Each case maps to one status (or to aborting the downstream connection when the response had
+/// already begun), a short plain-text body, and a log line.
+public struct ProxyError: Error, Hashable, Sendable, CustomStringConvertible {
+    private enum Code: Hashable, Sendable {
+        case badRequest
+        case headersTooLarge
+        case bodyTooLarge
+        case connectRefused
+        case foreignAbsoluteTarget
+        case expectationFailed
+        case upstreamConnectFailed
+        case upstreamResetBeforeResponse
+        case upstreamTimeout
+        case upstreamFailedMidResponse
+        case upstreamBadResponse
+        case shuttingDown
+    }
+
+    /// Whose fault it is.
+    public enum Source: String, Hashable, Sendable {
+        case downstream
+        case upstream
+        case `internal`
+    }
+
+    private let code: Code
+    /// Details for the log and the response body.
+    public let detail: String
+
+    private init(_ code: Code, _ detail: String) {
+        self.code = code
+        self.detail = detail
+    }
+
+    public static func badRequest(_ detail: String) -> ProxyError { ProxyError(.badRequest, detail) }
+    public static func headersTooLarge(limit: Int) -> ProxyError { ProxyError(.headersTooLarge, "request header fields exceed \(limit) bytes") }
+    public static func bodyTooLarge(limit: Int) -> ProxyError { ProxyError(.bodyTooLarge, "request body exceeds \(limit) bytes") }
+    public static let connectRefused = ProxyError(.connectRefused, "CONNECT is not supported: Sluice is a reverse proxy")
+    public static let foreignAbsoluteTarget = ProxyError(.foreignAbsoluteTarget, "absolute-form target for another host: Sluice is not a forward proxy")
+    public static let expectationFailed = ProxyError(.expectationFailed, "only Expect: 100-continue is supported")
+    public static func upstreamConnectFailed(_ detail: String) -> ProxyError { ProxyError(.upstreamConnectFailed, "upstream connect failed: \(detail)") }
+    public static func upstreamResetBeforeResponse(_ detail: String) -> ProxyError { ProxyError(.upstreamResetBeforeResponse, "upstream closed before responding: \(detail)") }
+    public static let upstreamTimeout = ProxyError(.upstreamTimeout, "upstream did not send a response head in time")
+    public static func upstreamFailedMidResponse(_ detail: String) -> ProxyError { ProxyError(.upstreamFailedMidResponse, "upstream failed mid-response: \(detail)") }
+    public static func upstreamBadResponse(_ detail: String) -> ProxyError { ProxyError(.upstreamBadResponse, "upstream sent an invalid response: \(detail)") }
+
+    /// The status the client gets, or `nil` when the response had begun and the connection is aborted instead.
+    public var status: Int? {
+        switch self.code {
+        case .badRequest: 400
+        case .headersTooLarge: 431
+        case .bodyTooLarge: 413
+        case .connectRefused: 405
+        case .foreignAbsoluteTarget: 403
+        case .expectationFailed: 417
+        case .upstreamConnectFailed, .upstreamResetBeforeResponse, .upstreamBadResponse: 502
+        case .upstreamTimeout: 504
+        case .upstreamFailedMidResponse: nil
+        case .shuttingDown: 503
+        }
+    }
+
+    public var source: Source {
+        switch self.code {
+        case .badRequest, .headersTooLarge, .bodyTooLarge, .connectRefused, .foreignAbsoluteTarget, .expectationFailed: .downstream
+        case .upstreamConnectFailed, .upstreamResetBeforeResponse, .upstreamTimeout, .upstreamFailedMidResponse, .upstreamBadResponse: .upstream
+        case .shuttingDown: .internal
+        }
+    }
+
+    /// Whether the downstream connection must close after the error response (the request body
+    /// may be unread, or the client misbehaved).
+    public var closesConnection: Bool {
+        switch self.code {
+        case .badRequest, .headersTooLarge, .bodyTooLarge, .connectRefused, .foreignAbsoluteTarget, .expectationFailed,
+            .upstreamFailedMidResponse:
+            true
+        case .upstreamConnectFailed, .upstreamResetBeforeResponse, .upstreamTimeout, .upstreamBadResponse, .shuttingDown:
+            false
+        }
+    }
+
+    /// The plain-text body of the error response.
+    public var responseBody: String { self.detail + "\n" }
+
+    public var description: String { "\(self.source) error: \(self.detail)" }
+}
