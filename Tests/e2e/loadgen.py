@@ -1,0 +1,435 @@
+#!/usr/bin/env python3
+"""Load generator process for the rolling-update drain test (stdlib asyncio only).
+
+Clients of several kinds hit one address (the balancer) in closed loops from --start until
+--start + --duration (both on the system-wide CLOCK_MONOTONIC, so several processes share one
+time base). A request is never retried: a connection error, a reset, an EOF before the response is
+complete, a wrong status or a wrong body is a failure, recorded with its kind.
+
+A pooled keep-alive client behaves like a well-behaved client pool: it honours `Connection: close`
+(opens a fresh connection for its next request, which is not a retry), and it does not reuse a
+connection it has already seen closed by the server (that is counted as `pool_discards`). A request
+that has been written on a connection is never sent again.
+
+Prints "progress <json>" lines about twice a second and writes every request's record to --out:
+[t_start, t_end, kind, outcome, served_by, reused_connection].
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import os
+import random
+import sys
+import time
+
+KINDS = ("keepalive", "newconn", "slow", "upload", "stream")
+MAX_HEAD = 64 * 1024
+
+
+class Failure(Exception):
+    def __init__(self, kind: str, detail: str = "") -> None:
+        super().__init__(kind)
+        self.kind = kind
+        self.detail = detail
+
+
+class Response:
+    __slots__ = ("status", "headers", "body", "close")
+
+    def __init__(self, status: int, headers: dict, body: bytes, close: bool) -> None:
+        self.status = status
+        self.headers = headers
+        self.body = body
+        self.close = close
+
+
+class Conn:
+    """One client connection; remembers whether it has carried a request before."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.used = 0
+
+    def usable(self) -> bool:
+        r = self.reader
+        return not (r.at_eof() or r.exception() is not None or self.writer.transport.is_closing())
+
+    def close(self) -> None:
+        try:
+            self.writer.close()
+        except Exception:
+            pass
+
+
+def _buffered(reader: asyncio.StreamReader) -> int:
+    return len(getattr(reader, "_buffer", b""))
+
+
+async def open_conn(host: str, port: int) -> Conn:
+    try:
+        reader, writer = await asyncio.open_connection(host, port, limit=MAX_HEAD)
+    except ConnectionRefusedError as e:
+        raise Failure("connect_refused", str(e))
+    except ConnectionResetError as e:
+        raise Failure("reset_on_connect", str(e))
+    except OSError as e:
+        raise Failure("connect_error", f"{e.__class__.__name__}: {e}")
+    return Conn(reader, writer)
+
+
+async def read_response(conn: Conn, method: bytes) -> Response:
+    """Read one response. Raises Failure with a precise kind."""
+    reader = conn.reader
+    got_any = False
+    try:
+        for _ in range(10):  # skip 1xx
+            try:
+                head = await reader.readuntil(b"\r\n\r\n")
+            except asyncio.IncompleteReadError as e:
+                if e.partial or got_any:
+                    raise Failure("eof_mid_response", "in head")
+                raise Failure("eof_before_response")
+            except asyncio.LimitOverrunError:
+                raise Failure("protocol_error", "head too long")
+            got_any = True
+            lines = head.split(b"\r\n")
+            parts = lines[0].split(b" ", 2)
+            if len(parts) < 2 or not parts[0].startswith(b"HTTP/1."):
+                raise Failure("protocol_error", "bad status line %r" % lines[0][:80])
+            try:
+                status = int(parts[1])
+            except ValueError:
+                raise Failure("protocol_error", "bad status %r" % parts[1][:20])
+            headers: dict[bytes, bytes] = {}
+            for line in lines[1:]:
+                if line:
+                    k, _, v = line.partition(b":")
+                    k = k.strip().lower()
+                    v = v.strip()
+                    if k in headers:
+                        headers[k] += b", " + v
+                    else:
+                        headers[k] = v
+            if 100 <= status < 200:
+                continue
+            break
+        else:
+            raise Failure("protocol_error", "too many 1xx")
+        conn_hdr = headers.get(b"connection", b"").lower()
+        close = b"close" in conn_hdr or (parts[0] == b"HTTP/1.0" and b"keep-alive" not in conn_hdr)
+        te = headers.get(b"transfer-encoding", b"").lower()
+        if method == b"HEAD" or status in (204, 304):
+            body = b""
+        elif b"chunked" in te:
+            chunks = []
+            for _ in range(1_000_000):
+                line = await reader.readuntil(b"\r\n")
+                try:
+                    size = int(line.split(b";", 1)[0].strip(), 16)
+                except ValueError:
+                    raise Failure("protocol_error", "bad chunk size %r" % line[:40])
+                if size == 0:
+                    for _ in range(100):
+                        if await reader.readuntil(b"\r\n") == b"\r\n":
+                            break
+                    break
+                chunks.append(await reader.readexactly(size))
+                if await reader.readexactly(2) != b"\r\n":
+                    raise Failure("protocol_error", "bad chunk end")
+            body = b"".join(chunks)
+        elif b"content-length" in headers:
+            try:
+                n = int(headers[b"content-length"])
+            except ValueError:
+                raise Failure("protocol_error", "bad content-length")
+            body = await reader.readexactly(n)
+        else:
+            body = await reader.read(-1)  # close-delimited
+            close = True
+        return Response(status, headers, body, close)
+    except asyncio.IncompleteReadError:
+        raise Failure("eof_mid_response")
+    except asyncio.LimitOverrunError:
+        raise Failure("protocol_error", "line too long")
+    except (ConnectionResetError, BrokenPipeError) as e:
+        if got_any or _buffered(reader):
+            raise Failure("reset_mid_response", str(e))
+        raise Failure("reset_before_response", str(e))
+    except OSError as e:
+        raise Failure("io_error", str(e))
+
+
+class Worker:
+    def __init__(self, args) -> None:
+        self.args = args
+        self.host = args.host
+        self.port = args.port
+        self.names = set(args.names.split(","))
+        self.t_start = args.start
+        self.t_stop = args.start + args.duration
+        self.records: list[list] = []
+        self.ok = 0
+        self.fail = 0
+        self.fail_kinds: dict[str, int] = {}
+        self.fail_examples: list[dict] = []
+        self.connections_opened = 0
+        self.pool_discards = 0
+        self.connection_close_seen = 0
+        self.in_progress = 0
+        rnd = random.Random(args.seed)
+        self.upload_body = rnd.randbytes(args.upload_kib * 1024)
+        self.upload_expect = b"len=%d sha256=%s\n" % (
+            len(self.upload_body), hashlib.sha256(self.upload_body).hexdigest().encode())
+        self.rnd = rnd
+        host_hdr = f"{self.host}:{self.port}".encode()
+        self.req_get = b"GET / HTTP/1.1\r\nHost: %s\r\nUser-Agent: e2e-loadgen\r\n\r\n" % host_hdr
+        self.req_get_close = (b"GET / HTTP/1.1\r\nHost: %s\r\nUser-Agent: e2e-loadgen\r\n"
+                              b"Connection: close\r\n\r\n" % host_hdr)
+        self.req_slow = (b"GET /slow?ms=%d HTTP/1.1\r\nHost: %s\r\n\r\n" % (args.slow_ms, host_hdr))
+        self.req_stream = (b"GET /stream?chunks=%d&interval_ms=%d HTTP/1.1\r\nHost: %s\r\n\r\n"
+                           % (args.stream_chunks, args.stream_interval_ms, host_hdr))
+        self.req_upload_cl = (b"POST /upload HTTP/1.1\r\nHost: %s\r\nContent-Type: application/octet-stream\r\n"
+                              b"Content-Length: %d\r\n\r\n" % (host_hdr, len(self.upload_body))) + self.upload_body
+        body = self.upload_body
+        q = len(body) // 4
+        chunked = b"".join(b"%x\r\n%s\r\n" % (len(c), c)
+                           for c in (body[:q], body[q:2 * q], body[2 * q:3 * q], body[3 * q:]))
+        self.req_upload_chunked = (b"POST /upload HTTP/1.1\r\nHost: %s\r\nContent-Type: application/octet-stream\r\n"
+                                   b"Transfer-Encoding: chunked\r\n\r\n" % host_hdr) + chunked + b"0\r\n\r\n"
+
+    # ---- checks -------------------------------------------------------------------------------
+
+    def check(self, kind: str, resp: Response) -> str:
+        """Returns the origin name that served the response, or raises Failure."""
+        if resp.status != 200:
+            raise Failure(f"status_{resp.status}", resp.body[:200].decode("latin-1"))
+        served = resp.headers.get(b"x-origin", b"").decode("latin-1")
+        if served not in self.names:
+            raise Failure("bad_body", f"unknown or missing X-Origin {served!r}")
+        sb = served.encode()
+        if kind in ("keepalive", "newconn"):
+            expect = b"hello from " + sb + b"\n"
+        elif kind == "slow":
+            expect = b"slow %d from %s\n" % (self.args.slow_ms, sb)
+        elif kind == "upload":
+            expect = self.upload_expect
+        elif kind == "stream":
+            n = self.args.stream_chunks
+            expect = b"".join(b"chunk %d/%d from %s\n" % (i, n, sb) for i in range(n))
+        else:
+            raise AssertionError(kind)
+        if resp.body != expect:
+            raise Failure("bad_body", f"got {resp.body[:120]!r}")
+        return served
+
+    # ---- one request ----------------------------------------------------------------------------
+
+    async def exchange(self, conn: Conn, kind: str, payload: bytes, method: bytes) -> Response:
+        conn.used += 1
+        try:
+            conn.writer.write(payload)
+            if conn.writer.transport.get_write_buffer_size() > 0:
+                await conn.writer.drain()
+        except (ConnectionResetError, BrokenPipeError) as e:
+            raise Failure("reset_on_send", str(e))
+        except OSError as e:
+            raise Failure("io_error", str(e))
+        return await read_response(conn, method)
+
+    def record(self, ts: float, kind: str, outcome: str, served: str, reused: bool,
+               detail: str = "") -> None:
+        te = time.monotonic()
+        self.records.append([round(ts, 6), round(te, 6), kind, outcome, served, reused])
+        if outcome == "ok":
+            self.ok += 1
+        else:
+            self.fail += 1
+            self.fail_kinds[outcome] = self.fail_kinds.get(outcome, 0) + 1
+            if self.fail_kinds[outcome] <= 5:  # the first few of each kind
+                self.fail_examples.append({"t": te, "t_start": ts, "client": kind,
+                                           "kind": outcome, "detail": detail[:300],
+                                           "reused_connection": reused})
+
+    async def one(self, conn: Conn | None, kind: str, payload: bytes, method: bytes,
+                  timeout: float, keep: bool) -> Conn | None:
+        """Runs one request, on `conn` if usable, else on a new connection.
+
+        Returns the connection to use next (None to open a new one)."""
+        if conn is not None and not conn.usable():
+            self.pool_discards += 1
+            conn.close()
+            conn = None
+        ts = time.monotonic()
+        reused = conn is not None
+        self.in_progress += 1
+        try:
+            async def run() -> tuple[Conn, Response, str]:
+                c = conn
+                if c is None:
+                    c = await open_conn(self.host, self.port)
+                    self.connections_opened += 1
+                try:
+                    r = await self.exchange(c, kind, payload, method)
+                    return c, r, self.check(kind, r)
+                except BaseException:
+                    c.close()
+                    raise
+            c, resp, served = await asyncio.wait_for(run(), timeout)
+        except Failure as f:
+            if conn is not None:
+                conn.close()
+            self.record(ts, kind, f.kind, "", reused, f.detail)
+            return None
+        except asyncio.TimeoutError:
+            if conn is not None:
+                conn.close()
+            self.record(ts, kind, "timeout", "", reused)
+            return None
+        finally:
+            self.in_progress -= 1
+        self.record(ts, kind, "ok", served, reused)
+        if resp.close:
+            self.connection_close_seen += 1
+        if resp.close or not keep:
+            c.close()
+            return None
+        return c
+
+    # ---- client loops ---------------------------------------------------------------------------
+
+    async def loop_keepalive(self, idx: int) -> None:
+        think = self.args.think_ms / 1000.0 if idx % 2 == 1 else 0.0
+        conn = None
+        for _ in range(10_000_000):
+            if time.monotonic() >= self.t_stop:
+                break
+            conn = await self.one(conn, "keepalive", self.req_get, b"GET", self.args.timeout, True)
+            if think:
+                await asyncio.sleep(self.rnd.uniform(0, think))
+        if conn is not None:
+            conn.close()
+
+    async def loop_newconn(self, idx: int) -> None:
+        for i in range(10_000_000):
+            if time.monotonic() >= self.t_stop:
+                break
+            # alternate: announce Connection: close, or just close after the response (curl-like)
+            payload = self.req_get_close if (i + idx) % 2 else self.req_get
+            await self.one(None, "newconn", payload, b"GET", self.args.timeout, False)
+
+    async def loop_slow(self, idx: int) -> None:
+        # stagger so slow requests are always in flight
+        await asyncio.sleep(idx * self.args.slow_ms / 1000.0 / max(1, self.args.slow))
+        conn = None
+        for _ in range(1_000_000):
+            if time.monotonic() >= self.t_stop:
+                break
+            conn = await self.one(conn, "slow", self.req_slow, b"GET",
+                                  self.args.timeout + self.args.slow_ms / 1000.0, True)
+        if conn is not None:
+            conn.close()
+
+    async def loop_upload(self, idx: int) -> None:
+        conn = None
+        for i in range(1_000_000):
+            if time.monotonic() >= self.t_stop:
+                break
+            payload = self.req_upload_chunked if (i + idx) % 2 else self.req_upload_cl
+            conn = await self.one(conn, "upload", payload, b"POST", self.args.timeout, True)
+            if self.args.upload_interval_ms:
+                await asyncio.sleep(self.args.upload_interval_ms / 1000.0)
+        if conn is not None:
+            conn.close()
+
+    async def loop_stream(self, idx: int) -> None:
+        dur = self.args.stream_chunks * self.args.stream_interval_ms / 1000.0
+        await asyncio.sleep(idx * dur / max(1, self.args.stream))
+        conn = None
+        for _ in range(1_000_000):
+            if time.monotonic() >= self.t_stop:
+                break
+            conn = await self.one(conn, "stream", self.req_stream, b"GET",
+                                  self.args.timeout + dur, True)
+        if conn is not None:
+            conn.close()
+
+    async def progress(self) -> None:
+        for _ in range(100_000):
+            print("progress " + json.dumps({"t": time.monotonic(), "ok": self.ok, "fail": self.fail,
+                                            "in_progress": self.in_progress}), flush=True)
+            await asyncio.sleep(0.5)
+
+    async def run(self) -> None:
+        a = self.args
+        delay = self.t_start - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        prog = asyncio.get_running_loop().create_task(self.progress())
+        tasks = []
+        for i in range(a.keepalive):
+            tasks.append(self.loop_keepalive(i))
+        for i in range(a.newconn):
+            tasks.append(self.loop_newconn(i))
+        for i in range(a.slow):
+            tasks.append(self.loop_slow(i))
+        for i in range(a.upload):
+            tasks.append(self.loop_upload(i))
+        for i in range(a.stream):
+            tasks.append(self.loop_stream(i))
+        await asyncio.gather(*tasks)
+        prog.cancel()
+        print("progress " + json.dumps({"t": time.monotonic(), "ok": self.ok, "fail": self.fail,
+                                        "in_progress": 0}), flush=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--port", type=int, required=True)
+    ap.add_argument("--names", default="A,B", help="origin names a response may come from")
+    ap.add_argument("--start", type=float, default=None, help="CLOCK_MONOTONIC time to start at")
+    ap.add_argument("--duration", type=float, default=10.0)
+    ap.add_argument("--keepalive", type=int, default=8, help="pooled keep-alive connections")
+    ap.add_argument("--think-ms", type=float, default=20.0,
+                    help="max random pause between requests on every second keep-alive connection")
+    ap.add_argument("--newconn", type=int, default=4, help="new-connection-per-request loops")
+    ap.add_argument("--slow", type=int, default=3, help="slow-request loops")
+    ap.add_argument("--slow-ms", type=int, default=3000)
+    ap.add_argument("--upload", type=int, default=1, help="upload loops")
+    ap.add_argument("--upload-kib", type=int, default=256)
+    ap.add_argument("--upload-interval-ms", type=int, default=100, help="pause between uploads")
+    ap.add_argument("--stream", type=int, default=1, help="streaming-response loops")
+    ap.add_argument("--stream-chunks", type=int, default=20)
+    ap.add_argument("--stream-interval-ms", type=int, default=100)
+    ap.add_argument("--timeout", type=float, default=10.0, help="per-request timeout (s)")
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--out", required=True, help="where to write the JSON records")
+    args = ap.parse_args()
+    if args.start is None:
+        args.start = time.monotonic()
+    w = Worker(args)
+    asyncio.run(w.run())
+    result = {
+        "pid": os.getpid(),
+        "ok": w.ok, "fail": w.fail, "fail_kinds": w.fail_kinds, "fail_examples": w.fail_examples,
+        "connections_opened": w.connections_opened, "pool_discards": w.pool_discards,
+        "connection_close_seen": w.connection_close_seen,
+        "records": w.records,
+    }
+    tmp = args.out + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(result, f)
+    os.replace(tmp, args.out)
+    print("done", flush=True)
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except KeyboardInterrupt:
+        sys.exit(1)

@@ -1,0 +1,913 @@
+#!/usr/bin/env python3
+"""End-to-end Kubernetes rolling-update drain test for Sluice (stdlib only).
+
+It plays a rolling update on 127.0.0.1:
+
+    load generators ──► balancer ("Service", kube-proxy model) ──┬──► sluice ──► origin A   (old pod)
+                                                                  └──► origin B               (new pod)
+
+Load runs for --duration seconds (pooled keep-alive clients, new-connection-per-request clients,
+slow requests, 256 KiB uploads checked by sha256, chunked streaming responses; never a retry). At
+--signal-at seconds the proxy is signalled (SIGTERM for sluice, SIGQUIT = graceful quit for the nginx
+stand-in) and the balancer is told the pod is terminating; it removes the proxy's endpoint
+--removal-lag seconds later, whatever the readiness says, and never cuts spliced connections.
+
+Recorded: requests, failures by kind, requests in flight at the signal and how many completed, the
+proxy's exit code and time from signal to exit, its peak RSS, and the /readyz timeline.
+
+    python3 Tests/e2e/rolling_update.py --drain-delay 5s --removal-lag 3 --json /tmp/e2e.json
+    python3 Tests/e2e/rolling_update.py --target nginx
+
+SLUICE_BIN (or --sluice-bin) names the binary; default .build/debug/sluice under the repo root.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter, defaultdict
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO_ROOT = HERE.parent.parent
+PY = sys.executable or "python3"
+NGINX = "/usr/sbin/nginx"
+
+
+def default_sluice_bin() -> Path:
+    env = os.environ.get("SLUICE_BIN")
+    if env:
+        p = Path(env)
+        return p if p.is_absolute() else (REPO_ROOT / p)
+    return REPO_ROOT / ".build" / "debug" / "sluice"
+
+
+def parse_duration(s: str | float | int) -> float:
+    """'500ms', '5s', '1m30s', '2' -> seconds."""
+    if isinstance(s, (int, float)):
+        return float(s)
+    s = s.strip()
+    if re.fullmatch(r"\d+(\.\d+)?", s):
+        return float(s)
+    total, pos = 0.0, 0
+    for m in re.finditer(r"(\d+(?:\.\d+)?)(ms|s|m|h)", s):
+        if m.start() != pos:
+            raise ValueError(f"bad duration {s!r}")
+        pos = m.end()
+        total += float(m.group(1)) * {"ms": 0.001, "s": 1, "m": 60, "h": 3600}[m.group(2)]
+    if pos != len(s) or pos == 0:
+        raise ValueError(f"bad duration {s!r}")
+    return total
+
+
+# --------------------------------------------------------------------------------------------------
+# child processes
+
+_libc = None
+
+
+def _die_with_parent() -> None:
+    """preexec_fn: the child gets SIGKILL if the harness dies, so nothing is left running."""
+    global _libc
+    try:
+        if _libc is None:
+            _libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        _libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except Exception:
+        pass
+
+
+class Child:
+    """A child process whose stdout/stderr lines are collected (with arrival times) by threads."""
+
+    def __init__(self, name: str, argv: list[str], log_dir: Path, on_stdout=None, on_stderr=None,
+                 stdin: bool = False) -> None:
+        self.name = name
+        self.argv = argv
+        self.stdout_lines: list[tuple[float, str]] = []
+        self.stderr_lines: list[tuple[float, str]] = []
+        self.log_path = log_dir / f"{name}.log"
+        self._log = open(self.log_path, "w", buffering=1)
+        self._lock = threading.Lock()
+        self.proc = subprocess.Popen(
+            argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
+            preexec_fn=_die_with_parent, cwd=str(log_dir), text=True, bufsize=1)
+        self.pid = self.proc.pid
+        self.exit_time: float | None = None
+        self._threads = [
+            threading.Thread(target=self._pump, args=(self.proc.stdout, self.stdout_lines, on_stdout, "out"),
+                             daemon=True),
+            threading.Thread(target=self._pump, args=(self.proc.stderr, self.stderr_lines, on_stderr, "err"),
+                             daemon=True),
+        ]
+        for t in self._threads:
+            t.start()
+
+    def _pump(self, stream, sink, cb, tag) -> None:
+        try:
+            for line in stream:
+                now = time.monotonic()
+                line = line.rstrip("\n")
+                sink.append((now, line))
+                with self._lock:
+                    try:
+                        self._log.write(f"{now:.6f} {tag} {line}\n")
+                    except ValueError:
+                        pass
+                if cb is not None:
+                    try:
+                        cb(now, line)
+                    except Exception as e:  # never let a parser bug kill the pump
+                        print(f"[{self.name}] callback error: {e!r}", file=sys.stderr)
+        except (ValueError, OSError):
+            pass
+
+    def wait_for_line(self, pattern: str, timeout: float, stream: str = "stdout") -> re.Match | None:
+        rx = re.compile(pattern)
+        lines = self.stdout_lines if stream == "stdout" else self.stderr_lines
+        deadline = time.monotonic() + timeout
+        seen = 0
+        for _ in range(int(timeout / 0.02) + 2):
+            while seen < len(lines):
+                m = rx.search(lines[seen][1])
+                seen += 1
+                if m:
+                    return m
+            if self.proc.poll() is not None and seen >= len(lines):
+                time.sleep(0.05)
+                if seen >= len(lines):
+                    return None
+            if time.monotonic() > deadline:
+                return None
+            time.sleep(0.02)
+        return None
+
+    def send(self, line: str) -> None:
+        try:
+            self.proc.stdin.write(line + "\n")
+            self.proc.stdin.flush()
+        except (OSError, ValueError, AttributeError):
+            pass
+
+    def poll(self):
+        rc = self.proc.poll()
+        if rc is not None and self.exit_time is None:
+            self.exit_time = time.monotonic()
+        return rc
+
+    def stop(self, sig=signal.SIGTERM, timeout: float = 3.0) -> None:
+        """Ends this child (by its own PID only)."""
+        if self.proc.poll() is None:
+            try:
+                self.proc.send_signal(sig)
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                try:
+                    self.proc.wait(3)
+                except subprocess.TimeoutExpired:
+                    pass
+            except ProcessLookupError:
+                pass
+        for t in self._threads:
+            t.join(1.0)
+        with self._lock:
+            self._log.close()
+
+    def tail(self, n: int = 20) -> str:
+        lines = [l for _, l in sorted(self.stdout_lines + self.stderr_lines)]
+        return "\n".join(lines[-n:])
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def http_get(port: int, path: str, timeout: float = 0.5) -> tuple[int | str, bytes]:
+    """Tiny blocking GET on 127.0.0.1; returns (status or error kind, body)."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+            s.sendall(b"GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n" % path.encode())
+            buf = b""
+            for _ in range(1000):
+                d = s.recv(65536)
+                if not d:
+                    break
+                buf += d
+    except ConnectionRefusedError:
+        return "refused", b""
+    except socket.timeout:
+        return "timeout", b""
+    except OSError as e:
+        return f"error:{e.__class__.__name__}", b""
+    head, _, body = buf.partition(b"\r\n\r\n")
+    try:
+        return int(head.split(b" ", 2)[1]), body
+    except (IndexError, ValueError):
+        return "bad_response", buf[:100]
+
+
+# --------------------------------------------------------------------------------------------------
+# pollers
+
+class ReadinessPoller(threading.Thread):
+    def __init__(self, port: int, interval: float = 0.1) -> None:
+        super().__init__(daemon=True)
+        self.port = port
+        self.interval = interval
+        self.samples: list[tuple[float, float, int | str]] = []  # (t_sent, t_done, status)
+        self.stop_ev = threading.Event()
+
+    def run(self) -> None:
+        for _ in range(100_000):
+            if self.stop_ev.is_set():
+                return
+            t = time.monotonic()
+            st, _ = http_get(self.port, "/readyz", timeout=0.5)
+            self.samples.append((t, time.monotonic(), st))
+            self.stop_ev.wait(self.interval)
+
+    def current(self):
+        return self.samples[-1][2] if self.samples else None
+
+    def transitions(self) -> list[tuple[float, int | str]]:
+        out = []
+        last = object()
+        for t, _, st in self.samples:
+            if st != last:
+                out.append((t, st))
+                last = st
+        return out
+
+
+def _proc_children(pid: int) -> list[int]:
+    kids = []
+    try:
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            try:
+                with open(f"/proc/{pid}/task/{tid}/children") as f:
+                    kids += [int(x) for x in f.read().split()]
+            except OSError:
+                pass
+    except OSError:
+        pass
+    return kids
+
+
+def _vm(pid: int) -> tuple[int, int] | None:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            txt = f.read()
+    except OSError:
+        return None
+    rss = re.search(r"VmRSS:\s+(\d+)", txt)
+    hwm = re.search(r"VmHWM:\s+(\d+)", txt)
+    if not rss or not hwm:
+        return None
+    return int(rss.group(1)), int(hwm.group(1))
+
+
+class RssPoller(threading.Thread):
+    """Polls VmRSS/VmHWM (KiB) of a process and its children (nginx has workers)."""
+
+    def __init__(self, pid: int, interval: float = 0.05) -> None:
+        super().__init__(daemon=True)
+        self.pid = pid
+        self.interval = interval
+        self.peak_hwm_kib = 0       # max over time of the sum of VmHWM
+        self.peak_rss_kib = 0       # max over time of the sum of VmRSS
+        self.last_rss_kib = 0
+        self.samples = 0
+        self.stop_ev = threading.Event()
+
+    def run(self) -> None:
+        for _ in range(1_000_000):
+            if self.stop_ev.is_set():
+                return
+            pids = [self.pid] + _proc_children(self.pid)
+            rss_sum = hwm_sum = 0
+            alive = False
+            for p in pids:
+                v = _vm(p)
+                if v:
+                    alive = True
+                    rss_sum += v[0]
+                    hwm_sum += v[1]
+            if not alive:
+                return
+            self.samples += 1
+            self.last_rss_kib = rss_sum
+            self.peak_rss_kib = max(self.peak_rss_kib, rss_sum)
+            self.peak_hwm_kib = max(self.peak_hwm_kib, hwm_sum)
+            self.stop_ev.wait(self.interval)
+
+
+# --------------------------------------------------------------------------------------------------
+# the proxy under test
+
+class Proxy:
+    def __init__(self, cfg, work: Path, upstream_port: int) -> None:
+        self.cfg = cfg
+        self.work = work
+        self.listen_port = free_port()
+        self.admin_port = free_port()
+        self.phases: list[dict] = []    # {"t":..., "phase":..., "line":...}
+        self.started_at: float | None = None
+        self.log_records = 0
+        self.log_non_json = 0
+        self.log_levels: Counter = Counter()
+        self.notable: list[tuple[float, str]] = []  # warnings/errors
+        self.child: Child | None = None
+        self.upstream_port = upstream_port
+
+    def _on_stderr(self, now: float, line: str) -> None:
+        if self.cfg.target != "sluice":
+            if "[warn]" in line or "[error]" in line or "[alert]" in line or "[crit]" in line:
+                if len(self.notable) < 200:
+                    self.notable.append((now, line))
+            return
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            self.log_non_json += 1
+            if len(self.notable) < 200:
+                self.notable.append((now, line))
+            return
+        if not isinstance(rec, dict):
+            self.log_non_json += 1
+            return
+        self.log_records += 1
+        level = str(rec.get("level", rec.get("severity", ""))).lower()
+        self.log_levels[level] += 1
+        msg = rec.get("message", rec.get("msg"))
+        if msg == "started" and self.started_at is None:
+            self.started_at = now
+        if msg == "phase" or ("phase" in rec and msg != "started"):
+            self.phases.append({"t": now, "phase": rec.get("phase"), "record": rec})
+        if level in ("warning", "warn", "error", "critical") and len(self.notable) < 200:
+            self.notable.append((now, line))
+
+    def start(self) -> None:
+        cfg = self.cfg
+        if cfg.target == "sluice":
+            argv = [str(cfg.sluice_bin),
+                    "--listen", f"127.0.0.1:{self.listen_port}",
+                    "--upstream", f"http://127.0.0.1:{self.upstream_port}",
+                    "--admin", f"127.0.0.1:{self.admin_port}",
+                    "--drain-delay", cfg.drain_delay,
+                    "--drain-timeout", cfg.drain_timeout,
+                    "--log-format", "json"]
+            if cfg.termination_grace:
+                argv += ["--termination-grace", cfg.termination_grace]
+            if cfg.threads:
+                argv += ["--threads", str(cfg.threads)]
+            argv += cfg.extra_args
+        else:
+            argv = self._nginx_argv()
+        self.argv = argv
+        self.child = Child(cfg.target, argv, self.work, on_stderr=self._on_stderr)
+
+    def _nginx_argv(self) -> list[str]:
+        prefix = self.work / "nginx"
+        for d in ("conf", "logs", "tmp/body", "tmp/proxy", "tmp/fastcgi", "tmp/uwsgi", "tmp/scgi"):
+            (prefix / d).mkdir(parents=True, exist_ok=True)
+        user = "user root root;\n" if os.geteuid() == 0 else ""
+        conf = f"""{user}daemon off;
+master_process on;
+worker_processes 1;
+pid {prefix}/logs/nginx.pid;
+error_log stderr notice;
+events {{ worker_connections 8192; }}
+http {{
+    access_log off;
+    client_body_temp_path {prefix}/tmp/body;
+    proxy_temp_path {prefix}/tmp/proxy;
+    fastcgi_temp_path {prefix}/tmp/fastcgi;
+    uwsgi_temp_path {prefix}/tmp/uwsgi;
+    scgi_temp_path {prefix}/tmp/scgi;
+    keepalive_requests 1000000;
+    keepalive_timeout 75s;
+    upstream origin {{ server 127.0.0.1:{self.upstream_port}; keepalive 64; }}
+    server {{
+        listen 127.0.0.1:{self.listen_port} backlog=4096;
+        client_max_body_size 16m;
+        location / {{
+            proxy_pass http://origin;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_buffering off;
+            proxy_request_buffering off;
+        }}
+    }}
+    server {{
+        listen 127.0.0.1:{self.admin_port};
+        location = /readyz {{ return 200 "ready"; }}
+        location = /livez {{ return 200 "ok"; }}
+    }}
+}}
+"""
+        (prefix / "conf" / "nginx.conf").write_text(conf)
+        return [NGINX, "-p", str(prefix) + "/", "-c", str(prefix / "conf" / "nginx.conf"), "-e", "stderr"]
+
+    def wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        for _ in range(int(timeout / 0.05) + 2):
+            rc = self.child.poll()
+            if rc is not None:
+                raise RuntimeError(f"{self.cfg.target} exited with {rc} during start-up:\n{self.child.tail(30)}")
+            st, _ = http_get(self.admin_port, "/readyz", timeout=0.3)
+            lst, _ = http_get(self.listen_port, "/", timeout=1.0)
+            if st == 200 and lst == 200:
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{self.cfg.target} not ready after {timeout}s (readyz={st}, proxy={lst}):\n"
+                                   f"{self.child.tail(30)}")
+            time.sleep(0.05)
+
+    @property
+    def stop_signal(self) -> int:
+        return signal.SIGTERM if self.cfg.target == "sluice" else signal.SIGQUIT
+
+
+# --------------------------------------------------------------------------------------------------
+# analysis
+
+def analyse(records: list[list], t0: float, t_sig: float, duration: float) -> dict:
+    total = len(records)
+    ok = sum(1 for r in records if r[3] == "ok")
+    fails = Counter(r[3] for r in records if r[3] != "ok")
+    by_client: dict[str, Counter] = defaultdict(Counter)
+    served = Counter()
+    for r in records:
+        by_client[r[2]]["ok" if r[3] == "ok" else "failed"] += 1
+        if r[3] == "ok":
+            served[r[4]] += 1
+    by_client_kind: dict[str, Counter] = defaultdict(Counter)
+    for r in records:
+        if r[3] != "ok":
+            by_client_kind[r[2]][r[3]] += 1
+
+    # in flight across the signal: started before it, finished after it
+    infl = [r for r in records if r[0] < t_sig < r[1]]
+    infl_by_client: dict[str, Counter] = defaultdict(Counter)
+    for r in infl:
+        infl_by_client[r[2]]["completed" if r[3] == "ok" else "failed"] += 1
+        if r[3] == "ok":
+            infl_by_client[r[2]]["via_" + r[4]] += 1
+    infl_fail = Counter(r[3] for r in infl if r[3] != "ok")
+
+    # per-second timeline (by completion time)
+    secs = int(duration + 8)
+    tl = [{"second": i, "ok": 0, "failed": 0, "served": Counter(), "fail_kinds": Counter()} for i in range(secs)]
+    for r in records:
+        i = int(r[1] - t0)
+        if 0 <= i < secs:
+            if r[3] == "ok":
+                tl[i]["ok"] += 1
+                tl[i]["served"][r[4]] += 1
+            else:
+                tl[i]["failed"] += 1
+                tl[i]["fail_kinds"][r[3]] += 1
+    while tl and tl[-1]["ok"] == 0 and tl[-1]["failed"] == 0:
+        tl.pop()
+    for row in tl:
+        row["served"] = dict(row["served"])
+        row["fail_kinds"] = dict(row["fail_kinds"])
+
+    fail_times = sorted(r[1] - t_sig for r in records if r[3] != "ok")
+    in_window = sum(1 for r in records if t0 <= r[1] <= t0 + duration)
+    return {
+        "total": total,
+        "ok": ok,
+        "failed": total - ok,
+        "rate_per_s": round(in_window / duration, 1) if duration > 0 else 0,
+        "by_client": {k: dict(v) for k, v in sorted(by_client.items())},
+        "served_by": dict(served),
+        "failures_by_kind": dict(fails.most_common()),
+        "failures_by_client": {k: dict(v) for k, v in sorted(by_client_kind.items())},
+        "failure_window_after_signal_s": [round(fail_times[0], 3), round(fail_times[-1], 3)] if fail_times else None,
+        "in_flight_at_signal": {
+            "total": len(infl),
+            "completed": sum(1 for r in infl if r[3] == "ok"),
+            "failed": len(infl) - sum(1 for r in infl if r[3] == "ok"),
+            "failures_by_kind": dict(infl_fail),
+            "by_client": {k: dict(v) for k, v in sorted(infl_by_client.items())},
+        },
+        "per_second": tl,
+    }
+
+
+def readiness_verdict(transitions: list[tuple[float, int | str]], samples, t_sig: float,
+                      max_delay: float = 0.5) -> dict:
+    """200 before the signal; 503 within max_delay after it; never 200 again."""
+    before = [st for t, _, st in samples if t < t_sig]
+    after = [(t, st) for t, _, st in samples if t >= t_sig]
+    first_503 = next((t for t, st in after if st == 503), None)
+    back_to_200 = None
+    if first_503 is not None:
+        back_to_200 = next((t for t, st in after if t > first_503 and st == 200), None)
+    late_200 = [t for t, st in after if st == 200 and (first_503 is None or t < first_503)]
+    problems = []
+    if not before or before[-1] != 200:
+        problems.append(f"not 200 just before the signal (last={before[-1] if before else None})")
+    if first_503 is None:
+        problems.append("never 503 after the signal")
+    elif first_503 - t_sig > max_delay:
+        problems.append(f"first 503 only {first_503 - t_sig:.3f}s after the signal")
+    if back_to_200 is not None:
+        problems.append(f"200 again {back_to_200 - t_sig:.3f}s after the signal")
+    return {
+        "ok": not problems,
+        "problems": problems,
+        "first_503_after_signal_s": round(first_503 - t_sig, 3) if first_503 is not None else None,
+        "200_after_signal_before_503": len(late_200),
+        "timeline": [{"t_rel_signal": round(t - t_sig, 3), "status": st} for t, st in transitions],
+    }
+
+
+# --------------------------------------------------------------------------------------------------
+# the run
+
+class Config:
+    target = "sluice"
+    sluice_bin: Path = default_sluice_bin()
+    drain_delay = "5s"
+    drain_timeout = "10s"
+    termination_grace: str | None = None
+    threads: int | None = None
+    removal_lag = 3.0
+    signal_at = 3.0
+    duration = 10.0
+    workers = 3
+    keepalive = 8
+    newconn = 4
+    slow = 3
+    upload = 1
+    stream = 1
+    think_ms = 20.0
+    json_path: str | None = None
+    workdir: str | None = None
+    quiet = False
+    extra_args: list[str] = []
+
+    def __init__(self, **kw) -> None:
+        for k, v in kw.items():
+            if not hasattr(self, k):
+                raise TypeError(f"unknown option {k}")
+            setattr(self, k, v)
+        self.extra_args = list(self.extra_args)
+
+    def as_dict(self) -> dict:
+        keys = [k for k in dir(Config) if not k.startswith("_") and not callable(getattr(Config, k))]
+        return {k: (str(getattr(self, k)) if isinstance(getattr(self, k), Path) else getattr(self, k))
+                for k in keys}
+
+
+def run(cfg: Config) -> dict:
+    say = (lambda *a: None) if cfg.quiet else (lambda *a: print(*a, flush=True))
+    if cfg.target == "sluice" and not Path(cfg.sluice_bin).exists():
+        raise FileNotFoundError(f"sluice binary not found: {cfg.sluice_bin}")
+    if cfg.target.startswith("nginx") and not Path(NGINX).exists():
+        raise FileNotFoundError(f"nginx not found: {NGINX}")
+    work = Path(cfg.workdir) if cfg.workdir else Path(tempfile.mkdtemp(prefix="sluice-e2e-"))
+    work.mkdir(parents=True, exist_ok=True)
+    say(f"[e2e] target={cfg.target} work={work}")
+
+    children: list[Child] = []
+    proxy: Proxy | None = None
+    pollers: list[threading.Thread] = []
+    result: dict = {"target": cfg.target, "config": cfg.as_dict(), "workdir": str(work)}
+    try:
+        # origins
+        oa = Child("originA", [PY, str(HERE / "origin.py"), "--port", "0", "--name", "A"], work)
+        children.append(oa)
+        ob = Child("originB", [PY, str(HERE / "origin.py"), "--port", "0", "--name", "B"], work)
+        children.append(ob)
+        ma = oa.wait_for_line(r"^listening (\d+)", 10)
+        mb = ob.wait_for_line(r"^listening (\d+)", 10)
+        if not ma or not mb:
+            raise RuntimeError(f"origins did not start:\n{oa.tail()}\n{ob.tail()}")
+        port_a, port_b = int(ma.group(1)), int(mb.group(1))
+
+        # proxy (the old pod)
+        proxy = Proxy(cfg, work, port_a)
+        proxy.start()
+        children.append(proxy.child)
+        t_launch = time.monotonic()
+        proxy.wait_ready(30)
+        result["proxy_argv"] = proxy.argv
+        say(f"[e2e] {cfg.target} pid={proxy.child.pid} listen={proxy.listen_port} admin={proxy.admin_port} "
+            f"ready after {time.monotonic() - t_launch:.2f}s"
+            + (f" (started log line: {'yes' if proxy.started_at else 'NO'})" if cfg.target == "sluice" else ""))
+
+        # the Service
+        ep_proxy = f"127.0.0.1:{proxy.listen_port}"
+        ep_b = f"127.0.0.1:{port_b}"
+        bal_events: list[dict] = []
+        bal_stats: list[dict] = []
+
+        def on_bal(now, line):
+            if line.startswith("event "):
+                bal_events.append(json.loads(line[6:]))
+            elif line.startswith("stats "):
+                bal_stats.append(json.loads(line[6:]))
+
+        bal = Child("balancer", [PY, str(HERE / "balancer.py"), "--port", "0", "--endpoint", ep_proxy,
+                                 "--endpoint", ep_b, "--removal-lag", str(cfg.removal_lag)],
+                    work, on_stdout=on_bal, stdin=True)
+        children.append(bal)
+        mbal = bal.wait_for_line(r"^listening (\d+)", 10)
+        if not mbal:
+            raise RuntimeError(f"balancer did not start:\n{bal.tail()}")
+        port_bal = int(mbal.group(1))
+
+        # pollers
+        rp = ReadinessPoller(proxy.admin_port)
+        rp.start()
+        rss = RssPoller(proxy.child.pid)
+        rss.start()
+        pollers += [rp, rss]
+
+        # load
+        t0 = time.monotonic() + 1.0
+        progress: dict[int, dict] = {}
+
+        def on_prog(i):
+            def cb(now, line):
+                if line.startswith("progress "):
+                    progress[i] = json.loads(line[9:])
+            return cb
+
+        workers = []
+        for i in range(cfg.workers):
+            out = work / f"worker{i}.json"
+            argv = [PY, str(HERE / "loadgen.py"), "--port", str(port_bal), "--names", "A,B",
+                    "--start", repr(t0), "--duration", str(cfg.duration), "--out", str(out),
+                    "--keepalive", str(cfg.keepalive), "--newconn", str(cfg.newconn),
+                    "--slow", str(cfg.slow), "--upload", str(cfg.upload), "--stream", str(cfg.stream),
+                    "--think-ms", str(cfg.think_ms), "--seed", str(i + 1)]
+            w = Child(f"worker{i}", argv, work, on_stdout=on_prog(i))
+            children.append(w)
+            workers.append((w, out))
+        say(f"[e2e] balancer :{port_bal} endpoints=[{cfg.target} {ep_proxy}, originB {ep_b}] "
+            f"lag={cfg.removal_lag}s; {cfg.workers} load workers for {cfg.duration}s, "
+            f"signal at +{cfg.signal_at}s")
+
+        t_sig_planned = t0 + cfg.signal_at
+        t_sig: float | None = None
+        t_kill: float | None = None
+        next_print = t0 + 1.0
+        last_ok = 0
+        hard_end = t0 + cfg.duration + 30.0
+        proxy_exit_deadline = None
+        for _ in range(100_000):
+            now = time.monotonic()
+            if t_sig is None and now >= t_sig_planned:
+                # termination starts: the pod is signalled (unless a preStop sleep runs first) and
+                # the endpoint removal starts on its way to the balancer
+                if cfg.target != "nginx-prestop":
+                    os.kill(proxy.child.pid, proxy.stop_signal)
+                t_sig = time.monotonic()
+                bal.send(f"terminate {ep_proxy}")
+                if cfg.target == "nginx-prestop":
+                    t_kill = t_sig + parse_duration(cfg.drain_delay)
+                    say(f"[e2e] +{t_sig - t0:.2f}s termination starts: preStop sleep {cfg.drain_delay}, "
+                        f"balancer removes nginx in {cfg.removal_lag}s")
+                else:
+                    say(f"[e2e] +{t_sig - t0:.2f}s sent {signal.Signals(proxy.stop_signal).name} to "
+                        f"{cfg.target}; balancer removes it in {cfg.removal_lag}s")
+                grace = parse_duration(cfg.drain_delay) + (parse_duration(cfg.drain_timeout)
+                                                           if cfg.target == "sluice" else 15.0)
+                proxy_exit_deadline = t_sig + grace + 5.0
+            if t_kill is not None and now >= t_kill:
+                os.kill(proxy.child.pid, proxy.stop_signal)
+                t_kill = None
+                say(f"[e2e] +{time.monotonic() - t0:.2f}s preStop sleep over: sent "
+                    f"{signal.Signals(proxy.stop_signal).name} to nginx")
+            proxy.child.poll()
+            if now >= next_print:
+                ok = sum(p.get("ok", 0) for p in progress.values())
+                fail = sum(p.get("fail", 0) for p in progress.values())
+                ph = proxy.phases[-1]["phase"] if proxy.phases else ("-" if cfg.target != "sluice" else "serving?")
+                rc = proxy.child.proc.returncode
+                say(f"[e2e] +{now - t0:5.1f}s ok={ok:6d} fail={fail:4d} rate={ok - last_ok:5d}/s "
+                    f"readyz={rp.current()} phase={ph} {cfg.target}="
+                    f"{'running' if rc is None else f'exited({rc})'} rss={rss.last_rss_kib // 1024}MiB")
+                last_ok = ok
+                next_print += 1.0
+            workers_done = all(w.proc.poll() is not None for w, _ in workers)
+            proxy_done = proxy.child.proc.poll() is not None
+            if workers_done and t_sig is not None and (proxy_done or now > proxy_exit_deadline):
+                break
+            if now > hard_end and (proxy_exit_deadline is None or now > proxy_exit_deadline):
+                break
+            time.sleep(0.05)
+
+        # proxy's exit
+        rc = proxy.child.poll()
+        if rc is None:
+            say(f"[e2e] {cfg.target} still running {time.monotonic() - t_sig:.1f}s after the signal: killing it")
+            proxy.child.proc.kill()
+            proxy.child.proc.wait(5)
+            exit_code, exit_after = None, None
+        else:
+            exit_code = rc
+            exit_after = proxy.child.exit_time - t_sig if t_sig else None
+        for p in pollers:
+            p.stop_ev.set()
+        for p in pollers:
+            p.join(2)
+
+        # balancer stats
+        bal.send("stats")
+        for _ in range(100):
+            if bal_stats:
+                break
+            time.sleep(0.02)
+        bal.send("quit")
+
+        # workers' records
+        records: list[list] = []
+        clients = Counter()
+        examples = []
+        for w, out in workers:
+            if w.proc.poll() is None:
+                w.stop()
+            try:
+                data = json.loads(out.read_text())
+            except (OSError, ValueError) as e:
+                raise RuntimeError(f"worker {w.name} left no results ({e}):\n{w.tail()}")
+            records += data["records"]
+            for k in ("connections_opened", "pool_discards", "connection_close_seen"):
+                clients[k] += data[k]
+            examples += data["fail_examples"]
+
+        res = analyse(records, t0, t_sig, cfg.duration)
+        ready = readiness_verdict(rp.transitions(), rp.samples, t_sig)
+        if cfg.target != "sluice":
+            ready["problems"] = [f"(not meaningful for {cfg.target}: its /readyz is a static stand-in)"]\
+                + ready["problems"]
+        examples.sort(key=lambda e: e["t"])
+        seen_kinds: Counter = Counter()
+        picked = []
+        for e in examples:  # up to 5 of each kind, earliest first
+            seen_kinds[e["kind"]] += 1
+            if seen_kinds[e["kind"]] <= 5:
+                picked.append(e)
+        examples = picked
+        for e in examples:
+            e["t_rel_signal"] = round(e.pop("t") - t_sig, 3)
+            e["t_start_rel_signal"] = round(e.pop("t_start") - t_sig, 3)
+        result.update({
+            "requests": {k: res[k] for k in ("total", "ok", "failed", "rate_per_s", "by_client", "served_by")},
+            "failures": {"by_kind": res["failures_by_kind"], "by_client": res["failures_by_client"],
+                         "window_after_signal_s": res["failure_window_after_signal_s"],
+                         "examples": examples},
+            "in_flight_at_signal": res["in_flight_at_signal"],
+            "proxy": {
+                "pid": proxy.child.pid,
+                "signal": signal.Signals(proxy.stop_signal).name,
+                "exit_code": exit_code,
+                "exit_after_signal_s": round(exit_after, 3) if exit_after is not None else None,
+                "peak_rss_mib": round(rss.peak_hwm_kib / 1024, 1),
+                "peak_rss_sampled_mib": round(rss.peak_rss_kib / 1024, 1),
+                "phases": [{"t_rel_signal": round(p["t"] - t_sig, 3), "phase": p["phase"]} for p in proxy.phases],
+                "started_line_seen": proxy.started_at is not None,
+                "log_records": proxy.log_records,
+                "log_non_json_lines": proxy.log_non_json,
+                "log_levels": dict(proxy.log_levels),
+                "notable_log_lines": [{"t_rel_signal": round(t - t_sig, 3), "line": l[:400]}
+                                      for t, l in proxy.notable[:30]],
+                "log_path": str(proxy.child.log_path),
+            },
+            "readiness": ready,
+            "balancer": {
+                **({k: v for k, v in bal_stats[-1].items() if k != "events"} if bal_stats else {}),
+                "events": [{**{k: v for k, v in e.items() if k != "t"}, "t_rel_signal": round(e["t"] - t_sig, 3)}
+                           for e in bal_events],
+                "proxy_endpoint": ep_proxy,
+            },
+            "clients": dict(clients),
+            "per_second": res["per_second"],
+            "signal_at_s": round(t_sig - t0, 3),
+        })
+    finally:
+        for p in pollers:
+            p.stop_ev.set()
+        for c in reversed(children):
+            c.stop()
+    if cfg.json_path:
+        Path(cfg.json_path).write_text(json.dumps(result, indent=2, default=str))
+    if not cfg.quiet:
+        print(format_table(result), flush=True)
+    return result
+
+
+def format_table(r: dict) -> str:
+    req, fl, inf, px, rd = r["requests"], r["failures"], r["in_flight_at_signal"], r["proxy"], r["readiness"]
+    c = r["config"]
+    rows = []
+    add = lambda k, v: rows.append((k, str(v)))
+    add("target", r["target"] + (f"  (drain-delay {c['drain_delay']}, drain-timeout {c['drain_timeout']})"
+                                  if r["target"] == "sluice" else "  (graceful quit, SIGQUIT)"
+                                  if r["target"] == "nginx"
+                                  else f"  (preStop sleep {c['drain_delay']}, then SIGQUIT)"))
+    add("removal lag / signal at", f"{c['removal_lag']}s / +{r['signal_at_s']}s")
+    add("requests total", req["total"])
+    add("requests ok", req["ok"])
+    add("rate (in the load window)", f"{req['rate_per_s']}/s")
+    add("served by origin", ", ".join(f"{k}={v}" for k, v in sorted(req["served_by"].items())))
+    add("FAILURES", req["failed"])
+    for k, v in fl["by_kind"].items():
+        add(f"  {k}", v)
+    if fl["window_after_signal_s"]:
+        add("  failure window (s after signal)", fl["window_after_signal_s"])
+    for k, v in fl["by_client"].items():
+        add(f"  by client {k}", ", ".join(f"{a}={b}" for a, b in v.items()))
+    add("in flight at signal", f"{inf['total']} (completed {inf['completed']}, failed {inf['failed']})")
+    for k, v in inf["by_client"].items():
+        add(f"  {k}", ", ".join(f"{a}={b}" for a, b in v.items()))
+    add("proxy exit code", px["exit_code"])
+    add("termination start -> exit", f"{px['exit_after_signal_s']}s")
+    add("proxy peak RSS (VmHWM)", f"{px['peak_rss_mib']} MiB")
+    if px["phases"]:
+        add("phases (s after signal)", ", ".join(f"{p['phase']}@{p['t_rel_signal']}" for p in px["phases"]))
+    add("readiness ok", f"{rd['ok']} {'; '.join(rd['problems'])}")
+    add("readiness timeline", ", ".join(f"{t['status']}@{t['t_rel_signal']}" for t in rd["timeline"]))
+    b = r["balancer"]
+    if b:
+        add("balancer conns by endpoint", b.get("connections_by_endpoint"))
+        add("balancer refused by endpoint", b.get("refused_by_endpoint"))
+        add("balancer resets client/upstream", f"{b.get('client_resets')}/{b.get('upstream_resets')}")
+    add("client conns opened / pool discards / Connection: close seen",
+        f"{r['clients'].get('connections_opened')} / {r['clients'].get('pool_discards')} / "
+        f"{r['clients'].get('connection_close_seen')}")
+    w = max(len(k) for k, _ in rows)
+    lines = ["", "=" * (w + 40)] + [f"{k.ljust(w)}  {v}" for k, v in rows]
+    lines.append("per second (by completion): ok / failed [served] {failures}")
+    for s in r["per_second"]:
+        lines.append(f"  {s['second']:3d}s  {s['ok']:6d} / {s['failed']:4d}  {s['served']}  "
+                     f"{s['fail_kinds'] if s['fail_kinds'] else ''}")
+    if fl["examples"]:
+        lines.append("first failures:")
+        for e in fl["examples"][:8]:
+            lines.append(f"  +{e['t_rel_signal']}s {e['client']} {e['kind']} reused={e['reused_connection']} "
+                         f"{e['detail'][:100]}")
+    lines.append("=" * (w + 40))
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--target", choices=["sluice", "nginx", "nginx-prestop"], default="sluice",
+                    help="nginx: SIGQUIT at the signal time; nginx-prestop: SIGQUIT --drain-delay later "
+                         "(the usual preStop-sleep workaround)")
+    ap.add_argument("--sluice-bin", default=str(default_sluice_bin()))
+    ap.add_argument("--drain-delay", default=Config.drain_delay)
+    ap.add_argument("--drain-timeout", default=Config.drain_timeout)
+    ap.add_argument("--termination-grace", default=None)
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--removal-lag", type=float, default=Config.removal_lag)
+    ap.add_argument("--signal-at", type=float, default=Config.signal_at)
+    ap.add_argument("--duration", type=float, default=Config.duration)
+    ap.add_argument("--workers", type=int, default=Config.workers, help="load generator processes")
+    ap.add_argument("--keepalive", type=int, default=Config.keepalive, help="pooled connections per worker")
+    ap.add_argument("--newconn", type=int, default=Config.newconn, help="new-connection loops per worker")
+    ap.add_argument("--slow", type=int, default=Config.slow, help="slow-request loops per worker")
+    ap.add_argument("--upload", type=int, default=Config.upload, help="upload loops per worker")
+    ap.add_argument("--stream", type=int, default=Config.stream, help="streaming loops per worker")
+    ap.add_argument("--think-ms", type=float, default=Config.think_ms)
+    ap.add_argument("--json", dest="json_path", default=None, help="write the results here")
+    ap.add_argument("--workdir", default=None)
+    ap.add_argument("--quiet", action="store_true")
+    ap.add_argument("extra_args", nargs="*", help="after --: extra sluice arguments")
+    a = ap.parse_args(argv)
+    cfg = Config(target=a.target, sluice_bin=Path(a.sluice_bin), drain_delay=a.drain_delay,
+                 drain_timeout=a.drain_timeout, termination_grace=a.termination_grace, threads=a.threads,
+                 removal_lag=a.removal_lag, signal_at=a.signal_at, duration=a.duration, workers=a.workers,
+                 keepalive=a.keepalive, newconn=a.newconn, slow=a.slow, upload=a.upload, stream=a.stream,
+                 think_ms=a.think_ms, json_path=a.json_path, workdir=a.workdir, quiet=a.quiet,
+                 extra_args=a.extra_args)
+    try:
+        r = run(cfg)
+    except FileNotFoundError as e:
+        print(f"[e2e] {e}", file=sys.stderr)
+        return 2
+    return 0 if r["requests"]["failed"] == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
