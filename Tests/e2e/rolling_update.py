@@ -42,6 +42,7 @@ HERE = Path(__file__).resolve().parent
 REPO_ROOT = HERE.parent.parent
 PY = sys.executable or "python3"
 NGINX = "/usr/sbin/nginx"
+SLUICE_LIKE = ("sluice", "reference")
 
 
 def default_sluice_bin() -> Path:
@@ -334,7 +335,7 @@ class Proxy:
         self.upstream_port = upstream_port
 
     def _on_stderr(self, now: float, line: str) -> None:
-        if self.cfg.target != "sluice":
+        if self.cfg.target not in SLUICE_LIKE:
             if "[warn]" in line or "[error]" in line or "[alert]" in line or "[crit]" in line:
                 if len(self.notable) < 200:
                     self.notable.append((now, line))
@@ -362,8 +363,9 @@ class Proxy:
 
     def start(self) -> None:
         cfg = self.cfg
-        if cfg.target == "sluice":
-            argv = [str(cfg.sluice_bin),
+        if cfg.target in SLUICE_LIKE:
+            binary = [str(cfg.sluice_bin)] if cfg.target == "sluice" else [PY, str(HERE / "reference_proxy.py")]
+            argv = binary + [
                     "--listen", f"127.0.0.1:{self.listen_port}",
                     "--upstream", f"http://127.0.0.1:{self.upstream_port}",
                     "--admin", f"127.0.0.1:{self.admin_port}",
@@ -439,7 +441,7 @@ http {{
 
     @property
     def stop_signal(self) -> int:
-        return signal.SIGTERM if self.cfg.target == "sluice" else signal.SIGQUIT
+        return signal.SIGTERM if self.cfg.target in SLUICE_LIKE else signal.SIGQUIT
 
 
 # --------------------------------------------------------------------------------------------------
@@ -611,7 +613,7 @@ def run(cfg: Config) -> dict:
         result["proxy_argv"] = proxy.argv
         say(f"[e2e] {cfg.target} pid={proxy.child.pid} listen={proxy.listen_port} admin={proxy.admin_port} "
             f"ready after {time.monotonic() - t_launch:.2f}s"
-            + (f" (started log line: {'yes' if proxy.started_at else 'NO'})" if cfg.target == "sluice" else ""))
+            + (f" (started log line: {'yes' if proxy.started_at else 'NO'})" if cfg.target in SLUICE_LIKE else ""))
 
         # the Service
         ep_proxy = f"127.0.0.1:{proxy.listen_port}"
@@ -690,7 +692,7 @@ def run(cfg: Config) -> dict:
                     say(f"[e2e] +{t_sig - t0:.2f}s sent {signal.Signals(proxy.stop_signal).name} to "
                         f"{cfg.target}; balancer removes it in {cfg.removal_lag}s")
                 grace = parse_duration(cfg.drain_delay) + (parse_duration(cfg.drain_timeout)
-                                                           if cfg.target == "sluice" else 15.0)
+                                                           if cfg.target in SLUICE_LIKE else 15.0)
                 proxy_exit_deadline = t_sig + grace + 5.0
             if t_kill is not None and now >= t_kill:
                 os.kill(proxy.child.pid, proxy.stop_signal)
@@ -701,7 +703,7 @@ def run(cfg: Config) -> dict:
             if now >= next_print:
                 ok = sum(p.get("ok", 0) for p in progress.values())
                 fail = sum(p.get("fail", 0) for p in progress.values())
-                ph = proxy.phases[-1]["phase"] if proxy.phases else ("-" if cfg.target != "sluice" else "serving?")
+                ph = proxy.phases[-1]["phase"] if proxy.phases else ("-" if cfg.target not in SLUICE_LIKE else "serving?")
                 rc = proxy.child.proc.returncode
                 say(f"[e2e] +{now - t0:5.1f}s ok={ok:6d} fail={fail:4d} rate={ok - last_ok:5d}/s "
                     f"readyz={rp.current()} phase={ph} {cfg.target}="
@@ -757,7 +759,7 @@ def run(cfg: Config) -> dict:
 
         res = analyse(records, t0, t_sig, cfg.duration)
         ready = readiness_verdict(rp.transitions(), rp.samples, t_sig)
-        if cfg.target != "sluice":
+        if cfg.target not in SLUICE_LIKE:
             ready["problems"] = [f"(not meaningful for {cfg.target}: its /readyz is a static stand-in)"]\
                 + ready["problems"]
         examples.sort(key=lambda e: e["t"])
@@ -822,7 +824,7 @@ def format_table(r: dict) -> str:
     rows = []
     add = lambda k, v: rows.append((k, str(v)))
     add("target", r["target"] + (f"  (drain-delay {c['drain_delay']}, drain-timeout {c['drain_timeout']})"
-                                  if r["target"] == "sluice" else "  (graceful quit, SIGQUIT)"
+                                  if r["target"] in SLUICE_LIKE else "  (graceful quit, SIGQUIT)"
                                   if r["target"] == "nginx"
                                   else f"  (preStop sleep {c['drain_delay']}, then SIGQUIT)"))
     add("removal lag / signal at", f"{c['removal_lag']}s / +{r['signal_at_s']}s")
@@ -872,9 +874,10 @@ def format_table(r: dict) -> str:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--target", choices=["sluice", "nginx", "nginx-prestop"], default="sluice",
-                    help="nginx: SIGQUIT at the signal time; nginx-prestop: SIGQUIT --drain-delay later "
-                         "(the usual preStop-sleep workaround)")
+    ap.add_argument("--target", choices=["sluice", "reference", "nginx", "nginx-prestop"], default="sluice",
+                    help="reference: reference_proxy.py, a Python model of the drain contract (checks the "
+                         "harness); nginx: SIGQUIT at the signal time; nginx-prestop: SIGQUIT --drain-delay "
+                         "later (the usual preStop-sleep workaround)")
     ap.add_argument("--sluice-bin", default=str(default_sluice_bin()))
     ap.add_argument("--drain-delay", default=Config.drain_delay)
     ap.add_argument("--drain-timeout", default=Config.drain_timeout)

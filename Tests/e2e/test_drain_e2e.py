@@ -77,3 +77,13 @@ def test_nginx_graceful_quit_is_detected(tmp_path):
     assert r["proxy"]["exit_code"] == 0, summary
     refused = r["balancer"].get("refused_by_endpoint", {}).get(r["balancer"]["proxy_endpoint"], 0)
     assert refused > 0, summary
+
+
+def test_reference_proxy_loses_nothing(tmp_path):
+    """Harness self-check without sluice: a Python model of the drain contract passes the same bar."""
+    r, summary = _run(tmp_path, target="reference", drain_delay="5s", drain_timeout="10s", removal_lag=3.0)
+    assert r["requests"]["failed"] == 0, summary
+    assert r["in_flight_at_signal"]["completed"] == r["in_flight_at_signal"]["total"] > 0, summary
+    assert r["proxy"]["exit_code"] == 0, summary
+    assert r["readiness"]["ok"], summary
+    assert r["requests"]["ok"] >= 10_000, summary
