@@ -24,7 +24,7 @@ import asyncio
 import hashlib
 import signal
 import sys
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs
 
 MAX_HEADER = 64 * 1024
 MAX_BODY = 64 * 1024 * 1024

@@ -103,7 +103,8 @@ class Child:
         self.proc = subprocess.Popen(
             argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
-            preexec_fn=_die_with_parent, cwd=str(log_dir), text=True, bufsize=1)
+            preexec_fn=_die_with_parent, cwd=str(log_dir), text=True, encoding="utf-8",
+            errors="replace", bufsize=1)
         self.pid = self.proc.pid
         self.exit_time: float | None = None
         self._threads = [
@@ -429,7 +430,8 @@ http {{
         for _ in range(int(timeout / 0.05) + 2):
             rc = self.child.poll()
             if rc is not None:
-                raise RuntimeError(f"{self.cfg.target} exited with {rc} during start-up:\n{self.child.tail(30)}")
+                raise RuntimeError(f"{self.cfg.target} exited with {rc} during start-up "
+                                   f"({' '.join(self.argv)}):\n{self.child.tail(30)}")
             st, _ = http_get(self.admin_port, "/readyz", timeout=0.3)
             lst, _ = http_get(self.listen_port, "/", timeout=1.0)
             if st == 200 and lst == 200:
