@@ -1,0 +1,1193 @@
+#!/usr/bin/env python3
+"""Load benchmark: Sluice vs nginx vs HAProxy on one machine.
+
+Usage:
+    python3 Benchmarks/load/bench.py [--quick] [--sluice-bin PATH] [--out DIR]
+                                     [--scaling] [--idle-conns [N]]
+
+Every proxy runs with one worker/thread pinned to core 1 and proxies to the
+same C origin (origin.c) pinned to core 0, where the load generator (wrk, or
+h2load for HTTP/2) also runs. Targets are alternated within every round and the
+medians across rounds are reported. See README.md next to this file.
+
+Only 127.0.0.1 is ever contacted; every load run is bounded in time.
+"""
+from __future__ import annotations
+
+import argparse
+import atexit
+import ctypes
+import datetime as _dt
+import http.client
+import json
+import math
+import os
+import platform
+import re
+import resource
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent.parent
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+PROXIES = ["nginx", "haproxy", "sluice"]
+
+# name -> description of one benchmark cell
+SCENARIOS = {
+    "small": {"tool": "wrk", "path": "/small", "desc": "GET, 13-byte body, keep-alive"},
+    "4k": {"tool": "wrk", "path": "/4k", "desc": "GET, 4 KiB body, keep-alive"},
+    "64k": {"tool": "wrk", "path": "/64k", "desc": "GET, 64 KiB body, keep-alive"},
+    "post4k": {"tool": "wrk", "path": "/echo", "lua": "post4k.lua", "desc": "POST 4 KiB, echoed, keep-alive"},
+    "close": {"tool": "wrk", "path": "/small", "headers": ["Connection: close"],
+              "desc": "GET small, Connection: close on every request"},
+    "h2": {"tool": "h2load", "path": "/small", "desc": "h2c prior knowledge, GET small"},
+}
+
+# --------------------------------------------------------------------------------------
+# small helpers
+
+
+def log(msg: str = "") -> None:
+    print(msg, flush=True)
+
+
+def warn(msg: str) -> None:
+    print(f"warning: {msg}", file=sys.stderr, flush=True)
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def have_two_cores() -> bool:
+    try:
+        return len(os.sched_getaffinity(0)) >= 2 and {0, 1} <= os.sched_getaffinity(0)
+    except AttributeError:
+        return (os.cpu_count() or 1) >= 2
+
+
+PIN_OK = False  # set in main()
+NOFILE = 20000  # RLIMIT_NOFILE the proxies inherit; set in main()
+
+
+def pinned(core: str | None, cmd: list[str]) -> list[str]:
+    if core is None or not PIN_OK or not shutil.which("taskset"):
+        return cmd
+    return ["taskset", "-c", core] + cmd
+
+
+_libc = None
+
+
+def _pdeathsig() -> None:
+    """preexec_fn: children get SIGTERM if this script dies, so nothing is left behind."""
+    global _libc
+    try:
+        if _libc is None:
+            _libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        _libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except Exception:
+        pass
+
+
+class ProcRegistry:
+    """Every long-running process this script starts; stopped by PID at exit."""
+
+    def __init__(self) -> None:
+        self.procs: list[subprocess.Popen] = []
+
+    def spawn(self, cmd: list[str], log_path: Path, **kw) -> subprocess.Popen:
+        f = open(log_path, "ab")
+        p = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                             start_new_session=True, preexec_fn=_pdeathsig, **kw)
+        f.close()
+        self.procs.append(p)
+        return p
+
+    @staticmethod
+    def stop(p: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int | None:
+        if p.poll() is None:
+            try:
+                os.kill(p.pid, sig)
+            except ProcessLookupError:
+                pass
+            try:
+                p.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                try:
+                    os.kill(p.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                try:
+                    p.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    pass
+        return p.returncode
+
+    def cleanup(self) -> None:
+        for p in reversed(self.procs):
+            self.stop(p, timeout=5)
+        self.procs.clear()
+
+
+REG = ProcRegistry()
+atexit.register(REG.cleanup)
+
+
+def _on_signal(signum, _frame):
+    raise SystemExit(128 + signum)
+
+
+# --------------------------------------------------------------------------------------
+# /proc accounting
+
+
+def proc_tree(root: int) -> list[int]:
+    """root and all its descendants (alive)."""
+    children: dict[int, list[int]] = {}
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/stat") as f:
+                rest = f.read().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        children.setdefault(int(rest[1]), []).append(int(d))
+    out, i = [root], 0
+    while i < len(out):
+        out.extend(children.get(out[i], []))
+        i += 1
+    return [p for p in out if os.path.exists(f"/proc/{p}")]
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """utime+stime (+ reaped children's) of the given processes, all threads, in seconds."""
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                rest = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        # rest[0] is field 3 (state); utime=14, stime=15, cutime=16, cstime=17
+        total += int(rest[11]) + int(rest[12]) + int(rest[13]) + int(rest[14])
+    return total / CLK_TCK
+
+
+def status_kib(pids: list[int], key: str) -> int:
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/status") as f:
+                for line in f:
+                    if line.startswith(key + ":"):
+                        total += int(line.split()[1])
+                        break
+        except OSError:
+            continue
+    return total
+
+
+def reset_peak_rss(pids: list[int]) -> bool:
+    """Reset VmHWM to the current RSS (Linux >= 4.0, '5' > clear_refs)."""
+    ok = True
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/clear_refs", "w") as f:
+                f.write("5")
+        except OSError:
+            ok = False
+    return ok
+
+
+# --------------------------------------------------------------------------------------
+# HTTP probes (stdlib, loopback only)
+
+
+def http_get(port: int, path: str, timeout: float = 2.0, method: str = "GET",
+             body: bytes | None = None) -> tuple[int, bytes]:
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        c.request(method, path, body=body, headers={"Host": "127.0.0.1"})
+        r = c.getresponse()
+        return r.status, r.read()
+    finally:
+        c.close()
+
+
+def wait_http(port: int, path: str, deadline: float, proc: subprocess.Popen | None = None) -> bool:
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            return False
+        try:
+            st, _ = http_get(port, path, timeout=1.0)
+            if st == 200:
+                return True
+        except OSError:
+            pass
+        except http.client.HTTPException:
+            pass
+        time.sleep(0.1)
+    return False
+
+
+def probe(port: int, scenario: str) -> str | None:
+    """Functional check through a proxy before measuring. Returns an error or None."""
+    try:
+        if scenario == "post4k":
+            body = b"0123456789abcdef" * 256
+            st, got = http_get(port, "/echo", method="POST", body=body)
+            if st != 200 or got != body:
+                return f"POST /echo: status {st}, {len(got)} bytes echoed (want 4096)"
+        elif scenario in ("small", "4k", "64k", "close", "h2"):
+            path = SCENARIOS[scenario]["path"]
+            want = {"/small": 13, "/4k": 4096, "/64k": 65536}[path]
+            st, got = http_get(port, path)
+            if st != 200 or len(got) != want:
+                return f"GET {path}: status {st}, {len(got)} bytes (want {want})"
+    except (OSError, http.client.HTTPException) as e:
+        return f"probe failed: {e!r}"
+    return None
+
+
+# --------------------------------------------------------------------------------------
+# proxies
+
+
+class Unavailable(Exception):
+    pass
+
+
+class Proxy:
+    name = "?"
+    exe = "?"
+
+    def __init__(self, work: Path, origin_port: int, threads: int = 1, core: str | None = "1",
+                 max_conns: int = 4096, tag: str = "") -> None:
+        self.origin_port = origin_port
+        self.threads = threads
+        self.core = core
+        self.max_conns = max_conns
+        self.tag = tag or f"{self.name}-t{threads}"
+        self.dir = work / self.tag
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.h2_port = self.port  # same port unless the proxy needs another one
+        self.proc: subprocess.Popen | None = None
+        self.log_path = self.dir / "proxy.log"
+        self.exit_code: int | None = None
+
+    def command(self) -> list[str]:
+        raise NotImplementedError
+
+    def ready(self, deadline: float) -> bool:
+        return wait_http(self.port, "/small", deadline, self.proc)
+
+    def start(self, timeout: float = 20.0) -> None:
+        cmd = pinned(self.core, self.command())
+        (self.dir / "cmd.txt").write_text(" ".join(cmd) + "\n")
+        self.proc = REG.spawn(cmd, self.log_path, cwd=self.dir)
+        if not self.ready(time.monotonic() + timeout):
+            tail = self.log_tail()
+            self.stop()
+            raise Unavailable(f"{self.name} did not become ready: {tail}")
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def pids(self) -> list[int]:
+        return proc_tree(self.proc.pid) if self.alive() else []
+
+    def stop(self) -> int | None:
+        if self.proc is not None:
+            self.exit_code = REG.stop(self.proc)
+        return self.exit_code
+
+    def log_tail(self, n: int = 400) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-n:].strip().replace("\n", " | ") or "(no output)"
+        except OSError:
+            return "(no log)"
+
+    def version(self) -> str:
+        return "?"
+
+
+class Nginx(Proxy):
+    name = "nginx"
+    exe = "nginx"
+
+    def __init__(self, *a, **kw) -> None:
+        super().__init__(*a, **kw)
+        self.h2_port = free_port()  # h2c prior knowledge needs its own `listen ... http2`
+
+    def command(self) -> list[str]:
+        d = self.dir
+        for sub in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi", "logs"):
+            (d / sub).mkdir(exist_ok=True)
+        conns = self.max_conns
+        conf = f"""# generated by bench.py
+worker_processes {self.threads};
+daemon off;
+master_process on;
+pid {d}/nginx.pid;
+error_log {d}/logs/error.log warn;
+worker_rlimit_nofile {min(conns * 2 + 1024, NOFILE)};
+events {{
+    worker_connections {conns + 512};
+}}
+http {{
+    access_log off;
+    client_body_temp_path {d}/client_body;
+    proxy_temp_path {d}/proxy;
+    fastcgi_temp_path {d}/fastcgi;
+    uwsgi_temp_path {d}/uwsgi;
+    scgi_temp_path {d}/scgi;
+    keepalive_requests 1000000;
+    keepalive_timeout 75s;
+    tcp_nodelay on;
+    upstream origin {{
+        server 127.0.0.1:{self.origin_port};
+        keepalive 128;
+        keepalive_requests 1000000;
+        keepalive_timeout 60s;
+    }}
+    server {{
+        listen 127.0.0.1:{self.port} backlog=4096;
+        listen 127.0.0.1:{self.h2_port} http2 backlog=4096;
+        location / {{
+            proxy_pass http://origin;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host $host;
+            proxy_buffer_size 16k;
+            proxy_buffers 8 16k;
+            proxy_busy_buffers_size 32k;
+        }}
+    }}
+}}
+"""
+        (d / "nginx.conf").write_text(conf)
+        return [shutil.which("nginx") or "nginx", "-p", str(d), "-c", str(d / "nginx.conf"), "-e", str(d / "logs/error.log")]
+
+    def log_tail(self, n: int = 400) -> str:
+        t = super().log_tail(n)
+        try:
+            t += " | " + (self.dir / "logs/error.log").read_text(errors="replace")[-n:].strip().replace("\n", " | ")
+        except OSError:
+            pass
+        return t
+
+    def version(self) -> str:
+        r = subprocess.run(["nginx", "-v"], capture_output=True, text=True, timeout=10)
+        return (r.stderr or r.stdout).strip().replace("nginx version: ", "")
+
+
+class HAProxy(Proxy):
+    name = "haproxy"
+    exe = "haproxy"
+
+    def command(self) -> list[str]:
+        d = self.dir
+        conf = f"""# generated by bench.py
+global
+    nbthread {self.threads}
+    # HAProxy reserves ~2 fds per connection and cannot exceed the hard RLIMIT_NOFILE
+    maxconn {min(self.max_conns + 512, (NOFILE - 256) // 2)}
+
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 60s
+    timeout server 60s
+    timeout http-keep-alive 60s
+    timeout http-request 10s
+    option http-keep-alive
+    http-reuse always
+
+frontend fe
+    # HTTP/1.1; HAProxy also detects the h2c prior-knowledge preface on this port
+    bind 127.0.0.1:{self.port}
+    default_backend be
+
+backend be
+    server origin 127.0.0.1:{self.origin_port}
+"""
+        (d / "haproxy.cfg").write_text(conf)
+        return [shutil.which("haproxy") or "haproxy", "-db", "-f", str(d / "haproxy.cfg")]
+
+    def version(self) -> str:
+        r = subprocess.run(["haproxy", "-v"], capture_output=True, text=True, timeout=10)
+        first = (r.stdout or "").splitlines()[:1]
+        return first[0].replace("HAProxy version ", "").split(" - ")[0] if first else "?"
+
+
+class Sluice(Proxy):
+    name = "sluice"
+    exe = "sluice"
+    binary: str = ""
+    drain_flags = True
+
+    def __init__(self, *a, **kw) -> None:
+        super().__init__(*a, **kw)
+        self.admin_port = free_port()
+
+    def command(self) -> list[str]:
+        cmd = [self.binary, "--listen", f"127.0.0.1:{self.port}",
+               "--upstream", f"http://127.0.0.1:{self.origin_port}",
+               "--admin", f"127.0.0.1:{self.admin_port}",
+               "--threads", str(self.threads), "--log-level", "warning"]
+        if Sluice.drain_flags:
+            cmd += ["--drain-delay", "0s", "--drain-timeout", "2s"]
+        return cmd
+
+    def ready(self, deadline: float) -> bool:
+        if not wait_http(self.admin_port, "/readyz", deadline, self.proc):
+            return False
+        return wait_http(self.port, "/small", deadline, self.proc)
+
+    def start(self, timeout: float = 30.0) -> None:
+        try:
+            super().start(timeout)
+        except Unavailable:
+            # an older binary may not know the drain flags: retry once without them
+            if Sluice.drain_flags and self.proc is not None and self.proc.returncode not in (None, 0, -15, 143):
+                Sluice.drain_flags = False
+                self.admin_port = free_port()
+                self.port = self.h2_port = free_port()
+                super().start(timeout)
+            else:
+                raise
+
+    def version(self) -> str:
+        try:
+            r = subprocess.run([self.binary, "--version"], capture_output=True, text=True, timeout=10)
+            return (r.stdout or r.stderr).strip().splitlines()[0] if (r.stdout or r.stderr).strip() else "?"
+        except (OSError, subprocess.TimeoutExpired):
+            return "?"
+
+
+PROXY_CLASSES = {"nginx": Nginx, "haproxy": HAProxy, "sluice": Sluice}
+
+
+# --------------------------------------------------------------------------------------
+# load generators
+
+_UNIT = {"us": 1e-3, "ms": 1.0, "s": 1000.0, "m": 60000.0}
+
+
+def _ms(val: str, unit: str) -> float:
+    return float(val) * _UNIT[unit]
+
+
+def parse_wrk(out: str) -> dict:
+    res: dict = {}
+    m = re.search(r"(\d+) requests in ([\d.]+)(us|ms|s|m)", out)
+    if m:
+        res["requests"] = int(m.group(1))
+        res["elapsed_s"] = _ms(m.group(2), m.group(3)) / 1000.0
+    m = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    if m:
+        res["rps"] = float(m.group(1))
+    for pct, key in (("50", "p50_ms"), ("99", "p99_ms")):
+        m = re.search(rf"^\s+{pct}%\s+([\d.]+)(us|ms|s|m)\s*$", out, re.M)
+        if m:
+            res[key] = _ms(m.group(1), m.group(2))
+    errors = 0
+    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    if m:
+        res["socket_errors"] = {k: int(v) for k, v in zip(("connect", "read", "write", "timeout"), m.groups())}
+        errors += sum(res["socket_errors"].values())
+    m = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    res["non2xx"] = int(m.group(1)) if m else 0
+    errors += res["non2xx"]
+    res["errors"] = errors
+    return res
+
+
+def run_wrk(port: int, sc: dict, duration: int, conns: int, threads: int = 1,
+            core: str | None = "0", raw: Path | None = None) -> dict:
+    cmd = ["wrk", f"-t{threads}", f"-c{conns}", f"-d{duration}s", "--latency", "--timeout", "5s"]
+    for h in sc.get("headers", []):
+        cmd += ["-H", h]
+    if sc.get("lua"):
+        cmd += ["-s", str(HERE / sc["lua"])]
+    cmd.append(f"http://127.0.0.1:{port}{sc['path']}")
+    cmd = pinned(core, cmd)
+    try:
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 30)
+        out = r.stdout + r.stderr
+    except subprocess.TimeoutExpired as e:
+        out = f"TIMEOUT {e}"
+    if raw:
+        raw.write_text(" ".join(cmd) + "\n\n" + out)
+    res = parse_wrk(out)
+    if "requests" not in res:
+        res["failure"] = "wrk produced no result: " + out.strip()[-200:].replace("\n", " | ")
+    return res
+
+
+def percentile(sorted_vals: list[float], q: float) -> float:
+    if not sorted_vals:
+        return float("nan")
+    k = max(0, min(len(sorted_vals) - 1, math.ceil(q / 100.0 * len(sorted_vals)) - 1))  # nearest rank
+    return sorted_vals[k]
+
+
+def run_h2load(port: int, sc: dict, duration: int, clients: int, streams: int,
+               core: str | None = "0", raw: Path | None = None) -> dict:
+    logf = (raw.with_suffix(".reqlog") if raw else Path(os.devnull))
+    cmd = ["h2load", "-c", str(clients), "-m", str(streams), "-t", "1", "-D", str(duration),
+           "-N", "5s", "--log-file", str(logf), f"http://127.0.0.1:{port}{sc['path']}"]
+    cmd = pinned(core, cmd)
+    try:
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 30)
+        out = r.stdout + r.stderr
+    except subprocess.TimeoutExpired as e:
+        out = f"TIMEOUT {e}"
+    if raw:
+        raw.write_text(" ".join(cmd) + "\n\n" + out)
+    res: dict = {}
+    m = re.search(r"finished in ([\d.]+)(us|ms|s|m), ([\d.]+) req/s", out)
+    if m:
+        res["elapsed_s"] = _ms(m.group(1), m.group(2)) / 1000.0
+    m = re.search(r"requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, (\d+) failed, "
+                  r"(\d+) errored, (\d+) timeout", out)
+    st = re.search(r"status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx", out)
+    proto = re.search(r"Application protocol: (\S+)", out)
+    res["protocol"] = proto.group(1) if proto else None
+    if not m or not st:
+        res["failure"] = "h2load produced no result: " + out.strip()[-200:].replace("\n", " | ")
+        return res
+    total, started, done, ok, failed, errored, tmo = map(int, m.groups())
+    n2xx, n3xx, n4xx, n5xx = map(int, st.groups())
+    res["requests"] = done
+    res["non2xx"] = n3xx + n4xx + n5xx
+    res["errors"] = failed + errored + tmo + res["non2xx"]
+    if n2xx == 0 or (res["protocol"] not in (None, "h2c", "h2")):
+        res["failure"] = (f"h2c (prior knowledge) not supported? no 2xx responses: {started} started, {done} done, "
+                          f"{failed} failed, {errored} errored, protocol {res['protocol']}")
+        if raw:
+            try:
+                logf.unlink()
+            except OSError:
+                pass
+        return res
+    elapsed = res.get("elapsed_s") or duration
+    res["rps"] = done / elapsed
+    lat: list[float] = []
+    try:
+        with open(logf) as f:
+            for line in f:
+                parts = line.split()
+                if len(parts) >= 3 and parts[1].startswith("2"):
+                    lat.append(int(parts[2]) / 1000.0)
+    except OSError:
+        pass
+    if lat:
+        lat.sort()
+        res["p50_ms"] = percentile(lat, 50)
+        res["p99_ms"] = percentile(lat, 99)
+    if raw:
+        try:
+            logf.unlink()  # big; the percentiles are kept
+        except OSError:
+            pass
+    return res
+
+
+# --------------------------------------------------------------------------------------
+# measurement of one cell
+
+
+def measure(proxy: Proxy, scenario: str, args, raw_dir: Path, rnd: int,
+            core: str | None = "0", wrk_threads: int = 1) -> dict:
+    sc = SCENARIOS[scenario]
+    cell = {"proxy": proxy.name, "scenario": scenario, "round": rnd, "threads": proxy.threads}
+    if not proxy.alive():
+        cell.update(status="n/a", reason=f"{proxy.name} is not running (exit {proxy.proc.returncode if proxy.proc else None}): {proxy.log_tail(200)}")
+        return cell
+    port = proxy.h2_port if sc["tool"] == "h2load" else proxy.port
+    err = probe(proxy.port, scenario)
+    if err:
+        cell.update(status="n/a", reason=err)
+        return cell
+    pids = proxy.pids()
+    reset_peak_rss(pids)
+    cpu0 = cpu_seconds(pids)
+    t0 = time.monotonic()
+    raw = raw_dir / f"r{rnd}-{scenario}-{proxy.tag}.txt"
+    if sc["tool"] == "wrk":
+        res = run_wrk(port, sc, args.duration, args.connections, threads=wrk_threads, core=core, raw=raw)
+    else:
+        res = run_h2load(port, sc, args.duration, args.h2_clients, args.h2_streams, core=core, raw=raw)
+    wall = time.monotonic() - t0
+    pids_after = proxy.pids() or pids
+    cpu1 = cpu_seconds(sorted(set(pids) | set(pids_after)))
+    peak_kib = status_kib(pids_after, "VmHWM")
+    cell.update({k: v for k, v in res.items() if k != "failure"})
+    if not proxy.alive():
+        cell.update(status="n/a", reason=f"{proxy.name} died during the run (exit {proxy.proc.returncode}): {proxy.log_tail(200)}")
+        return cell
+    if res.get("failure") or not res.get("requests"):
+        cell.update(status="n/a", reason=res.get("failure", "no requests completed"))
+        return cell
+    cpu = max(0.0, cpu1 - cpu0)
+    cell.update(status="ok", wall_s=round(wall, 3), cpu_s=round(cpu, 3),
+                cpu_util=round(cpu / max(wall, 1e-9), 3),
+                cpu_per_10k=cpu / res["requests"] * 10000.0,
+                peak_rss_mib=peak_kib / 1024.0)
+    if res["errors"] > 0.01 * res["requests"]:
+        cell["warning"] = f"{res['errors']} errors in {res['requests']} requests"
+    return cell
+
+
+def fmt(v, spec: str = ".2f", na: str = "n/a") -> str:
+    if v is None or (isinstance(v, float) and v != v):
+        return na
+    return format(v, spec)
+
+
+def cell_line(c: dict) -> str:
+    head = f"  {c['scenario']:<7} {c['proxy'] + ('' if c.get('threads', 1) == 1 else ' t' + str(c['threads'])):<10}"
+    if c["status"] != "ok":
+        return f"{head} n/a  ({c.get('reason', '')[:120]})"
+    return (f"{head} {c['rps']:>9.0f} req/s  p50 {fmt(c.get('p50_ms')):>6} ms  p99 {fmt(c.get('p99_ms')):>7} ms  "
+            f"cpu {c['cpu_per_10k']:.3f} s/10k ({c['cpu_util'] * 100:.0f}%)  rss {c['peak_rss_mib']:.1f} MiB  "
+            f"err {c['errors']}" + (f"  !! {c['warning']}" if c.get("warning") else ""))
+
+
+METRICS = ["rps", "p50_ms", "p99_ms", "cpu_per_10k", "peak_rss_mib", "errors", "cpu_util"]
+
+
+def summarise(cells: list[dict], scenarios: list[str], proxies: list[str]) -> dict:
+    summary: dict = {}
+    for s in scenarios:
+        summary[s] = {}
+        for p in proxies:
+            mine = [c for c in cells if c["scenario"] == s and c["proxy"] == p]
+            ok = [c for c in mine if c["status"] == "ok"]
+            if not ok:
+                reasons = sorted({c.get("reason", "") for c in mine}) or ["not run"]
+                summary[s][p] = {"status": "n/a", "reason": "; ".join(reasons)[:500]}
+                continue
+            entry = {"status": "ok", "rounds": len(ok), "rounds_failed": len(mine) - len(ok)}
+            for m in METRICS:
+                vals = [c[m] for c in ok if c.get(m) is not None]
+                entry[m] = statistics.median(vals) if vals else None
+                if m in ("rps", "cpu_per_10k", "p99_ms") and len(vals) > 1:
+                    entry[m + "_min"] = min(vals)
+                    entry[m + "_max"] = max(vals)
+            summary[s][p] = entry
+    return summary
+
+
+def ratios(summary: dict) -> dict:
+    out: dict = {}
+    for s, row in summary.items():
+        sl = row.get("sluice", {})
+        r = {}
+        for ref in ("nginx", "haproxy"):
+            rf = row.get(ref, {})
+            for m, key in (("cpu_per_10k", "cpu"), ("p99_ms", "p99")):
+                a, b = sl.get(m), rf.get(m)
+                r[f"{key}_vs_{ref}"] = (a / b) if (sl.get("status") == "ok" and rf.get("status") == "ok"
+                                                  and a is not None and b) else None
+        out[s] = r
+    return out
+
+
+def table(summary: dict, rat: dict, proxies: list[str]) -> str:
+    hdr = ["scenario", "proxy", "req/s", "p50 ms", "p99 ms", "CPU s/10k", "RSS MiB", "errors",
+           "CPU/nginx", "CPU/haproxy", "p99/nginx", "p99/haproxy"]
+    rows = []
+    for s, row in summary.items():
+        for p in proxies:
+            e = row.get(p, {"status": "n/a"})
+            if e.get("status") != "ok":
+                rows.append([s, p, "n/a", "n/a", "n/a", "n/a", "n/a", "n/a", "", "", "", ""])
+                continue
+            extra = ["", "", "", ""]
+            if p == "sluice":
+                rr = rat.get(s, {})
+                extra = [fmt(rr.get("cpu_vs_nginx"), ".2f") + ("x" if rr.get("cpu_vs_nginx") else ""),
+                         fmt(rr.get("cpu_vs_haproxy"), ".2f") + ("x" if rr.get("cpu_vs_haproxy") else ""),
+                         fmt(rr.get("p99_vs_nginx"), ".2f") + ("x" if rr.get("p99_vs_nginx") else ""),
+                         fmt(rr.get("p99_vs_haproxy"), ".2f") + ("x" if rr.get("p99_vs_haproxy") else "")]
+            rows.append([s, p, fmt(e["rps"], ".0f"), fmt(e.get("p50_ms")), fmt(e.get("p99_ms")),
+                         fmt(e["cpu_per_10k"], ".3f"), fmt(e["peak_rss_mib"], ".1f"),
+                         fmt(e["errors"], ".0f")] + extra)
+    widths = [max(len(str(x)) for x in col) for col in zip(hdr, *rows)]
+    line = lambda cols: "| " + " | ".join(str(c).rjust(w) if i > 1 else str(c).ljust(w)
+                                          for i, (c, w) in enumerate(zip(cols, widths))) + " |"
+    sep = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
+    return "\n".join([line(hdr), sep] + [line(r) for r in rows])
+
+
+def chart(summary: dict, proxies: list[str], path: Path, title: str) -> str | None:
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        from matplotlib.patches import Patch
+    except Exception as e:  # noqa: BLE001
+        return f"matplotlib unavailable: {e}"
+    scen = list(summary.keys())
+    colors = {"nginx": "#2b8a3e", "haproxy": "#1971c2", "sluice": "#e8590c"}
+    fig, axes = plt.subplots(2, 1, figsize=(max(8, 1.6 * len(scen) + 2), 8.5))
+    width = 0.8 / max(1, len(proxies))
+    for ax, metric, ylabel in ((axes[0], "cpu_per_10k", "proxy CPU seconds per 10k requests"),
+                               (axes[1], "p99_ms", "p99 latency (ms)")):
+        for j, p in enumerate(proxies):
+            xs, ys = [], []
+            for i, s in enumerate(scen):
+                e = summary[s].get(p, {})
+                x = i - 0.4 + width * (j + 0.5)
+                if e.get("status") == "ok" and e.get(metric) is not None:
+                    xs.append(x)
+                    ys.append(e[metric])
+                else:
+                    ax.text(x, 0, "n/a", ha="center", va="bottom", fontsize=7, rotation=90, color=colors.get(p, "k"))
+            bars = ax.bar(xs, ys, width * 0.95, color=colors.get(p))
+            for b, y in zip(bars, ys):
+                ax.text(b.get_x() + b.get_width() / 2, y, f"{y:.2f}" if y < 10 else f"{y:.0f}",
+                        ha="center", va="bottom", fontsize=7)
+        ax.set_xticks(range(len(scen)))
+        ax.set_xticklabels(scen)
+        ax.set_ylabel(ylabel)
+        ax.grid(axis="y", alpha=0.3)
+        ax.legend(handles=[Patch(color=colors.get(p), label=p if any(summary[s].get(p, {}).get("status") == "ok"
+                                                                        for s in scen) else f"{p} (n/a)")
+                           for p in proxies])
+    axes[0].set_title(title, fontsize=10)
+    axes[1].set_xlabel("scenario (lower is better)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return None
+
+
+# --------------------------------------------------------------------------------------
+# setup
+
+
+def run_quiet(cmd: list[str], timeout: int, **kw) -> subprocess.CompletedProcess | None:
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, **kw)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        warn(f"{' '.join(cmd)}: {e}")
+        return None
+
+
+def ensure_tools(args) -> None:
+    need = {"nginx": "nginx-light", "haproxy": "haproxy", "wrk": "wrk", "h2load": "nghttp2-client",
+            "taskset": "util-linux"}
+    if not (shutil.which("cc") or shutil.which("gcc")):
+        need["cc"] = "gcc"
+    missing = sorted({pkg for exe, pkg in need.items() if not shutil.which(exe)})
+    if missing:
+        if args.no_install:
+            warn(f"missing packages (not installing, --no-install): {' '.join(missing)}")
+        elif os.geteuid() == 0 and shutil.which("apt-get"):
+            log(f"installing: {' '.join(missing)} (apt-get)")
+            env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+            run_quiet(["apt-get", "update"], 600, env=env)
+            r = run_quiet(["apt-get", "install", "-y", "--no-install-recommends"] + missing, 900, env=env)
+            if r is None or r.returncode != 0:
+                warn("apt-get install failed: " + (r.stderr[-300:] if r else "timeout"))
+        else:
+            warn(f"missing packages and not root/apt: {' '.join(missing)}")
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        if not args.no_install:
+            log("installing matplotlib (pip)")
+            r = run_quiet([sys.executable, "-m", "pip", "install", "--quiet", "matplotlib"], 900)
+            if r is None or r.returncode != 0:
+                warn("pip install matplotlib failed; no chart will be drawn")
+
+
+def raise_nofile(want: int) -> int:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft >= want:
+        return soft
+    if hard < want:
+        try:
+            nr_open = int(Path("/proc/sys/fs/nr_open").read_text())
+        except OSError:
+            nr_open = want
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (min(want, nr_open), min(want, nr_open)))
+        except (ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    else:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def build_origin(work: Path) -> Path:
+    out = work / "origin"
+    src = HERE / "origin.c"
+    if out.exists() and out.stat().st_mtime >= src.stat().st_mtime:
+        return out
+    cc = shutil.which("cc") or shutil.which("gcc") or "cc"
+    r = subprocess.run([cc, "-O2", "-o", str(out), str(src)], capture_output=True, text=True, timeout=120)
+    if r.returncode != 0:
+        raise SystemExit(f"building origin failed:\n{r.stderr}")
+    return out
+
+
+def resolve_sluice(args) -> tuple[str | None, str]:
+    path = args.sluice_bin or os.environ.get("SLUICE_BIN") or str(REPO / ".build/release/sluice")
+    p = Path(path)
+    if not p.is_absolute():
+        p = (Path.cwd() / p) if (Path.cwd() / p).exists() else (REPO / p)
+    if not (p.is_file() and os.access(p, os.X_OK)) and args.build_sluice:
+        log("building sluice: swift build -c release --product sluice (a few minutes)")
+        r = run_quiet(["swift", "build", "-c", "release", "--product", "sluice"], 1800, cwd=REPO)
+        if r is None or r.returncode != 0:
+            return None, "swift build failed: " + ((r.stderr or r.stdout)[-300:] if r else "timeout")
+        p = REPO / ".build/release/sluice"
+    if p.is_file() and os.access(p, os.X_OK):
+        return str(p), ""
+    return None, f"sluice binary not found at {p}"
+
+
+def start_proxy(name: str, work: Path, origin_port: int, threads: int, core: str | None,
+                max_conns: int, tag: str = "") -> tuple[Proxy | None, str]:
+    cls = PROXY_CLASSES[name]
+    if name != "sluice" and not shutil.which(cls.exe):
+        return None, f"{cls.exe} not installed"
+    if name == "sluice" and not Sluice.binary:
+        return None, SLUICE_REASON
+    px = cls(work, origin_port, threads=threads, core=core, max_conns=max_conns, tag=tag)
+    try:
+        px.start()
+    except Unavailable as e:
+        return None, str(e)[:500]
+    return px, ""
+
+
+def warm_up(px: Proxy, seconds: int, core: str | None, conns: int) -> None:
+    run_wrk(px.port, SCENARIOS["small"], seconds, conns, core=core)
+
+
+SLUICE_REASON = ""
+
+
+# --------------------------------------------------------------------------------------
+# extra modes
+
+
+def idle_conns_test(px: Proxy, n: int, budget_s: float = 120.0) -> dict:
+    """Open n idle keep-alive connections (one GET each, then idle); RSS before/after."""
+    res: dict = {"proxy": px.name, "requested": n}
+    raise_nofile(n + 4096)
+    time.sleep(1.0)
+    pids = px.pids()
+    before = status_kib(pids, "VmRSS")
+    req = b"GET /small HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+    socks: list[socket.socket] = []
+    deadline = time.monotonic() + budget_s
+    error = None
+    try:
+        while len(socks) < n and time.monotonic() < deadline:
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            socks.append(s)
+            s.settimeout(5.0)
+            s.connect(("127.0.0.1", px.port))
+            s.sendall(req)
+            buf = b""
+            while b"\r\n\r\n" not in buf or not buf.endswith(b"Hello, world\n"):
+                chunk = s.recv(4096)
+                if not chunk:
+                    raise ConnectionError("closed by proxy")
+                buf += chunk
+                if len(buf) > 65536:
+                    raise ConnectionError("unexpected response")
+        if len(socks) < n:
+            error = f"time budget ({budget_s:.0f}s) exhausted"
+    except OSError as e:
+        error = f"after {len(socks) - 1} connections: {e!r}"
+        socks[-1].close()
+        socks.pop()
+    opened = len(socks)
+    time.sleep(2.0)
+    # check the connections are still open (a proxy may have an idle timeout)
+    still_open = 0
+    for s in socks:
+        try:
+            s.setblocking(False)
+            data = s.recv(1)
+            if data != b"":
+                still_open += 1  # unexpected data, but open
+        except BlockingIOError:
+            still_open += 1
+        except OSError:
+            pass
+    pids = px.pids()
+    during = status_kib(pids, "VmRSS")
+    for s in socks:
+        s.close()
+    time.sleep(2.0)
+    after_close = status_kib(px.pids(), "VmRSS")
+    res.update(opened=opened, still_open=still_open, rss_before_kib=before, rss_open_kib=during,
+               rss_after_close_kib=after_close,
+               kib_per_conn=((during - before) / opened) if opened else None, error=error)
+    return res
+
+
+# --------------------------------------------------------------------------------------
+# main
+
+
+def parse_args(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="1 round of ~5 s per cell (about 2 minutes)")
+    ap.add_argument("--sluice-bin", help="sluice binary (default: $SLUICE_BIN or .build/release/sluice)")
+    ap.add_argument("--build-sluice", action="store_true",
+                    help="if the binary is missing, run `swift build -c release --product sluice` first")
+    ap.add_argument("--out", default=str(HERE / "results"), help="output directory (default: %(default)s)")
+    ap.add_argument("--rounds", type=int, help="rounds (default 1 quick, 3 full)")
+    ap.add_argument("--duration", type=int, help="seconds per cell (default 5 quick, 12 full)")
+    ap.add_argument("--connections", type=int, default=64, help="wrk connections (default %(default)s)")
+    ap.add_argument("--h2-clients", type=int, default=8, help="h2load connections (default %(default)s)")
+    ap.add_argument("--h2-streams", type=int, default=8, help="h2load streams per connection (default %(default)s)")
+    ap.add_argument("--proxies", default=",".join(PROXIES), help="comma list (default %(default)s)")
+    ap.add_argument("--scenarios", default=",".join(SCENARIOS), help="comma list (default %(default)s)")
+    ap.add_argument("--scaling", action="store_true",
+                    help="also: 2 threads vs 1 thread, unpinned, small responses (Sluice; nginx/HAProxy for reference)")
+    ap.add_argument("--idle-conns", type=int, nargs="?", const=10000, default=None, metavar="N",
+                    help="also: RSS cost of N idle keep-alive connections (default N=10000)")
+    ap.add_argument("--no-matrix", action="store_true", help="skip the main scenario x proxy matrix")
+    ap.add_argument("--no-install", action="store_true", help="never apt-get/pip install anything")
+    a = ap.parse_args(argv)
+    a.rounds = a.rounds or (1 if a.quick else 3)
+    a.duration = a.duration or (5 if a.quick else 12)
+    a.proxies = [p for p in a.proxies.split(",") if p]
+    a.scenarios = [s for s in a.scenarios.split(",") if s]
+    for p in a.proxies:
+        if p not in PROXY_CLASSES:
+            ap.error(f"unknown proxy {p!r}")
+    for s in a.scenarios:
+        if s not in SCENARIOS:
+            ap.error(f"unknown scenario {s!r}")
+    return a
+
+
+def main(argv=None) -> int:
+    global PIN_OK, SLUICE_REASON, NOFILE
+    args = parse_args(argv)
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGHUP, _on_signal)
+    out = Path(args.out).resolve()
+    work = out / "work"
+    raw_dir = work / "raw"
+    raw_dir.mkdir(parents=True, exist_ok=True)
+    t_start = time.monotonic()
+
+    ensure_tools(args)
+    PIN_OK = have_two_cores() and bool(shutil.which("taskset"))
+    if not PIN_OK:
+        warn("fewer than 2 usable cores or no taskset: running unpinned, numbers are less meaningful")
+    idle_n = args.idle_conns or 0
+    nofile = NOFILE = raise_nofile(max(65536, 2 * idle_n + 8192))
+    max_conns = max(4096, idle_n + 1024)
+
+    sbin, SLUICE_REASON = resolve_sluice(args)
+    Sluice.binary = sbin or ""
+    if not sbin and "sluice" in args.proxies:
+        warn(SLUICE_REASON + " (build it with `swift build -c release --product sluice`, pass --sluice-bin "
+             "or SLUICE_BIN, or add --build-sluice); Sluice cells will be n/a")
+
+    origin_bin = build_origin(work)
+    origin_port = free_port()
+    origin = REG.spawn(pinned("0", [str(origin_bin), str(origin_port)]), work / "origin.log")
+    if not wait_http(origin_port, "/healthz", time.monotonic() + 10, origin):
+        raise SystemExit("origin did not start: " + (work / "origin.log").read_text()[-300:])
+
+    meta = {
+        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "host": platform.node(), "kernel": platform.release(),
+        "cpu": next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?"),
+        "cores": os.cpu_count(), "pinned": PIN_OK, "nofile": nofile,
+        "mode": "quick" if args.quick else "full",
+        "rounds": args.rounds, "duration_s": args.duration, "wrk_connections": args.connections,
+        "h2load": f"{args.h2_clients} connections x {args.h2_streams} streams",
+        "layout": "origin + load generator on core 0, proxy (1 worker/thread) on core 1" if PIN_OK else "unpinned",
+        "sluice_bin": sbin, "git_rev": (run_quiet(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], 10)
+                                        or subprocess.CompletedProcess([], 1, "", "")).stdout.strip() or None,
+        "tools": {},
+    }
+    for exe, cmd in (("wrk", ["wrk", "-v"]), ("h2load", ["h2load", "--version"])):
+        r = run_quiet(cmd, 10) if shutil.which(exe) else None
+        meta["tools"][exe] = ((r.stdout + r.stderr).strip().splitlines() or ["?"])[0] if r else None
+
+    results: dict = {"meta": meta, "scenarios": {s: SCENARIOS[s]["desc"] for s in args.scenarios},
+                     "proxies": {}}
+    log(f"Sluice load benchmark: {meta['mode']}, {args.rounds} round(s) x {args.duration}s per cell, "
+        f"{meta['layout']}; out: {out}")
+
+    # ---------------------------------------------------------------- main matrix
+    if not args.no_matrix:
+        running: dict[str, Proxy] = {}
+        for name in args.proxies:
+            px, why = start_proxy(name, work, origin_port, 1, "1", max_conns)
+            info = {"available": px is not None}
+            if px:
+                running[name] = px
+                info["version"] = px.version()
+                info["command"] = (px.dir / "cmd.txt").read_text().strip()
+                warm_up(px, 1 if args.quick else 2, "0", args.connections)
+            else:
+                info["reason"] = why
+                warn(f"{name}: n/a: {why}")
+            results["proxies"][name] = info
+            log(f"  {name:<8} {'ready ' + info.get('version', '') if px else 'n/a'}")
+        cells: list[dict] = []
+        order = [p for p in args.proxies]
+        try:
+            for rnd in range(1, args.rounds + 1):
+                k = (rnd - 1) % len(order)
+                rorder = order[k:] + order[:k]  # rotate so no proxy is always first
+                log(f"round {rnd}/{args.rounds}: order {', '.join(rorder)}")
+                for s in args.scenarios:
+                    for name in rorder:
+                        px = running.get(name)
+                        if px is None:
+                            c = {"proxy": name, "scenario": s, "round": rnd, "status": "n/a",
+                                 "reason": results["proxies"][name].get("reason", "unavailable")}
+                        else:
+                            if not px.alive():  # crashed earlier: one restart attempt per cell
+                                try:
+                                    px.start()
+                                except Unavailable:
+                                    pass
+                            c = measure(px, s, args, raw_dir, rnd)
+                        cells.append(c)
+                        if px is not None or rnd == 1:
+                            log(cell_line(c))
+        finally:
+            for name, px in running.items():
+                code = px.stop()
+                results["proxies"][name]["exit_code"] = code
+                if name == "sluice":
+                    log(f"  sluice stopped on SIGTERM, exit code {code}")
+        summ = summarise(cells, args.scenarios, args.proxies)
+        rat = ratios(summ)
+        results.update(cells=cells, summary=summ, ratios=rat)
+        tbl = table(summ, rat, args.proxies)
+        log("")
+        log(f"Medians over {args.rounds} round(s), {args.duration}s per cell; CPU = proxy process tree "
+            f"utime+stime per 10k requests; RSS = peak (VmHWM) of all proxy processes")
+        log(tbl)
+        title = (f"{meta['mode']}: {args.rounds} round(s) x {args.duration}s, proxy pinned to 1 core, "
+                 f"{args.connections} conns (h2: {meta['h2load']})")
+        err = chart(summ, args.proxies, out / "results.png", title)
+        if err:
+            warn(err)
+        else:
+            log(f"chart: {out / 'results.png'}")
+        (out / "results.md").write_text(f"# Sluice load benchmark ({meta['date']})\n\n{title}\n\n{tbl}\n")
+
+    # ---------------------------------------------------------------- scaling
+    if args.scaling:
+        log("")
+        log("scaling: small responses, 2 threads vs 1, proxy and load generator unpinned")
+        sc_res: dict = {}
+        insts: dict[tuple[str, int], Proxy] = {}
+        for name in args.proxies:
+            for th in (1, 2):
+                px, why = start_proxy(name, work, origin_port, th, None, max_conns, tag=f"{name}-scale-t{th}")
+                if px:
+                    insts[(name, th)] = px
+                    warm_up(px, 1, None, args.connections)
+                else:
+                    sc_res.setdefault(name, {})[f"t{th}"] = {"status": "n/a", "reason": why}
+        cells = []
+        try:
+            for rnd in range(1, args.rounds + 1):
+                for name in args.proxies:
+                    ths = (1, 2) if rnd % 2 else (2, 1)
+                    for th in ths:
+                        px = insts.get((name, th))
+                        if not px:
+                            continue
+                        c = measure(px, "small", args, raw_dir, rnd, core=None, wrk_threads=2)
+                        c["proxy"] = name
+                        cells.append(c)
+                        log(cell_line(c))
+        finally:
+            for px in insts.values():
+                px.stop()
+        for name in args.proxies:
+            for th in (1, 2):
+                ok = [c for c in cells if c["proxy"] == name and c["threads"] == th and c["status"] == "ok"]
+                if ok:
+                    sc_res.setdefault(name, {})[f"t{th}"] = {
+                        "status": "ok", "rps": statistics.median(c["rps"] for c in ok),
+                        "p99_ms": statistics.median(c["p99_ms"] for c in ok if c.get("p99_ms") is not None),
+                        "cpu_util": statistics.median(c["cpu_util"] for c in ok)}
+                elif f"t{th}" not in sc_res.get(name, {}):
+                    bad = [c for c in cells if c["proxy"] == name and c["threads"] == th]
+                    sc_res.setdefault(name, {})[f"t{th}"] = {
+                        "status": "n/a", "reason": (bad[0].get("reason") if bad else "not run")}
+            e = sc_res.get(name, {})
+            if e.get("t1", {}).get("status") == "ok" and e.get("t2", {}).get("status") == "ok":
+                e["speedup"] = e["t2"]["rps"] / e["t1"]["rps"]
+        results["scaling"] = {"cells": cells, "summary": sc_res}
+        log("scaling (median req/s):")
+        for name, e in sc_res.items():
+            t1, t2 = e.get("t1", {}), e.get("t2", {})
+            log(f"  {name:<8} 1 thread: {fmt(t1.get('rps'), '.0f'):>8}   2 threads: {fmt(t2.get('rps'), '.0f'):>8}"
+                f"   speedup: {fmt(e.get('speedup'), '.2f')}x"
+                + ("" if t1.get("status") == "ok" else f"   ({t1.get('reason', '')[:120]})"))
+
+    # ---------------------------------------------------------------- idle connections
+    if args.idle_conns:
+        log("")
+        log(f"idle connections: {args.idle_conns} keep-alive connections, one GET each, then idle")
+        idle_res: dict = {}
+        for name in args.proxies:
+            px, why = start_proxy(name, work, origin_port, 1, "1", max_conns, tag=f"{name}-idle")
+            if not px:
+                idle_res[name] = {"status": "n/a", "reason": why}
+                log(f"  {name:<8} n/a ({why[:120]})")
+                continue
+            try:
+                warm_up(px, 1, "0", args.connections)
+                r = idle_conns_test(px, args.idle_conns)
+                r["status"] = "ok" if r["opened"] else "n/a"
+                idle_res[name] = r
+                log(f"  {name:<8} opened {r['opened']}/{r['requested']} (still open {r['still_open']}), "
+                    f"RSS {r['rss_before_kib'] / 1024:.1f} -> {r['rss_open_kib'] / 1024:.1f} MiB "
+                    f"(after close {r['rss_after_close_kib'] / 1024:.1f}): "
+                    f"{fmt(r['kib_per_conn'], '.2f')} KiB/conn" + (f"  [{r['error']}]" if r.get("error") else ""))
+            finally:
+                px.stop()
+        results["idle_conns"] = idle_res
+
+    REG.stop(origin)
+    meta["elapsed_s"] = round(time.monotonic() - t_start, 1)
+    (out / "results.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
+    log(f"\nresults: {out / 'results.json'} (total {meta['elapsed_s']:.0f}s)")
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
