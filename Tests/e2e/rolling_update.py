@@ -293,6 +293,8 @@ class RssPoller(threading.Thread):
         self.peak_rss_kib = 0       # max over time of the sum of VmRSS
         self.last_rss_kib = 0
         self.samples = 0
+        self.cpu_s = 0.0            # user+system CPU seconds of the process tree, last seen
+        self.threads = 0
         self.stop_ev = threading.Event()
 
     def run(self) -> None:
@@ -310,6 +312,17 @@ class RssPoller(threading.Thread):
                     hwm_sum += v[1]
             if not alive:
                 return
+            cpu = 0.0
+            for p in pids:
+                try:
+                    with open(f"/proc/{p}/stat") as f:
+                        fields = f.read().rsplit(")", 1)[1].split()
+                    cpu += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+                    if p == self.pid:
+                        self.threads = int(fields[17])
+                except (OSError, IndexError, ValueError):
+                    pass
+            self.cpu_s = max(self.cpu_s, cpu)
             self.samples += 1
             self.last_rss_kib = rss_sum
             self.peak_rss_kib = max(self.peak_rss_kib, rss_sum)
@@ -788,6 +801,8 @@ def run(cfg: Config) -> dict:
                 "exit_after_signal_s": round(exit_after, 3) if exit_after is not None else None,
                 "peak_rss_mib": round(rss.peak_hwm_kib / 1024, 1),
                 "peak_rss_sampled_mib": round(rss.peak_rss_kib / 1024, 1),
+                "cpu_seconds": round(rss.cpu_s, 2),
+                "threads": rss.threads,
                 "phases": [{"t_rel_signal": round(p["t"] - t_sig, 3), "phase": p["phase"]} for p in proxy.phases],
                 "started_line_seen": proxy.started_at is not None,
                 "log_records": proxy.log_records,
@@ -846,7 +861,8 @@ def format_table(r: dict) -> str:
         add(f"  {k}", ", ".join(f"{a}={b}" for a, b in v.items()))
     add("proxy exit code", px["exit_code"])
     add("termination start -> exit", f"{px['exit_after_signal_s']}s")
-    add("proxy peak RSS (VmHWM)", f"{px['peak_rss_mib']} MiB")
+    add("proxy peak RSS (VmHWM) / CPU", f"{px['peak_rss_mib']} MiB / {px.get('cpu_seconds')} s "
+                                        f"({px.get('threads')} threads)")
     if px["phases"]:
         add("phases (s after signal)", ", ".join(f"{p['phase']}@{p['t_rel_signal']}" for p in px["phases"]))
     add("readiness ok", f"{rd['ok']} {'; '.join(rd['problems'])}")
