@@ -1,1 +1,3 @@
 import SluiceCLI
+
+await SluiceMain.run()

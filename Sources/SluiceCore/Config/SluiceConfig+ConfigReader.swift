@@ -45,6 +45,7 @@ public struct ConfigError: Error, Equatable, Sendable, CustomStringConvertible {
 /// All that was wrong, reported at once.
 public struct ConfigErrors: Error, Equatable, Sendable, CustomStringConvertible {
     public var errors: [ConfigError]
+    public init(errors: [ConfigError]) { self.errors = errors }
     public var description: String { self.errors.map(\.message).joined(separator: "\n") }
 }
 

@@ -1,0 +1,91 @@
+@preconcurrency import Dispatch
+import Logging
+import NIOCore
+import SluiceCore
+import SluiceProxy
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Wires a typed ``SluiceConfig`` to a running proxy: logging, listeners, signals, drain, exit code.
+enum Launcher {
+    /// Runs the proxy until it has drained; returns the process exit code (0, 1 or 3).
+    static func runProxy(config: SluiceConfig, narrate: Bool, onStarted: (ProxyServer.BoundAddresses) -> Void = { _ in }) async -> Int32 {
+        LogSetup.bootstrap(config.logging)
+        let logger = Logger(label: "sluice")
+        // SIGTERM and SIGINT mean "drain gracefully" (Kubernetes sends SIGTERM when it stops the pod,
+        // Ctrl-C sends SIGINT); SIGQUIT means "stop now". Installed before binding so that a signal
+        // during start-up is not the default "die at once".
+        let signals = SignalSource.install()
+        let server = ProxyServer(config: config, logger: logger)
+        let bound: ProxyServer.BoundAddresses
+        do {
+            bound = try await server.start()
+        } catch {
+            Console.error("sluice: cannot start: \(error) (listen \(config.listen.map(\.description).joined(separator: ", ")), admin \(config.admin))")
+            await server.shutdown()
+            return 1
+        }
+        logger.notice(
+            "started",
+            metadata: [
+                "listen": "\(bound.listeners.map(Self.describe).joined(separator: ","))",
+                "admin": "\(Self.describe(bound.admin))",
+                "upstreams": "\(config.upstreams.map(\.description).joined(separator: ","))",
+                "threads": "\(server.loopCount)",
+                "drain_delay": "\(DurationParser.format(config.drain.delay))",
+                "drain_timeout": "\(DurationParser.format(config.drain.timeout))",
+                "termination_grace": "\(DurationParser.format(config.drain.terminationGrace))",
+                "budget_left": "\(DurationParser.format(config.drain.terminationGrace - config.drain.delay - config.drain.timeout))",
+                "version": "\(SluiceVersion.current)",
+            ]
+        )
+        onStarted(bound)
+        let narrator = narrate ? Task { await Self.narrate(server) } : nil
+        let outcome = await DrainCoordinator(server: server, logger: logger).run(signals: signals)
+        narrator?.cancel()
+        await narrator?.value
+        await server.shutdown()
+        switch outcome {
+        case .clean: logger.notice("exit", metadata: ["code": "0"])
+        case .forced(let cut): logger.warning("exit", metadata: ["code": "3", "connections_cut": "\(cut)"])
+        }
+        return outcome.exitCode
+    }
+
+    /// Prints the drain's progress once a second while it runs (for `sluice demo`).
+    static func narrate(_ server: ProxyServer) async {
+        while !Task.isCancelled {
+            try? await Task.sleep(for: .seconds(1))
+            if let line = await server.drainProgressLine() { Console.out(line) }
+        }
+    }
+
+    /// `127.0.0.1:8080`, `[::1]:8080`.
+    static func describe(_ address: SocketAddress) -> String {
+        guard let ip = address.ipAddress, let port = address.port else { return "\(address)" }
+        return ip.contains(":") ? "[\(ip)]:\(port)" : "\(ip):\(port)"
+    }
+}
+
+nonisolated(unsafe) private var installedSignalSources: [any DispatchSourceSignal] = []
+
+/// SIGTERM, SIGINT and SIGQUIT as an `AsyncStream` of ``DrainSignal``.
+enum SignalSource {
+    static func install() -> AsyncStream<DrainSignal> {
+        let (stream, continuation) = AsyncStream.makeStream(of: DrainSignal.self)
+        let queue = DispatchQueue(label: "sluice.signals")
+        var sources: [any DispatchSourceSignal] = []
+        for (number, signal) in [(SIGTERM, DrainSignal.terminate), (SIGINT, .terminate), (SIGQUIT, .quit)] {
+            Glibc.signal(number, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: number, queue: queue)
+            source.setEventHandler { continuation.yield(signal) }
+            source.resume()
+            sources.append(source)
+        }
+        // The sources live as long as the process.
+        installedSignalSources = sources
+        return stream
+    }
+}

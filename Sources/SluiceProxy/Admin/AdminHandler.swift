@@ -1,0 +1,117 @@
+import NIOCore
+import NIOHTTP1
+import SluiceCore
+
+/// The admin listener's endpoints:
+/// 1. `GET /livez`: 200 `ok` while the process runs;
+/// 2. `GET /readyz`: 200 `ready` only in `serving`, else 503 with the phase;
+/// 3. `GET /status`: JSON with the phase, seconds left in it, connections by state and protocol,
+///    requests in flight and the upstream pools;
+/// 4. `GET /metrics`: Prometheus text.
+///
+/// None of them changes state; anything that would is for loopback peers only.
+final class AdminHandler: ChannelInboundHandler {
+    typealias InboundIn = HTTPServerRequestPart
+    typealias OutboundOut = HTTPServerResponsePart
+
+    private let server: ProxyServer
+    private var request: HTTPRequestHead?
+
+    init(server: ProxyServer) { self.server = server }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch self.unwrapInboundIn(data) {
+        case .head(let head): self.request = head
+        case .body: break
+        case .end:
+            guard let head = self.request else { return }
+            self.request = nil
+            self.route(head, context: context)
+        }
+    }
+
+    private func route(_ head: HTTPRequestHead, context: ChannelHandlerContext) {
+        let path = head.uri.split(separator: "?", maxSplits: 1).first.map(String.init) ?? head.uri
+        guard head.method == .GET || head.method == .HEAD else {
+            return self.respond(context, head, status: .methodNotAllowed, body: "only GET and HEAD are supported\n", extra: [("allow", "GET, HEAD")])
+        }
+        let phase = self.server.phase.withLockedValue { $0 }
+        switch path {
+        case "/livez":
+            self.respond(context, head, status: .ok, body: "ok\n")
+        case "/readyz":
+            if phase.phase.isReady {
+                self.respond(context, head, status: .ok, body: "ready\n")
+            } else {
+                self.respond(context, head, status: .serviceUnavailable, body: "not ready: \(phase.phase.rawValue)\n")
+            }
+        case "/status":
+            self.server.snapshot().hop(to: context.eventLoop).assumeIsolated().whenSuccess { snapshot in
+                let body = StatusDocument.render(phase: phase, snapshot: snapshot, config: self.server.config)
+                self.respond(context, head, status: .ok, body: body, contentType: "application/json")
+            }
+        case "/metrics":
+            self.server.snapshot().hop(to: context.eventLoop).assumeIsolated().whenSuccess { snapshot in
+                let body = self.server.metrics.render(snapshot)
+                self.respond(context, head, status: .ok, body: body, contentType: "text/plain; version=0.0.4")
+            }
+        default:
+            self.respond(context, head, status: .notFound, body: "not found; try /livez, /readyz, /status or /metrics\n")
+        }
+    }
+
+    private func respond(
+        _ context: ChannelHandlerContext,
+        _ request: HTTPRequestHead,
+        status: HTTPResponseStatus,
+        body: String,
+        contentType: String = "text/plain; charset=utf-8",
+        extra: [(String, String)] = []
+    ) {
+        var headers = HTTPHeaders([("content-type", contentType), ("content-length", String(body.utf8.count)), ("cache-control", "no-store")])
+        headers.add(contentsOf: extra)
+        if !request.isKeepAlive { headers.add(name: "connection", value: "close") }
+        context.write(self.wrapOutboundOut(.head(HTTPResponseHead(version: request.version, status: status, headers: headers))), promise: nil)
+        if request.method != .HEAD {
+            context.write(self.wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(string: body)))), promise: nil)
+        }
+        let keepAlive = request.isKeepAlive
+        context.writeAndFlush(self.wrapOutboundOut(.end(nil))).assumeIsolated().whenComplete { _ in
+            if !keepAlive { context.close(promise: nil) }
+        }
+    }
+}
+
+/// The `/status` JSON document.
+enum StatusDocument {
+    static func render(phase: ProxyServer.PhaseState, snapshot: LoopSnapshot, config: SluiceConfig) -> String {
+        let now = MonotonicInstant.now()
+        let left = phase.deadline.map { max(0, now.duration(to: $0).secondsDouble) }
+        let counts = snapshot.connections
+        var byState: [String] = []
+        for state in ConnectionTable<MonotonicInstant>.State.allCases {
+            byState.append("\"\(state.rawValue)\":\(counts.byState[state] ?? 0)")
+        }
+        var byProtocol: [String] = []
+        for proto in ConnectionProtocol.allCases {
+            byProtocol.append("\"\(proto.rawValue)\":\(counts.byProtocol[proto] ?? 0)")
+        }
+        var upstreams: [String] = []
+        for (index, upstream) in config.upstreams.enumerated() {
+            let pool = index < snapshot.upstreams.count ? snapshot.upstreams[index] : UpstreamCounts(idle: 0, busy: 0)
+            upstreams.append("{\"url\":\"\(upstream)\",\"idle\":\(pool.idle),\"busy\":\(pool.busy)}")
+        }
+        let stats = snapshot.stats
+        let responses = zip(["other", "1xx", "2xx", "3xx", "4xx", "5xx"], stats.responsesByClass).map { "\"\($0)\":\($1)" }
+        return """
+            {"phase":"\(phase.phase.rawValue)","ready":\(phase.phase.isReady),"phase_seconds_left":\(left.map { String($0) } ?? "null"),\
+            "uptime_seconds":\(phase.startedAt.duration(to: now).secondsDouble),\
+            "connections":{"total":\(counts.total),"by_state":{\(byState.joined(separator: ","))},"by_protocol":{\(byProtocol.joined(separator: ","))}},\
+            "requests_in_flight":\(counts.requestsInFlight),\
+            "responses":{\(responses.joined(separator: ","))},\
+            "forced_closes":\(stats.forcedCloses),"upstream_connect_errors":\(stats.upstreamConnectErrors),"retries":\(stats.retries),\
+            "upstreams":[\(upstreams.joined(separator: ","))]}
+
+            """
+    }
+}

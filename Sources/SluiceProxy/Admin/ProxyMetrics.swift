@@ -1,0 +1,75 @@
+import CoreMetrics
+import NIOConcurrencyHelpers
+import Prometheus
+import SluiceCore
+
+/// Sluice's metrics, exported as Prometheus text on the admin listener.
+///
+/// Per-request counters are plain integers on each event loop (no lock on the hot path); a scrape
+/// sums them across loops and moves the swift-metrics counters forward by the difference. The
+/// request-duration histogram is rendered from the loops' bucket counts directly, since a
+/// swift-metrics timer would take a lock per request. The factory is injected, so tests and
+/// several servers in one process never touch the global `MetricsSystem`.
+public final class ProxyMetrics: Sendable {
+    public let registry: PrometheusCollectorRegistry
+    private let phaseGauge: CoreMetrics.Gauge
+    private let connectionsGauge: CoreMetrics.Gauge
+    private let inFlightGauge: CoreMetrics.Gauge
+    private let forcedCloses: CoreMetrics.Counter
+    private let upstreamConnectErrors: CoreMetrics.Counter
+    private let aborted: CoreMetrics.Counter
+    private let requestsByClass: [CoreMetrics.Counter]
+    private let last = NIOLockedValueBox(RequestStats())
+
+    public init(registry: PrometheusCollectorRegistry = PrometheusCollectorRegistry()) {
+        self.registry = registry
+        let factory = PrometheusMetricsFactory(registry: registry)
+        self.phaseGauge = CoreMetrics.Gauge(label: "sluice_drain_phase", factory: factory)
+        self.connectionsGauge = CoreMetrics.Gauge(label: "sluice_connections_active", factory: factory)
+        self.inFlightGauge = CoreMetrics.Gauge(label: "sluice_requests_in_flight", factory: factory)
+        self.forcedCloses = CoreMetrics.Counter(label: "sluice_forced_closes_total", factory: factory)
+        self.upstreamConnectErrors = CoreMetrics.Counter(label: "sluice_upstream_connect_errors_total", factory: factory)
+        self.aborted = CoreMetrics.Counter(label: "sluice_responses_aborted_total", factory: factory)
+        self.requestsByClass = ["other", "1xx", "2xx", "3xx", "4xx", "5xx"].map {
+            CoreMetrics.Counter(label: "sluice_requests_total", dimensions: [("class", $0)], factory: factory)
+        }
+        self.phaseGauge.record(DrainPhase.starting.ordinal)
+    }
+
+    func phase(_ phase: DrainPhase) {
+        self.phaseGauge.record(phase.ordinal)
+    }
+
+    /// Brings the metrics up to date with `snapshot` and renders the exposition text.
+    func render(_ snapshot: LoopSnapshot) -> String {
+        let stats = snapshot.stats
+        let previous = self.last.withLockedValue { last in
+            defer { last = stats }
+            return last
+        }
+        for index in stats.responsesByClass.indices {
+            let delta = stats.responsesByClass[index] - previous.responsesByClass[index]
+            if delta > 0 { self.requestsByClass[index].increment(by: delta) }
+        }
+        if stats.forcedCloses > previous.forcedCloses { self.forcedCloses.increment(by: stats.forcedCloses - previous.forcedCloses) }
+        if stats.upstreamConnectErrors > previous.upstreamConnectErrors {
+            self.upstreamConnectErrors.increment(by: stats.upstreamConnectErrors - previous.upstreamConnectErrors)
+        }
+        if stats.aborted > previous.aborted { self.aborted.increment(by: stats.aborted - previous.aborted) }
+        self.connectionsGauge.record(snapshot.connections.total)
+        self.inFlightGauge.record(snapshot.connections.requestsInFlight)
+
+        var text = self.registry.emitToString()
+        text += "# TYPE sluice_request_duration_seconds histogram\n"
+        var cumulative = 0
+        for (index, bound) in RequestStats.durationBuckets.enumerated() {
+            cumulative += stats.durationCounts[index]
+            text += "sluice_request_duration_seconds_bucket{le=\"\(bound)\"} \(cumulative)\n"
+        }
+        cumulative += stats.durationCounts[RequestStats.durationBuckets.count]
+        text += "sluice_request_duration_seconds_bucket{le=\"+Inf\"} \(cumulative)\n"
+        text += "sluice_request_duration_seconds_sum \(stats.durationSumSeconds)\n"
+        text += "sluice_request_duration_seconds_count \(cumulative)\n"
+        return text
+    }
+}

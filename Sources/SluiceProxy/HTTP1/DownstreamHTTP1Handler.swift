@@ -1,0 +1,473 @@
+import Logging
+import NIOCore
+import NIOHTTP1
+import SluiceCore
+
+/// One downstream HTTP/1.1 connection: forwards each request to a leased upstream connection on the
+/// same event loop and streams the response back.
+///
+/// It sits at the tail of NIO's server pipeline (`configureHTTPServerPipeline` with pipelining
+/// assistance, so requests reach it one at a time and responses leave in order). It translates;
+/// the decisions are elsewhere:
+/// 1. whether a request is acceptable: ``RequestRules``; how headers change: ``HeaderRules``;
+/// 2. whether a response must carry `Connection: close` because of the drain: the loop's
+///    ``ConnectionTable``;
+/// 3. which upstream connection to use and whether to keep it: the loop's ``UpstreamPool``.
+///
+/// Back-pressure: `read()` is held while the upstream connection cannot take more request bytes
+/// (or is still connecting), and the upstream handler holds its `read()` while this connection
+/// cannot take more response bytes. Nothing is buffered whole.
+final class DownstreamHTTP1Handler: ChannelDuplexHandler {
+    typealias InboundIn = HTTPServerRequestPart
+    typealias OutboundIn = HTTPServerResponsePart
+    typealias OutboundOut = HTTPServerResponsePart
+
+    private enum State {
+        /// No request in progress.
+        case idle
+        /// A request head was accepted; waiting for an upstream connection. Request parts queue in
+        /// `pendingParts` and reads are held.
+        case connecting
+        /// The request streams to `upstream`, and its response streams back.
+        case forwarding(UpstreamHTTP1Handler)
+        /// Sluice answered the request itself (an error); the rest of the request body is discarded.
+        case respondedLocally
+        /// The connection is closing or closed.
+        case closed
+    }
+
+    private let loop: LoopContext
+    private var state: State = .idle
+    private var context: ChannelHandlerContext?
+    private(set) var id: ConnectionID?
+    private var peerAddress: String?
+    private var pendingRead = false
+    private var needsUpstreamFlush = false
+    /// Bytes of the next request head arrived while idle (the header timeout runs from here).
+    private var headBegan = false
+
+    // The request in progress.
+    private var upstreamHead = HTTPRequestHead(version: .http1_1, method: .GET, uri: "/")
+    private var pendingParts: [HTTPClientRequestPart] = []
+    private var clientKeepAlive = true
+    private var clientIsHTTP10 = false
+    private var requestEnded = false
+    private var requestHasBody = false
+    private var bodyBytes = 0
+    private var expectsContinue = false
+    private var responseStarted = false
+    private var responseStatus = 0
+    private var closeAfterResponse = false
+    private var retried = false
+    private var requestStartedAt = MonotonicInstant(nanoseconds: 0)
+
+    init(loop: LoopContext) {
+        self.loop = loop
+    }
+
+    var isIdle: Bool {
+        if case .idle = self.state { return true }
+        return false
+    }
+
+    // MARK: Lifecycle
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+        if context.channel.isActive { self.register(context: context) }
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        self.register(context: context)
+        context.fireChannelActive()
+    }
+
+    private func register(context: ChannelHandlerContext) {
+        guard self.id == nil else { return }
+        let peer = context.channel.remoteAddress
+        self.peerAddress = peer?.ipAddress
+        self.id = self.loop.register(self, protocol: .http1, peer: peer?.description ?? "unknown")
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        switch self.state {
+        case .forwarding(let upstream):
+            // The client went away mid-exchange: the upstream connection is in an unknown state.
+            upstream.delegate = nil
+            self.loop.pool.release(upstream, reusable: false, now: .now())
+            if self.responseStarted || self.requestHasBody {
+                self.loop.stats.clientAborts += 1
+            }
+        case .idle, .connecting, .respondedLocally, .closed:
+            break
+        }
+        self.state = .closed
+        if let id = self.id { self.loop.unregister(id) }
+        context.fireChannelInactive()
+    }
+
+    /// Closes the connection now (drain of an idle connection, timeout, or forced close).
+    func close() {
+        self.state = .closed
+        self.context?.close(promise: nil)
+    }
+
+    /// Raw bytes arrived (called by ``ReadActivityObserver`` ahead of the decoder).
+    func bytesArrived() {
+        guard !self.headBegan, case .idle = self.state, let id = self.id else { return }
+        self.headBegan = true
+        self.loop.table.requestHeadBegan(id, now: .now())
+    }
+
+    // MARK: Requests in
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch self.unwrapInboundIn(data) {
+        case .head(let head):
+            self.requestHead(head, context: context)
+        case .body(let buffer):
+            self.requestBody(buffer, context: context)
+        case .end:
+            self.requestEnd(context: context)
+        }
+    }
+
+    private func requestHead(_ head: HTTPRequestHead, context: ChannelHandlerContext) {
+        guard case .idle = self.state, let id = self.id else { return }
+        let now = MonotonicInstant.now()
+        self.loop.table.requestStarted(id, now: now)
+        self.resetRequest(now: now)
+        self.clientIsHTTP10 = head.version.minor == 0
+        self.clientKeepAlive = !self.clientIsHTTP10 && head.isKeepAlive
+        self.requestHasBody = head.headers.contains(name: "content-length") || head.headers.contains(name: "transfer-encoding")
+
+        var headerBytes = head.uri.utf8.count + 16
+        for (name, value) in head.headers { headerBytes += name.utf8.count + value.utf8.count + 4 }
+        let check = RequestRules.check(
+            RequestRules.Head(method: head.method.rawValue, uri: head.uri, versionMajor: head.version.major, versionMinor: head.version.minor),
+            headers: head.headers,
+            headerBytes: headerBytes,
+            limits: self.loop.requestLimits
+        )
+        let accepted: RequestRules.Accepted
+        switch check {
+        case .success(let value): accepted = value
+        case .failure(let error): return self.respondWithError(error, context: context)
+        }
+        if accepted.contentLength == 0 { self.requestHasBody = false }
+
+        var headers = head.headers
+        if accepted.expectsContinue { headers.remove(name: "expect") }
+        HeaderRules.rewriteRequest(&headers, clientAddress: self.peerAddress, upstreamAuthority: self.loop.pool.upstreams[0].authority)
+        self.upstreamHead = HTTPRequestHead(version: .http1_1, method: head.method, uri: accepted.rewrittenURI ?? head.uri, headers: headers)
+        self.expectsContinue = accepted.expectsContinue
+        self.lease(upstream: nil, context: context)
+    }
+
+    private func requestBody(_ buffer: ByteBuffer, context: ChannelHandlerContext) {
+        self.bodyBytes += buffer.readableBytes
+        if let max = self.loop.requestLimits.maxBodyBytes, self.bodyBytes > max {
+            switch self.state {
+            case .respondedLocally, .closed: return
+            case .idle, .connecting, .forwarding: return self.failRequest(.bodyTooLarge(limit: max), context: context)
+            }
+        }
+        switch self.state {
+        case .forwarding(let upstream):
+            upstream.sendBody(buffer)
+            self.needsUpstreamFlush = true
+        case .connecting:
+            self.pendingParts.append(.body(.byteBuffer(buffer)))
+        case .idle, .respondedLocally, .closed:
+            break
+        }
+    }
+
+    private func requestEnd(context: ChannelHandlerContext) {
+        self.requestEnded = true
+        switch self.state {
+        case .forwarding(let upstream):
+            upstream.sendEnd()
+            self.needsUpstreamFlush = true
+        case .connecting:
+            self.pendingParts.append(.end(nil))
+        case .respondedLocally:
+            if !self.closeAfterResponse { self.finishRequest(context: context) }
+        case .idle, .closed:
+            break
+        }
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        if self.needsUpstreamFlush, case .forwarding(let upstream) = self.state {
+            self.needsUpstreamFlush = false
+            upstream.flush()
+        }
+        context.fireChannelReadComplete()
+    }
+
+    func read(context: ChannelHandlerContext) {
+        switch self.state {
+        case .connecting:
+            self.pendingRead = true
+        case .forwarding(let upstream) where !upstream.isWritable:
+            self.pendingRead = true
+        case .idle, .forwarding, .respondedLocally, .closed:
+            context.read()
+        }
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if context.channel.isWritable, case .forwarding(let upstream) = self.state {
+            upstream.resumeReading()
+        }
+        context.fireChannelWritabilityChanged()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        if let parserError = error as? HTTPParserError {
+            switch self.state {
+            case .idle:
+                let proxyError: ProxyError =
+                    parserError == .headerOverflow
+                    ? .headersTooLarge(limit: self.loop.requestLimits.maxHeaderBytes)
+                    : .badRequest("malformed request: \(parserError)")
+                self.requestEnded = false
+                self.respondWithError(proxyError, context: context)
+                return
+            case .connecting, .forwarding, .respondedLocally, .closed:
+                break
+            }
+        }
+        self.loop.logger.debug("downstream connection error", metadata: ["error": "\(error)"])
+        self.close()
+    }
+
+    // MARK: Upstream leasing
+
+    private func lease(upstream: Int?, context: ChannelHandlerContext) {
+        switch self.loop.pool.lease(for: self, upstream: upstream, now: .now()) {
+        case .ready(let connection):
+            self.startForwarding(connection, context: context)
+        case .connecting:
+            self.state = .connecting
+        }
+    }
+
+    private func startForwarding(_ upstream: UpstreamHTTP1Handler, context: ChannelHandlerContext) {
+        upstream.delegate = self
+        self.state = .forwarding(upstream)
+        upstream.sendHead(self.upstreamHead, now: .now())
+        if self.expectsContinue && !self.requestEnded {
+            // The client waits for this before sending its body; the upstream never sees `Expect`.
+            context.write(self.wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .continue))), promise: nil)
+            context.flush()
+        }
+        for part in self.pendingParts {
+            switch part {
+            case .head: preconditionFailure("the head is sent above")
+            case .body(.byteBuffer(let body)): upstream.sendBody(body)
+            case .body(.fileRegion): preconditionFailure("request bodies arrive as byte buffers")
+            case .end: upstream.sendEnd()
+            }
+        }
+        self.pendingParts.removeAll(keepingCapacity: true)
+        upstream.flush()
+        if self.pendingRead, upstream.isWritable {
+            self.pendingRead = false
+            context.read()
+        }
+    }
+
+    // MARK: Finishing
+
+    private func resetRequest(now: MonotonicInstant) {
+        self.pendingParts.removeAll(keepingCapacity: true)
+        self.requestEnded = false
+        self.requestHasBody = false
+        self.bodyBytes = 0
+        self.expectsContinue = false
+        self.responseStarted = false
+        self.responseStatus = 0
+        self.closeAfterResponse = false
+        self.retried = false
+        self.requestStartedAt = now
+        self.headBegan = false
+    }
+
+    /// Decides `Connection: close` for the response about to start.
+    private func decideClose(now: MonotonicInstant) -> Bool {
+        guard let id = self.id else { return true }
+        let close = !self.clientKeepAlive || !self.requestEnded || self.loop.table.responseShouldClose(id, now: now)
+        if close {
+            self.closeAfterResponse = true
+            self.loop.table.markClosing(id)
+        }
+        return close
+    }
+
+    /// Answers the request ourselves; for errors found before or instead of an upstream response.
+    private func respondWithError(_ error: ProxyError, context: ChannelHandlerContext) {
+        let status = error.status ?? 502
+        self.loop.stats.recordError(error)
+        if error.source == .downstream {
+            self.loop.logger.info("rejected request", metadata: ["status": "\(status)", "reason": "\(error.detail)", "peer": "\(self.peerAddress ?? "?")"])
+        } else {
+            self.loop.logger.warning("upstream error", metadata: ["status": "\(status)", "reason": "\(error.detail)", "uri": "\(self.upstreamHead.uri)"])
+        }
+        let now = MonotonicInstant.now()
+        if error.closesConnection {
+            self.closeAfterResponse = true
+            if let id = self.id { self.loop.table.markClosing(id) }
+        }
+        let close = self.decideClose(now: now)
+        var headers = HTTPHeaders()
+        headers.add(name: "content-type", value: "text/plain; charset=utf-8")
+        headers.add(name: "content-length", value: String(error.responseBody.utf8.count))
+        if close { headers.add(name: "connection", value: "close") }
+        self.responseStarted = true
+        self.responseStatus = status
+        self.state = .respondedLocally
+        context.write(self.wrapOutboundOut(.head(HTTPResponseHead(version: self.clientIsHTTP10 ? .http1_0 : .http1_1, status: .init(statusCode: status), headers: headers))), promise: nil)
+        context.write(self.wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(string: error.responseBody)))), promise: nil)
+        if close || self.requestEnded {
+            self.finishRequest(context: context)
+        } else {
+            context.flush()
+        }
+    }
+
+    /// A failure while the request is in progress: answer with an error if nothing was sent yet, else abort.
+    private func failRequest(_ error: ProxyError, context: ChannelHandlerContext) {
+        if case .forwarding(let upstream) = self.state {
+            upstream.delegate = nil
+            self.loop.pool.release(upstream, reusable: false, now: .now())
+        }
+        if self.responseStarted {
+            self.abort(error)
+        } else {
+            self.respondWithError(error, context: context)
+        }
+    }
+
+    /// The response had begun: never present a truncated response as complete.
+    private func abort(_ error: ProxyError) {
+        self.loop.stats.recordError(error)
+        self.loop.logger.warning("aborting downstream connection", metadata: ["reason": "\(error.detail)", "uri": "\(self.upstreamHead.uri)"])
+        self.close()
+    }
+
+    /// The response's end is written: account for the request and either wait for the next one or close.
+    private func finishRequest(context: ChannelHandlerContext) {
+        let now = MonotonicInstant.now()
+        self.loop.stats.recordResponse(status: self.responseStatus, duration: self.requestStartedAt.duration(to: now))
+        if let id = self.id { self.loop.table.requestFinished(id, now: now) }
+        if self.closeAfterResponse {
+            self.state = .closed
+            let promise = context.eventLoop.makePromise(of: Void.self)
+            context.writeAndFlush(self.wrapOutboundOut(.end(nil)), promise: promise)
+            promise.futureResult.assumeIsolated().whenComplete { _ in context.close(promise: nil) }
+        } else {
+            self.state = .idle
+            self.headBegan = false
+            context.writeAndFlush(self.wrapOutboundOut(.end(nil)), promise: nil)
+        }
+    }
+}
+
+// MARK: - Upstream events
+
+extension DownstreamHTTP1Handler: UpstreamLeaseRequester {
+    func upstreamConnected(_ connection: UpstreamHTTP1Handler) -> Bool {
+        guard case .connecting = self.state, let context = self.context else { return false }
+        self.startForwarding(connection, context: context)
+        return true
+    }
+
+    func upstreamConnectFailed(_ error: ProxyError, upstream: Int) {
+        guard case .connecting = self.state, let context = self.context else { return }
+        if !self.retried {
+            // Nothing reached the upstream: retrying on another connection is safe for any method.
+            self.retried = true
+            self.lease(upstream: self.loop.pool.upstream(after: upstream), context: context)
+        } else {
+            self.respondWithError(error, context: context)
+        }
+    }
+}
+
+extension DownstreamHTTP1Handler: UpstreamResponseDelegate {
+    var downstreamIsWritable: Bool { self.context?.channel.isWritable ?? false }
+
+    func upstreamResponseHead(_ head: HTTPResponseHead) {
+        guard case .forwarding = self.state, let context = self.context else { return }
+        var head = head
+        _ = HeaderRules.rewriteResponse(&head.headers)
+        if self.decideClose(now: .now()) { head.headers.replaceOrAdd(name: "connection", value: "close") }
+        head.version = self.clientIsHTTP10 ? .http1_0 : .http1_1
+        self.responseStarted = true
+        self.responseStatus = Int(head.status.code)
+        context.write(self.wrapOutboundOut(.head(head)), promise: nil)
+    }
+
+    func upstreamResponseBody(_ body: ByteBuffer) {
+        guard case .forwarding = self.state else { return }
+        self.context?.write(self.wrapOutboundOut(.body(.byteBuffer(body))), promise: nil)
+    }
+
+    func upstreamReadComplete() {
+        self.context?.flush()
+    }
+
+    func upstreamResponseEnd(_ trailers: HTTPHeaders?) {
+        guard case .forwarding(let upstream) = self.state, let context = self.context else { return }
+        self.loop.pool.release(upstream, reusable: self.requestEnded, now: .now())
+        if !self.requestEnded {
+            // The upstream answered before the request body ended; the rest of it is discarded.
+            self.closeAfterResponse = true
+        }
+        self.finishRequest(context: context)
+    }
+
+    func upstreamWritabilityChanged(isWritable: Bool) {
+        guard isWritable, self.pendingRead, let context = self.context else { return }
+        self.pendingRead = false
+        context.read()
+    }
+
+    func upstreamFailed(_ error: ProxyError) {
+        guard case .forwarding(let upstream) = self.state, let context = self.context else { return }
+        self.loop.pool.release(upstream, reusable: false, now: .now())
+        if self.responseStarted {
+            return self.abort(.upstreamFailedMidResponse(error.detail))
+        }
+        let isTimeout = error.status == 504
+        let method = self.upstreamHead.method.rawValue
+        if !isTimeout, !self.retried, upstream.isReused, !self.requestHasBody, self.requestEnded, RequestRules.isIdempotent(method) {
+            // A reused keep-alive connection closed under the request (the upstream's idle close
+            // raced it): the request did not reach the app, so an idempotent one is retried once.
+            self.retried = true
+            self.loop.stats.retries += 1
+            self.pendingParts = [.end(nil)]
+            self.lease(upstream: nil, context: context)
+            return
+        }
+        self.respondWithError(error, context: context)
+    }
+}
+
+/// Sits ahead of the HTTP decoder and tells the connection that bytes arrived, so the header
+/// timeout and the drain's quiet period see a request that is still being received.
+final class ReadActivityObserver: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = ByteBuffer
+    typealias InboundOut = ByteBuffer
+
+    private let connection: DownstreamHTTP1Handler
+
+    init(connection: DownstreamHTTP1Handler) { self.connection = connection }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        if self.connection.isIdle { self.connection.bytesArrived() }
+        context.fireChannelRead(data)
+    }
+}

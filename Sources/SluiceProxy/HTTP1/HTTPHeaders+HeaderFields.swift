@@ -1,0 +1,8 @@
+import NIOHTTP1
+import SluiceCore
+
+extension HTTPHeaders: HeaderFields {
+    public func tokens(name: String) -> [Substring] {
+        self[canonicalForm: name]
+    }
+}

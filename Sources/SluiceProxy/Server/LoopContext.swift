@@ -1,0 +1,181 @@
+import Logging
+import NIOCore
+import SluiceCore
+
+/// A downstream connection as the drain sees it.
+protocol DownstreamConnection: AnyObject {
+    /// Close now (idle drain close, timeout, forced close).
+    func close()
+}
+
+extension DownstreamHTTP1Handler: DownstreamConnection {}
+
+/// What a loop tells the drain coordinator.
+enum LoopEvent: Sendable {
+    /// In `draining`, this loop's listener is closed and its last connection is gone.
+    case drained(loop: Int)
+}
+
+/// Everything one event loop owns: its listener, its share of the connection table, its upstream
+/// pool and its counters. Confined to the loop (every method asserts it); other threads reach it
+/// through `NIOLoopBound` and `eventLoop.execute`.
+final class LoopContext {
+    let index: Int
+    let eventLoop: any EventLoop
+    var table: ConnectionTable<MonotonicInstant>
+    let pool: UpstreamPool
+    var stats = RequestStats()
+    let requestLimits: RequestRules.Limits
+    let logger: Logger
+    var listeners: [any Channel] = []
+
+    private var connections: [ConnectionID: any DownstreamConnection] = [:]
+    private var ids: ConnectionID.Generator
+    private var random = SystemRandomNumberGenerator()
+    private(set) var phase: DrainPhase = .serving
+    private var listenersClosed = false
+    private var drainedReported = false
+    private let report: @Sendable (LoopEvent) -> Void
+    private var sweepTask: Scheduled<Void>?
+    static let sweepInterval: TimeAmount = .milliseconds(100)
+
+    init(index: Int, eventLoop: any EventLoop, config: SluiceConfig, logger: Logger, report: @escaping @Sendable (LoopEvent) -> Void) {
+        self.index = index
+        self.eventLoop = eventLoop
+        self.logger = logger
+        self.report = report
+        self.ids = ConnectionID.Generator(loopIndex: index)
+        self.table = ConnectionTable(
+            timeouts: .init(
+                requestHeader: config.http.requestHeaderTimeout,
+                idle: config.http.idleTimeout,
+                drainQuiet: config.drain.idleQuietPeriod
+            )
+        )
+        // Upstream IDs live in their own half of the ID space so they never equal a downstream ID.
+        self.pool = UpstreamPool(eventLoop: eventLoop, loopIndex: index | 0x8000, upstreams: config.upstreams, settings: config.upstream, logger: logger)
+        self.requestLimits = RequestRules.Limits(maxHeaderBytes: config.http.maxHeaderBytes, maxBodyBytes: config.http.maxBodyBytes)
+    }
+
+    // MARK: Connections
+
+    func register(_ connection: any DownstreamConnection, protocol proto: ConnectionProtocol, peer: String) -> ConnectionID {
+        self.eventLoop.assertInEventLoop()
+        let id = self.ids.make()
+        self.table.add(id, protocol: proto, peer: peer, now: .now(), using: &self.random)
+        self.connections[id] = connection
+        return id
+    }
+
+    func unregister(_ id: ConnectionID) {
+        self.eventLoop.assertInEventLoop()
+        self.table.remove(id)
+        self.connections[id] = nil
+        self.reportIfDrained()
+    }
+
+    // MARK: Time
+
+    func startSweeping() {
+        self.eventLoop.assertInEventLoop()
+        self.sweepTask = self.eventLoop.assumeIsolated().scheduleTask(in: Self.sweepInterval) { [self] in
+            self.sweep()
+            self.startSweeping()
+        }
+    }
+
+    func stopSweeping() {
+        self.sweepTask?.cancel()
+        self.sweepTask = nil
+    }
+
+    func sweep() {
+        self.eventLoop.assertInEventLoop()
+        let now = MonotonicInstant.now()
+        for (id, reason) in self.table.sweep(now: now) {
+            self.logger.debug("closing connection", metadata: ["connection": "\(id)", "reason": "\(reason.rawValue)"])
+            self.connections[id]?.close()
+        }
+        self.pool.sweep(now: now)
+    }
+
+    // MARK: Drain
+
+    func beginPropagating(until: MonotonicInstant) {
+        self.eventLoop.assertInEventLoop()
+        self.phase = .propagating
+        for (_, action) in self.table.beginPropagating(now: .now(), until: until, using: &self.random) {
+            switch action {
+            case .sendShutdownNotice: break  // HTTP/2 arrives with the nghttp2 front end.
+            }
+        }
+    }
+
+    func beginDraining() {
+        self.eventLoop.assertInEventLoop()
+        self.phase = .draining
+        for (id, action) in self.table.beginDraining(now: .now()) {
+            switch action {
+            case .close: self.connections[id]?.close()
+            case .sendFinalGoAway: break  // HTTP/2 arrives with the nghttp2 front end.
+            }
+        }
+        // One more turn of the loop lets the listeners accept what is already queued before they close.
+        let listeners = self.listeners
+        self.eventLoop.assumeIsolated().scheduleTask(in: .milliseconds(20)) { [self] in
+            let closes = listeners.map { $0.close() }
+            EventLoopFuture.andAllComplete(closes, on: self.eventLoop).assumeIsolated().whenComplete { _ in
+                self.listenersClosed = true
+                self.reportIfDrained()
+            }
+        }
+    }
+
+    /// Closes every connection now; returns how many were cut.
+    func forceClose() -> Int {
+        self.eventLoop.assertInEventLoop()
+        self.phase = .forced
+        let cut = self.connections.count
+        self.stats.forcedCloses += cut
+        for connection in Array(self.connections.values) { connection.close() }
+        for listener in self.listeners { listener.close(promise: nil) }
+        self.pool.shutdown()
+        return cut
+    }
+
+    private func reportIfDrained() {
+        guard self.phase == .draining, self.listenersClosed, self.table.isEmpty, !self.drainedReported else { return }
+        self.drainedReported = true
+        self.pool.shutdown()
+        self.report(.drained(loop: self.index))
+    }
+
+    // MARK: Status
+
+    func snapshot() -> LoopSnapshot {
+        self.eventLoop.assertInEventLoop()
+        var stats = self.stats
+        stats.upstreamConnectErrors = self.pool.connectErrors
+        return LoopSnapshot(connections: self.table.counts(), stats: stats, upstreams: self.pool.counts().map { UpstreamCounts(idle: $0.idle, busy: $0.busy) })
+    }
+}
+
+struct UpstreamCounts: Sendable {
+    var idle: Int
+    var busy: Int
+}
+
+/// One loop's counts, summed by ``ProxyServer/snapshot()``.
+struct LoopSnapshot: Sendable {
+    var connections: ConnectionTable<MonotonicInstant>.Counts
+    var stats: RequestStats
+    var upstreams: [UpstreamCounts]
+
+    static func + (lhs: LoopSnapshot, rhs: LoopSnapshot) -> LoopSnapshot {
+        LoopSnapshot(
+            connections: lhs.connections + rhs.connections,
+            stats: lhs.stats + rhs.stats,
+            upstreams: zip(lhs.upstreams, rhs.upstreams).map { UpstreamCounts(idle: $0.idle + $1.idle, busy: $0.busy + $1.busy) }
+        )
+    }
+}

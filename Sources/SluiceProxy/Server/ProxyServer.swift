@@ -1,0 +1,203 @@
+import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+import SluiceCore
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The proxy's I/O: one NIOPosix event loop per thread, each with its own listener (SO_REUSEPORT),
+/// connection table and upstream pool, plus the admin listener.
+///
+/// 1. ``start()`` binds every listener and the admin listener and returns their real addresses
+///    (port 0 binds a free port, shared by every loop).
+/// 2. ``beginPropagating(until:)``, ``beginDraining()`` and ``forceClose()`` carry a phase change
+///    to every loop; the loops report back through `events` when they have drained.
+/// 3. ``shutdown()`` closes what is left and stops the loops.
+///
+/// ```swift
+/// let server = ProxyServer(config: config, logger: logger)
+/// let bound = try await server.start()
+/// ```
+public final class ProxyServer: Sendable {
+    public struct BoundAddresses: Sendable {
+        public var listeners: [SocketAddress]
+        public var admin: SocketAddress
+    }
+
+    let config: SluiceConfig
+    let logger: Logger
+    let group: MultiThreadedEventLoopGroup
+    private let loops: [NIOLoopBound<LoopContext>]
+    let phase: NIOLockedValueBox<PhaseState>
+    let metrics: ProxyMetrics
+    private let adminChannel = NIOLockedValueBox<(any Channel)?>(nil)
+    /// Loop events for the drain coordinator.
+    let events: AsyncStream<LoopEvent>
+    private let eventsContinuation: AsyncStream<LoopEvent>.Continuation
+
+    /// The phase as the admin endpoints see it.
+    struct PhaseState: Sendable {
+        var phase: DrainPhase = .starting
+        var deadline: MonotonicInstant?
+        var startedAt: MonotonicInstant = .now()
+    }
+
+    public init(config: SluiceConfig, logger: Logger, metrics: ProxyMetrics = ProxyMetrics()) {
+        self.config = config
+        self.logger = logger
+        self.metrics = metrics
+        self.phase = NIOLockedValueBox(PhaseState())
+        self.group = MultiThreadedEventLoopGroup(numberOfThreads: config.threads)
+        (self.events, self.eventsContinuation) = AsyncStream.makeStream(of: LoopEvent.self)
+        let continuation = self.eventsContinuation
+        var loops: [NIOLoopBound<LoopContext>] = []
+        for (index, eventLoop) in self.group.makeIterator().enumerated() {
+            let context = try! eventLoop.submit {
+                NIOLoopBound(
+                    LoopContext(index: index, eventLoop: eventLoop, config: config, logger: logger) { continuation.yield($0) },
+                    eventLoop: eventLoop
+                )
+            }.wait()
+            loops.append(context)
+        }
+        self.loops = loops
+    }
+
+    public var loopCount: Int { self.loops.count }
+
+    /// Binds the listeners (one per loop and address) and the admin listener.
+    public func start() async throws -> BoundAddresses {
+        var bound: [SocketAddress] = []
+        for address in self.config.listen {
+            var port = address.port
+            var first: SocketAddress?
+            for loop in self.loops {
+                let channel = try await self.bindListener(host: address.host, port: port, loop: loop)
+                let local = channel.localAddress!
+                if first == nil {
+                    first = local
+                    port = local.port ?? port
+                }
+            }
+            bound.append(first!)
+        }
+        let admin = try await self.bindAdmin()
+        for loop in self.loops {
+            try await loop.eventLoop.submit { loop.value.startSweeping() }.get()
+        }
+        return BoundAddresses(listeners: bound, admin: admin)
+    }
+
+    private func bindListener(host: String, port: Int, loop: NIOLoopBound<LoopContext>) async throws -> any Channel {
+        let limits = NIOHTTPDecoderLimitConfiguration.sluice(maxHeaderBytes: self.config.http.maxHeaderBytes)
+        let channel = try await ServerBootstrap(group: loop.eventLoop)
+            .serverChannelOption(.backlog, value: 1024)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .serverChannelOption(ChannelOptions.Types.SocketOption(level: .socket, name: .init(rawValue: SO_REUSEPORT)), value: 1)
+            .childChannelOption(.tcpOption(.tcp_nodelay), value: 1)
+            .childChannelOption(.maxMessagesPerRead, value: 16)
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    let handler = DownstreamHTTP1Handler(loop: loop.value)
+                    let sync = channel.pipeline.syncOperations
+                    try sync.addHandler(ReadActivityObserver(connection: handler))
+                    try sync.configureHTTPServerPipeline(
+                        withPipeliningAssistance: true,
+                        withServerUpgrade: nil,
+                        withErrorHandling: false,
+                        withOutboundHeaderValidation: true,
+                        withEncoderConfiguration: .init(),
+                        withDecoderLimitConfiguration: limits
+                    )
+                    try sync.addHandler(handler)
+                }
+            }
+            .bind(host: host, port: port)
+            .get()
+        try await loop.eventLoop.submit { loop.value.listeners.append(channel) }.get()
+        return channel
+    }
+
+    private func bindAdmin() async throws -> SocketAddress {
+        let server = self
+        let channel = try await ServerBootstrap(group: self.group.next())
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
+                    try channel.pipeline.syncOperations.addHandler(AdminHandler(server: server))
+                }
+            }
+            .bind(host: self.config.admin.host, port: self.config.admin.port)
+            .get()
+        self.adminChannel.withLockedValue { $0 = channel }
+        return channel.localAddress!
+    }
+
+    // MARK: Phase changes
+
+    func setPhase(_ phase: DrainPhase, deadline: MonotonicInstant?) {
+        self.phase.withLockedValue {
+            $0.phase = phase
+            $0.deadline = deadline
+        }
+        self.metrics.phase(phase)
+    }
+
+    func beginPropagating(until: MonotonicInstant) {
+        for loop in self.loops { loop.eventLoop.execute { loop.value.beginPropagating(until: until) } }
+    }
+
+    func beginDraining() {
+        for loop in self.loops { loop.eventLoop.execute { loop.value.beginDraining() } }
+    }
+
+    /// Cuts every connection; returns how many were cut.
+    func forceClose() async -> Int {
+        var cut = 0
+        for loop in self.loops {
+            cut += (try? await loop.eventLoop.submit { loop.value.forceClose() }.get()) ?? 0
+        }
+        return cut
+    }
+
+    /// The connection table's counts and the request counters, summed over loops.
+    func snapshot() -> EventLoopFuture<LoopSnapshot> {
+        let futures = self.loops.map { loop in loop.eventLoop.submit { loop.value.snapshot() } }
+        return EventLoopFuture.reduce(into: LoopSnapshot?.none, futures, on: self.group.next()) { sum, next in
+            sum = sum.map { $0 + next } ?? next
+        }.map { $0! }
+    }
+
+    /// While a drain runs: one line with the phase, time left and what is still open; `nil` while serving.
+    public func drainProgressLine() async -> String? {
+        let phase = self.phase.withLockedValue { $0 }
+        guard phase.phase > .serving, let snapshot = try? await self.snapshot().get() else { return nil }
+        let left = phase.deadline.map { max(0, MonotonicInstant.now().duration(to: $0).secondsDouble) }
+        let leftText = left.map { " \(Int(($0 * 10).rounded()) / 10).\(Int(($0 * 10).rounded()) % 10)s left," } ?? ""
+        return "[drain] \(phase.phase.rawValue):\(leftText) \(snapshot.connections.total) connections, \(snapshot.connections.requestsInFlight) requests in flight"
+    }
+
+    /// Closes the admin listener and stops the event loops.
+    public func shutdown() async {
+        self.eventsContinuation.finish()
+        for loop in self.loops {
+            try? await loop.eventLoop.submit { loop.value.stopSweeping() }.get()
+        }
+        if let admin = self.adminChannel.withLockedValue({ $0 }) { try? await admin.close() }
+        try? await self.group.shutdownGracefully()
+    }
+}
+
+extension NIOHTTPDecoderLimitConfiguration {
+    static func sluice(maxHeaderBytes: Int) -> NIOHTTPDecoderLimitConfiguration {
+        var limits = NIOHTTPDecoderLimitConfiguration()
+        limits.maxHeaderFieldSize = maxHeaderBytes
+        limits.maxHeaderListSize = maxHeaderBytes
+        return limits
+    }
+}

@@ -1,0 +1,163 @@
+import NIOCore
+import NIOHTTP1
+import SluiceCore
+
+/// Receives one upstream response for the downstream connection that leased the upstream connection.
+///
+/// Called on the shared event loop, in order: head, body*, end; or `upstreamFailed` once.
+protocol UpstreamResponseDelegate: AnyObject {
+    func upstreamResponseHead(_ head: HTTPResponseHead)
+    func upstreamResponseBody(_ body: ByteBuffer)
+    func upstreamResponseEnd(_ trailers: HTTPHeaders?)
+    func upstreamReadComplete()
+    func upstreamWritabilityChanged(isWritable: Bool)
+    /// The connection failed or timed out before the response ended.
+    func upstreamFailed(_ error: ProxyError)
+    /// Whether the downstream can take more response bytes; reading from the upstream pauses while it cannot.
+    var downstreamIsWritable: Bool { get }
+}
+
+/// The thin end of an upstream HTTP/1.1 connection: passes request parts out, response parts to
+/// the leasing delegate, and mirrors the downstream's writability into `read()` (back-pressure).
+///
+/// It sits after NIO's `HTTPRequestEncoder` and `HTTPResponseDecoder`. Between leases it has no
+/// delegate; an idle connection that receives a response or closes tells its pool.
+final class UpstreamHTTP1Handler: ChannelDuplexHandler {
+    typealias InboundIn = HTTPClientResponsePart
+    typealias OutboundIn = HTTPClientRequestPart
+    typealias OutboundOut = HTTPClientRequestPart
+
+    let id: ConnectionID
+    let upstreamIndex: Int
+    /// Set by the pool once the connection is up.
+    weak var pool: UpstreamPool?
+    private(set) var context: ChannelHandlerContext?
+    /// The request now using this connection.
+    var delegate: (any UpstreamResponseDelegate)?
+    /// Requests completed on this connection; a failure on a reused connection may be a keep-alive race.
+    private(set) var responsesCompleted = 0
+    /// When the current request head was sent, until the response head arrives (response-header timeout).
+    private(set) var awaitingHeadSince: MonotonicInstant?
+    /// Whether the last response allows reuse.
+    private(set) var responseKeepAlive = true
+    private var pendingRead = false
+    private var closed = false
+
+    init(id: ConnectionID, upstreamIndex: Int) {
+        self.id = id
+        self.upstreamIndex = upstreamIndex
+    }
+
+    var isReused: Bool { self.responsesCompleted > 0 }
+    var isWritable: Bool { self.context?.channel.isWritable ?? false }
+    var isUsable: Bool { !self.closed && self.context?.channel.isActive == true }
+
+    func handlerAdded(context: ChannelHandlerContext) { self.context = context }
+    func handlerRemoved(context: ChannelHandlerContext) { self.context = nil }
+
+    // MARK: Requests out
+
+    func sendHead(_ head: HTTPRequestHead, now: MonotonicInstant) {
+        self.awaitingHeadSince = now
+        self.responseKeepAlive = true
+        self.context?.write(self.wrapOutboundOut(.head(head)), promise: nil)
+    }
+
+    func sendBody(_ buffer: ByteBuffer) {
+        self.context?.write(self.wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
+    }
+
+    func sendEnd() {
+        self.context?.write(self.wrapOutboundOut(.end(nil)), promise: nil)
+    }
+
+    func flush() { self.context?.flush() }
+
+    /// The downstream became writable again: resume reading the response.
+    func resumeReading() {
+        guard self.pendingRead, let context else { return }
+        self.pendingRead = false
+        context.read()
+    }
+
+    func close() {
+        guard !self.closed else { return }
+        self.closed = true
+        self.context?.close(promise: nil)
+    }
+
+    /// The response head did not arrive in time.
+    func responseHeadTimedOut() {
+        self.awaitingHeadSince = nil
+        let delegate = self.delegate
+        self.delegate = nil
+        self.close()
+        delegate?.upstreamFailed(.upstreamTimeout)
+    }
+
+    // MARK: Responses in
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch self.unwrapInboundIn(data) {
+        case .head(let head):
+            self.awaitingHeadSince = nil
+            self.responseKeepAlive = head.isKeepAlive
+            guard let delegate = self.delegate else { return self.unexpectedResponse() }
+            delegate.upstreamResponseHead(head)
+        case .body(let buffer):
+            guard let delegate = self.delegate else { return self.unexpectedResponse() }
+            delegate.upstreamResponseBody(buffer)
+        case .end(let trailers):
+            self.responsesCompleted += 1
+            guard let delegate = self.delegate else { return self.unexpectedResponse() }
+            self.delegate = nil
+            delegate.upstreamResponseEnd(trailers)
+        }
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        self.delegate?.upstreamReadComplete()
+        context.fireChannelReadComplete()
+    }
+
+    func read(context: ChannelHandlerContext) {
+        if let delegate = self.delegate, !delegate.downstreamIsWritable {
+            self.pendingRead = true
+        } else {
+            context.read()
+        }
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        self.delegate?.upstreamWritabilityChanged(isWritable: context.channel.isWritable)
+        context.fireChannelWritabilityChanged()
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        self.closed = true
+        self.pool?.connectionClosed(self)
+        if let delegate = self.delegate {
+            self.delegate = nil
+            delegate.upstreamFailed(.upstreamResetBeforeResponse("connection closed"))
+        }
+        context.fireChannelInactive()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        let delegate = self.delegate
+        self.delegate = nil
+        self.close()
+        if let delegate {
+            if error is HTTPParserError {
+                delegate.upstreamFailed(.upstreamBadResponse("\(error)"))
+            } else {
+                delegate.upstreamFailed(.upstreamResetBeforeResponse("\(error)"))
+            }
+        }
+    }
+
+    /// Bytes from the upstream when no request is waiting: the connection is unusable.
+    private func unexpectedResponse() {
+        self.close()
+    }
+}
