@@ -1,0 +1,178 @@
+import SluiceHTTP2
+import Testing
+
+@Suite struct HTTP2GracefulShutdownStateMachineTests {
+    typealias Machine = HTTP2GracefulShutdownStateMachine<MockClock>
+    let clock = MockClock()
+    let payload = Machine.Configuration().pingPayload
+
+    /// Without a shutdown, streams open and close and nothing asks to close the connection.
+    @Test func streamsOpenAndCloseWhileActive() {
+        var machine = Machine()
+        #expect(machine.streamOpened(HTTP2StreamID(1)) == .accept)
+        #expect(machine.streamOpened(HTTP2StreamID(3)) == .accept)
+        #expect(machine.openStreams == [HTTP2StreamID(1), HTTP2StreamID(3)])
+        #expect(machine.streamClosed(HTTP2StreamID(1)) == .none)
+        #expect(machine.streamClosed(HTTP2StreamID(3)) == .none)
+        #expect(machine.openStreams.isEmpty)
+        #expect(!machine.isShuttingDown)
+    }
+
+    /// beginShutdown asks for the notice and a PING with a 1 s timeout, and only once.
+    @Test func beginShutdownSendsNoticeAndPingOnce() {
+        var machine = Machine()
+        #expect(machine.beginShutdown(now: clock.now) == .sendShutdownNoticeAndPing(pingPayload: payload, pingTimeout: .seconds(1)))
+        #expect(machine.isShuttingDown)
+        #expect(machine.beginShutdown(now: clock.now) == .none)
+    }
+
+    /// The ack of the shutdown PING sends the final GOAWAY with the highest stream opened, including streams
+    /// opened after the notice, and measures the round trip.
+    @Test func pingAckSendsFinalGoAwayWithLastStreamOpenedDuringNotice() {
+        var machine = Machine()
+        _ = machine.streamOpened(HTTP2StreamID(1))
+        _ = machine.beginShutdown(now: clock.now)
+        clock.advance(by: .milliseconds(30))
+        #expect(machine.streamOpened(HTTP2StreamID(5)) == .accept)
+        clock.advance(by: .milliseconds(12))
+        #expect(machine.pingAckReceived(payload: payload, now: clock.now) == .sendFinalGoAway(lastStreamID: HTTP2StreamID(5), closeConnection: false))
+        #expect(machine.measuredRoundTripTime == .milliseconds(42))
+    }
+
+    /// An ack of some other PING does not end the wait.
+    @Test func foreignPingAckIsIgnored() {
+        var machine = Machine()
+        _ = machine.beginShutdown(now: clock.now)
+        #expect(machine.pingAckReceived(payload: 7, now: clock.now) == .none)
+        #expect(machine.measuredRoundTripTime == nil)
+        #expect(machine.pingAckReceived(payload: payload, now: clock.now) == .sendFinalGoAway(lastStreamID: .connection, closeConnection: true))
+    }
+
+    /// A PING ack before any shutdown means nothing to the drain.
+    @Test func pingAckWhileActiveIsIgnored() {
+        var machine = Machine()
+        #expect(machine.pingAckReceived(payload: payload, now: clock.now) == .none)
+        #expect(!machine.isShuttingDown)
+    }
+
+    /// With no open stream, the final GOAWAY closes the connection at once.
+    @Test func idleConnectionClosesWithFinalGoAway() {
+        var machine = Machine()
+        _ = machine.streamOpened(HTTP2StreamID(1))
+        _ = machine.streamClosed(HTTP2StreamID(1))
+        _ = machine.beginShutdown(now: clock.now)
+        #expect(machine.pingAckReceived(payload: payload, now: clock.now) == .sendFinalGoAway(lastStreamID: HTTP2StreamID(1), closeConnection: true))
+        #expect(machine.streamOpened(HTTP2StreamID(3)) == .refuse)
+    }
+
+    /// If the ack never comes, the timer sends the final GOAWAY; a late ack then changes nothing.
+    @Test func pingTimeoutSendsFinalGoAway() {
+        var machine = Machine()
+        _ = machine.streamOpened(HTTP2StreamID(1))
+        _ = machine.beginShutdown(now: clock.now)
+        clock.advance(by: .seconds(1))
+        #expect(machine.pingTimedOut(now: clock.now) == .sendFinalGoAway(lastStreamID: HTTP2StreamID(1), closeConnection: false))
+        #expect(machine.pingAckReceived(payload: payload, now: clock.now) == .none)
+        #expect(machine.measuredRoundTripTime == nil)
+        #expect(machine.pingTimedOut(now: clock.now) == .none)
+    }
+
+    /// The ping timer firing after the ack is a no-op.
+    @Test func pingTimeoutAfterAckIsIgnored() {
+        var machine = Machine()
+        _ = machine.streamOpened(HTTP2StreamID(1))
+        _ = machine.beginShutdown(now: clock.now)
+        _ = machine.pingAckReceived(payload: payload, now: clock.now)
+        #expect(machine.pingTimedOut(now: clock.now) == .none)
+    }
+
+    /// The ping timer without a shutdown is a no-op.
+    @Test func pingTimeoutWhileActiveIsIgnored() {
+        var machine = Machine()
+        #expect(machine.pingTimedOut(now: clock.now) == .none)
+    }
+
+    /// After the final GOAWAY, the last open stream closing closes the connection, not before.
+    @Test func lastStreamClosingAfterFinalGoAwayClosesConnection() {
+        var machine = Machine()
+        _ = machine.streamOpened(HTTP2StreamID(1))
+        _ = machine.streamOpened(HTTP2StreamID(3))
+        _ = machine.beginShutdown(now: clock.now)
+        _ = machine.pingAckReceived(payload: payload, now: clock.now)
+        #expect(machine.streamClosed(HTTP2StreamID(3)) == .none)
+        #expect(machine.streamClosed(HTTP2StreamID(99)) == .none)
+        #expect(machine.streamClosed(HTTP2StreamID(1)) == .closeConnection)
+        #expect(machine.streamClosed(HTTP2StreamID(1)) == .none)
+    }
+
+    /// Streams closing while waiting for the ack never close the connection: the client may still open some.
+    @Test func streamsClosingDuringNoticeDoNotClose() {
+        var machine = Machine()
+        _ = machine.streamOpened(HTTP2StreamID(1))
+        _ = machine.beginShutdown(now: clock.now)
+        #expect(machine.streamClosed(HTTP2StreamID(1)) == .none)
+        #expect(machine.openStreams.isEmpty)
+        #expect(machine.pingAckReceived(payload: payload, now: clock.now) == .sendFinalGoAway(lastStreamID: HTTP2StreamID(1), closeConnection: true))
+    }
+
+    /// After the final GOAWAY a stream above the last-stream-id is refused; one at or below is accepted.
+    @Test func streamAboveLastStreamIDIsRefusedAfterFinalGoAway() {
+        var machine = Machine()
+        _ = machine.streamOpened(HTTP2StreamID(3))
+        _ = machine.beginShutdown(now: clock.now)
+        _ = machine.pingAckReceived(payload: payload, now: clock.now)
+        #expect(machine.streamOpened(HTTP2StreamID(5)) == .refuse)
+        #expect(machine.streamOpened(HTTP2StreamID(1)) == .accept)
+        #expect(machine.openStreams == [HTTP2StreamID(1), HTTP2StreamID(3)])
+    }
+
+    /// The deadline cuts every open stream, in order, and closes; a second deadline is a no-op.
+    @Test func deadlineResetsOpenStreamsAndCloses() {
+        var machine = Machine()
+        _ = machine.streamOpened(HTTP2StreamID(5))
+        _ = machine.streamOpened(HTTP2StreamID(1))
+        _ = machine.beginShutdown(now: clock.now)
+        _ = machine.pingAckReceived(payload: payload, now: clock.now)
+        #expect(machine.deadlineReached() == .resetStreamsAndClose(streams: [HTTP2StreamID(1), HTTP2StreamID(5)], lastStreamID: HTTP2StreamID(5)))
+        #expect(machine.deadlineReached() == .none)
+        #expect(machine.streamOpened(HTTP2StreamID(7)) == .refuse)
+        #expect(machine.connectionClosed() == .streamsLost([]))
+    }
+
+    /// A forced close (deadline) while still waiting for the ack cuts streams too.
+    @Test func deadlineWhileWaitingForPingAck() {
+        var machine = Machine()
+        _ = machine.streamOpened(HTTP2StreamID(1))
+        _ = machine.beginShutdown(now: clock.now)
+        #expect(machine.deadlineReached() == .resetStreamsAndClose(streams: [HTTP2StreamID(1)], lastStreamID: HTTP2StreamID(1)))
+        #expect(machine.pingAckReceived(payload: payload, now: clock.now) == .none)
+        #expect(machine.pingTimedOut(now: clock.now) == .none)
+    }
+
+    /// A forced close without a drain cuts the open streams.
+    @Test func deadlineWhileActive() {
+        var machine = Machine()
+        _ = machine.streamOpened(HTTP2StreamID(1))
+        #expect(machine.deadlineReached() == .resetStreamsAndClose(streams: [HTTP2StreamID(1)], lastStreamID: HTTP2StreamID(1)))
+        #expect(machine.beginShutdown(now: clock.now) == .none)
+    }
+
+    /// The peer closing the connection reports the streams that were open, and everything after is ignored.
+    @Test func connectionClosedReportsLostStreams() {
+        var machine = Machine()
+        _ = machine.streamOpened(HTTP2StreamID(3))
+        _ = machine.streamOpened(HTTP2StreamID(1))
+        #expect(machine.connectionClosed() == .streamsLost([HTTP2StreamID(1), HTTP2StreamID(3)]))
+        #expect(machine.streamClosed(HTTP2StreamID(1)) == .none)
+        #expect(machine.beginShutdown(now: clock.now) == .none)
+        #expect(machine.deadlineReached() == .none)
+        #expect(machine.openStreams.isEmpty)
+    }
+
+    /// A custom ping timeout and payload are passed through.
+    @Test func configurationIsHonoured() {
+        var machine = Machine(configuration: .init(pingTimeout: .milliseconds(250), pingPayload: 42))
+        #expect(machine.beginShutdown(now: clock.now) == .sendShutdownNoticeAndPing(pingPayload: 42, pingTimeout: .milliseconds(250)))
+        #expect(machine.pingAckReceived(payload: 42, now: clock.now) == .sendFinalGoAway(lastStreamID: .connection, closeConnection: true))
+    }
+}
