@@ -1,3 +1,0 @@
-import Testing
-import SluiceProxy
-@Test func placeholder() {}

@@ -1,0 +1,65 @@
+import Logging
+import NIOCore
+import NIOPosix
+import SluiceCore
+@testable import SluiceProxy
+
+/// A real ``ProxyServer`` on 127.0.0.1 port 0 with its drain coordinator, driven by signals the test sends.
+final class ProxyHarness: Sendable {
+    let server: ProxyServer
+    let port: Int
+    let adminPort: Int
+    private let signals: AsyncStream<DrainSignal>.Continuation
+    let outcome: Task<DrainCoordinator.Outcome, Never>
+
+    static func start(upstreams: [String], threads: Int = 1, _ configure: (inout SluiceConfig) -> Void = { _ in }) async throws -> ProxyHarness {
+        var config = SluiceConfig()
+        config.listen = [HostPort(host: "127.0.0.1", port: 0)]
+        config.admin = HostPort(host: "127.0.0.1", port: 0)
+        config.upstreams = upstreams.map { UpstreamURL(parsing: $0)! }
+        config.threads = threads
+        configure(&config)
+        let logger = Logger(label: "sluice-test") { _ in SwiftLogNoOpLogHandler() }
+        let server = ProxyServer(config: config, logger: logger)
+        let bound = try await server.start()
+        let (stream, continuation) = AsyncStream.makeStream(of: DrainSignal.self)
+        let coordinator = DrainCoordinator(server: server, logger: logger)
+        let outcome = Task { await coordinator.run(signals: stream) }
+        // The coordinator marks the server serving first thing; wait for it so tests start from `serving`.
+        while server.phase.withLockedValue({ $0.phase }) == .starting { await Task.yield() }
+        return ProxyHarness(server: server, port: bound.listeners[0].port!, adminPort: bound.admin.port!, signals: continuation, outcome: outcome)
+    }
+
+    private init(server: ProxyServer, port: Int, adminPort: Int, signals: AsyncStream<DrainSignal>.Continuation, outcome: Task<DrainCoordinator.Outcome, Never>) {
+        self.server = server
+        self.port = port
+        self.adminPort = adminPort
+        self.signals = signals
+        self.outcome = outcome
+    }
+
+    var url: String { "http://127.0.0.1:\(self.port)" }
+    var adminURL: String { "http://127.0.0.1:\(self.adminPort)" }
+    var phase: DrainPhase { self.server.phase.withLockedValue { $0.phase } }
+
+    func signal(_ signal: DrainSignal) { self.signals.yield(signal) }
+
+    /// Ends the server (forcing it if the test has not drained it) and returns how the drain ended.
+    @discardableResult
+    func stop() async -> DrainCoordinator.Outcome {
+        if self.phase < .stopped { self.signal(.quit) }
+        let outcome = await self.outcome.value
+        await self.server.shutdown()
+        return outcome
+    }
+
+    /// Waits, bounded, for `condition` to hold (it is re-checked on each scheduler turn).
+    static func eventually(timeout: Duration = .seconds(10), _ condition: () async -> Bool) async -> Bool {
+        let deadline = ContinuousClock.now.advanced(by: timeout)
+        while ContinuousClock.now < deadline {
+            if await condition() { return true }
+            try? await Task.sleep(for: .milliseconds(10))
+        }
+        return await condition()
+    }
+}
