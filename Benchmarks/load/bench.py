@@ -242,7 +242,7 @@ def wait_http(port: int, path: str, deadline: float, proc: subprocess.Popen | No
     return False
 
 
-def probe(port: int, scenario: str) -> str | None:
+def probe(port: int, scenario: str, h2_port: int | None = None) -> str | None:
     """Functional check through a proxy before measuring. Returns an error or None."""
     try:
         if scenario == "post4k":
@@ -258,6 +258,23 @@ def probe(port: int, scenario: str) -> str | None:
                 return f"GET {path}: status {st}, {len(got)} bytes (want {want})"
     except (OSError, http.client.HTTPException) as e:
         return f"probe failed: {e!r}"
+    if scenario == "h2":
+        return probe_h2(h2_port or port)
+    return None
+
+
+def probe_h2(port: int) -> str | None:
+    """A few h2c prior-knowledge requests; fails fast where h2c is not spoken."""
+    cmd = ["h2load", "-n", "4", "-c", "1", "-m", "1", "-N", "3s", f"http://127.0.0.1:{port}/small"]
+    try:
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=15)
+        out = r.stdout + r.stderr
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return f"h2load probe failed: {e!r}"
+    st = re.search(r"status codes: (\d+) 2xx", out)
+    if not st or int(st.group(1)) == 0:
+        m = re.search(r"requests: .*", out)
+        return "h2c (prior knowledge) not supported? probe got no 2xx response" + (f" ({m.group(0)})" if m else "")
     return None
 
 
@@ -619,7 +636,7 @@ def measure(proxy: Proxy, scenario: str, args, raw_dir: Path, rnd: int,
         cell.update(status="n/a", reason=f"{proxy.name} is not running (exit {proxy.proc.returncode if proxy.proc else None}): {proxy.log_tail(200)}")
         return cell
     port = proxy.h2_port if sc["tool"] == "h2load" else proxy.port
-    err = probe(proxy.port, scenario)
+    err = probe(proxy.port, scenario, proxy.h2_port)
     if err:
         cell.update(status="n/a", reason=err)
         return cell
