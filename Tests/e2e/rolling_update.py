@@ -245,15 +245,6 @@ class ReadinessPoller(threading.Thread):
     def current(self):
         return self.samples[-1][2] if self.samples else None
 
-    def transitions(self) -> list[tuple[float, int | str]]:
-        out = []
-        last = object()
-        for t, _, st in self.samples:
-            if st != last:
-                out.append((t, st))
-                last = st
-        return out
-
 
 def _proc_children(pid: int) -> list[int]:
     kids = []
@@ -370,7 +361,7 @@ class Proxy:
         msg = rec.get("message", rec.get("msg"))
         if msg == "started" and self.started_at is None:
             self.started_at = now
-        if msg == "phase" or ("phase" in rec and msg != "started"):
+        if msg == "phase":
             self.phases.append({"t": now, "phase": rec.get("phase"), "record": rec})
         if level in ("warning", "warn", "error", "critical") and len(self.notable) < 200:
             self.notable.append((now, line))
@@ -527,16 +518,18 @@ def analyse(records: list[list], t0: float, t_sig: float, duration: float) -> di
     }
 
 
-def readiness_verdict(transitions: list[tuple[float, int | str]], samples, t_sig: float,
-                      max_delay: float = 0.5) -> dict:
-    """200 before the signal; 503 within max_delay after it; never 200 again."""
-    before = [st for t, _, st in samples if t < t_sig]
-    after = [(t, st) for t, _, st in samples if t >= t_sig]
-    first_503 = next((t for t, st in after if st == 503), None)
+def readiness_verdict(samples, t_sig: float, max_delay: float = 0.5) -> dict:
+    """200 before the signal; 503 within max_delay after it; never 200 again.
+
+    samples are (t_sent, t_done, status). A poll that straddles the signal may answer either way;
+    "before" means answered before the signal, "after" means sent after it."""
+    before = [st for _, td, st in samples if td < t_sig]
+    first_503 = next((td for _, td, st in samples if td >= t_sig and st == 503), None)
     back_to_200 = None
     if first_503 is not None:
-        back_to_200 = next((t for t, st in after if t > first_503 and st == 200), None)
-    late_200 = [t for t, st in after if st == 200 and (first_503 is None or t < first_503)]
+        back_to_200 = next((ts for ts, _, st in samples if ts > first_503 and st == 200), None)
+    late_200 = [ts for ts, _, st in samples
+                if ts >= t_sig and st == 200 and (first_503 is None or ts < first_503)]
     problems = []
     if not before or before[-1] != 200:
         problems.append(f"not 200 just before the signal (last={before[-1] if before else None})")
@@ -546,12 +539,19 @@ def readiness_verdict(transitions: list[tuple[float, int | str]], samples, t_sig
         problems.append(f"first 503 only {first_503 - t_sig:.3f}s after the signal")
     if back_to_200 is not None:
         problems.append(f"200 again {back_to_200 - t_sig:.3f}s after the signal")
+    transitions = []
+    last = object()
+    for _, td, st in samples:
+        if st != last:
+            transitions.append({"t_rel_signal": round(td - t_sig, 3), "status": st})
+            last = st
     return {
         "ok": not problems,
         "problems": problems,
         "first_503_after_signal_s": round(first_503 - t_sig, 3) if first_503 is not None else None,
         "200_after_signal_before_503": len(late_200),
-        "timeline": [{"t_rel_signal": round(t - t_sig, 3), "status": st} for t, st in transitions],
+        "polls": len(samples),
+        "timeline": transitions,
     }
 
 
@@ -773,7 +773,7 @@ def run(cfg: Config) -> dict:
             examples += data["fail_examples"]
 
         res = analyse(records, t0, t_sig, cfg.duration)
-        ready = readiness_verdict(rp.transitions(), rp.samples, t_sig)
+        ready = readiness_verdict(list(rp.samples), t_sig)
         if cfg.target not in SLUICE_LIKE:
             ready["problems"] = [f"(not meaningful for {cfg.target}: its /readyz is a static stand-in)"]\
                 + ready["problems"]
