@@ -12,7 +12,7 @@ connection it has already seen closed by the server (that is counted as `pool_di
 that has been written on a connection is never sent again.
 
 Prints "progress <json>" lines about twice a second and writes every request's record to --out:
-[t_start, t_end, kind, outcome, served_by, reused_connection].
+[t_start, t_end, kind, outcome, served_by, reused_connection, connection_close].
 """
 
 from __future__ import annotations
@@ -242,9 +242,9 @@ class Worker:
         return await read_response(conn, method)
 
     def record(self, ts: float, kind: str, outcome: str, served: str, reused: bool,
-               detail: str = "") -> None:
+               detail: str = "", close: bool = False) -> None:
         te = time.monotonic()
-        self.records.append([round(ts, 6), round(te, 6), kind, outcome, served, reused])
+        self.records.append([round(ts, 6), round(te, 6), kind, outcome, served, reused, close])
         if outcome == "ok":
             self.ok += 1
         else:
@@ -292,7 +292,7 @@ class Worker:
             return None
         finally:
             self.in_progress -= 1
-        self.record(ts, kind, "ok", served, reused)
+        self.record(ts, kind, "ok", served, reused, close=resp.close)
         if resp.close:
             self.connection_close_seen += 1
         if resp.close or not keep:

@@ -479,20 +479,27 @@ def analyse(records: list[list], t0: float, t_sig: float, duration: float) -> di
 
     # per-second timeline (by completion time)
     secs = int(duration + 8)
-    tl = [{"second": i, "ok": 0, "failed": 0, "served": Counter(), "fail_kinds": Counter()} for i in range(secs)]
+    tl = [{"second": i, "ok": 0, "failed": 0, "served": Counter(), "keepalive": Counter(), "conn_close": Counter(),
+           "fail_kinds": Counter()} for i in range(secs)]
     for r in records:
         i = int(r[1] - t0)
         if 0 <= i < secs:
             if r[3] == "ok":
                 tl[i]["ok"] += 1
                 tl[i]["served"][r[4]] += 1
+                if r[2] == "keepalive":
+                    tl[i]["keepalive"][r[4]] += 1
+                    if r[6]:
+                        tl[i]["conn_close"][r[4]] += 1
             else:
                 tl[i]["failed"] += 1
                 tl[i]["fail_kinds"][r[3]] += 1
     while tl and tl[-1]["ok"] == 0 and tl[-1]["failed"] == 0:
         tl.pop()
     for row in tl:
-        row["served"] = dict(row["served"])
+        row["served"] = dict(sorted(row["served"].items()))
+        row["conn_close"] = dict(sorted(row["conn_close"].items()))
+        row["keepalive"] = dict(sorted(row["keepalive"].items()))
         row["fail_kinds"] = dict(row["fail_kinds"])
 
     fail_times = sorted(r[1] - t_sig for r in records if r[3] != "ok")
@@ -877,9 +884,12 @@ def format_table(r: dict) -> str:
         f"{r['clients'].get('connection_close_seen')}")
     w = max(len(k) for k, _ in rows)
     lines = ["", "=" * (w + 40)] + [f"{k.ljust(w)}  {v}" for k, v in rows]
-    lines.append("per second (by completion): ok / failed [served] {failures}")
+    lines.append("per second (by completion): ok / failed  served by origin  [pooled keep-alive responses: "
+                 "with Connection: close/all]  failures")
     for s in r["per_second"]:
-        lines.append(f"  {s['second']:3d}s  {s['ok']:6d} / {s['failed']:4d}  {s['served']}  "
+        served = " ".join(f"{k}={v}" for k, v in s["served"].items())
+        ka = " ".join(f"{k}:{s['conn_close'].get(k, 0)}/{v}" for k, v in s["keepalive"].items())
+        lines.append(f"  {s['second']:3d}s  {s['ok']:6d} / {s['failed']:4d}  {served:16s} [{ka:18s}] "
                      f"{s['fail_kinds'] if s['fail_kinds'] else ''}")
     if fl["examples"]:
         lines.append("first failures:")
