@@ -81,6 +81,26 @@ public struct HTTP2GracefulShutdownStateMachine<C: Clock>: Sendable where C.Dura
         }
     }
 
+    /// Whether `id` is open (accepted and not yet closed).
+    public func isOpen(_ id: HTTP2StreamID) -> Bool {
+        switch self.state {
+        case .active(let streams), .waitingForPingAck(let streams, _), .finalGoAwaySent(let streams):
+            streams.open.contains(id)
+        case .closed:
+            false
+        }
+    }
+
+    /// How many streams are open.
+    public var openStreamCount: Int {
+        switch self.state {
+        case .active(let streams), .waitingForPingAck(let streams, _), .finalGoAwaySent(let streams):
+            streams.open.count
+        case .closed:
+            0
+        }
+    }
+
     /// Whether ``beginShutdown(now:)`` has been called (or the connection is closed).
     public var isShuttingDown: Bool {
         switch self.state {

@@ -1,0 +1,510 @@
+import NIOCore
+
+/// Serves one HTTP/2 (h2c prior knowledge, or h2 after ALPN) connection: drives an ``NGHTTP2Session``
+/// from the channel and hands the streams to an ``HTTP2StreamDelegate``.
+///
+/// 1. Bytes read go to the session; the events they cause go to the delegate (or to the drain and
+///    abuse machines); the session's output is written once per read batch and flushed in
+///    `channelReadComplete`.
+/// 2. The delegate answers through ``sendResponseHead(streamID:status:headers:endStream:)``,
+///    ``sendData(streamID:_:endStream:)``, ``sendTrailers(streamID:headers:)`` and
+///    ``resetStream(streamID:errorCode:)``. Output produced outside a read batch (an upstream answering)
+///    is flushed once per event-loop tick.
+/// 3. Back-pressure, both ways: request bodies hold the client's window until ``consumed(streamID:bytes:)``;
+///    response bodies wait in a per-stream queue that is serialised only while the channel is writable,
+///    and the delegate hears ``HTTP2StreamDelegate/streamWritabilityChanged(_:isWritable:on:)``.
+/// 4. ``beginGracefulShutdown(deadline:)`` (or NIO's `ChannelShouldQuiesceEvent`) runs the two-phase
+///    GOAWAY of ``HTTP2GracefulShutdownStateMachine`` and closes once no stream is left; past the
+///    deadline, or on ``forceClose()``, open streams are reset (`CANCEL`) and the connection closed.
+/// 5. Floods (``HTTP2AbuseLimits``) end the connection with GOAWAY `ENHANCE_YOUR_CALM`, an
+///    unacknowledged SETTINGS with `SETTINGS_TIMEOUT`.
+///
+/// Every method must be called on the channel's event loop.
+///
+/// ```swift
+/// let handler = try HTTP2ServerConnectionHandler(delegate: myDelegate)
+/// try channel.pipeline.syncOperations.addHandler(handler)
+/// // in the delegate:
+/// connection.sendResponseHead(streamID: id, status: 200, headers: [], endStream: false)
+/// connection.sendData(streamID: id, body, endStream: true)
+/// ```
+public final class HTTP2ServerConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler {
+    public typealias InboundIn = ByteBuffer
+    public typealias InboundOut = Never
+    public typealias OutboundIn = ByteBuffer
+    public typealias OutboundOut = ByteBuffer
+
+    /// Settings of the connection.
+    public struct Configuration: Sendable {
+        /// The nghttp2 session's settings.
+        public var session: HTTP2SessionConfiguration
+        /// The two-phase GOAWAY's PING timeout (default 1 s).
+        public var shutdown: HTTP2GracefulShutdownStateMachine<ContinuousClock>.Configuration
+        /// Flood limits.
+        public var abuseLimits: HTTP2AbuseLimits
+        /// How long the last bytes (a GOAWAY) may take to be written before the socket is closed anyway.
+        /// Default 2 s.
+        public var closeTimeout: Duration
+
+        public init(
+            session: HTTP2SessionConfiguration = .init(),
+            shutdown: HTTP2GracefulShutdownStateMachine<ContinuousClock>.Configuration = .init(),
+            abuseLimits: HTTP2AbuseLimits = .init(),
+            closeTimeout: Duration = .seconds(2)
+        ) {
+            self.session = session
+            self.shutdown = shutdown
+            self.abuseLimits = abuseLimits
+            self.closeTimeout = closeTimeout
+        }
+    }
+
+    private let configuration: Configuration
+    private let session: NGHTTP2Session
+    private var delegate: (any HTTP2StreamDelegate)?
+    private var shutdown: HTTP2GracefulShutdownStateMachine<ContinuousClock>
+    private var limits: HTTP2AbuseLimitsStateMachine<ContinuousClock>
+    private var context: ChannelHandlerContext?
+
+    /// Inside `channelRead`…`channelReadComplete`: output waits for `channelReadComplete`.
+    private var inReadBatch = false
+    /// A flush is scheduled for the end of this event-loop tick.
+    private var flushScheduled = false
+    /// Inside `flushOutput`: submissions are picked up by its loop.
+    private var isFlushing = false
+    /// The connection is closing (after its output is written); nothing more is read or delivered.
+    private var isClosing = false
+    /// The final write and close are issued.
+    private var closeIssued = false
+    /// The channel went inactive.
+    private var didClose = false
+
+    private var pingTimer: Scheduled<Void>?
+    private var deadlineTimer: Scheduled<Void>?
+    private var settingsAckTimer: Scheduled<Void>?
+    private var closeTimer: Scheduled<Void>?
+
+    /// Creates the handler; `delegate` is held until the connection closes.
+    public init(configuration: Configuration = Configuration(), delegate: any HTTP2StreamDelegate) throws {
+        self.configuration = configuration
+        self.session = try NGHTTP2Session(role: .server, configuration: configuration.session)
+        self.delegate = delegate
+        self.shutdown = HTTP2GracefulShutdownStateMachine(configuration: configuration.shutdown)
+        self.limits = HTTP2AbuseLimitsStateMachine(limits: configuration.abuseLimits, now: .now)
+    }
+
+    // MARK: - Queries
+
+    /// How many streams are open.
+    public var openStreamCount: Int { self.shutdown.openStreamCount }
+
+    /// Whether the connection is draining (or closing).
+    public var isShuttingDown: Bool { self.shutdown.isShuttingDown || self.isClosing }
+
+    /// The round trip measured by the shutdown PING, once it came back.
+    public var measuredRoundTripTime: Duration? { self.shutdown.measuredRoundTripTime }
+
+    /// Whether `streamID`'s send queue is under the high watermark.
+    public func isWritable(streamID: HTTP2StreamID) -> Bool { self.session.isWritable(streamID: streamID) }
+
+    /// Response bytes queued on `streamID` and not yet written.
+    public func queuedBytes(streamID: HTTP2StreamID) -> Int { self.session.queuedBytes(streamID: streamID) }
+
+    // MARK: - Answering streams
+
+    /// Sends the response head. With `endStream: false`, the body follows with ``sendData(streamID:_:endStream:)``
+    /// or ``sendTrailers(streamID:headers:)``. Header names are lowercased and hop-by-hop fields dropped.
+    ///
+    /// - Returns: false if the stream is gone (closed or reset) or already answered.
+    @discardableResult
+    public func sendResponseHead(streamID: HTTP2StreamID, status: Int, headers: [HTTP2HeaderField], endStream: Bool) -> Bool {
+        self.submit(streamID) { try $0.submitResponse(streamID: streamID, status: status, headers: headers, endStream: endStream) }
+    }
+
+    /// Sends an informational head (1xx), e.g. 100 Continue.
+    @discardableResult
+    public func sendInformationalHead(streamID: HTTP2StreamID, status: Int, headers: [HTTP2HeaderField] = []) -> Bool {
+        self.submit(streamID) { try $0.submitInformationalResponse(streamID: streamID, status: status, headers: headers) }
+    }
+
+    /// Queues response body bytes. Check ``isWritable(streamID:)`` (or wait for
+    /// ``HTTP2StreamDelegate/streamWritabilityChanged(_:isWritable:on:)``) before reading more from the upstream.
+    ///
+    /// - Returns: false if the stream is gone; the bytes are dropped.
+    @discardableResult
+    public func sendData(streamID: HTTP2StreamID, _ data: ByteBuffer, endStream: Bool) -> Bool {
+        self.submit(streamID) { try $0.submitData(streamID: streamID, data, endStream: endStream) }
+    }
+
+    /// Ends the response with trailers after the queued body.
+    ///
+    /// - Returns: false if the stream is gone.
+    @discardableResult
+    public func sendTrailers(streamID: HTTP2StreamID, headers: [HTTP2HeaderField]) -> Bool {
+        self.submit(streamID) { try $0.submitTrailers(streamID: streamID, headers) }
+    }
+
+    /// Resets a stream (e.g. `internalError` when the upstream failed after the response began, `cancel`).
+    public func resetStream(streamID: HTTP2StreamID, errorCode: HTTP2ErrorCode) {
+        self.context?.eventLoop.preconditionInEventLoop()
+        self.session.submitReset(streamID: streamID, errorCode: errorCode)
+        self.outputPending()
+    }
+
+    /// Reports `bytes` of the stream's request body as passed on, so the client may send that much more.
+    public func consumed(streamID: HTTP2StreamID, bytes: Int) {
+        self.context?.eventLoop.preconditionInEventLoop()
+        do {
+            try self.session.consume(streamID: streamID, bytes: bytes)
+        } catch {
+            self.closeConnection()
+            return
+        }
+        self.outputPending()
+    }
+
+    private func submit(_ streamID: HTTP2StreamID, _ body: (NGHTTP2Session) throws -> Bool) -> Bool {
+        self.context?.eventLoop.preconditionInEventLoop()
+        guard !self.didClose else { return false }
+        let accepted: Bool
+        do {
+            accepted = try body(self.session)
+        } catch let error as HTTP2SessionError where error.code == .invalidStreamState || error.code == .submissionFailed {
+            // A misuse or a stream libnghttp2 no longer knows: this stream cannot go on, the others can.
+            self.session.submitReset(streamID: streamID, errorCode: .internalError)
+            accepted = false
+        } catch {
+            self.closeConnection()
+            return false
+        }
+        self.outputPending()
+        return accepted
+    }
+
+    private func submit(_ streamID: HTTP2StreamID, _ body: (NGHTTP2Session) throws -> Void) -> Bool {
+        self.submit(streamID) { session -> Bool in
+            try body(session)
+            return true
+        }
+    }
+
+    // MARK: - Drain
+
+    /// Starts the two-phase GOAWAY: shutdown notice and PING now, the final GOAWAY after the PING's round
+    /// trip (at most ``HTTP2GracefulShutdownStateMachine/Configuration/pingTimeout``), close when no stream
+    /// is left. After `deadline`, if given, open streams are reset and the connection closed.
+    public func beginGracefulShutdown(deadline: Duration? = nil) {
+        self.context?.eventLoop.preconditionInEventLoop()
+        let action = self.shutdown.beginShutdown(now: .now)
+        switch action {
+        case .sendShutdownNoticeAndPing(let payload, let pingTimeout):
+            do {
+                try self.session.submitShutdownNotice()
+                try self.session.submitPing(payload: payload)
+            } catch {
+                self.closeConnection()
+                return
+            }
+            self.pingTimer = self.schedule(after: pingTimeout) { $0.pingTimedOut() }
+            if let deadline {
+                self.deadlineTimer = self.schedule(after: deadline) { $0.forceClose() }
+            }
+            self.outputPending()
+        case .none:
+            break
+        }
+    }
+
+    /// Cuts the connection now: open streams are reset (`CANCEL`), a GOAWAY with the last stream ID goes
+    /// out, and the socket closes once it is written (or after ``Configuration/closeTimeout``).
+    public func forceClose() {
+        self.context?.eventLoop.preconditionInEventLoop()
+        let action = self.shutdown.deadlineReached()
+        switch action {
+        case .resetStreamsAndClose(let streams, let lastStreamID):
+            for id in streams { self.session.submitReset(streamID: id, errorCode: .cancel) }
+            try? self.session.submitGoAway(lastStreamID: lastStreamID, errorCode: .noError)
+            for id in streams { self.delegate?.streamClosed(id, errorCode: .cancel, on: self) }
+            self.closeConnection()
+        case .none:
+            self.closeConnection()
+        }
+    }
+
+    private func pingTimedOut() {
+        let action = self.shutdown.pingTimedOut(now: .now)
+        switch action {
+        case .sendFinalGoAway(let lastStreamID, let closeConnection):
+            self.sendFinalGoAway(lastStreamID: lastStreamID, closeConnection: closeConnection)
+        case .none:
+            break
+        }
+    }
+
+    private func sendFinalGoAway(lastStreamID: HTTP2StreamID, closeConnection: Bool) {
+        self.pingTimer?.cancel()
+        self.pingTimer = nil
+        do {
+            try self.session.submitGoAway(lastStreamID: lastStreamID, errorCode: .noError)
+        } catch {
+            self.closeConnection()
+            return
+        }
+        if closeConnection {
+            self.closeConnection()
+        } else {
+            self.outputPending()
+        }
+    }
+
+    // MARK: - Channel events
+
+    public func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+        if context.channel.isActive { self.outputPending() }
+    }
+
+    public func handlerRemoved(context: ChannelHandlerContext) {
+        self.cancelTimers()
+        self.context = nil
+    }
+
+    public func channelActive(context: ChannelHandlerContext) {
+        // Our SETTINGS go out at once.
+        self.outputPending()
+        context.fireChannelActive()
+    }
+
+    public func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard !self.isClosing else { return }
+        self.inReadBatch = true
+        let bytes = Self.unwrapInboundIn(data)
+        do {
+            try self.session.receive(bytes)
+        } catch {
+            // Not HTTP/2, or fatal to the session: send whatever GOAWAY libnghttp2 queued, then close.
+            self.processEvents()
+            self.closeConnection()
+            return
+        }
+        self.processEvents()
+    }
+
+    public func channelReadComplete(context: ChannelHandlerContext) {
+        self.inReadBatch = false
+        self.flushOutput()
+    }
+
+    public func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if context.channel.isWritable { self.flushOutput() }
+        context.fireChannelWritabilityChanged()
+    }
+
+    public func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if event is ChannelShouldQuiesceEvent {
+            self.beginGracefulShutdown()
+        } else {
+            context.fireUserInboundEventTriggered(event)
+        }
+    }
+
+    public func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        context.close(promise: nil)
+    }
+
+    public func channelInactive(context: ChannelHandlerContext) {
+        self.didClose = true
+        self.isClosing = true
+        self.cancelTimers()
+        let action = self.shutdown.connectionClosed()
+        switch action {
+        case .streamsLost(let streams):
+            for id in streams { self.delegate?.streamClosed(id, errorCode: .cancel, on: self) }
+        }
+        self.delegate?.connectionClosed(self)
+        self.delegate = nil
+        context.fireChannelInactive()
+    }
+
+    // MARK: - Session events
+
+    private func processEvents() {
+        while !self.didClose, let event = self.session.nextEvent() {
+            self.handle(event)
+        }
+    }
+
+    private func handle(_ event: HTTP2SessionEvent) {
+        switch event {
+        case .requestHead(let id, let head, let endStream):
+            switch self.shutdown.streamOpened(id) {
+            case .accept:
+                self.delegate?.streamOpened(id, head: head, endStream: endStream, on: self)
+            case .refuse:
+                self.session.submitReset(streamID: id, errorCode: .refusedStream)
+            }
+        case .data(let id, let data):
+            guard self.shutdown.isOpen(id) else { return }
+            self.delegate?.streamDataReceived(id, data: data, on: self)
+        case .endStream(let id):
+            guard self.shutdown.isOpen(id) else { return }
+            self.delegate?.streamEnded(id, trailers: nil, on: self)
+        case .trailers(let id, let trailers):
+            guard self.shutdown.isOpen(id) else { return }
+            self.delegate?.streamEnded(id, trailers: trailers, on: self)
+        case .streamClosed(let id, let errorCode):
+            guard self.shutdown.isOpen(id) else { return }
+            self.delegate?.streamClosed(id, errorCode: errorCode, on: self)
+            switch self.shutdown.streamClosed(id) {
+            case .closeConnection: self.closeConnection()
+            case .none: break
+            }
+        case .streamWritabilityChanged(let id, let isWritable):
+            guard self.shutdown.isOpen(id) else { return }
+            self.delegate?.streamWritabilityChanged(id, isWritable: isWritable, on: self)
+        case .goAwayReceived(let lastStreamID, let errorCode):
+            self.delegate?.goAwayReceived(lastStreamID: lastStreamID, errorCode: errorCode, on: self)
+        case .resetReceived:
+            self.run(self.limits.resetReceived(now: .now))
+        case .pingReceived:
+            self.run(self.limits.pingReceived(now: .now))
+        case .settingsReceived:
+            self.run(self.limits.settingsReceived(now: .now))
+        case .settingsAckReceived:
+            self.limits.settingsAckReceived()
+            self.settingsAckTimer?.cancel()
+            self.settingsAckTimer = nil
+        case .settingsSent:
+            switch self.limits.settingsSent(now: .now) {
+            case .scheduleAckTimer(let timeout):
+                self.settingsAckTimer = self.schedule(after: timeout) { handler in
+                    handler.run(handler.limits.settingsAckTimerFired(now: .now))
+                }
+            case .none:
+                break
+            }
+        case .pingAckReceived(let payload):
+            switch self.shutdown.pingAckReceived(payload: payload, now: .now) {
+            case .sendFinalGoAway(let lastStreamID, let closeConnection):
+                self.sendFinalGoAway(lastStreamID: lastStreamID, closeConnection: closeConnection)
+            case .none:
+                break
+            }
+        case .responseHead, .goAwaySent:
+            // A server session receives no responses; sent GOAWAYs need no action here.
+            break
+        }
+    }
+
+    private func run(_ action: HTTP2AbuseLimitsStateMachine<ContinuousClock>.FrameReceivedAction) {
+        switch action {
+        case .none:
+            break
+        case .sendGoAwayAndClose(let errorCode):
+            try? self.session.submitGoAway(lastStreamID: self.session.lastProcessedStreamID, errorCode: errorCode)
+            // Streams are cut: tell their owners before the socket goes.
+            if case .resetStreamsAndClose(let streams, _) = self.shutdown.deadlineReached() {
+                for id in streams { self.delegate?.streamClosed(id, errorCode: .cancel, on: self) }
+            }
+            self.closeConnection()
+        }
+    }
+
+    // MARK: - Output
+
+    /// Output is waiting: flush now if outside a read batch at the end of this tick, else at
+    /// `channelReadComplete`.
+    private func outputPending() {
+        guard !self.inReadBatch, !self.isFlushing, !self.flushScheduled, let context = self.context else { return }
+        self.flushScheduled = true
+        context.eventLoop.assumeIsolated().execute {
+            self.flushScheduled = false
+            self.flushOutput()
+        }
+    }
+
+    /// Writes the session's output while the channel is writable (or the connection is closing), at most
+    /// 64 batches per call; then, if the connection is closing, closes it once the output is written.
+    private func flushOutput() {
+        guard let context = self.context, !self.isFlushing, !self.didClose else { return }
+        self.isFlushing = true
+        var wrote = false
+        for _ in 0..<64 {
+            guard context.channel.isWritable || self.isClosing else { break }
+            var buffer = context.channel.allocator.buffer(capacity: 0)
+            let more: Bool
+            do {
+                more = try self.session.pendingOutput(into: &buffer)
+            } catch {
+                self.isFlushing = false
+                context.close(promise: nil)
+                return
+            }
+            if buffer.readableBytes > 0 {
+                context.write(Self.wrapOutboundOut(buffer), promise: nil)
+                wrote = true
+            }
+            // Sending closes streams and drains queues; their owners may submit more (or close).
+            self.processEvents()
+            if !more && !self.session.wantsWrite { break }
+        }
+        if wrote { context.flush() }
+        self.isFlushing = false
+
+        if !self.session.wantsRead && !self.session.wantsWrite {
+            // libnghttp2 is done: GOAWAY exchanged and no stream left, or a fatal error.
+            self.isClosing = true
+        }
+        if self.isClosing {
+            self.finishClose(context)
+        } else if self.session.wantsWrite && context.channel.isWritable {
+            // The batch limit stopped us; continue on the next tick.
+            self.outputPending()
+        }
+    }
+
+    /// Closes once the output is written. Called from inside `flushOutput`, which then finishes the close.
+    private func closeConnection() {
+        guard !self.isClosing else { return }
+        self.isClosing = true
+        if !self.isFlushing { self.flushOutput() }
+    }
+
+    private func finishClose(_ context: ChannelHandlerContext) {
+        guard !self.closeIssued else { return }
+        self.closeIssued = true
+        // An empty write completes after everything written before it: close then.
+        let written = context.eventLoop.makePromise(of: Void.self)
+        context.writeAndFlush(Self.wrapOutboundOut(context.channel.allocator.buffer(capacity: 0)), promise: written)
+        written.futureResult.assumeIsolated().whenComplete { _ in
+            context.close(promise: nil)
+        }
+        // A peer that stops reading must not keep the socket forever.
+        self.closeTimer = self.schedule(after: self.configuration.closeTimeout) { _ in
+            context.close(promise: nil)
+        }
+    }
+
+    // MARK: - Timers
+
+    private func schedule(after delay: Duration, _ body: @escaping (HTTP2ServerConnectionHandler) -> Void) -> Scheduled<Void>? {
+        guard let context = self.context else { return nil }
+        let (seconds, attoseconds) = delay.components
+        let nanoseconds = seconds * 1_000_000_000 + attoseconds / 1_000_000_000
+        return context.eventLoop.assumeIsolated().scheduleTask(in: .nanoseconds(nanoseconds)) {
+            body(self)
+            self.flushOutput()
+        }
+    }
+
+    private func cancelTimers() {
+        self.pingTimer?.cancel()
+        self.deadlineTimer?.cancel()
+        self.settingsAckTimer?.cancel()
+        self.closeTimer?.cancel()
+        self.pingTimer = nil
+        self.deadlineTimer = nil
+        self.settingsAckTimer = nil
+        self.closeTimer = nil
+    }
+}

@@ -1,0 +1,44 @@
+import NIOCore
+
+/// What an ``NGHTTP2Session`` reports, in the order it happened on the wire.
+///
+/// Events are queued while libnghttp2 parses input or serialises output, and taken with
+/// ``NGHTTP2Session/nextEvent()`` afterwards, so whoever handles them may call back into the session.
+///
+/// A stream's inbound side ends with exactly one of: a head with `endStream: true`, ``endStream(_:)``,
+/// ``trailers(_:_:)``, or the stream closing with an error. Every stream that produced a head also
+/// produces ``streamClosed(_:_:)`` once.
+public enum HTTP2SessionEvent: Equatable, Sendable {
+    /// A request head arrived on a server session (a new stream).
+    case requestHead(HTTP2StreamID, HTTP2RequestHead, endStream: Bool)
+    /// A final response head (status 200 or more) arrived on a client session.
+    case responseHead(HTTP2StreamID, HTTP2ResponseHead, endStream: Bool)
+    /// Body bytes. They count against the flow-control windows until passed to
+    /// ``NGHTTP2Session/consume(streamID:bytes:)``.
+    case data(HTTP2StreamID, ByteBuffer)
+    /// The peer ended its side of the stream after body bytes (a DATA frame with END_STREAM).
+    case endStream(HTTP2StreamID)
+    /// Trailers arrived; they end the peer's side of the stream.
+    case trailers(HTTP2StreamID, [HTTP2HeaderField])
+    /// The peer sent RST_STREAM.
+    case resetReceived(HTTP2StreamID, HTTP2ErrorCode)
+    /// The stream is closed (both sides ended: `noError`; or reset, by either side: the reset's code).
+    case streamClosed(HTTP2StreamID, HTTP2ErrorCode)
+    /// The stream's send queue crossed a watermark: above the high one it is not writable, at or below
+    /// half of it it is writable again.
+    case streamWritabilityChanged(HTTP2StreamID, isWritable: Bool)
+    /// The peer sent GOAWAY.
+    case goAwayReceived(lastStreamID: HTTP2StreamID, errorCode: HTTP2ErrorCode)
+    /// A GOAWAY of ours was serialised into the output.
+    case goAwaySent(lastStreamID: HTTP2StreamID, errorCode: HTTP2ErrorCode)
+    /// The peer sent a PING (libnghttp2 acknowledges it by itself).
+    case pingReceived(payload: UInt64)
+    /// The peer acknowledged one of our PINGs.
+    case pingAckReceived(payload: UInt64)
+    /// The peer sent SETTINGS (libnghttp2 applies and acknowledges them by itself).
+    case settingsReceived
+    /// The peer acknowledged our SETTINGS.
+    case settingsAckReceived
+    /// Our SETTINGS were serialised into the output.
+    case settingsSent
+}

@@ -1,0 +1,42 @@
+import NIOCore
+
+/// Receives the streams of one HTTP/2 connection; called on the connection's event loop.
+///
+/// 1. ``streamOpened(_:head:endStream:on:)`` starts a request. Answer it through the `connection`
+///    argument (``HTTP2ServerConnectionHandler/sendResponseHead(streamID:status:headers:endStream:)``,
+///    ``HTTP2ServerConnectionHandler/sendData(streamID:_:endStream:)``, …), now or later.
+/// 2. Body bytes arrive in ``streamDataReceived(_:data:on:)``. Call
+///    ``HTTP2ServerConnectionHandler/consumed(streamID:bytes:)`` once they are passed on (written
+///    upstream): only then may the client send more.
+/// 3. ``streamEnded(_:trailers:on:)`` says the request is complete.
+/// 4. ``streamClosed(_:errorCode:on:)`` comes once per opened stream, last: `noError` after both sides
+///    ended, otherwise the reset's code (the client cancelled, or the connection went away: `cancel`).
+/// 5. ``streamWritabilityChanged(_:isWritable:on:)``: stop reading the upstream while the stream is
+///    not writable (more than ``HTTP2SessionConfiguration/streamHighWatermark`` bytes queued), resume
+///    when it is again.
+/// 6. ``connectionClosed(_:)`` comes once, after the last ``streamClosed(_:errorCode:on:)``; the handler
+///    drops its reference to the delegate then.
+///
+/// Calls into `connection` from inside a callback are allowed.
+public protocol HTTP2StreamDelegate: AnyObject {
+    /// A request head arrived on a new stream. `endStream` means there is no body.
+    func streamOpened(_ streamID: HTTP2StreamID, head: HTTP2RequestHead, endStream: Bool, on connection: HTTP2ServerConnectionHandler)
+    /// Request body bytes arrived; they hold the flow-control window until consumed.
+    func streamDataReceived(_ streamID: HTTP2StreamID, data: ByteBuffer, on connection: HTTP2ServerConnectionHandler)
+    /// The request is complete (after its body, or with trailers).
+    func streamEnded(_ streamID: HTTP2StreamID, trailers: [HTTP2HeaderField]?, on connection: HTTP2ServerConnectionHandler)
+    /// The stream is gone. No call for it follows, and sends on it are ignored.
+    func streamClosed(_ streamID: HTTP2StreamID, errorCode: HTTP2ErrorCode, on connection: HTTP2ServerConnectionHandler)
+    /// The stream's send queue went above the high watermark (`false`) or back under half of it (`true`).
+    func streamWritabilityChanged(_ streamID: HTTP2StreamID, isWritable: Bool, on connection: HTTP2ServerConnectionHandler)
+    /// The client sent GOAWAY (it is going away; open streams may still finish).
+    func goAwayReceived(lastStreamID: HTTP2StreamID, errorCode: HTTP2ErrorCode, on connection: HTTP2ServerConnectionHandler)
+    /// The connection closed; every stream was closed before this call.
+    func connectionClosed(_ connection: HTTP2ServerConnectionHandler)
+}
+
+extension HTTP2StreamDelegate {
+    public func streamWritabilityChanged(_ streamID: HTTP2StreamID, isWritable: Bool, on connection: HTTP2ServerConnectionHandler) {}
+    public func goAwayReceived(lastStreamID: HTTP2StreamID, errorCode: HTTP2ErrorCode, on connection: HTTP2ServerConnectionHandler) {}
+    public func connectionClosed(_ connection: HTTP2ServerConnectionHandler) {}
+}

@@ -1,0 +1,281 @@
+import NIOCore
+import SluiceHTTP2
+import Testing
+
+/// A client and a server session wired back to back in memory.
+final class SessionPair {
+    let client: NGHTTP2Session
+    let server: NGHTTP2Session
+    var clientEvents: [HTTP2SessionEvent] = []
+    var serverEvents: [HTTP2SessionEvent] = []
+
+    init(client: HTTP2SessionConfiguration = .init(), server: HTTP2SessionConfiguration = .init()) throws {
+        self.client = try NGHTTP2Session(role: .client, configuration: client)
+        self.server = try NGHTTP2Session(role: .server, configuration: server)
+    }
+
+    /// Moves bytes both ways until neither side has anything to send (at most 1000 rounds).
+    func pump() throws {
+        for _ in 0..<1000 {
+            let toServer = try Self.output(of: self.client)
+            if toServer.readableBytes > 0 { try self.server.receive(toServer) }
+            let toClient = try Self.output(of: self.server)
+            if toClient.readableBytes > 0 { try self.client.receive(toClient) }
+            while let event = self.client.nextEvent() { self.clientEvents.append(event) }
+            while let event = self.server.nextEvent() { self.serverEvents.append(event) }
+            if toServer.readableBytes == 0 && toClient.readableBytes == 0 { return }
+        }
+        Issue.record("sessions did not quiesce in 1000 rounds")
+    }
+
+    static func output(of session: NGHTTP2Session) throws -> ByteBuffer {
+        var buffer = ByteBuffer()
+        while try session.pendingOutput(into: &buffer) {}
+        return buffer
+    }
+
+    /// The body bytes `events` carry for `stream`, concatenated.
+    static func body(_ events: [HTTP2SessionEvent], stream: HTTP2StreamID) -> String {
+        var body = ""
+        for case .data(let id, let buffer) in events where id == stream {
+            body += String(buffer: buffer)
+        }
+        return body
+    }
+
+    /// The events that concern streams, without connection-level bookkeeping.
+    static func streamEvents(_ events: [HTTP2SessionEvent]) -> [HTTP2SessionEvent] {
+        events.filter {
+            switch $0 {
+            case .settingsSent, .settingsReceived, .settingsAckReceived: false
+            default: true
+            }
+        }
+    }
+}
+
+func buffer(_ string: String) -> ByteBuffer { ByteBuffer(string: string) }
+
+@Suite struct NGHTTP2SessionTests {
+    let get = HTTP2RequestHead(
+        method: "GET", scheme: "http", authority: "example.test", path: "/hello",
+        headers: [HTTP2HeaderField(name: "user-agent", value: "test"), HTTP2HeaderField(name: "accept", value: "*/*")]
+    )
+
+    /// A request reaches the server with its pseudo-headers and fields; the response with a body and
+    /// trailers reaches the client, and both sides see the stream close.
+    @Test func requestAndResponseWithTrailersRoundTrip() throws {
+        let pair = try SessionPair()
+        let id = try pair.client.submitRequest(self.get, endStream: true)
+        try pair.pump()
+        #expect(SessionPair.streamEvents(pair.serverEvents) == [.requestHead(id, self.get, endStream: true)])
+
+        try pair.server.submitResponse(
+            streamID: id, status: 200, headers: [HTTP2HeaderField(name: "content-type", value: "text/plain")], endStream: false
+        )
+        try pair.server.submitData(streamID: id, buffer("hello, "), endStream: false)
+        try pair.server.submitData(streamID: id, buffer("world"), endStream: false)
+        try pair.server.submitTrailers(streamID: id, [HTTP2HeaderField(name: "x-checksum", value: "42")])
+        try pair.pump()
+
+        let clientEvents = SessionPair.streamEvents(pair.clientEvents)
+        #expect(clientEvents.first == .responseHead(id, HTTP2ResponseHead(status: 200, headers: [HTTP2HeaderField(name: "content-type", value: "text/plain")]), endStream: false))
+        #expect(SessionPair.body(clientEvents, stream: id) == "hello, world")
+        #expect(clientEvents.suffix(2) == [.trailers(id, [HTTP2HeaderField(name: "x-checksum", value: "42")]), .streamClosed(id, .noError)])
+        #expect(pair.serverEvents.last == .streamClosed(id, .noError))
+    }
+
+    /// A POST body arrives as data events followed by endStream.
+    @Test func requestBodyArrivesThenEndStream() throws {
+        let pair = try SessionPair()
+        var post = self.get
+        post.method = "POST"
+        let id = try pair.client.submitRequest(post, endStream: false)
+        try pair.client.submitData(streamID: id, buffer("abc"), endStream: false)
+        try pair.client.submitData(streamID: id, buffer("def"), endStream: true)
+        try pair.pump()
+        let events = SessionPair.streamEvents(pair.serverEvents)
+        #expect(events.first == .requestHead(id, post, endStream: false))
+        #expect(SessionPair.body(events, stream: id) == "abcdef")
+        #expect(events.last == .endStream(id))
+    }
+
+    /// A response whose body is not yet submitted is deferred, and resumes when data arrives.
+    @Test func deferredDataResumesWhenSubmitted() throws {
+        let pair = try SessionPair()
+        let id = try pair.client.submitRequest(self.get, endStream: true)
+        try pair.pump()
+        try pair.server.submitResponse(streamID: id, status: 200, headers: [], endStream: false)
+        try pair.pump()
+        #expect(SessionPair.streamEvents(pair.clientEvents) == [.responseHead(id, HTTP2ResponseHead(status: 200), endStream: false)])
+        try pair.server.submitData(streamID: id, buffer("late"), endStream: true)
+        try pair.pump()
+        let events = SessionPair.streamEvents(pair.clientEvents)
+        #expect(SessionPair.body(events, stream: id) == "late")
+        #expect(events.suffix(2) == [.endStream(id), .streamClosed(id, .noError)])
+    }
+
+    /// The receive window opens only as bytes are consumed: a 1000-byte window lets 1000 bytes through,
+    /// and consuming them lets the rest follow.
+    @Test func receiveWindowOpensOnlyOnConsume() throws {
+        let pair = try SessionPair(server: .init(initialWindowSize: 1000))
+        try pair.pump()  // Until the client has the server's SETTINGS, it may use the default 65 535.
+        var post = self.get
+        post.method = "POST"
+        let id = try pair.client.submitRequest(post, endStream: false)
+        try pair.client.submitData(streamID: id, ByteBuffer(repeating: 0x61, count: 5000), endStream: true)
+        try pair.pump()
+        #expect(SessionPair.body(pair.serverEvents, stream: id).count == 1000)
+        // WINDOW_UPDATE is sent once half the window is consumed.
+        var delivered = 1000
+        var consumed = 0
+        for _ in 0..<100 where delivered < 5000 || consumed < delivered {
+            try pair.server.consume(streamID: id, bytes: delivered - consumed)
+            consumed = delivered
+            try pair.pump()
+            delivered = SessionPair.body(pair.serverEvents, stream: id).count
+        }
+        #expect(delivered == 5000)
+        #expect(pair.serverEvents.contains(.endStream(id)))
+    }
+
+    /// Bytes a closed stream never consumed go back to the connection window, so later streams are not starved.
+    @Test func unconsumedBytesOfClosedStreamReturnToConnection() throws {
+        let pair = try SessionPair(server: .init(initialWindowSize: 65_535, connectionWindowSize: 65_535))
+        var post = self.get
+        post.method = "POST"
+        let first = try pair.client.submitRequest(post, endStream: false)
+        try pair.client.submitData(streamID: first, ByteBuffer(repeating: 0x61, count: 60_000), endStream: false)
+        try pair.pump()
+        #expect(SessionPair.body(pair.serverEvents, stream: first).count == 60_000)
+        pair.client.submitReset(streamID: first, errorCode: .cancel)
+        try pair.pump()
+        #expect(pair.serverEvents.contains(.resetReceived(first, .cancel)))
+        #expect(pair.serverEvents.contains(.streamClosed(first, .cancel)))
+
+        let second = try pair.client.submitRequest(post, endStream: false)
+        try pair.client.submitData(streamID: second, ByteBuffer(repeating: 0x62, count: 60_000), endStream: true)
+        try pair.pump()
+        let secondBody = SessionPair.body(pair.serverEvents, stream: second).count
+        #expect(secondBody > 5535, "the connection window was not returned: only \(secondBody) bytes arrived")
+        try pair.server.consume(streamID: second, bytes: secondBody)
+        try pair.pump()
+        #expect(SessionPair.body(pair.serverEvents, stream: second).count == 60_000)
+    }
+
+    /// Queuing more than the high watermark makes the stream unwritable; draining to half makes it writable again.
+    @Test func writabilityFollowsQueuedBytes() throws {
+        let pair = try SessionPair(server: .init(streamHighWatermark: 16_384))
+        let id = try pair.client.submitRequest(self.get, endStream: true)
+        try pair.pump()
+        try pair.server.submitResponse(streamID: id, status: 200, headers: [], endStream: false)
+        try pair.server.submitData(streamID: id, ByteBuffer(repeating: 1, count: 10_000), endStream: false)
+        #expect(pair.server.isWritable(streamID: id))
+        try pair.server.submitData(streamID: id, ByteBuffer(repeating: 2, count: 10_000), endStream: false)
+        #expect(!pair.server.isWritable(streamID: id))
+        #expect(pair.server.queuedBytes(streamID: id) == 20_000)
+        #expect(pair.server.nextEvent() == .streamWritabilityChanged(id, isWritable: false))
+        try pair.pump()
+        #expect(pair.server.isWritable(streamID: id))
+        #expect(pair.serverEvents.contains(.streamWritabilityChanged(id, isWritable: true)))
+        #expect(SessionPair.body(pair.clientEvents, stream: id).count == 20_000)
+    }
+
+    /// Header names are lowercased and connection-specific fields are dropped on the way out.
+    @Test func outgoingHeadersAreNormalised() throws {
+        let pair = try SessionPair()
+        let id = try pair.client.submitRequest(self.get, endStream: true)
+        try pair.pump()
+        try pair.server.submitResponse(
+            streamID: id, status: 204,
+            headers: [
+                HTTP2HeaderField(name: "Content-Type", value: "text/plain"),
+                HTTP2HeaderField(name: "Connection", value: "close"),
+                HTTP2HeaderField(name: "Keep-Alive", value: "timeout=5"),
+                HTTP2HeaderField(name: "Transfer-Encoding", value: "chunked"),
+                HTTP2HeaderField(name: "Set-Cookie", value: "a=b", neverIndex: true),
+            ],
+            endStream: true
+        )
+        try pair.pump()
+        #expect(SessionPair.streamEvents(pair.clientEvents).first == .responseHead(
+            id,
+            HTTP2ResponseHead(status: 204, headers: [HTTP2HeaderField(name: "content-type", value: "text/plain"), HTTP2HeaderField(name: "set-cookie", value: "a=b")]),
+            endStream: true
+        ))
+    }
+
+    /// A RST_STREAM from the client reaches the server as a reset and a close with its code; data for the
+    /// reset stream is then dropped.
+    @Test func clientResetIsReported() throws {
+        let pair = try SessionPair()
+        var post = self.get
+        post.method = "POST"
+        let id = try pair.client.submitRequest(post, endStream: false)
+        try pair.pump()
+        try pair.server.submitResponse(streamID: id, status: 200, headers: [], endStream: false)
+        pair.client.submitReset(streamID: id, errorCode: .cancel)
+        try pair.pump()
+        #expect(SessionPair.streamEvents(pair.serverEvents).suffix(2) == [.resetReceived(id, .cancel), .streamClosed(id, .cancel)])
+        #expect(try !pair.server.submitData(streamID: id, buffer("gone"), endStream: true))
+    }
+
+    /// The shutdown notice and a final GOAWAY reach the client with their last-stream-ids; PINGs are acked
+    /// with their payload.
+    @Test func goAwayAndPingRoundTrip() throws {
+        let pair = try SessionPair()
+        let id = try pair.client.submitRequest(self.get, endStream: true)
+        try pair.pump()
+        try pair.server.submitShutdownNotice()
+        try pair.server.submitPing(payload: 0x0102_0304_0506_0708)
+        try pair.pump()
+        try pair.server.submitGoAway(lastStreamID: id, errorCode: .noError)
+        try pair.pump()
+        let goAways = pair.clientEvents.filter { if case .goAwayReceived = $0 { true } else { false } }
+        #expect(goAways == [.goAwayReceived(lastStreamID: .maxID, errorCode: .noError), .goAwayReceived(lastStreamID: id, errorCode: .noError)])
+        #expect(pair.clientEvents.contains(.pingReceived(payload: 0x0102_0304_0506_0708)))
+        #expect(pair.serverEvents.contains(.pingAckReceived(payload: 0x0102_0304_0506_0708)))
+        #expect(pair.serverEvents.contains(.goAwaySent(lastStreamID: .maxID, errorCode: .noError)))
+        #expect(pair.serverEvents.contains(.goAwaySent(lastStreamID: id, errorCode: .noError)))
+        #expect(pair.server.lastProcessedStreamID == id)
+    }
+
+    /// SETTINGS go out at start and are acknowledged by the peer.
+    @Test func settingsAreSentAndAcked() throws {
+        let pair = try SessionPair()
+        try pair.pump()
+        #expect(pair.serverEvents.contains(.settingsSent))
+        #expect(pair.serverEvents.contains(.settingsReceived))
+        #expect(pair.serverEvents.contains(.settingsAckReceived))
+    }
+
+    /// A request head over the advertised header list size is reset and never reported.
+    @Test func oversizedHeaderListIsReset() throws {
+        let pair = try SessionPair(server: .init(maxHeaderListSize: 1024))
+        var big = self.get
+        big.headers.append(HTTP2HeaderField(name: "x-big", value: String(repeating: "x", count: 2000)))
+        let id = try pair.client.submitRequest(big, endStream: true)
+        try pair.pump()
+        #expect(!pair.serverEvents.contains { if case .requestHead = $0 { true } else { false } })
+        #expect(pair.clientEvents.contains { if case .streamClosed(id, let code) = $0 { code != .noError } else { false } })
+    }
+
+    /// Bytes that are not the HTTP/2 preface fail the server session.
+    @Test func http1BytesAreBadInput() throws {
+        let server = try NGHTTP2Session(role: .server)
+        #expect(throws: HTTP2SessionError.badInput(libraryErrorNumber: nil, message: "")) {
+            try server.receive(buffer("GET / HTTP/1.1\r\nHost: x\r\n\r\n"))
+        }
+    }
+
+    /// Submitting a second response head on a stream is refused.
+    @Test func secondResponseHeadIsRefused() throws {
+        let pair = try SessionPair()
+        let id = try pair.client.submitRequest(self.get, endStream: true)
+        try pair.pump()
+        try pair.server.submitResponse(streamID: id, status: 200, headers: [], endStream: false)
+        #expect(throws: HTTP2SessionError.invalidStreamState("")) {
+            try pair.server.submitResponse(streamID: id, status: 200, headers: [], endStream: false)
+        }
+    }
+}
