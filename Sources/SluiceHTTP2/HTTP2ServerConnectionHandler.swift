@@ -199,8 +199,7 @@ public final class HTTP2ServerConnectionHandler: ChannelDuplexHandler, Removable
         switch action {
         case .sendShutdownNoticeAndPing(let payload, let pingTimeout):
             do {
-                try self.session.submitShutdownNotice()
-                try self.session.submitPing(payload: payload)
+                try self.session.submitShutdownNotice(followedByPing: payload)
             } catch {
                 self.closeConnection()
                 return
@@ -426,7 +425,7 @@ public final class HTTP2ServerConnectionHandler: ChannelDuplexHandler, Removable
     /// Writes the session's output while the channel is writable (or the connection is closing), at most
     /// 64 batches per call; then, if the connection is closing, closes it once the output is written.
     private func flushOutput() {
-        guard let context = self.context, !self.isFlushing, !self.didClose else { return }
+        guard let context = self.context, !self.isFlushing, !self.didClose, !self.closeIssued else { return }
         self.isFlushing = true
         var wrote = false
         for _ in 0..<64 {
@@ -473,13 +472,22 @@ public final class HTTP2ServerConnectionHandler: ChannelDuplexHandler, Removable
     private func finishClose(_ context: ChannelHandlerContext) {
         guard !self.closeIssued else { return }
         self.closeIssued = true
-        // An empty write completes after everything written before it: close then.
+        // An empty write completes after everything written before it. Then a lingering close: send FIN
+        // but keep reading (and dropping) what the peer still sends, so that our GOAWAY is not lost to the
+        // RST a close with unread input causes; the channel closes when the peer closes.
         let written = context.eventLoop.makePromise(of: Void.self)
         context.writeAndFlush(Self.wrapOutboundOut(context.channel.allocator.buffer(capacity: 0)), promise: written)
-        written.futureResult.assumeIsolated().whenComplete { _ in
-            context.close(promise: nil)
+        written.futureResult.assumeIsolated().whenComplete { result in
+            switch result {
+            case .success:
+                let halfClosed = context.eventLoop.makePromise(of: Void.self)
+                context.close(mode: .output, promise: halfClosed)
+                halfClosed.futureResult.assumeIsolated().whenFailure { _ in context.close(promise: nil) }
+            case .failure:
+                context.close(promise: nil)
+            }
         }
-        // A peer that stops reading must not keep the socket forever.
+        // A peer that neither reads nor closes must not keep the socket forever.
         self.closeTimer = self.schedule(after: self.configuration.closeTimeout) { _ in
             context.close(promise: nil)
         }

@@ -89,6 +89,9 @@ public final class NGHTTP2Session {
     /// be sliced from it instead of copied.
     private var currentInput: ByteBuffer?
     private var currentInputBase: UnsafeRawPointer?
+    /// A PING to submit once the shutdown notice GOAWAY is serialised, and whether it has been.
+    private var pingAfterNotice: UInt64?
+    private var noticeSerialised = false
 
     private var raw: OpaquePointer { self.session.unsafelyUnwrapped }
 
@@ -197,9 +200,21 @@ public final class NGHTTP2Session {
             if count < 0 {
                 throw HTTP2SessionError.sessionFailure(libraryErrorNumber: Int32(count), message: Self.describe(Int32(count)))
             }
-            guard count > 0, let pointer else { return false }
-            buffer.writeBytes(UnsafeRawBufferPointer(start: pointer, count: count))
-            written += count
+            if count > 0, let pointer {
+                buffer.writeBytes(UnsafeRawBufferPointer(start: pointer, count: count))
+                written += count
+            }
+            if self.noticeSerialised, let payload = self.pingAfterNotice {
+                self.pingAfterNotice = nil
+                try self.submitPing(payload: payload)
+                continue
+            }
+            if count == 0 { return false }
+        }
+        if self.noticeSerialised, let payload = self.pingAfterNotice {
+            self.pingAfterNotice = nil
+            try self.submitPing(payload: payload)
+            return true
         }
         return nghttp2_session_want_write(self.raw) != 0
     }
@@ -334,12 +349,18 @@ public final class NGHTTP2Session {
         self.outbound[streamID.rawValue] = nil
     }
 
-    /// Submits the graceful-shutdown notice: GOAWAY with last-stream-id 2^31-1 (server role).
-    public func submitShutdownNotice() throws {
+    /// Submits the graceful-shutdown notice: GOAWAY with last-stream-id 2^31-1 (server role); then, if
+    /// `pingPayload` is given, a PING that goes on the wire after it.
+    ///
+    /// libnghttp2 sends PING (an "urgent" frame) ahead of a GOAWAY submitted before it, so a PING submitted
+    /// together with the notice would overtake it and its ack would prove nothing. The PING is therefore
+    /// submitted only once the notice has been serialised (in ``pendingOutput(into:)``).
+    public func submitShutdownNotice(followedByPing pingPayload: UInt64? = nil) throws {
         let rv = nghttp2_submit_shutdown_notice(self.raw)
         guard rv == 0 else {
             throw HTTP2SessionError.submissionFailed(libraryErrorNumber: rv, message: Self.describe(rv))
         }
+        self.pingAfterNotice = pingPayload
     }
 
     /// Submits GOAWAY. After it, libnghttp2 ignores streams the peer opens above `lastStreamID`.
@@ -560,6 +581,7 @@ public final class NGHTTP2Session {
         case NGHTTP2_SETTINGS.rawValue where header.flags & UInt8(NGHTTP2_FLAG_ACK.rawValue) == 0:
             self.events.append(.settingsSent)
         case NGHTTP2_GOAWAY.rawValue:
+            if frame.pointee.goaway.last_stream_id == Int32.max { self.noticeSerialised = true }
             self.events.append(
                 .goAwaySent(
                     lastStreamID: HTTP2StreamID(frame.pointee.goaway.last_stream_id),

@@ -226,9 +226,12 @@ func buffer(_ string: String) -> ByteBuffer { ByteBuffer(string: string) }
         let pair = try SessionPair()
         let id = try pair.client.submitRequest(self.get, endStream: true)
         try pair.pump()
-        try pair.server.submitShutdownNotice()
-        try pair.server.submitPing(payload: 0x0102_0304_0506_0708)
+        try pair.server.submitShutdownNotice(followedByPing: 0x0102_0304_0506_0708)
         try pair.pump()
+        // The PING follows the notice on the wire (libnghttp2 would send a PING submitted with it first).
+        let notice = try #require(pair.clientEvents.firstIndex(of: .goAwayReceived(lastStreamID: .maxID, errorCode: .noError)))
+        let ping = try #require(pair.clientEvents.firstIndex(of: .pingReceived(payload: 0x0102_0304_0506_0708)))
+        #expect(notice < ping)
         try pair.server.submitGoAway(lastStreamID: id, errorCode: .noError)
         try pair.pump()
         let goAways = pair.clientEvents.filter { if case .goAwayReceived = $0 { true } else { false } }
