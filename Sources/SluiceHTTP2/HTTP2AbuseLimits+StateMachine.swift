@@ -87,9 +87,9 @@ public struct HTTP2AbuseLimitsStateMachine<C: Clock>: Sendable where C.Duration 
     }
 
     private enum State: Sendable {
-        /// Counting. `settingsAckDeadline` is set while our SETTINGS waits for its ack.
+        /// Counting. `awaitingSettingsAck` while our SETTINGS waits for its ack (and its timer runs).
         /// Valid transitions: `.tripped`.
-        case counting(resets: Bucket, settings: Bucket, pings: Bucket, settingsAckDeadline: C.Instant?)
+        case counting(resets: Bucket, settings: Bucket, pings: Bucket, awaitingSettingsAck: Bool)
         /// A limit tripped and the connection is going away; final.
         case tripped
     }
@@ -103,7 +103,7 @@ public struct HTTP2AbuseLimitsStateMachine<C: Clock>: Sendable where C.Duration 
             resets: Bucket(rate: limits.resets, now: now),
             settings: Bucket(rate: limits.settings, now: now),
             pings: Bucket(rate: limits.pings, now: now),
-            settingsAckDeadline: nil
+            awaitingSettingsAck: false
         )
     }
 
@@ -126,9 +126,9 @@ public struct HTTP2AbuseLimitsStateMachine<C: Clock>: Sendable where C.Duration 
     /// A RST_STREAM frame arrived.
     public mutating func resetReceived(now: C.Instant) -> FrameReceivedAction {
         switch self.state {
-        case .counting(var resets, let settings, let pings, let deadline):
+        case .counting(var resets, let settings, let pings, let awaiting):
             let allowed = resets.take(now: now)
-            self.state = .counting(resets: resets, settings: settings, pings: pings, settingsAckDeadline: deadline)
+            self.state = .counting(resets: resets, settings: settings, pings: pings, awaitingSettingsAck: awaiting)
             return allowed ? .none : self.trip(.enhanceYourCalm)
         case .tripped:
             return .none
@@ -138,9 +138,9 @@ public struct HTTP2AbuseLimitsStateMachine<C: Clock>: Sendable where C.Duration 
     /// A SETTINGS frame (not an ack) arrived.
     public mutating func settingsReceived(now: C.Instant) -> FrameReceivedAction {
         switch self.state {
-        case .counting(let resets, var settings, let pings, let deadline):
+        case .counting(let resets, var settings, let pings, let awaiting):
             let allowed = settings.take(now: now)
-            self.state = .counting(resets: resets, settings: settings, pings: pings, settingsAckDeadline: deadline)
+            self.state = .counting(resets: resets, settings: settings, pings: pings, awaitingSettingsAck: awaiting)
             return allowed ? .none : self.trip(.enhanceYourCalm)
         case .tripped:
             return .none
@@ -150,9 +150,9 @@ public struct HTTP2AbuseLimitsStateMachine<C: Clock>: Sendable where C.Duration 
     /// A PING frame (not an ack) arrived.
     public mutating func pingReceived(now: C.Instant) -> FrameReceivedAction {
         switch self.state {
-        case .counting(let resets, let settings, var pings, let deadline):
+        case .counting(let resets, let settings, var pings, let awaiting):
             let allowed = pings.take(now: now)
-            self.state = .counting(resets: resets, settings: settings, pings: pings, settingsAckDeadline: deadline)
+            self.state = .counting(resets: resets, settings: settings, pings: pings, awaitingSettingsAck: awaiting)
             return allowed ? .none : self.trip(.enhanceYourCalm)
         case .tripped:
             return .none
@@ -166,7 +166,7 @@ public struct HTTP2AbuseLimitsStateMachine<C: Clock>: Sendable where C.Duration 
 
     /// What to do after we sent SETTINGS.
     public enum SettingsSentAction: Equatable, Sendable {
-        /// Call ``settingsAckTimerFired(now:)`` after `timeout`.
+        /// Call ``settingsAckTimerFired()`` after `timeout`.
         case scheduleAckTimer(timeout: Duration)
         /// An earlier SETTINGS is still unacknowledged and its timer runs; or the limits tripped.
         case none
@@ -175,14 +175,9 @@ public struct HTTP2AbuseLimitsStateMachine<C: Clock>: Sendable where C.Duration 
     /// We sent a SETTINGS frame at `now`.
     public mutating func settingsSent(now: C.Instant) -> SettingsSentAction {
         switch self.state {
-        case .counting(let resets, let settings, let pings, let deadline):
-            guard deadline == nil else { return .none }
-            self.state = .counting(
-                resets: resets,
-                settings: settings,
-                pings: pings,
-                settingsAckDeadline: now.advanced(by: self.limits.settingsAckTimeout)
-            )
+        case .counting(let resets, let settings, let pings, let awaiting):
+            guard !awaiting else { return .none }
+            self.state = .counting(resets: resets, settings: settings, pings: pings, awaitingSettingsAck: true)
             return .scheduleAckTimer(timeout: self.limits.settingsAckTimeout)
         case .tripped:
             return .none
@@ -191,22 +186,25 @@ public struct HTTP2AbuseLimitsStateMachine<C: Clock>: Sendable where C.Duration 
 
     /// The peer acknowledged our SETTINGS.
     ///
-    /// One ack clears the deadline: we send SETTINGS once per connection, so there is never more than
-    /// one outstanding.
+    /// One ack ends the wait: we send SETTINGS once per connection, so there is never more than one
+    /// outstanding.
     public mutating func settingsAckReceived() {
         switch self.state {
         case .counting(let resets, let settings, let pings, _):
-            self.state = .counting(resets: resets, settings: settings, pings: pings, settingsAckDeadline: nil)
+            self.state = .counting(resets: resets, settings: settings, pings: pings, awaitingSettingsAck: false)
         case .tripped:
             break
         }
     }
 
-    /// The timer from ``SettingsSentAction/scheduleAckTimer(timeout:)`` fired at `now`.
-    public mutating func settingsAckTimerFired(now: C.Instant) -> FrameReceivedAction {
+    /// The timer from ``SettingsSentAction/scheduleAckTimer(timeout:)`` fired.
+    ///
+    /// The timer is the clock here: comparing against an instant from another clock could ignore a timer
+    /// that fired a hair early, and it would never fire again.
+    public mutating func settingsAckTimerFired() -> FrameReceivedAction {
         switch self.state {
-        case .counting(_, _, _, let deadline):
-            guard let deadline, now >= deadline else { return .none }
+        case .counting(_, _, _, let awaiting):
+            guard awaiting else { return .none }
             return self.trip(.settingsTimeout)
         case .tripped:
             return .none

@@ -8,7 +8,7 @@
 /// 2. The PING ack (``pingAckReceived(payload:now:)``) proves the client has seen the notice, so every
 ///    stream it will ever open is already on the wire: `.sendFinalGoAway(lastStreamID:)` with the
 ///    highest stream ID opened so far. The round trip is kept in ``measuredRoundTripTime``. If no ack
-///    comes within ``Configuration/pingTimeout`` (1 s), ``pingTimedOut(now:)`` sends it instead.
+///    comes within ``Configuration/pingTimeout`` (1 s), ``pingTimedOut()`` sends it instead.
 /// 3. Open streams finish. When the final GOAWAY is out and none is left, the action says
 ///    `closeConnection`.
 /// 4. ``deadlineReached()`` (the drain timeout, or a forced close) resets whatever is still open and
@@ -180,7 +180,7 @@ public struct HTTP2GracefulShutdownStateMachine<C: Clock>: Sendable where C.Dura
     /// What to do when the drain begins.
     public enum BeginShutdownAction: Equatable, Sendable {
         /// Send the shutdown notice GOAWAY (last-stream-id 2^31-1) and a PING with `pingPayload`, and
-        /// call ``pingTimedOut(now:)`` after `pingTimeout`.
+        /// call ``pingTimedOut()`` after `pingTimeout`.
         case sendShutdownNoticeAndPing(pingPayload: UInt64, pingTimeout: Duration)
         /// Already draining or closed.
         case none
@@ -231,7 +231,7 @@ public struct HTTP2GracefulShutdownStateMachine<C: Clock>: Sendable where C.Dura
     }
 
     /// The ``BeginShutdownAction/sendShutdownNoticeAndPing(pingPayload:pingTimeout:)`` timer fired.
-    public mutating func pingTimedOut(now: C.Instant) -> PingTimedOutAction {
+    public mutating func pingTimedOut() -> PingTimedOutAction {
         switch self.state {
         case .waitingForPingAck(let streams, _):
             let (lastStreamID, close) = self.sendFinalGoAway(streams)

@@ -231,7 +231,7 @@ public final class HTTP2ServerConnectionHandler: ChannelDuplexHandler, Removable
     }
 
     private func pingTimedOut() {
-        let action = self.shutdown.pingTimedOut(now: .now)
+        let action = self.shutdown.pingTimedOut()
         switch action {
         case .sendFinalGoAway(let lastStreamID, let closeConnection):
             self.sendFinalGoAway(lastStreamID: lastStreamID, closeConnection: closeConnection)
@@ -377,7 +377,7 @@ public final class HTTP2ServerConnectionHandler: ChannelDuplexHandler, Removable
             switch self.limits.settingsSent(now: .now) {
             case .scheduleAckTimer(let timeout):
                 self.settingsAckTimer = self.schedule(after: timeout) { handler in
-                    handler.run(handler.limits.settingsAckTimerFired(now: .now))
+                    handler.run(handler.limits.settingsAckTimerFired())
                 }
             case .none:
                 break
@@ -427,6 +427,9 @@ public final class HTTP2ServerConnectionHandler: ChannelDuplexHandler, Removable
     private func flushOutput() {
         guard let context = self.context, !self.isFlushing, !self.didClose, !self.closeIssued else { return }
         self.isFlushing = true
+        // Submissions queue events too (a stream going over its watermark): deliver them even when
+        // nothing can be written.
+        self.processEvents()
         var wrote = false
         for _ in 0..<64 {
             guard context.channel.isWritable || self.isClosing else { break }

@@ -71,10 +71,10 @@ import Testing
         _ = machine.streamOpened(HTTP2StreamID(1))
         _ = machine.beginShutdown(now: clock.now)
         clock.advance(by: .seconds(1))
-        #expect(machine.pingTimedOut(now: clock.now) == .sendFinalGoAway(lastStreamID: HTTP2StreamID(1), closeConnection: false))
+        #expect(machine.pingTimedOut() == .sendFinalGoAway(lastStreamID: HTTP2StreamID(1), closeConnection: false))
         #expect(machine.pingAckReceived(payload: payload, now: clock.now) == .none)
         #expect(machine.measuredRoundTripTime == nil)
-        #expect(machine.pingTimedOut(now: clock.now) == .none)
+        #expect(machine.pingTimedOut() == .none)
     }
 
     /// The ping timer firing after the ack is a no-op.
@@ -83,13 +83,13 @@ import Testing
         _ = machine.streamOpened(HTTP2StreamID(1))
         _ = machine.beginShutdown(now: clock.now)
         _ = machine.pingAckReceived(payload: payload, now: clock.now)
-        #expect(machine.pingTimedOut(now: clock.now) == .none)
+        #expect(machine.pingTimedOut() == .none)
     }
 
     /// The ping timer without a shutdown is a no-op.
     @Test func pingTimeoutWhileActiveIsIgnored() {
         var machine = Machine()
-        #expect(machine.pingTimedOut(now: clock.now) == .none)
+        #expect(machine.pingTimedOut() == .none)
     }
 
     /// After the final GOAWAY, the last open stream closing closes the connection, not before.
@@ -146,7 +146,7 @@ import Testing
         _ = machine.beginShutdown(now: clock.now)
         #expect(machine.deadlineReached() == .resetStreamsAndClose(streams: [HTTP2StreamID(1)], lastStreamID: HTTP2StreamID(1)))
         #expect(machine.pingAckReceived(payload: payload, now: clock.now) == .none)
-        #expect(machine.pingTimedOut(now: clock.now) == .none)
+        #expect(machine.pingTimedOut() == .none)
     }
 
     /// A forced close without a drain cuts the open streams.
