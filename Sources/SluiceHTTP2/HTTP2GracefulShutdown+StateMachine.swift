@@ -14,15 +14,20 @@
 /// 4. ``deadlineReached()`` (the drain timeout, or a forced close) resets whatever is still open and
 ///    closes: `.resetStreamsAndClose`.
 ///
-/// The machine does no I/O and reads no clock: the handler passes `now` and schedules the timers the
-/// actions ask for.
+/// Sluice's process drain (DESIGN.md §2) splits step 1 from step 2 by seconds: in `propagating`,
+/// ``sendShutdownNotice(now:)`` sends the notice and the PING but keeps serving; in `draining`,
+/// ``beginShutdown(now:)`` then sends the final GOAWAY at once if the round trip is over (acked or
+/// timed out), or as soon as it is.
+///
+/// The machine does no I/O and reads no clock: the handler passes `now` (only to measure the round
+/// trip) and schedules the timers the actions ask for.
 ///
 /// ```swift
 /// var machine = HTTP2GracefulShutdownStateMachine<ContinuousClock>()
 /// _ = machine.streamOpened(HTTP2StreamID(1))
-/// machine.beginShutdown(now: .now)          // .sendShutdownNoticeAndPing(pingPayload:, pingTimeout: .seconds(1))
-/// machine.pingAckReceived(payload: p, now: .now)  // .sendFinalGoAway(lastStreamID: 1, closeConnection: false)
-/// machine.streamClosed(HTTP2StreamID(1))    // .closeConnection
+/// machine.beginShutdown(now: .now)                 // .sendShutdownNoticeAndPing(pingPayload:, pingTimeout: .seconds(1))
+/// machine.pingAckReceived(payload: p, now: .now)   // .sendFinalGoAway(lastStreamID: 1, closeConnection: false)
+/// machine.streamClosed(HTTP2StreamID(1))           // .closeConnection
 /// ```
 public struct HTTP2GracefulShutdownStateMachine<C: Clock>: Sendable where C.Duration == Duration {
     /// Settings of the drain.
@@ -46,16 +51,20 @@ public struct HTTP2GracefulShutdownStateMachine<C: Clock>: Sendable where C.Dura
     }
 
     private enum State: Sendable {
-        /// Serving normally. Valid transitions: `.waitingForPingAck` (beginShutdown), `.closed`
-        /// (deadlineReached, connectionClosed).
+        /// Serving normally. Valid transitions: `.noticeSent` (sendShutdownNotice), `.waitingForPingAck`
+        /// (beginShutdown), `.closed` (deadlineReached, connectionClosed).
         case active(Streams)
-        /// The shutdown notice and the PING were sent at `pingSentAt`; new streams are still accepted.
-        /// Valid transitions: `.finalGoAwaySent` (ping ack or ping timeout), `.closed`.
+        /// The shutdown notice and the PING were sent at `pingSentAt`, but the drain has not begun: serve
+        /// as usual. `roundTripOver` once the ack came or the PING timed out.
+        /// Valid transitions: `.waitingForPingAck` or `.finalGoAwaySent` (beginShutdown), `.closed`.
+        case noticeSent(Streams, pingSentAt: C.Instant, roundTripOver: Bool)
+        /// Draining: the notice and the PING were sent at `pingSentAt`; new streams are still accepted
+        /// until the ack (or the timeout). Valid transitions: `.finalGoAwaySent`, `.closed`.
         case waitingForPingAck(Streams, pingSentAt: C.Instant)
         /// The final GOAWAY was sent with `streams.lastStreamID`; no stream above it is accepted.
         /// Valid transitions: `.closed` (last stream closed, deadlineReached, connectionClosed).
         case finalGoAwaySent(Streams)
-        /// The connection is closed or being closed; every event is ignored.
+        /// The connection is closed or being closed; every event is ignored. Final.
         case closed
     }
 
@@ -71,41 +80,30 @@ public struct HTTP2GracefulShutdownStateMachine<C: Clock>: Sendable where C.Dura
 
     // MARK: - Queries
 
-    /// The IDs of the streams open now, in ascending order.
-    public var openStreams: [HTTP2StreamID] {
+    private var streams: Streams? {
         switch self.state {
-        case .active(let streams), .waitingForPingAck(let streams, _), .finalGoAwaySent(let streams):
-            streams.open.sorted()
+        case .active(let streams), .noticeSent(let streams, _, _), .waitingForPingAck(let streams, _),
+            .finalGoAwaySent(let streams):
+            streams
         case .closed:
-            []
+            nil
         }
     }
+
+    /// The IDs of the streams open now, in ascending order.
+    public var openStreams: [HTTP2StreamID] { self.streams?.open.sorted() ?? [] }
 
     /// Whether `id` is open (accepted and not yet closed).
-    public func isOpen(_ id: HTTP2StreamID) -> Bool {
-        switch self.state {
-        case .active(let streams), .waitingForPingAck(let streams, _), .finalGoAwaySent(let streams):
-            streams.open.contains(id)
-        case .closed:
-            false
-        }
-    }
+    public func isOpen(_ id: HTTP2StreamID) -> Bool { self.streams?.open.contains(id) ?? false }
 
     /// How many streams are open.
-    public var openStreamCount: Int {
-        switch self.state {
-        case .active(let streams), .waitingForPingAck(let streams, _), .finalGoAwaySent(let streams):
-            streams.open.count
-        case .closed:
-            0
-        }
-    }
+    public var openStreamCount: Int { self.streams?.open.count ?? 0 }
 
-    /// Whether ``beginShutdown(now:)`` has been called (or the connection is closed).
+    /// Whether the shutdown notice has been sent (or the connection is closed).
     public var isShuttingDown: Bool {
         switch self.state {
         case .active: false
-        case .waitingForPingAck, .finalGoAwaySent, .closed: true
+        case .noticeSent, .waitingForPingAck, .finalGoAwaySent, .closed: true
         }
     }
 
@@ -127,6 +125,11 @@ public struct HTTP2GracefulShutdownStateMachine<C: Clock>: Sendable where C.Dura
             streams.open.insert(id)
             streams.lastStreamID = max(streams.lastStreamID, id)
             self.state = .active(streams)
+            return .accept
+        case .noticeSent(var streams, let pingSentAt, let roundTripOver):
+            streams.open.insert(id)
+            streams.lastStreamID = max(streams.lastStreamID, id)
+            self.state = .noticeSent(streams, pingSentAt: pingSentAt, roundTripOver: roundTripOver)
             return .accept
         case .waitingForPingAck(var streams, let pingSentAt):
             streams.open.insert(id)
@@ -158,6 +161,10 @@ public struct HTTP2GracefulShutdownStateMachine<C: Clock>: Sendable where C.Dura
             streams.open.remove(id)
             self.state = .active(streams)
             return .none
+        case .noticeSent(var streams, let pingSentAt, let roundTripOver):
+            streams.open.remove(id)
+            self.state = .noticeSent(streams, pingSentAt: pingSentAt, roundTripOver: roundTripOver)
+            return .none
         case .waitingForPingAck(var streams, let pingSentAt):
             streams.open.remove(id)
             self.state = .waitingForPingAck(streams, pingSentAt: pingSentAt)
@@ -177,12 +184,36 @@ public struct HTTP2GracefulShutdownStateMachine<C: Clock>: Sendable where C.Dura
 
     // MARK: - Shutdown
 
+    /// What to do when the shutdown notice is due (the process entered `propagating`).
+    public enum SendShutdownNoticeAction: Equatable, Sendable {
+        /// Send the shutdown notice GOAWAY (last-stream-id 2^31-1) and a PING with `pingPayload`, and
+        /// call ``pingTimedOut()`` after `pingTimeout`. Keep serving.
+        case sendShutdownNoticeAndPing(pingPayload: UInt64, pingTimeout: Duration)
+        /// The notice was already sent, or the connection is closed.
+        case none
+    }
+
+    /// Sends the shutdown notice without starting the drain.
+    public mutating func sendShutdownNotice(now: C.Instant) -> SendShutdownNoticeAction {
+        switch self.state {
+        case .active(let streams):
+            self.state = .noticeSent(streams, pingSentAt: now, roundTripOver: false)
+            return .sendShutdownNoticeAndPing(pingPayload: self.configuration.pingPayload, pingTimeout: self.configuration.pingTimeout)
+        case .noticeSent, .waitingForPingAck, .finalGoAwaySent, .closed:
+            return .none
+        }
+    }
+
     /// What to do when the drain begins.
     public enum BeginShutdownAction: Equatable, Sendable {
         /// Send the shutdown notice GOAWAY (last-stream-id 2^31-1) and a PING with `pingPayload`, and
         /// call ``pingTimedOut()`` after `pingTimeout`.
         case sendShutdownNoticeAndPing(pingPayload: UInt64, pingTimeout: Duration)
-        /// Already draining or closed.
+        /// The notice went out earlier and its round trip is over: send the final GOAWAY (`NO_ERROR`) with
+        /// `lastStreamID` now, and close at once if `closeConnection` (no stream is open).
+        case sendFinalGoAway(lastStreamID: HTTP2StreamID, closeConnection: Bool)
+        /// Already draining or closed, or the notice's PING is still out (its ack or timeout sends the
+        /// final GOAWAY).
         case none
     }
 
@@ -195,6 +226,13 @@ public struct HTTP2GracefulShutdownStateMachine<C: Clock>: Sendable where C.Dura
                 pingPayload: self.configuration.pingPayload,
                 pingTimeout: self.configuration.pingTimeout
             )
+        case .noticeSent(let streams, let pingSentAt, let roundTripOver):
+            if roundTripOver {
+                let (lastStreamID, close) = self.sendFinalGoAway(streams)
+                return .sendFinalGoAway(lastStreamID: lastStreamID, closeConnection: close)
+            }
+            self.state = .waitingForPingAck(streams, pingSentAt: pingSentAt)
+            return .none
         case .waitingForPingAck, .finalGoAwaySent, .closed:
             return .none
         }
@@ -205,13 +243,18 @@ public struct HTTP2GracefulShutdownStateMachine<C: Clock>: Sendable where C.Dura
         /// Send the final GOAWAY (`NO_ERROR`) with `lastStreamID`; then close the connection at once if
         /// `closeConnection` (no stream is open).
         case sendFinalGoAway(lastStreamID: HTTP2StreamID, closeConnection: Bool)
-        /// Not the shutdown PING, or not waiting for it.
+        /// Not the shutdown PING, not draining yet, or not waiting for it.
         case none
     }
 
     /// A PING ack arrived at `now`.
     public mutating func pingAckReceived(payload: UInt64, now: C.Instant) -> PingAckReceivedAction {
         switch self.state {
+        case .noticeSent(let streams, let pingSentAt, let roundTripOver):
+            guard payload == self.configuration.pingPayload, !roundTripOver else { return .none }
+            self.measuredRoundTripTime = pingSentAt.duration(to: now)
+            self.state = .noticeSent(streams, pingSentAt: pingSentAt, roundTripOver: true)
+            return .none
         case .waitingForPingAck(let streams, let pingSentAt):
             guard payload == self.configuration.pingPayload else { return .none }
             self.measuredRoundTripTime = pingSentAt.duration(to: now)
@@ -226,13 +269,16 @@ public struct HTTP2GracefulShutdownStateMachine<C: Clock>: Sendable where C.Dura
     public enum PingTimedOutAction: Equatable, Sendable {
         /// No ack came in time: send the final GOAWAY anyway, and close at once if `closeConnection`.
         case sendFinalGoAway(lastStreamID: HTTP2StreamID, closeConnection: Bool)
-        /// The ack already came (or the connection is closed).
+        /// The ack already came, the drain has not begun, or the connection is closed.
         case none
     }
 
-    /// The ``BeginShutdownAction/sendShutdownNoticeAndPing(pingPayload:pingTimeout:)`` timer fired.
+    /// The timer asked for with the notice fired (``Configuration/pingTimeout``).
     public mutating func pingTimedOut() -> PingTimedOutAction {
         switch self.state {
+        case .noticeSent(let streams, let pingSentAt, _):
+            self.state = .noticeSent(streams, pingSentAt: pingSentAt, roundTripOver: true)
+            return .none
         case .waitingForPingAck(let streams, _):
             let (lastStreamID, close) = self.sendFinalGoAway(streams)
             return .sendFinalGoAway(lastStreamID: lastStreamID, closeConnection: close)
@@ -252,8 +298,8 @@ public struct HTTP2GracefulShutdownStateMachine<C: Clock>: Sendable where C.Dura
 
     /// What to do when the drain deadline passes (or the connection is force-closed).
     public enum DeadlineReachedAction: Equatable, Sendable {
-        /// Reset `streams` (`CANCEL`), send a GOAWAY with `lastStreamID` if the final one is not out yet,
-        /// and close. `streams.count` is the number of streams cut.
+        /// Reset `streams` (`CANCEL`), send a GOAWAY with `lastStreamID`, and close. `streams.count` is
+        /// the number of streams cut.
         case resetStreamsAndClose(streams: [HTTP2StreamID], lastStreamID: HTTP2StreamID)
         /// Already closed.
         case none
@@ -261,13 +307,9 @@ public struct HTTP2GracefulShutdownStateMachine<C: Clock>: Sendable where C.Dura
 
     /// The drain ran out of time: cut what is left.
     public mutating func deadlineReached() -> DeadlineReachedAction {
-        switch self.state {
-        case .active(let streams), .waitingForPingAck(let streams, _), .finalGoAwaySent(let streams):
-            self.state = .closed
-            return .resetStreamsAndClose(streams: streams.open.sorted(), lastStreamID: streams.lastStreamID)
-        case .closed:
-            return .none
-        }
+        guard let streams = self.streams else { return .none }
+        self.state = .closed
+        return .resetStreamsAndClose(streams: streams.open.sorted(), lastStreamID: streams.lastStreamID)
     }
 
     /// What to do when the channel went away.

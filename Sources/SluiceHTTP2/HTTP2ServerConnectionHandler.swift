@@ -16,6 +16,8 @@ import NIOCore
 /// 4. ``beginGracefulShutdown(deadline:)`` (or NIO's `ChannelShouldQuiesceEvent`) runs the two-phase
 ///    GOAWAY of ``HTTP2GracefulShutdownStateMachine`` and closes once no stream is left; past the
 ///    deadline, or on ``forceClose()``, open streams are reset (`CANCEL`) and the connection closed.
+///    ``sendShutdownNotice()`` sends phase one alone, for the `propagating` phase. From another thread,
+///    fire a ``Command`` as a user inbound event.
 /// 5. Floods (``HTTP2AbuseLimits``) end the connection with GOAWAY `ENHANCE_YOUR_CALM`, an
 ///    unacknowledged SETTINGS with `SETTINGS_TIMEOUT`.
 ///
@@ -31,7 +33,8 @@ import NIOCore
 public final class HTTP2ServerConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler {
     public typealias InboundIn = ByteBuffer
     public typealias InboundOut = Never
-    public typealias OutboundIn = ByteBuffer
+    /// Nothing may be written through this handler: every byte it sends comes from the nghttp2 session.
+    public typealias OutboundIn = Never
     public typealias OutboundOut = ByteBuffer
 
     /// Settings of the connection.
@@ -147,6 +150,7 @@ public final class HTTP2ServerConnectionHandler: ChannelDuplexHandler, Removable
     /// Resets a stream (e.g. `internalError` when the upstream failed after the response began, `cancel`).
     public func resetStream(streamID: HTTP2StreamID, errorCode: HTTP2ErrorCode) {
         self.context?.eventLoop.preconditionInEventLoop()
+        guard !self.didClose, self.shutdown.isOpen(streamID) else { return }
         self.session.submitReset(streamID: streamID, errorCode: errorCode)
         self.outputPending()
     }
@@ -165,7 +169,9 @@ public final class HTTP2ServerConnectionHandler: ChannelDuplexHandler, Removable
 
     private func submit(_ streamID: HTTP2StreamID, _ body: (NGHTTP2Session) throws -> Bool) -> Bool {
         self.context?.eventLoop.preconditionInEventLoop()
-        guard !self.didClose else { return false }
+        // A stream the delegate was told is closed (or never saw) is gone: libnghttp2 would drop the
+        // frames, and its send queue would never be freed.
+        guard !self.didClose, self.shutdown.isOpen(streamID) else { return false }
         let accepted: Bool
         do {
             accepted = try body(self.session)
@@ -190,28 +196,59 @@ public final class HTTP2ServerConnectionHandler: ChannelDuplexHandler, Removable
 
     // MARK: - Drain
 
-    /// Starts the two-phase GOAWAY: shutdown notice and PING now, the final GOAWAY after the PING's round
-    /// trip (at most ``HTTP2GracefulShutdownStateMachine/Configuration/pingTimeout``), close when no stream
-    /// is left. After `deadline`, if given, open streams are reset and the connection closed.
-    public func beginGracefulShutdown(deadline: Duration? = nil) {
+    /// What another thread (or the pipeline) can ask of the handler, as a user inbound event:
+    /// `channel.pipeline.fireUserInboundEventTriggered(HTTP2ServerConnectionHandler.Command.forceClose)`.
+    /// NIO's `ChannelShouldQuiesceEvent` means ``beginGracefulShutdown``.
+    public enum Command: Sendable, Equatable {
+        /// ``sendShutdownNotice()``.
+        case sendShutdownNotice
+        /// ``beginGracefulShutdown(deadline:)``.
+        case beginGracefulShutdown(deadline: Duration?)
+        /// ``forceClose()``.
+        case forceClose
+    }
+
+    /// Phase one alone (the process is `propagating`): the shutdown notice GOAWAY (last-stream-id
+    /// 2^31-1) and a PING to time its round trip. Streams keep being served; a later
+    /// ``beginGracefulShutdown(deadline:)`` then sends the final GOAWAY without waiting again.
+    public func sendShutdownNotice() {
         self.context?.eventLoop.preconditionInEventLoop()
-        let action = self.shutdown.beginShutdown(now: .now)
-        switch action {
+        switch self.shutdown.sendShutdownNotice(now: .now) {
         case .sendShutdownNoticeAndPing(let payload, let pingTimeout):
-            do {
-                try self.session.submitShutdownNotice(followedByPing: payload)
-            } catch {
-                self.closeConnection()
-                return
-            }
-            self.pingTimer = self.schedule(after: pingTimeout) { $0.pingTimedOut() }
-            if let deadline {
-                self.deadlineTimer = self.schedule(after: deadline) { $0.forceClose() }
-            }
-            self.outputPending()
+            self.submitShutdownNoticeAndPing(payload: payload, pingTimeout: pingTimeout)
         case .none:
             break
         }
+    }
+
+    /// Starts the two-phase GOAWAY: shutdown notice and PING now (unless ``sendShutdownNotice()`` sent
+    /// them already), the final GOAWAY after the PING's round trip (at most
+    /// ``HTTP2GracefulShutdownStateMachine/Configuration/pingTimeout``), close when no stream is left.
+    /// After `deadline`, if given, open streams are reset and the connection closed.
+    public func beginGracefulShutdown(deadline: Duration? = nil) {
+        self.context?.eventLoop.preconditionInEventLoop()
+        if let deadline, self.deadlineTimer == nil, !self.isClosing {
+            self.deadlineTimer = self.schedule(after: deadline) { $0.forceClose() }
+        }
+        switch self.shutdown.beginShutdown(now: .now) {
+        case .sendShutdownNoticeAndPing(let payload, let pingTimeout):
+            self.submitShutdownNoticeAndPing(payload: payload, pingTimeout: pingTimeout)
+        case .sendFinalGoAway(let lastStreamID, let closeConnection):
+            self.sendFinalGoAway(lastStreamID: lastStreamID, closeConnection: closeConnection)
+        case .none:
+            break
+        }
+    }
+
+    private func submitShutdownNoticeAndPing(payload: UInt64, pingTimeout: Duration) {
+        do {
+            try self.session.submitShutdownNotice(followedByPing: payload)
+        } catch {
+            self.closeConnection()
+            return
+        }
+        self.pingTimer = self.schedule(after: pingTimeout) { $0.pingTimedOut() }
+        self.outputPending()
     }
 
     /// Cuts the connection now: open streams are reset (`CANCEL`), a GOAWAY with the last stream ID goes
@@ -302,6 +339,12 @@ public final class HTTP2ServerConnectionHandler: ChannelDuplexHandler, Removable
     public func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         if event is ChannelShouldQuiesceEvent {
             self.beginGracefulShutdown()
+        } else if let command = event as? Command {
+            switch command {
+            case .sendShutdownNotice: self.sendShutdownNotice()
+            case .beginGracefulShutdown(let deadline): self.beginGracefulShutdown(deadline: deadline)
+            case .forceClose: self.forceClose()
+            }
         } else {
             context.fireUserInboundEventTriggered(event)
         }

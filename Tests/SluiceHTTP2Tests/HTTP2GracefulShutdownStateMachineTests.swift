@@ -175,4 +175,73 @@ import Testing
         #expect(machine.beginShutdown(now: clock.now) == .sendShutdownNoticeAndPing(pingPayload: 42, pingTimeout: .milliseconds(250)))
         #expect(machine.pingAckReceived(payload: 42, now: clock.now) == .sendFinalGoAway(lastStreamID: .connection, closeConnection: true))
     }
+
+    // MARK: - Notice first (propagating), drain later
+
+    /// The notice alone keeps serving: streams open and close without closing the connection, and the ack
+    /// only measures the round trip.
+    @Test func noticeAloneKeepsServing() {
+        var machine = Machine()
+        #expect(machine.sendShutdownNotice(now: clock.now) == .sendShutdownNoticeAndPing(pingPayload: payload, pingTimeout: .seconds(1)))
+        #expect(machine.isShuttingDown)
+        #expect(machine.streamOpened(HTTP2StreamID(1)) == .accept)
+        clock.advance(by: .milliseconds(7))
+        #expect(machine.pingAckReceived(payload: payload, now: clock.now) == .none)
+        #expect(machine.measuredRoundTripTime == .milliseconds(7))
+        #expect(machine.streamClosed(HTTP2StreamID(1)) == .none)
+        #expect(machine.streamOpened(HTTP2StreamID(3)) == .accept)
+        #expect(machine.sendShutdownNotice(now: clock.now) == .none)
+    }
+
+    /// Draining after the notice's round trip is over sends the final GOAWAY at once.
+    @Test func drainAfterAckedNoticeSendsFinalGoAwayAtOnce() {
+        var machine = Machine()
+        _ = machine.sendShutdownNotice(now: clock.now)
+        _ = machine.streamOpened(HTTP2StreamID(1))
+        _ = machine.pingAckReceived(payload: payload, now: clock.now)
+        _ = machine.streamOpened(HTTP2StreamID(3))
+        clock.advance(by: .seconds(5))
+        #expect(machine.beginShutdown(now: clock.now) == .sendFinalGoAway(lastStreamID: HTTP2StreamID(3), closeConnection: false))
+        #expect(machine.streamClosed(HTTP2StreamID(1)) == .none)
+        #expect(machine.streamClosed(HTTP2StreamID(3)) == .closeConnection)
+    }
+
+    /// Draining an idle connection after the notice timed out closes with the final GOAWAY.
+    @Test func drainAfterTimedOutNoticeClosesIdleConnection() {
+        var machine = Machine()
+        _ = machine.sendShutdownNotice(now: clock.now)
+        #expect(machine.pingTimedOut() == .none)
+        #expect(machine.beginShutdown(now: clock.now) == .sendFinalGoAway(lastStreamID: .connection, closeConnection: true))
+        #expect(machine.streamOpened(HTTP2StreamID(1)) == .refuse)
+    }
+
+    /// Draining while the notice's PING is still out waits for its ack, which then sends the final GOAWAY.
+    @Test func drainDuringNoticeRoundTripWaitsForAck() {
+        var machine = Machine()
+        _ = machine.sendShutdownNotice(now: clock.now)
+        _ = machine.streamOpened(HTTP2StreamID(1))
+        #expect(machine.beginShutdown(now: clock.now) == .none)
+        #expect(machine.beginShutdown(now: clock.now) == .none)
+        #expect(machine.pingAckReceived(payload: payload, now: clock.now) == .sendFinalGoAway(lastStreamID: HTTP2StreamID(1), closeConnection: false))
+    }
+
+    /// Draining while the notice's PING is still out: the timeout sends the final GOAWAY instead.
+    @Test func drainDuringNoticeRoundTripThenTimeout() {
+        var machine = Machine()
+        _ = machine.sendShutdownNotice(now: clock.now)
+        #expect(machine.beginShutdown(now: clock.now) == .none)
+        #expect(machine.pingTimedOut() == .sendFinalGoAway(lastStreamID: .connection, closeConnection: true))
+    }
+
+    /// A notice after the drain began changes nothing; the deadline after a notice cuts the streams.
+    @Test func noticeAfterDrainIsIgnoredAndDeadlineCutsNoticedStreams() {
+        var draining = Machine()
+        _ = draining.beginShutdown(now: clock.now)
+        #expect(draining.sendShutdownNotice(now: clock.now) == .none)
+
+        var noticed = Machine()
+        _ = noticed.sendShutdownNotice(now: clock.now)
+        _ = noticed.streamOpened(HTTP2StreamID(9))
+        #expect(noticed.deadlineReached() == .resetStreamsAndClose(streams: [HTTP2StreamID(9)], lastStreamID: HTTP2StreamID(9)))
+    }
 }

@@ -299,4 +299,42 @@ final class EmbeddedConnection {
         #expect(connection.clientEvents.contains(.streamClosed(id, .cancel)))
         #expect(connection.delegate.calls.suffix(2) == [.closed(id, .cancel), .connectionClosed])
     }
+
+    /// The notice alone (propagating) keeps the connection open as streams finish; the drain later sends
+    /// the final GOAWAY at once, because the notice's round trip is already over. (Streams opened after the
+    /// notice are covered by the Python client: libnghttp2 clients open none.)
+    @Test func noticeThenDrainSendsFinalGoAwayWithoutWaiting() throws {
+        let connection = try EmbeddedConnection()
+        let first = try connection.get("/1")
+        let second = try connection.get("/2")
+        try connection.exchange()
+        connection.handler.sendShutdownNotice()
+        try connection.exchange()
+        #expect(connection.goAwaysWritten == [[UInt32(Int32.max), 0]])
+        #expect(connection.handler.measuredRoundTripTime != nil)
+        connection.handler.sendResponseHead(streamID: first, status: 204, headers: [], endStream: true)
+        try connection.exchange()
+        #expect(connection.delegate.calls.last == .closed(first, .noError))
+        #expect(connection.channel.isActive)
+        #expect(connection.goAwaysWritten.count == 1)
+
+        connection.channel.pipeline.fireUserInboundEventTriggered(HTTP2ServerConnectionHandler.Command.beginGracefulShutdown(deadline: nil))
+        try connection.serverToClient()
+        #expect(connection.goAwaysWritten == [[UInt32(Int32.max), 0], [UInt32(second.rawValue), 0]])
+        connection.handler.sendResponseHead(streamID: second, status: 204, headers: [], endStream: true)
+        try connection.serverToClient()
+        #expect(!connection.channel.isActive)
+    }
+
+    /// A force-close command fired from the pipeline cuts the streams like forceClose().
+    @Test func forceCloseCommandCutsStreams() throws {
+        let connection = try EmbeddedConnection()
+        let id = try connection.get("/x")
+        try connection.exchange()
+        connection.channel.pipeline.fireUserInboundEventTriggered(HTTP2ServerConnectionHandler.Command.forceClose)
+        try connection.serverToClient()
+        #expect(!connection.channel.isActive)
+        #expect(connection.delegate.calls.suffix(2) == [.closed(id, .cancel), .connectionClosed])
+        #expect(!connection.handler.sendResponseHead(streamID: id, status: 200, headers: [], endStream: true))
+    }
 }
