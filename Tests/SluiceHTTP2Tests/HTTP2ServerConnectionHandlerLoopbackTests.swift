@@ -139,4 +139,27 @@ import Testing
         #expect(events.filter { $0.type == "PINGACK" }.count <= 200)
         #expect(events.last?.type == "EOF")
     }
+
+    /// 500 idle HTTP/2 connections (SETTINGS exchanged, no stream) cost the server less than 64 KiB each
+    /// of resident memory; the measured figure is printed.
+    @Test(.enabled(if: ProcessRunner.pythonH2Available, "needs python3 with the h2 package (pip install h2)"))
+    func idleConnectionsCostLittleMemory() async throws {
+        let server = try await TestServer.start()
+        defer { Task { await server.stop() } }
+        let count = 500
+        let script = try ProcessRunner.temporaryFile(Data(PythonH2Client.script.utf8), name: "client.py")
+        defer { try? FileManager.default.removeItem(atPath: script) }
+        // Warm up: one connection through every code path, so that only per-connection memory is measured.
+        _ = try await PythonH2Client.run(port: server.port, scenario: "get")
+        let before = try #require(residentMemory())
+        let client = try BackgroundProcess("/usr/bin/env", ["python3", script, String(server.port), "idle", String(count), "10"])
+        let ready = try await client.waitForOutput(containing: "READY", timeout: .seconds(30))
+        try await Task.sleep(for: .milliseconds(300))  // Let the server process the last SETTINGS acks.
+        let after = try #require(residentMemory())
+        await client.stop()
+        #expect(ready, "the idle client did not get its connections up: \(client.stdout)")
+        let perConnection = (after - before) / count
+        print("resident memory per idle HTTP/2 connection: \(perConnection) bytes (\(count) connections, \(after - before) bytes)")
+        #expect(perConnection < 64 << 10)
+    }
 }

@@ -35,7 +35,11 @@ enum ProcessRunner {
         while process.isRunning {
             if clock.now >= deadline {
                 timedOut = true
-                process.terminate()  // Our own child, by its pid.
+                // Our own child, by its pid. SIGTERM may be blocked in the child (the signal mask is
+                // inherited from the test runner's thread), so SIGKILL follows.
+                process.terminate()
+                for _ in 0..<10 where process.isRunning { try await Task.sleep(for: .milliseconds(20)) }
+                if process.isRunning { kill(process.processIdentifier, SIGKILL) }
                 break
             }
             try await Task.sleep(for: .milliseconds(20))
@@ -75,4 +79,59 @@ enum ProcessRunner {
         }
         return process.terminationStatus == 0
     }()
+}
+
+/// A child process left running while a test observes something else; its stdout goes to a file.
+final class BackgroundProcess {
+    private let process = Process()
+    private let directory: URL
+    private let outURL: URL
+    private let out: FileHandle
+
+    init(_ executable: String, _ arguments: [String]) throws {
+        self.directory = FileManager.default.temporaryDirectory.appendingPathComponent("sluice-h2-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: self.directory, withIntermediateDirectories: true)
+        self.outURL = self.directory.appendingPathComponent("stdout")
+        _ = FileManager.default.createFile(atPath: self.outURL.path, contents: nil)
+        self.out = try FileHandle(forWritingTo: self.outURL)
+        self.process.executableURL = URL(fileURLWithPath: executable)
+        self.process.arguments = arguments
+        self.process.standardOutput = self.out
+        self.process.standardError = FileHandle.nullDevice
+        self.process.standardInput = FileHandle.nullDevice
+        try self.process.run()
+    }
+
+    var stdout: String { String(decoding: (try? Data(contentsOf: self.outURL)) ?? Data(), as: UTF8.self) }
+
+    /// Waits until stdout contains `text`; false if the process exited or `timeout` passed first.
+    func waitForOutput(containing text: String, timeout: Duration) async throws -> Bool {
+        let clock = ContinuousClock()
+        let deadline = clock.now.advanced(by: timeout)
+        while clock.now < deadline {
+            if self.stdout.contains(text) { return true }
+            if !self.process.isRunning { return self.stdout.contains(text) }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        return false
+    }
+
+    /// Terminates the process (our own child, by its pid: SIGTERM, then SIGKILL after 200 ms, as SIGTERM
+    /// may be blocked in the child) and waits for it, at most 5 s.
+    func stop() async {
+        if self.process.isRunning { self.process.terminate() }
+        for _ in 0..<10 where self.process.isRunning { try? await Task.sleep(for: .milliseconds(20)) }
+        if self.process.isRunning { kill(self.process.processIdentifier, SIGKILL) }
+        for _ in 0..<250 where self.process.isRunning { try? await Task.sleep(for: .milliseconds(20)) }
+        try? self.out.close()
+        try? FileManager.default.removeItem(at: self.directory)
+    }
+}
+
+/// This process's resident set size, in bytes (Linux `/proc/self/statm`).
+func residentMemory() -> Int? {
+    guard let statm = try? String(contentsOfFile: "/proc/self/statm", encoding: .utf8) else { return nil }
+    let fields = statm.split(separator: " ")
+    guard fields.count > 1, let pages = Int(fields[1]) else { return nil }
+    return pages * 4096
 }

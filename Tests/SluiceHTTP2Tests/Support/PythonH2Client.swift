@@ -41,6 +41,31 @@ enum PythonH2Client {
     import hyperframe.frame as hf
 
     port, scenario = int(sys.argv[1]), sys.argv[2]
+
+    if scenario == "idle":
+        # Open N connections, finish the SETTINGS exchange on each, report, then hold them idle.
+        count, hold = int(sys.argv[3]), float(sys.argv[4])
+        preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + hf.SettingsFrame(0).serialize()
+        ack = hf.SettingsFrame(0, flags=["ACK"]).serialize()
+        sockets = []
+        for _ in range(count):
+            s = socket.create_connection(("127.0.0.1", port), timeout=5)
+            s.sendall(preface)
+            sockets.append(s)
+        for s in sockets:
+            got = b""
+            while len(got) < 9 or len(got) < 9 + int.from_bytes(got[:3], "big"):
+                chunk = s.recv(65536)
+                if not chunk:
+                    raise SystemExit("server closed an idle connection")
+                got += chunk
+            s.sendall(ack)
+        print(json.dumps({"type": "READY", "stream": count}), flush=True)
+        time.sleep(hold)
+        for s in sockets:
+            s.close()
+        sys.exit(0)
+
     sock = socket.create_connection(("127.0.0.1", port), timeout=5)
     encoder, decoder = hpack.Encoder(), hpack.Decoder()
     pending = b""
