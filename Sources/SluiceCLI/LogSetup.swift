@@ -40,10 +40,19 @@ struct JSONLogHandler: LogHandler {
         var line = "{"
         for (index, (key, value)) in fields.enumerated() {
             if index > 0 { line += "," }
-            line += Self.quote(key) + ":" + Self.quote(value)
+            // Counts and durations are numbers in the JSON, so log queries can compare them.
+            line += Self.quote(key) + ":" + (index >= 4 && Self.isJSONNumber(value) ? value : Self.quote(value))
         }
         line += "}\n"
         FileHandle.standardError.write(Data(line.utf8))
+    }
+
+    static func isJSONNumber(_ string: String) -> Bool {
+        guard let first = string.utf8.first, first == UInt8(ascii: "-") || (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(first),
+            string.utf8.allSatisfy({ (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0) || $0 == UInt8(ascii: ".") || $0 == UInt8(ascii: "-") || $0 == UInt8(ascii: "e") }),
+            let number = Double(string), number.isFinite
+        else { return false }
+        return !(string.hasPrefix("0") && string.count > 1 && !string.hasPrefix("0."))
     }
 
     static func quote(_ string: String) -> String {

@@ -265,9 +265,7 @@ import Testing
     @Test func propagatingGivesEachConnectionTheSameMomentForASeed() {
         let first = propagatingTable(seed: 7)
         let second = propagatingTable(seed: 7)
-        withKnownIssue("close moments are assigned in Dictionary order") {
-            #expect(closeAts(first) == closeAts(second))
-        }
+        #expect(closeAts(first) == closeAts(second))
     }
 
     /// A connection accepted while propagating gets a close moment between its accept and the window's end.

@@ -62,19 +62,15 @@ import Testing
     /// A chunked message whose Connection header names Transfer-Encoding is still reported as chunked,
     /// so the framing is re-declared.
     ///
-    /// Known bug: `removeHopByHop` removes the headers named in Connection (skipping only content-length
+    /// Regression (found by these tests, since fixed): `removeHopByHop` removes the headers named in Connection (skipping only content-length
     /// and host) before it reads Transfer-Encoding, so `Connection: transfer-encoding` makes a chunked
     /// message look unframed and `rewriteRequest`/`rewriteResponse` drop the chunked declaration.
     @Test func chunkedMessageNamingTransferEncodingInConnectionStaysChunked() {
         var headers = TestHeaders(["Host: a", "Connection: transfer-encoding", "Transfer-Encoding: chunked"])
-        withKnownIssue("Connection: transfer-encoding hides the chunked framing") {
-            #expect(HeaderRules.removeHopByHop(&headers).chunked)
-        }
+        #expect(HeaderRules.removeHopByHop(&headers).chunked)
         var request = TestHeaders(["Host: a", "Connection: Transfer-Encoding", "Transfer-Encoding: chunked"])
         HeaderRules.rewriteRequest(&request, clientAddress: nil, upstreamAuthority: "app:80")
-        withKnownIssue("Connection: transfer-encoding hides the chunked framing") {
-            #expect(request.tokens(name: "transfer-encoding") == ["chunked"])
-        }
+        #expect(request.tokens(name: "transfer-encoding") == ["chunked"])
     }
 
     // MARK: - Requests
@@ -147,15 +143,13 @@ import Testing
 
     /// X-Forwarded-Host carries only a host the client sent, never the upstream's own authority.
     ///
-    /// Known bug: `rewriteRequest` adds the fallback `Host` (the upstream authority) before it sets
+    /// Regression (found by these tests, since fixed): `rewriteRequest` adds the fallback `Host` (the upstream authority) before it sets
     /// `X-Forwarded-Host` from `Host`, so an HTTP/1.0 request without Host reaches the app claiming the
     /// client asked for `127.0.0.1:3000`.
     @Test func requestWithoutHostGetsNoForwardedHost() {
         var headers = TestHeaders(["Accept: */*"])
         HeaderRules.rewriteRequest(&headers, clientAddress: "10.0.0.1", upstreamAuthority: "127.0.0.1:3000")
-        withKnownIssue("X-Forwarded-Host is copied from the fallback Host") {
-            #expect(!headers.contains(name: "x-forwarded-host"))
-        }
+        #expect(!headers.contains(name: "x-forwarded-host"))
     }
 
     // MARK: - Responses
@@ -191,13 +185,11 @@ import Testing
     /// A response with both Content-Length and chunked framing is forwarded chunked, without the length
     /// (RFC 9112 §6.3: Transfer-Encoding overrides Content-Length, which an intermediary must remove).
     ///
-    /// Known bug: `rewriteResponse` keeps `Content-Length` and drops the chunked declaration, so the body
+    /// Regression (found by these tests, since fixed): `rewriteResponse` keeps `Content-Length` and drops the chunked declaration, so the body
     /// (decoded as chunked) would be sent with a length that need not match it.
     @Test func responseWithLengthAndChunkedIsForwardedChunked() {
         var headers = TestHeaders(["Content-Length: 5", "Transfer-Encoding: chunked"])
         _ = HeaderRules.rewriteResponse(&headers)
-        withKnownIssue("Content-Length wins over chunked in rewriteResponse") {
-            #expect(headers.lines == ["transfer-encoding: chunked", "via: 1.1 sluice"])
-        }
+        #expect(headers.lines == ["transfer-encoding: chunked", "via: 1.1 sluice"])
     }
 }

@@ -355,14 +355,12 @@ import Testing
 
     /// A drain delay too large to count in nanoseconds is a configuration error, not a crash at start-up.
     ///
-    /// Known bug (same root cause as DurationParserTests.hugeBareNumberOfSecondsIsRejectedInsteadOfCrashing):
+    /// Regression (found by these tests, since fixed) (same root cause as DurationParserTests.hugeBareNumberOfSecondsIsRejectedInsteadOfCrashing):
     /// `sluice --drain-delay 10000000000` traps instead of exiting 1 with a message.
     @Test func hugeDrainDelayIsAConfigErrorInsteadOfACrash() async {
-        await withKnownIssue("DurationParser.parse traps on a huge bare number") {
-            await #expect(processExitsWith: .success) {
-                let sources = ConfigSources(flags: ["upstream": ["http://127.0.0.1:3000"], "drain-delay": ["10000000000"]])
-                precondition((try? SluiceConfig.read(sources, defaultThreads: 1)) == nil)
-            }
+        await #expect(processExitsWith: .success) {
+            let sources = ConfigSources(flags: ["upstream": ["http://127.0.0.1:3000"], "drain-delay": ["10000000000"]])
+            precondition((try? SluiceConfig.read(sources, defaultThreads: 1)) == nil)
         }
     }
 }

@@ -7,6 +7,7 @@ Hand-rolled on asyncio streams (stdlib only). Endpoints:
 
   GET  /                                   -> 200 "hello from <name>\n"
   GET  /slow?ms=3000                       -> waits, then 200 "slow <ms> from <name>\n"
+  GET  /bytes?n=N                           -> N zero bytes, chunked (bulk download)
   POST /upload                             -> reads the body (Content-Length or chunked),
                                               200 "len=<bytes> sha256=<hex>\n"
   GET  /stream?chunks=20&interval_ms=100   -> chunked response, one line per chunk:
@@ -185,6 +186,21 @@ class Origin:
                 await writer.drain()
                 if i + 1 < n:
                     await asyncio.sleep(interval)
+            writer.write(b"0\r\n\r\n")
+        elif method == b"GET" and path == b"/bytes":
+            # n zero bytes, chunked in 64 KiB pieces, written as fast as the reader takes them.
+            q = parse_qs(query.decode("latin-1"))
+            n = max(0, min(1 << 32, int(q.get("n", ["0"])[0])))
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nTransfer-Encoding: chunked\r\n\r\n")
+            piece = b"\0" * 65536
+            framed = b"%x\r\n%s\r\n" % (len(piece), piece)
+            while n >= len(piece):
+                writer.write(framed)
+                n -= len(piece)
+                if writer.transport.get_write_buffer_size() > 256 * 1024:
+                    await writer.drain()
+            if n:
+                writer.write(b"%x\r\n%s\r\n" % (n, piece[:n]))
             writer.write(b"0\r\n\r\n")
         else:
             writer.write(_response(404, "Not Found", b"not found\n", close, self.name_b))

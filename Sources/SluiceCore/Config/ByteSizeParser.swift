@@ -1,4 +1,6 @@
-/// Parses byte sizes at the configuration boundary: `32768`, `32KiB`, `32k`, `1MiB`, `1m`, `2GiB`, `unlimited`.
+/// Parses byte sizes at the configuration boundary: `32768`, `32KiB`, `32k`, `1MiB`, `1m`, `2GiB`.
+///
+/// (`unlimited`, where a setting allows it, is the config reader's business.)
 ///
 /// `k`, `KB`, `KiB` all mean 1024 bytes: sizes here are buffer limits, not disk marketing.
 public enum ByteSizeParser {

@@ -16,8 +16,10 @@ public enum DurationParser {
     public static func parse(_ text: String) -> Duration? {
         let text = text.trimmingWhitespace()
         guard !text.isEmpty else { return nil }
-        if let seconds = Double(text), seconds.isFinite, seconds >= 0, !text.hasPrefix("+") {
-            return .nanoseconds(Int64((seconds * 1_000_000_000).rounded()))
+        if let seconds = Double(text), !text.hasPrefix("+") {
+            let nanos = (seconds * 1_000_000_000).rounded()
+            guard nanos.isFinite, nanos >= 0, nanos < 9e18 else { return nil }
+            return .nanoseconds(Int64(nanos))
         }
         var total: Int64 = 0
         var index = text.startIndex
@@ -43,7 +45,9 @@ public enum DurationParser {
             lastUnitRank = rank
             let nanos = value * nanosPerUnit
             guard nanos.isFinite, nanos < 9e18 else { return nil }
-            total += Int64(nanos.rounded())
+            let (sum, overflow) = total.addingReportingOverflow(Int64(nanos.rounded()))
+            guard !overflow else { return nil }
+            total = sum
         }
         return .nanoseconds(total)
     }
@@ -54,7 +58,8 @@ public enum DurationParser {
         if nanos == 0 { return "0s" }
         if nanos % 1_000_000_000 != 0 {
             if nanos % 1_000_000 == 0 { return "\(nanos / 1_000_000)ms" }
-            return "\(Double(nanos) / 1e9)s"
+            if nanos % 1_000 == 0 { return "\(nanos / 1_000)us" }
+            return "\(nanos)ns"
         }
         var seconds = nanos / 1_000_000_000
         var out = ""

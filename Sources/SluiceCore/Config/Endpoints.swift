@@ -30,7 +30,7 @@ public struct HostPort: Hashable, Sendable, CustomStringConvertible {
             if hostPart.contains(":") { return nil }  // unbracketed IPv6
         }
         guard !hostPart.isEmpty, !hostPart.contains(where: { $0.isWhitespace || $0 == "/" }),
-            let port = Int(portPart), (0...65535).contains(port)
+            portPart.allSatisfy({ ("0"..."9").contains($0) }), let port = Int(portPart), (0...65535).contains(port)
         else { return nil }
         self.host = String(hostPart)
         self.port = port
@@ -74,8 +74,12 @@ public struct UpstreamURL: Hashable, Sendable, CustomStringConvertible {
             self.init(scheme: scheme, host: hostPort.host, port: hostPort.port)
         } else {
             var host = String(authority)
-            if host.hasPrefix("["), host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
-            guard !host.isEmpty, !host.contains(where: { $0.isWhitespace }), host.contains(":") == authority.hasPrefix("[") else {
+            let bracketed = host.hasPrefix("[")
+            if bracketed {
+                guard host.hasSuffix("]") else { return nil }
+                host = String(host.dropFirst().dropLast())
+            }
+            guard !host.isEmpty, !host.contains(where: { $0.isWhitespace || $0 == "[" || $0 == "]" }), host.contains(":") == bracketed else {
                 return nil
             }
             self.init(scheme: scheme, host: host, port: 80)

@@ -194,7 +194,8 @@ public struct ConnectionTable<Instant: InstantProtocol> where Instant.Duration =
         let windowEnd = now.advanced(by: now.duration(to: until) * 0.8)
         self.mode = .propagating(windowEnd: windowEnd)
         var actions: [(ConnectionID, PropagatingAction)] = []
-        for id in Array(self.entries.keys) {
+        // In ID order, so a seeded generator gives every connection the same moment each run.
+        for id in self.entries.keys.sorted(by: { $0.rawValue < $1.rawValue }) {
             switch self.entries[id]!.protocol {
             case .http1:
                 self.entries[id]!.closeAt = Self.randomMoment(from: now, to: windowEnd, using: &rng)
@@ -208,7 +209,7 @@ public struct ConnectionTable<Instant: InstantProtocol> where Instant.Duration =
     public mutating func beginDraining(now: Instant) -> [(ConnectionID, DrainingAction)] {
         self.mode = .draining
         var actions: [(ConnectionID, DrainingAction)] = []
-        for id in Array(self.entries.keys) {
+        for id in self.entries.keys.sorted(by: { $0.rawValue < $1.rawValue }) {
             self.entries[id]!.closeAt = now
             let entry = self.entries[id]!
             switch entry.protocol {

@@ -35,14 +35,14 @@ public enum HeaderRules {
     /// re-declare the framing it will use.
     @discardableResult
     public static func removeHopByHop<H: HeaderFields>(_ headers: inout H) -> (chunked: Bool, connectionTokens: [Substring]) {
+        let chunked = headers.tokens(name: "transfer-encoding").last.map { $0.lowercased() == "chunked" } ?? false
         let connectionTokens = headers.tokens(name: "connection")
         for token in connectionTokens {
             let name = token.lowercased()
-            // Never let `Connection` strip the end-to-end framing or forwarding headers we rely on.
-            if name == "content-length" || name == "host" { continue }
+            // Never let `Connection` strip the framing or forwarding headers we rely on.
+            if name == "content-length" || name == "host" || name == "transfer-encoding" { continue }
             headers.remove(name: name)
         }
-        let chunked = headers.tokens(name: "transfer-encoding").last.map { $0.lowercased() == "chunked" } ?? false
         for name in Self.hopByHop {
             if headers.contains(name: name) { headers.remove(name: name) }
         }
@@ -57,7 +57,8 @@ public enum HeaderRules {
     public static func rewriteRequest<H: HeaderFields>(_ headers: inout H, clientAddress: String?, upstreamAuthority: String) {
         let (chunked, _) = Self.removeHopByHop(&headers)
         if chunked { headers.replaceOrAdd(name: "transfer-encoding", value: "chunked") }
-        if !headers.contains(name: "host") { headers.add(name: "host", value: upstreamAuthority) }
+        let clientHost = headers.first(name: "host")
+        if clientHost == nil { headers.add(name: "host", value: upstreamAuthority) }
         if let clientAddress {
             if let existing = headers.first(name: "x-forwarded-for") {
                 let all = headers.tokens(name: "x-forwarded-for")
@@ -68,8 +69,8 @@ public enum HeaderRules {
             }
         }
         if !headers.contains(name: "x-forwarded-proto") { headers.add(name: "x-forwarded-proto", value: "http") }
-        if !headers.contains(name: "x-forwarded-host"), let host = headers.first(name: "host") {
-            headers.add(name: "x-forwarded-host", value: host)
+        if !headers.contains(name: "x-forwarded-host"), let clientHost {
+            headers.add(name: "x-forwarded-host", value: clientHost)
         }
         Self.appendVia(&headers)
     }
@@ -77,7 +78,9 @@ public enum HeaderRules {
     /// Rewrites a response head's headers for the client. Returns whether the upstream asked to close.
     public static func rewriteResponse<H: HeaderFields>(_ headers: inout H) -> Bool {
         let (chunked, tokens) = Self.removeHopByHop(&headers)
-        if chunked, !headers.contains(name: "content-length") {
+        if chunked {
+            // Transfer-Encoding wins over Content-Length (RFC 9112 §6.3): the length goes.
+            headers.remove(name: "content-length")
             headers.replaceOrAdd(name: "transfer-encoding", value: "chunked")
         }
         Self.appendVia(&headers)

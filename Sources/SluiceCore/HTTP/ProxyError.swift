@@ -15,7 +15,6 @@ public struct ProxyError: Error, Hashable, Sendable, CustomStringConvertible {
         case upstreamTimeout
         case upstreamFailedMidResponse
         case upstreamBadResponse
-        case shuttingDown
     }
 
     /// Whose fault it is.
@@ -58,7 +57,6 @@ public struct ProxyError: Error, Hashable, Sendable, CustomStringConvertible {
         case .upstreamConnectFailed, .upstreamResetBeforeResponse, .upstreamBadResponse: 502
         case .upstreamTimeout: 504
         case .upstreamFailedMidResponse: nil
-        case .shuttingDown: 503
         }
     }
 
@@ -66,7 +64,6 @@ public struct ProxyError: Error, Hashable, Sendable, CustomStringConvertible {
         switch self.code {
         case .badRequest, .headersTooLarge, .bodyTooLarge, .connectRefused, .foreignAbsoluteTarget, .expectationFailed: .downstream
         case .upstreamConnectFailed, .upstreamResetBeforeResponse, .upstreamTimeout, .upstreamFailedMidResponse, .upstreamBadResponse: .upstream
-        case .shuttingDown: .internal
         }
     }
 
@@ -77,7 +74,7 @@ public struct ProxyError: Error, Hashable, Sendable, CustomStringConvertible {
         case .badRequest, .headersTooLarge, .bodyTooLarge, .connectRefused, .foreignAbsoluteTarget, .expectationFailed,
             .upstreamFailedMidResponse:
             true
-        case .upstreamConnectFailed, .upstreamResetBeforeResponse, .upstreamTimeout, .upstreamBadResponse, .shuttingDown:
+        case .upstreamConnectFailed, .upstreamResetBeforeResponse, .upstreamTimeout, .upstreamBadResponse:
             false
         }
     }

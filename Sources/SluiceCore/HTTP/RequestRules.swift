@@ -74,7 +74,7 @@ public enum RequestRules {
             if headers.contains(name: "transfer-encoding") {
                 return .failure(.badRequest("both Content-Length and Transfer-Encoding"))
             }
-            guard let length = Int(lengths[0]), length >= 0, lengths.allSatisfy({ $0 == lengths[0] }) else {
+            guard lengths[0].allSatisfy({ ("0"..."9").contains($0) }), let length = Int(lengths[0]), lengths.allSatisfy({ $0 == lengths[0] }) else {
                 return .failure(.badRequest("invalid Content-Length"))
             }
             accepted.contentLength = length

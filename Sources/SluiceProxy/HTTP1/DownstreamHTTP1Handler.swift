@@ -246,11 +246,13 @@ final class DownstreamHTTP1Handler: ChannelDuplexHandler {
     // MARK: Upstream leasing
 
     private func lease(upstream: Int?, context: ChannelHandlerContext) {
+        // Set first: a connect that fails at once reports back before `lease` returns.
+        self.state = .connecting
         switch self.loop.pool.lease(for: self, upstream: upstream, now: .now()) {
         case .ready(let connection):
             self.startForwarding(connection, context: context)
         case .connecting:
-            self.state = .connecting
+            break
         }
     }
 
@@ -328,6 +330,7 @@ final class DownstreamHTTP1Handler: ChannelDuplexHandler {
         self.responseStarted = true
         self.responseStatus = status
         self.state = .respondedLocally
+        self.releaseHeldRead(context: context)
         context.write(self.wrapOutboundOut(.head(HTTPResponseHead(version: self.clientIsHTTP10 ? .http1_0 : .http1_1, status: .init(statusCode: status), headers: headers))), promise: nil)
         context.write(self.wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(string: error.responseBody)))), promise: nil)
         if close || self.requestEnded {
@@ -371,7 +374,16 @@ final class DownstreamHTTP1Handler: ChannelDuplexHandler {
             self.state = .idle
             self.headBegan = false
             context.writeAndFlush(self.wrapOutboundOut(.end(nil)), promise: nil)
+            self.releaseHeldRead(context: context)
         }
+    }
+
+    /// A `read()` held while waiting for the upstream must go out once nothing waits any more, or
+    /// the connection would stop reading for good.
+    private func releaseHeldRead(context: ChannelHandlerContext) {
+        guard self.pendingRead else { return }
+        self.pendingRead = false
+        context.read()
     }
 }
 

@@ -70,6 +70,11 @@ final class UpstreamPool {
     /// The request is done with `connection`.
     func release(_ connection: UpstreamHTTP1Handler, reusable: Bool, now: MonotonicInstant) {
         self.eventLoop.assertInEventLoop()
+        guard self.connections[connection.id] != nil else {
+            // Already closed and forgotten (its close ran before this release).
+            connection.close()
+            return
+        }
         let reusable = reusable && connection.isUsable && connection.responseKeepAlive
         switch self.machine.release(connection.id, reusable: reusable, now: now) {
         case .park:

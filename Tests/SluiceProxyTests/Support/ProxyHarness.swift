@@ -1,3 +1,4 @@
+import Foundation
 import Logging
 import NIOCore
 import NIOPosix
@@ -19,7 +20,14 @@ final class ProxyHarness: Sendable {
         config.upstreams = upstreams.map { UpstreamURL(parsing: $0)! }
         config.threads = threads
         configure(&config)
-        let logger = Logger(label: "sluice-test") { _ in SwiftLogNoOpLogHandler() }
+        // SLUICE_TEST_LOG=debug shows the proxy's log while a test runs.
+        let level = ProcessInfo.processInfo.environment["SLUICE_TEST_LOG"].flatMap(Logger.Level.init(rawValue:))
+        let logger = Logger(label: "sluice-test") { label in
+            guard let level else { return SwiftLogNoOpLogHandler() }
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
+        }
         let server = ProxyServer(config: config, logger: logger)
         let bound = try await server.start()
         let (stream, continuation) = AsyncStream.makeStream(of: DrainSignal.self)

@@ -1,0 +1,47 @@
+# Sluice: the two commands that work on a fresh machine are `make run` and `make test`.
+SHELL := /bin/bash
+SWIFT ?= swift
+DEBUG_BIN := .build/debug/sluice
+RELEASE_BIN := .build/release/sluice
+BENCH_ARGS ?=
+
+.PHONY: deps build release run test test-swift test-e2e lint-deploy bench bench-quick clean
+
+deps:
+	@scripts/install-deps.sh
+
+build: deps
+	$(SWIFT) build --product sluice
+
+release: deps
+	$(SWIFT) build -c release --product sluice
+
+## make run: build and start `sluice demo` (a built-in app behind Sluice); Ctrl-C shows the drain.
+run: build
+	$(DEBUG_BIN) demo
+
+## make test: every test: unit, handler and loopback tests (swift test), the end-to-end
+## rolling-update drain test against the real binary, and the deployment lint.
+test: deps
+	$(SWIFT) build --build-tests
+	$(MAKE) --no-print-directory test-swift test-e2e lint-deploy
+
+test-swift:
+	$(SWIFT) test --skip-build
+
+test-e2e:
+	SLUICE_BIN=$(DEBUG_BIN) python3 -m pytest -q -p no:cacheprovider Tests/e2e
+
+lint-deploy:
+	bash scripts/lint-deploy.sh
+
+## make bench: the load comparison with nginx and HAProxy (BENCH_ARGS=--quick for ~2 minutes).
+bench: release
+	@scripts/install-deps.sh --bench
+	python3 Benchmarks/load/bench.py --sluice-bin $(RELEASE_BIN) $(BENCH_ARGS)
+
+bench-quick:
+	$(MAKE) --no-print-directory bench BENCH_ARGS=--quick
+
+clean:
+	rm -rf .build Benchmarks/load/results

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Installs what building and testing Sluice needs, when it is missing. Safe to run again.
+#   Debian packages: libnghttp2-dev (HTTP/2), curl and nghttp2-client (test clients),
+#                    nginx-light (the e2e test's comparison target).
+#   PyPI: pytest (the e2e runner), h2 (scripted HTTP/2 client).
+# Usage: scripts/install-deps.sh [--bench]   (--bench adds wrk, haproxy and matplotlib)
+set -euo pipefail
+
+apt_packages=(libnghttp2-dev nghttp2-client curl nginx-light python3 pkg-config)
+pip_modules=(pytest h2)
+if [[ "${1:-}" == "--bench" ]]; then
+  apt_packages+=(wrk haproxy)
+  pip_modules+=(matplotlib)
+fi
+
+missing=()
+for pkg in "${apt_packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if ((${#missing[@]})); then
+  echo "install-deps: apt-get install ${missing[*]}"
+  sudo=""
+  [[ "$(id -u)" == 0 ]] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+for module in "${pip_modules[@]}"; do
+  if ! python3 -c "import ${module}" 2>/dev/null; then
+    echo "install-deps: pip install ${module}"
+    python3 -m pip install --quiet --disable-pip-version-check "${module}"
+  fi
+done
+
+if ! command -v swift >/dev/null 2>&1; then
+  echo "install-deps: swift is not on PATH; Sluice needs Swift 6.2 or later (https://swift.org/install)" >&2
+  exit 1
+fi
