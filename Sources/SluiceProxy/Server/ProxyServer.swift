@@ -73,15 +73,16 @@ public final class ProxyServer: Sendable {
     public func start() async throws -> BoundAddresses {
         var bound: [SocketAddress] = []
         for address in self.config.listen {
-            var port = address.port
+            // A plain bind first, without SO_REUSEPORT: it fails if anyone else holds the port (a
+            // second Sluice would otherwise silently join the group and take half the traffic), and
+            // for port 0 it picks a port no other reuse-port group has.
+            let probe = try await ServerBootstrap(group: self.group.next()).bind(host: address.host, port: address.port).get()
+            let port = probe.localAddress?.port ?? address.port
+            try await probe.close()
             var first: SocketAddress?
             for loop in self.loops {
                 let channel = try await self.bindListener(host: address.host, port: port, loop: loop)
-                let local = channel.localAddress!
-                if first == nil {
-                    first = local
-                    port = local.port ?? port
-                }
+                if first == nil { first = channel.localAddress }
             }
             bound.append(first!)
         }
