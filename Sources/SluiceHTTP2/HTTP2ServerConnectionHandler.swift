@@ -118,7 +118,8 @@ public final class HTTP2ServerConnectionHandler: ChannelDuplexHandler, Removable
     /// Sends the response head. With `endStream: false`, the body follows with ``sendData(streamID:_:endStream:)``
     /// or ``sendTrailers(streamID:headers:)``. Header names are lowercased and hop-by-hop fields dropped.
     ///
-    /// - Returns: false if the stream is gone (closed or reset) or already answered.
+    /// - Returns: false if the stream is gone (closed or reset). A misuse (a second head, data after the
+    ///   end) resets the stream with `INTERNAL_ERROR` and returns false too.
     @discardableResult
     public func sendResponseHead(streamID: HTTP2StreamID, status: Int, headers: [HTTP2HeaderField], endStream: Bool) -> Bool {
         self.submit(streamID) { try $0.submitResponse(streamID: streamID, status: status, headers: headers, endStream: endStream) }

@@ -337,4 +337,13 @@ final class EmbeddedConnection {
         #expect(connection.delegate.calls.suffix(2) == [.closed(id, .cancel), .connectionClosed])
         #expect(!connection.handler.sendResponseHead(streamID: id, status: 200, headers: [], endStream: true))
     }
+
+    /// HTTP/1 bytes on the HTTP/2 port close the connection without telling the delegate anything but the close.
+    @Test func http1BytesCloseTheConnection() throws {
+        let connection = try EmbeddedConnection()
+        try connection.channel.writeInbound(ByteBuffer(string: "GET / HTTP/1.1\r\nHost: x\r\n\r\n"))
+        connection.channel.embeddedEventLoop.run()
+        #expect(!connection.channel.isActive)
+        #expect(connection.delegate.calls == [.connectionClosed])
+    }
 }

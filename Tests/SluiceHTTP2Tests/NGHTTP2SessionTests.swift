@@ -281,4 +281,35 @@ func buffer(_ string: String) -> ByteBuffer { ByteBuffer(string: string) }
             try pair.server.submitResponse(streamID: id, status: 200, headers: [], endStream: false)
         }
     }
+
+    /// Request trailers end the request: body, then the trailers event, no separate endStream.
+    @Test func requestTrailersEndTheRequest() throws {
+        let pair = try SessionPair()
+        var post = self.get
+        post.method = "POST"
+        let id = try pair.client.submitRequest(post, endStream: false)
+        try pair.client.submitData(streamID: id, buffer("payload"), endStream: false)
+        try pair.client.submitTrailers(streamID: id, [HTTP2HeaderField(name: "grpc-status", value: "0")])
+        try pair.pump()
+        let events = SessionPair.streamEvents(pair.serverEvents)
+        #expect(SessionPair.body(events, stream: id) == "payload")
+        #expect(events.last == .trailers(id, [HTTP2HeaderField(name: "grpc-status", value: "0")]))
+        #expect(!events.contains(.endStream(id)))
+    }
+
+    /// A 100 Continue reaches a client session as nothing: only the final head is reported.
+    @Test func informationalHeadIsNotReportedAsResponse() throws {
+        let pair = try SessionPair()
+        var post = self.get
+        post.method = "POST"
+        post.headers.append(HTTP2HeaderField(name: "expect", value: "100-continue"))
+        let id = try pair.client.submitRequest(post, endStream: false)
+        try pair.pump()
+        try pair.server.submitInformationalResponse(streamID: id, status: 100)
+        try pair.pump()
+        #expect(!pair.clientEvents.contains { if case .responseHead = $0 { true } else { false } })
+        try pair.server.submitResponse(streamID: id, status: 201, headers: [], endStream: true)
+        try pair.pump()
+        #expect(pair.clientEvents.contains(.responseHead(id, HTTP2ResponseHead(status: 201), endStream: true)))
+    }
 }
