@@ -28,7 +28,7 @@ import sys
 from urllib.parse import parse_qs
 
 MAX_HEADER = 64 * 1024
-MAX_BODY = 64 * 1024 * 1024
+MAX_BODY = 8 << 30  # bodies are hashed as they stream, never held
 MAX_SLOW_MS = 60_000
 MAX_CHUNKS = 10_000
 

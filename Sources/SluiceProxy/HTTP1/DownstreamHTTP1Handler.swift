@@ -77,6 +77,11 @@ final class DownstreamHTTP1Handler: ChannelDuplexHandler {
         if context.channel.isActive { self.register(context: context) }
     }
 
+    func handlerRemoved(context: ChannelHandlerContext) {
+        // The context holds this handler: keeping it past removal would leak both.
+        self.context = nil
+    }
+
     func channelActive(context: ChannelHandlerContext) {
         self.register(context: context)
         context.fireChannelActive()
