@@ -1,0 +1,184 @@
+// The pure per-connection and per-request decisions of SluiceCore, measured without any I/O.
+//
+// Each benchmark runs its operation `benchmark.scaledIterations` times per sample; the table shows
+// time and mallocs per operation. Only `mallocCountTotal` has checked-in thresholds
+// (Benchmarks/Thresholds/): allocation counts are deterministic, timings on a shared machine are not.
+
+import Benchmark
+import SluiceBenchmarkSupport
+import SluiceCore
+import SluiceProxy
+
+let benchmarks: @Sendable () -> Void = {
+    Benchmark.defaultConfiguration = .sluiceMicro(scalingFactor: .kilo)
+
+    connectionTableBenchmarks()
+    drainLifecycleBenchmarks()
+    upstreamPoolBenchmarks()
+}
+
+// MARK: - ConnectionTable
+
+/// The instant the proxy feeds the machines (`ConnectionTable<MonotonicInstant>` in `LoopContext`).
+typealias Instant = MonotonicInstant
+
+/// The table's timeouts at `SluiceConfig`'s defaults.
+let timeouts = ConnectionTable<Instant>.Timeouts(
+    requestHeader: .seconds(30),
+    idle: .seconds(60),
+    drainQuiet: .milliseconds(250)
+)
+
+/// A table of `count` HTTP/1 connections that have each served a request; every tenth one is
+/// serving another right now, every hundredth is reading a head. Nothing in it is due for a close
+/// before `start + 30 s`.
+func populatedTable(count: Int, start: Instant, ids: inout ConnectionID.Generator) -> ConnectionTable<Instant> {
+    var table = ConnectionTable<Instant>(timeouts: timeouts)
+    var rng = SplitMix64(seed: 42)
+    for index in 0..<count {
+        let id = ids.make()
+        table.add(id, protocol: .http1, peer: "10.0.\(index / 256 % 256).\(index % 256)", now: start, using: &rng)
+        table.requestHeadBegan(id, now: start)
+        table.requestStarted(id, now: start)
+        table.requestFinished(id, now: start)
+        if index % 10 == 0 {
+            table.requestHeadBegan(id, now: start)
+            table.requestStarted(id, now: start)
+        } else if index % 100 == 1 {
+            table.requestHeadBegan(id, now: start)
+        }
+    }
+    return table
+}
+
+func connectionTableBenchmarks() {
+    /// A connection's whole life on a loop already holding 1,000 others: accept, one request, close.
+    Benchmark("ConnectionTable.connectionLifecycle.1kOpen") { benchmark in
+        let start = Instant.now()
+        var ids = ConnectionID.Generator(loopIndex: 1)
+        var table = populatedTable(count: 1_000, start: start, ids: &ids)
+        var rng = SplitMix64(seed: 7)
+        benchmark.startMeasurement()
+        for index in benchmark.scaledIterations {
+            let now = start.advanced(by: .microseconds(index))
+            let id = ids.make()
+            table.add(id, protocol: .http1, peer: "192.0.2.10", now: now, using: &rng)
+            table.requestHeadBegan(id, now: now)
+            table.requestStarted(id, now: now)
+            blackHole(table.responseShouldClose(id, now: now))
+            table.requestFinished(id, now: now)
+            blackHole(table.remove(id))
+        }
+        benchmark.stopMeasurement()
+        blackHole(table.count)
+    }
+
+    /// The per-request path of a keep-alive connection: head begins, request starts, the response
+    /// asks whether to add `Connection: close`, the request finishes.
+    Benchmark("ConnectionTable.keepAliveRequest.1kOpen") { benchmark in
+        let start = Instant.now()
+        var ids = ConnectionID.Generator(loopIndex: 1)
+        var table = populatedTable(count: 1_000, start: start, ids: &ids)
+        let id = ConnectionID(rawValue: (1 << 48) | 500)
+        benchmark.startMeasurement()
+        for index in benchmark.scaledIterations {
+            let now = start.advanced(by: .microseconds(index))
+            table.requestHeadBegan(id, now: now)
+            table.requestStarted(id, now: now)
+            blackHole(table.responseShouldClose(id, now: now))
+            table.requestFinished(id, now: now)
+        }
+        benchmark.stopMeasurement()
+        blackHole(table.count)
+    }
+
+    /// The loop's periodic timeout sweep over a full table where nothing is due (the common case).
+    Benchmark(
+        "ConnectionTable.sweepNothingDue.10kOpen",
+        configuration: .sluiceMicro(scalingFactor: .one)
+    ) { benchmark in
+        let start = Instant.now()
+        var ids = ConnectionID.Generator(loopIndex: 1)
+        var table = populatedTable(count: 10_000, start: start, ids: &ids)
+        let now = start.advanced(by: .seconds(1))
+        benchmark.startMeasurement()
+        for _ in benchmark.scaledIterations {
+            blackHole(table.sweep(now: now))
+        }
+        benchmark.stopMeasurement()
+        blackHole(table.count)
+    }
+
+    /// `/status` and the metrics gauges: counts by state and protocol over a full table.
+    Benchmark(
+        "ConnectionTable.counts.10kOpen",
+        configuration: .sluiceMicro(scalingFactor: .one)
+    ) { benchmark in
+        let start = Instant.now()
+        var ids = ConnectionID.Generator(loopIndex: 1)
+        let table = populatedTable(count: 10_000, start: start, ids: &ids)
+        benchmark.startMeasurement()
+        for _ in benchmark.scaledIterations {
+            blackHole(table.counts())
+        }
+    }
+}
+
+// MARK: - DrainLifecycleStateMachine
+
+func drainLifecycleBenchmarks() {
+    /// One process lifetime of decisions: bound, SIGTERM, delay elapsed, drain timeout, with a
+    /// second run ending cleanly when the last connection goes.
+    Benchmark("DrainLifecycle.fullCycle") { benchmark in
+        let start = MonotonicClock().now
+        for index in benchmark.scaledIterations {
+            let now = start.advanced(by: .microseconds(index))
+            var machine = DrainLifecycleStateMachine<MonotonicClock>(delay: .seconds(5), timeout: .seconds(20))
+            blackHole(machine.listenersBound())
+            blackHole(machine.signalReceived(.terminate, now: now))
+            blackHole(machine.deadlineReached(now: now.advanced(by: .seconds(1))))
+            blackHole(machine.deadlineReached(now: now.advanced(by: .seconds(5))))
+            blackHole(machine.timeLeft(now: now.advanced(by: .seconds(6))))
+            if index % 2 == 0 {
+                blackHole(machine.connectionsDrained(now: now.advanced(by: .seconds(7))))
+            } else {
+                blackHole(machine.deadlineReached(now: now.advanced(by: .seconds(25))))
+            }
+            blackHole(machine.phase)
+        }
+    }
+}
+
+// MARK: - UpstreamPoolStateMachine
+
+func upstreamPoolBenchmarks() {
+    /// The per-request path of a warm pool: lease an idle connection round-robin, release it
+    /// reusable (parked again).
+    Benchmark("UpstreamPool.leaseIdleAndRelease") { benchmark in
+        let start = Instant.now()
+        var pool = UpstreamPoolStateMachine<Instant>(
+            upstreamCount: 2,
+            maxIdle: 32,
+            idleTimeout: .seconds(4),
+            idGenerator: ConnectionID.Generator(loopIndex: 1)
+        )
+        // Warm: four connections per upstream, all parked.
+        var warm: [ConnectionID] = []
+        for _ in 0..<8 {
+            switch pool.lease(now: start) {
+            case .connect(let id, _), .useIdle(let id, _): warm.append(id)
+            }
+        }
+        for id in warm { _ = pool.release(id, reusable: true, now: start) }
+        benchmark.startMeasurement()
+        for index in benchmark.scaledIterations {
+            let now = start.advanced(by: .microseconds(index))
+            switch pool.lease(now: now) {
+            case .useIdle(let id, _):
+                blackHole(pool.release(id, reusable: true, now: now))
+            case .connect(let id, _):
+                preconditionFailure("a warm pool reuses: \(id)")
+            }
+        }
+    }
+}
