@@ -57,7 +57,7 @@ let package = Package(
         /// Listeners, HTTP/1 front end, forwarder, upstream pools, admin endpoints, metrics.
         .target(
             name: "SluiceProxy",
-            dependencies: ["SluiceCore", nioCore, nioPosix, nioHTTP1, logging, metrics, prometheus],
+            dependencies: ["SluiceCore", "SluiceHTTP2", nioCore, nioPosix, nioHTTP1, logging, metrics, prometheus],
             swiftSettings: strictSettings
         ),
         /// Command line, environment and YAML into a typed `Config`; `sluice demo`.

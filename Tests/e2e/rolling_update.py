@@ -19,6 +19,10 @@ proxy's exit code and time from signal to exit, its peak RSS, and the /readyz ti
     python3 Tests/e2e/rolling_update.py --target nginx
 
 SLUICE_BIN (or --sluice-bin) names the binary; default .build/debug/sluice under the repo root.
+
+--h2 N adds N HTTP/2 load processes (h2client.py: h2c prior knowledge, multiplexed streams on pooled
+connections; needs the `h2` package for hpack and hyperframe). The new pod then runs a second sluice in
+front of origin B, since an HTTP/2 client needs an HTTP/2 endpoint after the move.
 """
 
 from __future__ import annotations
@@ -581,6 +585,8 @@ class Config:
     slow = 3
     upload = 1
     stream = 1
+    h2 = 0              # HTTP/2 load processes (h2client.py); the new pod then runs sluice too
+    h2_conns = 2        # pooled HTTP/2 connections per h2 process
     think_ms = 20.0
     json_path: str | None = None
     workdir: str | None = None
@@ -625,6 +631,26 @@ def run(cfg: Config) -> dict:
         if not ma or not mb:
             raise RuntimeError(f"origins did not start:\n{oa.tail()}\n{ob.tail()}")
         port_a, port_b = int(ma.group(1)), int(mb.group(1))
+
+        new_pod = None
+        if cfg.h2:
+            # HTTP/2 clients need an HTTP/2 endpoint on the new pod too: a second sluice before origin B.
+            if cfg.target != "sluice":
+                raise ValueError("HTTP/2 clients (--h2) need --target sluice")
+            new_listen, new_admin = free_port(), free_port()
+            new_pod = Child("sluiceB", [str(cfg.sluice_bin), "--listen", f"127.0.0.1:{new_listen}",
+                                        "--upstream", f"http://127.0.0.1:{port_b}", "--admin", f"127.0.0.1:{new_admin}",
+                                        "--drain-delay", "0s", "--drain-timeout", "5s", "--log-format", "json"], work)
+            children.append(new_pod)
+            for _ in range(600):
+                if new_pod.poll() is not None:
+                    raise RuntimeError(f"new-pod sluice exited during start-up:\n{new_pod.tail()}")
+                if http_get(new_admin, "/readyz", timeout=0.3)[0] == 200:
+                    break
+                time.sleep(0.05)
+            else:
+                raise RuntimeError(f"new-pod sluice not ready:\n{new_pod.tail()}")
+            port_b = new_listen
 
         # proxy (the old pod)
         proxy = Proxy(cfg, work, port_a)
@@ -686,8 +712,17 @@ def run(cfg: Config) -> dict:
             w = Child(f"worker{i}", argv, work, on_stdout=on_prog(i))
             children.append(w)
             workers.append((w, out))
+        for j in range(cfg.h2):
+            i = cfg.workers + j
+            out = work / f"h2worker{j}.json"
+            argv = [PY, str(HERE / "h2client.py"), "--port", str(port_bal), "--names", "A,B",
+                    "--start", repr(t0), "--duration", str(cfg.duration), "--out", str(out),
+                    "--conns", str(cfg.h2_conns), "--think-ms", str(cfg.think_ms), "--seed", str(100 + j)]
+            w = Child(f"h2worker{j}", argv, work, on_stdout=on_prog(i))
+            children.append(w)
+            workers.append((w, out))
         say(f"[e2e] balancer :{port_bal} endpoints=[{cfg.target} {ep_proxy}, originB {ep_b}] "
-            f"lag={cfg.removal_lag}s; {cfg.workers} load workers for {cfg.duration}s, "
+            f"lag={cfg.removal_lag}s; {cfg.workers} load workers + {cfg.h2} HTTP/2 workers for {cfg.duration}s, "
             f"signal at +{cfg.signal_at}s")
 
         t_sig_planned = t0 + cfg.signal_at
@@ -766,6 +801,7 @@ def run(cfg: Config) -> dict:
         # workers' records
         records: list[list] = []
         clients = Counter()
+        h2_stats = Counter()
         examples = []
         for w, out in workers:
             if w.proc.poll() is None:
@@ -777,6 +813,8 @@ def run(cfg: Config) -> dict:
             records += data["records"]
             for k in ("connections_opened", "pool_discards", "connection_close_seen"):
                 clients[k] += data[k]
+            for k, v in data.get("h2", {}).items():
+                h2_stats[k] += v
             examples += data["fail_examples"]
 
         res = analyse(records, t0, t_sig, cfg.duration)
@@ -827,6 +865,7 @@ def run(cfg: Config) -> dict:
                 "proxy_endpoint": ep_proxy,
             },
             "clients": dict(clients),
+            "h2": dict(h2_stats),
             "per_second": res["per_second"],
             "signal_at_s": round(t_sig - t0, 3),
         })
@@ -879,6 +918,10 @@ def format_table(r: dict) -> str:
         add("balancer conns by endpoint", b.get("connections_by_endpoint"))
         add("balancer refused by endpoint", b.get("refused_by_endpoint"))
         add("balancer resets client/upstream", f"{b.get('client_resets')}/{b.get('upstream_resets')}")
+    if r.get("h2"):
+        h = r["h2"]
+        add("HTTP/2 conns opened / GOAWAY notices / final GOAWAYs",
+            f"{h.get('connections_opened')} / {h.get('goaway_notice')} / {h.get('goaway_final')}")
     add("client conns opened / pool discards / Connection: close seen",
         f"{r['clients'].get('connections_opened')} / {r['clients'].get('pool_discards')} / "
         f"{r['clients'].get('connection_close_seen')}")
@@ -920,6 +963,8 @@ def main(argv=None) -> int:
     ap.add_argument("--slow", type=int, default=Config.slow, help="slow-request loops per worker")
     ap.add_argument("--upload", type=int, default=Config.upload, help="upload loops per worker")
     ap.add_argument("--stream", type=int, default=Config.stream, help="streaming loops per worker")
+    ap.add_argument("--h2", type=int, default=Config.h2, help="HTTP/2 load processes (needs the h2 package)")
+    ap.add_argument("--h2-conns", type=int, default=Config.h2_conns, help="pooled HTTP/2 connections per h2 process")
     ap.add_argument("--think-ms", type=float, default=Config.think_ms)
     ap.add_argument("--json", dest="json_path", default=None, help="write the results here")
     ap.add_argument("--workdir", default=None)
@@ -930,6 +975,7 @@ def main(argv=None) -> int:
                  drain_timeout=a.drain_timeout, termination_grace=a.termination_grace, threads=a.threads,
                  removal_lag=a.removal_lag, signal_at=a.signal_at, duration=a.duration, workers=a.workers,
                  keepalive=a.keepalive, newconn=a.newconn, slow=a.slow, upload=a.upload, stream=a.stream,
+                 h2=a.h2, h2_conns=a.h2_conns,
                  think_ms=a.think_ms, json_path=a.json_path, workdir=a.workdir, quiet=a.quiet,
                  extra_args=a.extra_args)
     try:

@@ -68,6 +68,32 @@ def test_too_short_drain_delay_is_detected(tmp_path):
     assert refused > 0, f"expected connections refused by sluice's closed listener\n{summary}"
 
 
+def test_rolling_update_with_http2_clients_loses_nothing(tmp_path):
+    """HTTP/2 clients (multiplexed streams on pooled h2c connections) across SIGTERM, beside HTTP/1
+    load: the shutdown-notice GOAWAY moves them to the new pod, streams in flight finish under the
+    final GOAWAY, and not one request or stream may be lost."""
+    pytest.importorskip("hpack", reason="needs the h2 package (pip install h2)")
+    pytest.importorskip("hyperframe", reason="needs the h2 package (pip install h2)")
+    r, summary = _run(tmp_path, target="sluice", sluice_bin=_sluice_bin(), drain_delay="5s", drain_timeout="10s",
+                      removal_lag=3.0, workers=2, h2=2)
+    req, inf, px, h2 = r["requests"], r["in_flight_at_signal"], r["proxy"], r["h2"]
+
+    assert req["failed"] == 0, f"requests failed: {r['failures']['by_kind']}\n{summary}"
+    assert inf["completed"] == inf["total"] > 0, f"in-flight requests lost\n{summary}"
+    assert px["exit_code"] == 0, f"sluice exit code {px['exit_code']}\n{summary}"
+    assert r["readiness"]["ok"], f"readiness: {r['readiness']['problems']}\n{summary}"
+    by_client = req["by_client"]
+    for kind in ("h2get", "h2slow", "h2stream", "h2upload"):
+        assert by_client.get(kind, {}).get("ok", 0) > 0, f"no {kind} request completed\n{summary}"
+    by = inf["by_client"]
+    assert by.get("h2slow", {}).get("completed", 0) > 0, f"no HTTP/2 slow stream across the signal\n{summary}"
+    assert by.get("h2stream", {}).get("completed", 0) > 0, f"no HTTP/2 streaming response across the signal\n{summary}"
+    # the clients saw the drain: shutdown notices, and they moved to the new pod
+    assert h2.get("goaway_notice", 0) > 0, f"no GOAWAY shutdown notice seen\n{summary}"
+    assert req["served_by"].get("B", 0) > 0, summary
+    assert px["exit_after_signal_s"] is not None and 5.0 <= px["exit_after_signal_s"] < 15.0, summary
+
+
 @pytest.mark.skipif(not Path(ru.NGINX).exists(), reason=f"{ru.NGINX} not installed")
 def test_nginx_graceful_quit_is_detected(tmp_path):
     """Harness self-check without sluice: nginx's graceful quit closes its listener at once."""

@@ -6,6 +6,16 @@ import SluiceCore
 protocol DownstreamConnection: AnyObject {
     /// Close now (idle drain close, timeout, forced close).
     func close()
+    /// `propagating` began: HTTP/2 sends the GOAWAY shutdown notice. HTTP/1 does nothing (its
+    /// responses start carrying `Connection: close` by the connection table's decision).
+    func sendShutdownNotice()
+    /// `draining` began: HTTP/2 sends the final GOAWAY and closes when its streams are done.
+    func beginGracefulShutdown()
+}
+
+extension DownstreamConnection {
+    func sendShutdownNotice() {}
+    func beginGracefulShutdown() {}
 }
 
 extension DownstreamHTTP1Handler: DownstreamConnection {}
@@ -67,6 +77,21 @@ final class LoopContext {
         return id
     }
 
+    /// A connection registered at accept turned out to speak `proto` (h2c prior knowledge was
+    /// detected): `connection` takes over its entry. A drain that has begun reaches it at once, as
+    /// ``ConnectionTable/add(_:protocol:peer:now:using:)`` gives no action for a late arrival.
+    func adopt(_ id: ConnectionID, connection: any DownstreamConnection, protocol proto: ConnectionProtocol) {
+        self.eventLoop.assertInEventLoop()
+        self.table.setProtocol(id, proto)
+        self.connections[id] = connection
+        switch self.phase {
+        case .starting, .serving, .stopped: break
+        case .propagating: connection.sendShutdownNotice()
+        case .draining: connection.beginGracefulShutdown()
+        case .forced: connection.close()
+        }
+    }
+
     func unregister(_ id: ConnectionID) {
         self.eventLoop.assertInEventLoop()
         self.table.remove(id)
@@ -104,9 +129,9 @@ final class LoopContext {
     func beginPropagating(until: MonotonicInstant) {
         self.eventLoop.assertInEventLoop()
         self.phase = .propagating
-        for (_, action) in self.table.beginPropagating(now: .now(), until: until, using: &self.random) {
+        for (id, action) in self.table.beginPropagating(now: .now(), until: until, using: &self.random) {
             switch action {
-            case .sendShutdownNotice: break  // HTTP/2 arrives with the nghttp2 front end.
+            case .sendShutdownNotice: self.connections[id]?.sendShutdownNotice()
             }
         }
     }
@@ -117,7 +142,7 @@ final class LoopContext {
         for (id, action) in self.table.beginDraining(now: .now()) {
             switch action {
             case .close: self.connections[id]?.close()
-            case .sendFinalGoAway: break  // HTTP/2 arrives with the nghttp2 front end.
+            case .sendFinalGoAway: self.connections[id]?.beginGracefulShutdown()
             }
         }
         // One more turn of the loop lets the listeners accept what is already queued before they close.

@@ -4,6 +4,7 @@ import NIOCore
 import NIOHTTP1
 import NIOPosix
 import SluiceCore
+import SluiceHTTP2
 
 #if canImport(Glibc)
 import Glibc
@@ -95,26 +96,30 @@ public final class ProxyServer: Sendable {
 
     private func bindListener(host: String, port: Int, loop: NIOLoopBound<LoopContext>) async throws -> any Channel {
         let limits = NIOHTTPDecoderLimitConfiguration.sluice(maxHeaderBytes: self.config.http.maxHeaderBytes)
+        let http2 = HTTP2ServerConnectionHandler.Configuration.sluice(maxHeaderBytes: self.config.http.maxHeaderBytes)
         let channel = try await ServerBootstrap(group: loop.eventLoop)
             .serverChannelOption(.backlog, value: 1024)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .serverChannelOption(ChannelOptions.Types.SocketOption(level: .socket, name: .init(rawValue: SO_REUSEPORT)), value: 1)
             .childChannelOption(.tcpOption(.tcp_nodelay), value: 1)
             .childChannelOption(.maxMessagesPerRead, value: 16)
-            .childChannelInitializer { channel in
+            .childChannelInitializer { [http2] channel in
                 channel.eventLoop.makeCompletedFuture {
-                    let handler = DownstreamHTTP1Handler(loop: loop.value)
-                    let sync = channel.pipeline.syncOperations
-                    try sync.addHandler(ReadActivityObserver(connection: handler))
-                    try sync.configureHTTPServerPipeline(
-                        withPipeliningAssistance: true,
-                        withServerUpgrade: nil,
-                        withErrorHandling: false,
-                        withOutboundHeaderValidation: true,
-                        withEncoderConfiguration: .init(),
-                        withDecoderLimitConfiguration: limits
-                    )
-                    try sync.addHandler(handler)
+                    // HTTP/1 or h2c prior knowledge, told by the first bytes.
+                    let detector = ProtocolDetectionHandler(loop: loop.value, http2Configuration: http2) { sync in
+                        let handler = DownstreamHTTP1Handler(loop: loop.value)
+                        try sync.addHandler(ReadActivityObserver(connection: handler))
+                        try sync.configureHTTPServerPipeline(
+                            withPipeliningAssistance: true,
+                            withServerUpgrade: nil,
+                            withErrorHandling: false,
+                            withOutboundHeaderValidation: true,
+                            withEncoderConfiguration: .init(),
+                            withDecoderLimitConfiguration: limits
+                        )
+                        try sync.addHandler(handler)
+                    }
+                    try channel.pipeline.syncOperations.addHandler(detector)
                 }
             }
             .bind(host: host, port: port)
@@ -191,6 +196,16 @@ public final class ProxyServer: Sendable {
         }
         if let admin = self.adminChannel.withLockedValue({ $0 }) { try? await admin.close() }
         try? await self.group.shutdownGracefully()
+    }
+}
+
+extension HTTP2ServerConnectionHandler.Configuration {
+    /// HTTP/2 downstream settings: 100 concurrent streams, 64 KiB stream windows that reopen only as
+    /// the upstream takes the bytes, a 1 MiB connection window, the header limit of HTTP/1.
+    static func sluice(maxHeaderBytes: Int) -> HTTP2ServerConnectionHandler.Configuration {
+        var configuration = HTTP2ServerConnectionHandler.Configuration()
+        configuration.session.maxHeaderListSize = UInt32(clamping: maxHeaderBytes)
+        return configuration
     }
 }
 

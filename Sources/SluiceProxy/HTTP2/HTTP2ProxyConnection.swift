@@ -1,0 +1,153 @@
+import NIOCore
+import NIOHTTP1
+import SluiceCore
+import SluiceHTTP2
+
+/// One downstream HTTP/2 connection as the proxy sees it: the ``HTTP2StreamDelegate`` of its
+/// ``HTTP2ServerConnectionHandler``, and its entry in the loop's connection table.
+///
+/// 1. Each stream is one request: counted in the table (`requestStarted` when it opens,
+///    `requestFinished` when it closes, so requests in flight = open streams), translated by
+///    ``HTTP2RequestTranslation`` and forwarded by an ``HTTP2StreamForwarder`` over its own leased
+///    upstream connection.
+/// 2. The drain reaches it through ``DownstreamConnection``: the shutdown notice in `propagating`,
+///    the final GOAWAY in `draining`, a forced close at the deadline.
+/// 3. Request body writes to upstream connections are flushed once per event-loop tick.
+final class HTTP2ProxyConnection {
+    let loop: LoopContext
+    let id: ConnectionID
+    let peerAddress: String?
+    /// The connection's handler; the pipeline owns it.
+    private(set) weak var handler: HTTP2ServerConnectionHandler?
+    private var streams: [HTTP2StreamID: HTTP2StreamForwarder] = [:]
+    private var needFlush: [UpstreamHTTP1Handler] = []
+    private var flushScheduled = false
+
+    init(loop: LoopContext, id: ConnectionID, peerAddress: String?) {
+        self.loop = loop
+        self.id = id
+        self.peerAddress = peerAddress
+    }
+
+    func attach(_ handler: HTTP2ServerConnectionHandler) {
+        self.handler = handler
+    }
+
+    /// An upstream connection was written to outside its own flush: flush it at the end of this tick.
+    func upstreamNeedsFlush(_ upstream: UpstreamHTTP1Handler) {
+        self.needFlush.append(upstream)
+        guard !self.flushScheduled else { return }
+        self.flushScheduled = true
+        self.loop.eventLoop.assumeIsolated().execute { [self] in
+            self.flushScheduled = false
+            let upstreams = self.needFlush
+            self.needFlush.removeAll(keepingCapacity: true)
+            for upstream in upstreams { upstream.flush() }
+        }
+    }
+
+    /// Answers a stream ourselves (an error found before any upstream response).
+    func respond(streamID: HTTP2StreamID, with error: ProxyError, uri: String, startedAt: MonotonicInstant) {
+        let status = error.status ?? 502
+        self.loop.stats.recordError(error)
+        if error.source == .downstream {
+            self.loop.logger.info("rejected request", metadata: ["status": "\(status)", "reason": "\(error.detail)", "peer": "\(self.peerAddress ?? "?")"])
+        } else {
+            self.loop.logger.warning("upstream error", metadata: ["status": "\(status)", "reason": "\(error.detail)", "uri": "\(uri)"])
+        }
+        let body = error.responseBody
+        let fields = [
+            HTTP2HeaderField(name: "content-type", value: "text/plain; charset=utf-8"),
+            HTTP2HeaderField(name: "content-length", value: String(body.utf8.count)),
+        ]
+        self.handler?.sendResponseHead(streamID: streamID, status: status, headers: fields, endStream: false)
+        self.handler?.sendData(streamID: streamID, ByteBuffer(string: body), endStream: true)
+        self.loop.stats.recordResponse(status: status, duration: startedAt.duration(to: .now()))
+    }
+}
+
+// MARK: - Streams
+
+extension HTTP2ProxyConnection: HTTP2StreamDelegate {
+    func streamOpened(_ streamID: HTTP2StreamID, head: HTTP2RequestHead, endStream: Bool, on connection: HTTP2ServerConnectionHandler) {
+        let now = MonotonicInstant.now()
+        self.loop.table.requestStarted(self.id, now: now)
+        let translation = HTTP2RequestTranslation.translate(
+            head,
+            endStream: endStream,
+            clientAddress: self.peerAddress,
+            upstreamAuthority: self.loop.pool.upstreams[0].authority,
+            limits: self.loop.requestLimits
+        )
+        switch translation {
+        case .success(let translated):
+            let machine = HTTP2StreamStateMachine(
+                requestEnded: endStream,
+                expectsContinue: translated.expectsContinue,
+                maxBodyBytes: self.loop.requestLimits.maxBodyBytes
+            )
+            let forwarder = HTTP2StreamForwarder(streamID: streamID, connection: self, head: translated.head, machine: machine, startedAt: now)
+            self.streams[streamID] = forwarder
+            forwarder.start()
+        case .failure(.malformed(let reason)):
+            // RFC 9113 §8.1.1: a malformed request is a stream error of type PROTOCOL_ERROR.
+            self.loop.stats.recordError(.badRequest(reason))
+            self.loop.logger.info("malformed HTTP/2 request", metadata: ["reason": "\(reason)", "peer": "\(self.peerAddress ?? "?")"])
+            connection.resetStream(streamID: streamID, errorCode: .protocolError)
+        case .failure(.refused(let error)):
+            self.respond(streamID: streamID, with: error, uri: head.path ?? "", startedAt: now)
+        }
+    }
+
+    func streamDataReceived(_ streamID: HTTP2StreamID, data: ByteBuffer, on connection: HTTP2ServerConnectionHandler) {
+        if let forwarder = self.streams[streamID] {
+            forwarder.dataReceived(data)
+        } else {
+            // Answered or reset at its head: the body is dropped and its window given back.
+            connection.consumed(streamID: streamID, bytes: data.readableBytes)
+        }
+    }
+
+    func streamEnded(_ streamID: HTTP2StreamID, trailers: [HTTP2HeaderField]?, on connection: HTTP2ServerConnectionHandler) {
+        self.streams[streamID]?.requestEnded()
+    }
+
+    func streamClosed(_ streamID: HTTP2StreamID, errorCode: HTTP2ErrorCode, on connection: HTTP2ServerConnectionHandler) {
+        self.streams.removeValue(forKey: streamID)?.streamClosed(errorCode: errorCode)
+        self.loop.table.requestFinished(self.id, now: .now())
+    }
+
+    func streamWritabilityChanged(_ streamID: HTTP2StreamID, isWritable: Bool, on connection: HTTP2ServerConnectionHandler) {
+        if isWritable { self.streams[streamID]?.resumeUpstreamReading() }
+    }
+
+    func connectionClosed(_ connection: HTTP2ServerConnectionHandler) {
+        // Every stream was closed before this call; anything left is a bug in the bookkeeping.
+        for (streamID, forwarder) in self.streams {
+            forwarder.streamClosed(errorCode: .cancel)
+            self.loop.logger.debug("stream left at connection close", metadata: ["stream": "\(streamID)"])
+        }
+        self.streams.removeAll()
+        self.loop.unregister(self.id)
+    }
+}
+
+// MARK: - Drain
+
+extension HTTP2ProxyConnection: DownstreamConnection {
+    /// Forced close (drain deadline, SIGQUIT): open streams are reset and the socket closed.
+    func close() {
+        self.handler?.forceClose()
+    }
+
+    /// `propagating`: the GOAWAY shutdown notice (last stream id 2^31-1) and a PING; streams go on.
+    func sendShutdownNotice() {
+        self.handler?.sendShutdownNotice()
+    }
+
+    /// `draining`: the final GOAWAY (after the notice's round trip); the connection closes when its
+    /// last stream ends. The drain coordinator's deadline bounds it.
+    func beginGracefulShutdown() {
+        self.handler?.beginGracefulShutdown(deadline: nil)
+    }
+}

@@ -1,0 +1,262 @@
+import NIOCore
+import NIOHTTP1
+import SluiceCore
+import SluiceHTTP2
+
+/// One HTTP/2 stream forwarded to one leased HTTP/1.1 upstream connection on the same event loop.
+///
+/// It translates; ``HTTP2StreamStateMachine`` decides. Back-pressure, both ways:
+/// 1. Request body: bytes are consumed (the client's window reopens) only once written to the
+///    upstream connection and while it is writable; what was written while it was not is consumed
+///    when it becomes writable again. While leasing, the body queues, bounded by the stream window.
+/// 2. Response body: the upstream handler holds its `read()` while ``downstreamIsWritable`` is false
+///    (the stream's send queue is over its high watermark) and reads again on ``resumeUpstreamReading()``.
+///
+/// The response head is held until the first body bytes, the end or the end of the upstream read
+/// batch, so a response without a body goes out as one HEADERS frame with END_STREAM.
+final class HTTP2StreamForwarder {
+    let streamID: HTTP2StreamID
+    private unowned let connection: HTTP2ProxyConnection
+    private var machine: HTTP2StreamStateMachine
+    private let upstreamHead: HTTPRequestHead
+    private let startedAt: MonotonicInstant
+
+    /// Request body that arrived while leasing.
+    private var queued: [ByteBuffer] = []
+    private var queuedBytes = 0
+    /// Request body written upstream but not yet consumed (the upstream was not writable).
+    private var unconsumed = 0
+    private var upstream: UpstreamHTTP1Handler?
+    private var heldHead: (status: Int, fields: [HTTP2HeaderField])?
+    private var responseStatus = 0
+
+    init(streamID: HTTP2StreamID, connection: HTTP2ProxyConnection, head: HTTPRequestHead, machine: HTTP2StreamStateMachine, startedAt: MonotonicInstant) {
+        self.streamID = streamID
+        self.connection = connection
+        self.upstreamHead = head
+        self.machine = machine
+        self.startedAt = startedAt
+    }
+
+    private var loop: LoopContext { self.connection.loop }
+
+    func start() {
+        self.lease(upstream: nil)
+    }
+
+    private func lease(upstream index: Int?) {
+        switch self.loop.pool.lease(for: self, upstream: index, now: .now()) {
+        case .ready(let connection):
+            if !self.upstreamConnected(connection) {
+                self.loop.pool.release(connection, reusable: true, now: .now())
+            }
+        case .connecting:
+            break
+        }
+    }
+
+    // MARK: Request in
+
+    func dataReceived(_ data: ByteBuffer) {
+        let bytes = data.readableBytes
+        switch self.machine.dataReceived(bytes: bytes) {
+        case .queue:
+            self.queued.append(data)
+            self.queuedBytes += bytes
+        case .forward:
+            guard let upstream = self.upstream else { preconditionFailure("forwarding without an upstream connection") }
+            upstream.sendBody(data)
+            self.connection.upstreamNeedsFlush(upstream)
+            self.written(bytes, to: upstream)
+        case .discard:
+            self.connection.handler?.consumed(streamID: self.streamID, bytes: bytes)
+        case .fail(let failure, let limit):
+            self.connection.handler?.consumed(streamID: self.streamID, bytes: bytes)
+            self.run(failure, error: .bodyTooLarge(limit: limit))
+        }
+    }
+
+    /// The request ended. Trailers are not forwarded: HTTP/1 request trailers would need the
+    /// upstream handler to write them (its `sendEnd()` sends none).
+    func requestEnded() {
+        switch self.machine.endReceived() {
+        case .sendEnd:
+            guard let upstream = self.upstream else { preconditionFailure("forwarding without an upstream connection") }
+            upstream.sendEnd()
+            self.connection.upstreamNeedsFlush(upstream)
+        case .queueEnd, .none:
+            break
+        }
+    }
+
+    func streamClosed(errorCode: HTTP2ErrorCode) {
+        switch self.machine.streamClosed() {
+        case .releaseUpstream:
+            if let upstream = self.upstream {
+                upstream.delegate = nil
+                self.upstream = nil
+                self.loop.pool.release(upstream, reusable: false, now: .now())
+            }
+            self.loop.stats.clientAborts += 1
+        case .none:
+            break
+        }
+        self.queued.removeAll()
+    }
+
+    /// The stream's send queue went back under its watermark.
+    func resumeUpstreamReading() {
+        self.upstream?.resumeReading()
+    }
+
+    // MARK: Helpers
+
+    /// `bytes` of request body were written to `upstream`: consume them if it can take more.
+    private func written(_ bytes: Int, to upstream: UpstreamHTTP1Handler) {
+        self.unconsumed += bytes
+        if upstream.isWritable { self.consumeWritten() }
+    }
+
+    private func consumeWritten() {
+        guard self.unconsumed > 0 else { return }
+        let bytes = self.unconsumed
+        self.unconsumed = 0
+        self.connection.handler?.consumed(streamID: self.streamID, bytes: bytes)
+    }
+
+    /// Nothing more goes upstream: give the client its window back so it can finish sending.
+    private func giveBackWindow() {
+        let bytes = self.unconsumed + self.queuedBytes
+        self.unconsumed = 0
+        self.queuedBytes = 0
+        self.queued.removeAll()
+        if bytes > 0 { self.connection.handler?.consumed(streamID: self.streamID, bytes: bytes) }
+    }
+
+    private func releaseUpstream() {
+        guard let upstream = self.upstream else { return }
+        upstream.delegate = nil
+        self.upstream = nil
+        self.loop.pool.release(upstream, reusable: false, now: .now())
+    }
+
+    private func run(_ failure: HTTP2StreamStateMachine.Failure, error: ProxyError) {
+        switch failure {
+        case .respond(let release):
+            if release { self.releaseUpstream() }
+            self.heldHead = nil
+            self.connection.respond(streamID: self.streamID, with: error, uri: self.upstreamHead.uri, startedAt: self.startedAt)
+        case .reset(let release):
+            if release { self.releaseUpstream() }
+            self.loop.stats.recordError(error)
+            self.loop.logger.warning("resetting stream", metadata: ["reason": "\(error.detail)", "uri": "\(self.upstreamHead.uri)"])
+            self.connection.handler?.resetStream(streamID: self.streamID, errorCode: .internalError)
+        }
+        self.giveBackWindow()
+    }
+
+    private func sendHeldHead(endStream: Bool) {
+        guard let head = self.heldHead else { return }
+        self.heldHead = nil
+        self.connection.handler?.sendResponseHead(streamID: self.streamID, status: head.status, headers: head.fields, endStream: endStream)
+    }
+}
+
+// MARK: - Upstream events
+
+extension HTTP2StreamForwarder: UpstreamLeaseRequester {
+    func upstreamConnected(_ connection: UpstreamHTTP1Handler) -> Bool {
+        switch self.machine.upstreamConnected() {
+        case .decline:
+            return false
+        case .startForwarding(let sendContinue):
+            self.upstream = connection
+            connection.delegate = self
+            connection.sendHead(self.upstreamHead, now: .now())
+            if sendContinue {
+                // The client waits for this before sending its body; the upstream never sees `expect`.
+                self.connection.handler?.sendInformationalHead(streamID: self.streamID, status: 100)
+            }
+            for buffer in self.queued { connection.sendBody(buffer) }
+            self.queued.removeAll()
+            let bytes = self.queuedBytes
+            self.queuedBytes = 0
+            if self.machine.requestEnded { connection.sendEnd() }
+            connection.flush()
+            if bytes > 0 { self.written(bytes, to: connection) }
+            return true
+        }
+    }
+
+    func upstreamConnectFailed(_ error: ProxyError, upstream: Int) {
+        switch self.machine.upstreamConnectFailed() {
+        case .retry: self.lease(upstream: self.loop.pool.upstream(after: upstream))
+        case .fail(let failure): self.run(failure, error: error)
+        case .none: break
+        }
+    }
+}
+
+extension HTTP2StreamForwarder: UpstreamResponseDelegate {
+    var downstreamIsWritable: Bool { self.connection.handler?.isWritable(streamID: self.streamID) ?? false }
+
+    func upstreamResponseHead(_ head: HTTPResponseHead) {
+        switch self.machine.responseHead() {
+        case .send:
+            self.responseStatus = Int(head.status.code)
+            self.heldHead = (self.responseStatus, HTTP2RequestTranslation.responseFields(head.headers))
+        case .none:
+            break
+        }
+    }
+
+    func upstreamResponseBody(_ body: ByteBuffer) {
+        guard self.upstream != nil, self.machine.responseStarted else { return }
+        self.sendHeldHead(endStream: false)
+        self.connection.handler?.sendData(streamID: self.streamID, body, endStream: false)
+    }
+
+    func upstreamReadComplete() {
+        // A head without its body yet (a long poll, a slow stream): the client sees it now.
+        self.sendHeldHead(endStream: false)
+    }
+
+    func upstreamResponseEnd(_ trailers: HTTPHeaders?) {
+        guard case .finish(let reusable) = self.machine.responseEnd(), let upstream = self.upstream else { return }
+        self.upstream = nil
+        upstream.delegate = nil
+        self.loop.pool.release(upstream, reusable: reusable, now: .now())
+        let trailerFields = trailers.map(HTTP2RequestTranslation.trailerFields) ?? []
+        if self.heldHead != nil {
+            self.sendHeldHead(endStream: trailerFields.isEmpty)
+        } else if trailerFields.isEmpty {
+            self.connection.handler?.sendData(streamID: self.streamID, ByteBuffer(), endStream: true)
+        }
+        if !trailerFields.isEmpty { self.connection.handler?.sendTrailers(streamID: self.streamID, headers: trailerFields) }
+        if !reusable { self.giveBackWindow() }
+        self.loop.stats.recordResponse(status: self.responseStatus, duration: self.startedAt.duration(to: .now()))
+    }
+
+    func upstreamWritabilityChanged(isWritable: Bool) {
+        if isWritable { self.consumeWritten() }
+    }
+
+    func upstreamFailed(_ error: ProxyError) {
+        guard let upstream = self.upstream else { return }
+        let action = self.machine.upstreamFailed(
+            isTimeout: error.status == 504,
+            reusedConnection: upstream.isReused,
+            idempotent: RequestRules.isIdempotent(self.upstreamHead.method.rawValue)
+        )
+        switch action {
+        case .retry:
+            self.releaseUpstream()
+            self.loop.stats.retries += 1
+            self.lease(upstream: nil)
+        case .fail(let failure):
+            self.run(failure, error: self.machine.responseStarted ? .upstreamFailedMidResponse(error.detail) : error)
+        case .none:
+            break
+        }
+    }
+}

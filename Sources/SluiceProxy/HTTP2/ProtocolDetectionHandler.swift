@@ -1,0 +1,137 @@
+import NIOCore
+import SluiceCore
+import SluiceHTTP2
+
+/// First in a plaintext connection's pipeline: tells HTTP/2 with prior knowledge (h2c) from HTTP/1 by
+/// the first bytes (``ProtocolDetectorStateMachine``), then replaces itself with the right front end
+/// and hands it every byte it read.
+///
+/// 1. From accept until the decision the connection is in the loop's table as HTTP/1 (so the
+///    header timeout and the drain see it), with this handler as its ``DownstreamConnection``.
+/// 2. HTTP/1: the pipeline is installed (``installHTTP1``); its handler registers itself, then this
+///    registration goes (in that order, so the table is never empty in between during a drain).
+/// 3. HTTP/2: an ``HTTP2ServerConnectionHandler`` with an ``HTTP2ProxyConnection`` delegate takes over
+///    this registration as `.http2` (``LoopContext/adopt(_:connection:protocol:)``), which also sends
+///    it the drain's GOAWAY at once if the drain has begun.
+final class ProtocolDetectionHandler: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = ByteBuffer
+    typealias InboundOut = ByteBuffer
+
+    private let loop: LoopContext
+    private let installHTTP1: (ChannelPipeline.SynchronousOperations) throws -> Void
+    private let http2Configuration: HTTP2ServerConnectionHandler.Configuration
+    private var machine = ProtocolDetectorStateMachine()
+    private var buffered: ByteBuffer?
+    private var id: ConnectionID?
+    private var context: ChannelHandlerContext?
+    private var peerAddress: String?
+
+    init(
+        loop: LoopContext,
+        http2Configuration: HTTP2ServerConnectionHandler.Configuration,
+        installHTTP1: @escaping (ChannelPipeline.SynchronousOperations) throws -> Void
+    ) {
+        self.loop = loop
+        self.http2Configuration = http2Configuration
+        self.installHTTP1 = installHTTP1
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+        if context.channel.isActive { self.register(context: context) }
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        self.context = nil
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        self.register(context: context)
+        context.fireChannelActive()
+    }
+
+    private func register(context: ChannelHandlerContext) {
+        guard self.id == nil else { return }
+        let peer = context.channel.remoteAddress
+        self.peerAddress = peer?.ipAddress
+        self.id = self.loop.register(self, protocol: .http1, peer: peer?.description ?? "unknown")
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        if let id = self.id {
+            self.id = nil
+            self.loop.unregister(id)
+        }
+        context.fireChannelInactive()
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        var bytes = Self.unwrapInboundIn(data)
+        let decision = self.machine.bytesReceived(bytes)
+        if self.buffered == nil {
+            self.buffered = bytes
+        } else {
+            self.buffered!.writeBuffer(&bytes)
+        }
+        switch decision {
+        case .needMoreBytes: break
+        case .http1: self.switchToHTTP1(context: context)
+        case .http2: self.switchToHTTP2(context: context)
+        }
+    }
+
+    private func switchToHTTP1(context: ChannelHandlerContext) {
+        let bytes = self.buffered.take()!
+        do {
+            try self.installHTTP1(context.pipeline.syncOperations)
+        } catch {
+            self.loop.logger.warning("HTTP/1 pipeline setup failed", metadata: ["error": "\(error)"])
+            context.close(promise: nil)
+            return
+        }
+        // The HTTP/1 handler registered itself when it was added.
+        if let id = self.id {
+            self.id = nil
+            self.loop.unregister(id)
+        }
+        context.fireChannelRead(Self.wrapInboundOut(bytes))
+        context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
+    }
+
+    private func switchToHTTP2(context: ChannelHandlerContext) {
+        let bytes = self.buffered.take()!
+        guard let id = self.id else {
+            context.close(promise: nil)
+            return
+        }
+        let connection = HTTP2ProxyConnection(loop: self.loop, id: id, peerAddress: self.peerAddress)
+        do {
+            let handler = try HTTP2ServerConnectionHandler(configuration: self.http2Configuration, delegate: connection)
+            try context.pipeline.syncOperations.addHandler(handler)
+            connection.attach(handler)
+        } catch {
+            self.loop.logger.warning("HTTP/2 setup failed", metadata: ["error": "\(error)"])
+            context.close(promise: nil)
+            return
+        }
+        self.id = nil
+        self.loop.adopt(id, connection: connection, protocol: .http2)
+        context.fireChannelRead(Self.wrapInboundOut(bytes))
+        context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
+    }
+}
+
+extension ProtocolDetectionHandler: DownstreamConnection {
+    /// Before the decision: the header timeout, an idle close of the drain, or a forced close.
+    func close() {
+        self.context?.close(promise: nil)
+    }
+}
+
+extension Optional {
+    /// The value, leaving `nil` behind.
+    fileprivate mutating func take() -> Wrapped? {
+        defer { self = nil }
+        return self
+    }
+}

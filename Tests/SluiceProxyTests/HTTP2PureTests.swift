@@ -1,0 +1,233 @@
+import NIOCore
+import NIOHTTP1
+import SluiceCore
+import SluiceHTTP2
+import Testing
+
+@testable import SluiceProxy
+
+@Suite("h2c prior-knowledge detection")
+struct HTTP2ProtocolDetectorTests {
+    static let preface = ProtocolDetectorStateMachine.preface
+
+    /// The whole preface in one read is HTTP/2.
+    @Test func wholePrefaceIsHTTP2() {
+        var machine = ProtocolDetectorStateMachine()
+        #expect(machine.bytesReceived(ByteBuffer(bytes: Self.preface + [0, 0, 0])) == .http2)
+    }
+
+    /// The preface split at every possible point, and byte by byte, is still HTTP/2, decided only
+    /// when its last byte arrives.
+    @Test func splitPrefaceIsHTTP2() {
+        for split in 1..<Self.preface.count {
+            var machine = ProtocolDetectorStateMachine()
+            #expect(machine.bytesReceived(ByteBuffer(bytes: Self.preface[..<split])) == .needMoreBytes)
+            #expect(machine.bytesReceived(ByteBuffer(bytes: Self.preface[split...])) == .http2)
+        }
+        var machine = ProtocolDetectorStateMachine()
+        for (index, byte) in Self.preface.enumerated() {
+            let decision = machine.bytesReceived(ByteBuffer(bytes: [byte]))
+            #expect(decision == (index == Self.preface.count - 1 ? .http2 : .needMoreBytes))
+        }
+        #expect(!machine.isUndecided)
+    }
+
+    /// HTTP/1 is decided on the first byte unless it is `P`; `POST`, `PUT` and `PATCH` on their second.
+    @Test func http1IsDecidedAsEarlyAsPossible() {
+        for method in ["GET", "HEAD", "DELETE", "OPTIONS"] {
+            var machine = ProtocolDetectorStateMachine()
+            #expect(machine.bytesReceived(ByteBuffer(string: String(method.prefix(1)))) == .http1)
+        }
+        for method in ["POST /", "PUT /", "PATCH /"] {
+            var machine = ProtocolDetectorStateMachine()
+            #expect(machine.bytesReceived(ByteBuffer(string: "P")) == .needMoreBytes)
+            #expect(machine.bytesReceived(ByteBuffer(string: String(method.dropFirst()))) == .http1)
+        }
+        var machine = ProtocolDetectorStateMachine()
+        #expect(machine.bytesReceived(ByteBuffer(string: "PRI * HTTP/1.1\r\n")) == .http1)
+        // Once decided, later bytes do not matter.
+        #expect(machine.bytesReceived(ByteBuffer(bytes: Self.preface)) == .http1)
+    }
+}
+
+@Suite("HTTP/2 request and response translation")
+struct HTTP2RequestTranslationTests {
+    static let limits = RequestRules.Limits(maxHeaderBytes: 8192, maxBodyBytes: nil)
+
+    static func translate(_ head: HTTP2RequestHead, endStream: Bool = true) -> Result<HTTP2RequestTranslation.Translated, HTTP2RequestTranslation.Rejection> {
+        HTTP2RequestTranslation.translate(head, endStream: endStream, clientAddress: "10.0.0.1", upstreamAuthority: "app:3000", limits: Self.limits)
+    }
+
+    static func get(_ headers: [(String, String)] = [], method: String = "GET", authority: String? = "example.com", path: String? = "/p?q=1") -> HTTP2RequestHead {
+        HTTP2RequestHead(method: method, scheme: "http", authority: authority, path: path, headers: headers.map { HTTP2HeaderField(name: $0.0, value: $0.1) })
+    }
+
+    /// Pseudo-headers become the request line and Host; the proxy headers are added; cookies are joined.
+    @Test func pseudoHeadersBecomeRequestLineAndHost() throws {
+        let translated = try Self.translate(Self.get([("accept", "*/*"), ("cookie", "a=1"), ("cookie", "b=2")])).get()
+        let head = translated.head
+        #expect(head.method == .GET)
+        #expect(head.uri == "/p?q=1")
+        #expect(head.version == .http1_1)
+        #expect(head.headers["host"] == ["example.com"])
+        #expect(head.headers["cookie"] == ["a=1; b=2"])
+        #expect(head.headers["accept"] == ["*/*"])
+        #expect(head.headers["x-forwarded-for"] == ["10.0.0.1"])
+        #expect(head.headers["x-forwarded-host"] == ["example.com"])
+        #expect(head.headers["via"] == ["1.1 sluice"])
+        #expect(!head.headers.contains(name: "content-length"))
+        #expect(!head.headers.contains(name: "transfer-encoding"))
+        #expect(translated.expectsContinue == false)
+    }
+
+    /// Without `:authority` the `host` field is used; with neither the request is a 400.
+    @Test func hostFieldWithoutAuthority() throws {
+        let translated = try Self.translate(Self.get([("host", "h.example")], authority: nil)).get()
+        #expect(translated.head.headers["host"] == ["h.example"])
+        #expect(Self.translate(Self.get(authority: nil)) == .failure(.refused(.badRequest("missing Host header"))))
+        // A host field naming another authority than :authority.
+        guard case .failure(.refused(let error)) = Self.translate(Self.get([("host", "other.example")])) else {
+            Issue.record("expected a refusal")
+            return
+        }
+        #expect(error.status == 400)
+        // The same authority is fine (and not duplicated).
+        #expect(try Self.translate(Self.get([("host", "EXAMPLE.com")])).get().head.headers["host"] == ["example.com"])
+    }
+
+    /// Connection-specific fields and `te` other than `trailers` make the request malformed.
+    @Test func connectionSpecificFieldsAreMalformed() throws {
+        for name in ["connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade"] {
+            guard case .failure(.malformed) = Self.translate(Self.get([(name, "x")])) else {
+                Issue.record("\(name) was not rejected")
+                continue
+            }
+        }
+        guard case .failure(.malformed) = Self.translate(Self.get([("te", "gzip")])) else {
+            Issue.record("te: gzip was not rejected")
+            return
+        }
+        let trailers = try Self.translate(Self.get([("te", "trailers")])).get()
+        #expect(!trailers.head.headers.contains(name: "te"))
+    }
+
+    /// CONNECT (and extended CONNECT) is refused with 405, as on HTTP/1; a too large head with 431.
+    @Test func requestRulesApply() {
+        #expect(Self.translate(Self.get(method: "CONNECT", path: nil)) == .failure(.refused(.connectRefused)))
+        let big = Self.get([("x-big", String(repeating: "a", count: 9000))])
+        #expect(Self.translate(big) == .failure(.refused(.headersTooLarge(limit: 8192))))
+        let bodyLimit = HTTP2RequestTranslation.translate(
+            Self.get([("content-length", "100")], method: "POST"), endStream: false, clientAddress: nil, upstreamAuthority: "a",
+            limits: .init(maxHeaderBytes: 8192, maxBodyBytes: 10)
+        )
+        #expect(bodyLimit == .failure(.refused(.bodyTooLarge(limit: 10))))
+    }
+
+    /// HTTP/1 framing: a body without a length goes chunked; a POST without a body declares 0;
+    /// a declared length is kept; `expect: 100-continue` is answered by the proxy and removed.
+    @Test func framingForHTTP1() throws {
+        let chunked = try Self.translate(Self.get(method: "POST"), endStream: false).get()
+        #expect(chunked.head.headers["transfer-encoding"] == ["chunked"])
+        let empty = try Self.translate(Self.get(method: "POST"), endStream: true).get()
+        #expect(empty.head.headers["content-length"] == ["0"])
+        let sized = try Self.translate(Self.get([("content-length", "5")], method: "PUT"), endStream: false).get()
+        #expect(sized.head.headers["content-length"] == ["5"])
+        #expect(!sized.head.headers.contains(name: "transfer-encoding"))
+        let expecting = try Self.translate(Self.get([("content-length", "5"), ("expect", "100-continue")], method: "PUT"), endStream: false).get()
+        #expect(expecting.expectsContinue)
+        #expect(!expecting.head.headers.contains(name: "expect"))
+    }
+
+    /// Response fields lose the hop-by-hop headers and gain Via; trailers lose hop-by-hop fields.
+    @Test func responseFields() {
+        let headers = HTTPHeaders([("Content-Type", "text/plain"), ("Connection", "keep-alive, x-private"), ("Keep-Alive", "timeout=5"), ("X-Private", "1"), ("Set-Cookie", "a=1")])
+        let fields = HTTP2RequestTranslation.responseFields(headers)
+        #expect(fields.map(\.name) == ["Content-Type", "Set-Cookie", "via"])
+        let trailers = HTTP2RequestTranslation.trailerFields(HTTPHeaders([("grpc-status", "0"), ("Connection", "close")]))
+        #expect(trailers == [HTTP2HeaderField(name: "grpc-status", value: "0")])
+    }
+}
+
+@Suite("HTTP/2 stream forwarding state machine")
+struct HTTP2StreamStateMachineTests {
+    /// A GET: leased, forwarded, finished with a reusable upstream connection, then closed.
+    @Test func getLifecycle() {
+        var machine = HTTP2StreamStateMachine(requestEnded: true, expectsContinue: false, maxBodyBytes: nil)
+        #expect(machine.upstreamConnected() == .startForwarding(sendContinue: false))
+        #expect(machine.responseHead() == .send)
+        #expect(machine.responseEnd() == .finish(reusable: true))
+        #expect(machine.streamClosed() == .none)
+        #expect(machine.isClosed)
+    }
+
+    /// Body bytes queue while leasing and are forwarded after; `100 Continue` is sent only if the
+    /// client still waits for it; an unfinished request makes the connection not reusable.
+    @Test func bodyQueuesThenForwards() {
+        var machine = HTTP2StreamStateMachine(requestEnded: false, expectsContinue: true, maxBodyBytes: nil)
+        #expect(machine.dataReceived(bytes: 10) == .queue)
+        #expect(machine.upstreamConnected() == .startForwarding(sendContinue: true))
+        #expect(machine.dataReceived(bytes: 10) == .forward)
+        #expect(machine.responseHead() == .send)
+        #expect(machine.responseEnd() == .finish(reusable: false))
+        #expect(machine.dataReceived(bytes: 10) == .discard)
+        #expect(machine.endReceived() == .none)
+
+        var ended = HTTP2StreamStateMachine(requestEnded: false, expectsContinue: true, maxBodyBytes: nil)
+        #expect(ended.endReceived() == .queueEnd)
+        #expect(ended.upstreamConnected() == .startForwarding(sendContinue: false))
+    }
+
+    /// A connect failure is retried once (on the next upstream), then answered locally.
+    @Test func connectFailureRetriesOnceThenResponds() {
+        var machine = HTTP2StreamStateMachine(requestEnded: true, expectsContinue: false, maxBodyBytes: nil)
+        #expect(machine.upstreamConnectFailed() == .retry)
+        #expect(machine.upstreamConnectFailed() == .fail(.respond(releaseUpstream: false)))
+        #expect(machine.upstreamConnected() == .decline)
+    }
+
+    /// Upstream failures: before the response, a reused connection's idempotent bodiless request is
+    /// retried once, anything else answered (502/504); after the response began, the stream is reset.
+    @Test func upstreamFailures() {
+        var retried = HTTP2StreamStateMachine(requestEnded: true, expectsContinue: false, maxBodyBytes: nil)
+        _ = retried.upstreamConnected()
+        #expect(retried.upstreamFailed(isTimeout: false, reusedConnection: true, idempotent: true) == .retry)
+        #expect(retried.upstreamConnected() == .startForwarding(sendContinue: false))
+        #expect(retried.upstreamFailed(isTimeout: false, reusedConnection: true, idempotent: true) == .fail(.respond(releaseUpstream: true)))
+
+        var timeout = HTTP2StreamStateMachine(requestEnded: true, expectsContinue: false, maxBodyBytes: nil)
+        _ = timeout.upstreamConnected()
+        #expect(timeout.upstreamFailed(isTimeout: true, reusedConnection: true, idempotent: true) == .fail(.respond(releaseUpstream: true)))
+
+        var post = HTTP2StreamStateMachine(requestEnded: false, expectsContinue: false, maxBodyBytes: nil)
+        _ = post.upstreamConnected()
+        _ = post.endReceived()
+        #expect(post.upstreamFailed(isTimeout: false, reusedConnection: true, idempotent: false) == .fail(.respond(releaseUpstream: true)))
+
+        var midResponse = HTTP2StreamStateMachine(requestEnded: true, expectsContinue: false, maxBodyBytes: nil)
+        _ = midResponse.upstreamConnected()
+        _ = midResponse.responseHead()
+        #expect(midResponse.upstreamFailed(isTimeout: false, reusedConnection: true, idempotent: true) == .fail(.reset(releaseUpstream: true)))
+        #expect(midResponse.dataReceived(bytes: 1) == .discard)
+    }
+
+    /// The client resets: a forwarding stream releases its upstream; a leasing one declines the
+    /// connection when it arrives.
+    @Test func clientReset() {
+        var forwarding = HTTP2StreamStateMachine(requestEnded: true, expectsContinue: false, maxBodyBytes: nil)
+        _ = forwarding.upstreamConnected()
+        #expect(forwarding.streamClosed() == .releaseUpstream)
+        #expect(forwarding.upstreamFailed(isTimeout: false, reusedConnection: false, idempotent: true) == .none)
+
+        var leasing = HTTP2StreamStateMachine(requestEnded: true, expectsContinue: false, maxBodyBytes: nil)
+        #expect(leasing.streamClosed() == .none)
+        #expect(leasing.upstreamConnected() == .decline)
+    }
+
+    /// A body over the limit is answered with 413 before the response, and discarded after.
+    @Test func bodyLimit() {
+        var machine = HTTP2StreamStateMachine(requestEnded: false, expectsContinue: false, maxBodyBytes: 15)
+        #expect(machine.dataReceived(bytes: 10) == .queue)
+        #expect(machine.dataReceived(bytes: 10) == .fail(.respond(releaseUpstream: false), limit: 15))
+        #expect(machine.dataReceived(bytes: 10) == .discard)
+    }
+}

@@ -1,0 +1,239 @@
+import Foundation
+
+/// The HTTP/2 clients the proxy's HTTP/2 tests drive: nghttp, curl, h2load and a scripted Python
+/// client (hpack + hyperframe, which come with the `h2` package) for frame-level checks.
+enum HTTP2Tools {
+    static let nghttp = "/usr/bin/nghttp"
+    static let curl = "/usr/bin/curl"
+    static let h2load = "/usr/bin/h2load"
+
+    static func isExecutable(_ path: String) -> Bool { FileManager.default.isExecutableFile(atPath: path) }
+
+    /// Whether `python3` can import the `h2` package (and with it `hpack` and `hyperframe`).
+    static let pythonH2Available: Bool = {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = ["python3", "-c", "import h2, hpack, hyperframe"]
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        guard (try? process.run()) != nil else { return false }
+        for _ in 0..<500 where process.isRunning { Thread.sleep(forTimeInterval: 0.02) }  // At most 10 s.
+        guard !process.isRunning else {
+            process.terminate()
+            return false
+        }
+        return process.terminationStatus == 0
+    }()
+
+    /// A body that is not a multiple of any frame or window size.
+    static func body(size: Int) -> Data {
+        var data = Data(capacity: size + 80)
+        var line = 0
+        while data.count < size {
+            data.append(contentsOf: "line \(line) of the request body, echoed back byte for byte\n".utf8)
+            line += 1
+        }
+        return data.prefix(size)
+    }
+
+    /// Runs a tool with its output in files, polling for its exit: unlike ``Subprocess/run(_:_:environment:)``
+    /// it blocks no thread of the cooperative pool (two on this machine) while the child runs, so the
+    /// test can watch the proxy meanwhile. Past `timeout` the child (ours, by its pid) is killed.
+    static func run(_ executable: String, _ arguments: [String], timeout: Duration = .seconds(60)) async throws -> Curl.Result {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("sluice-h2proxy-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let outURL = directory.appendingPathComponent("stdout")
+        let errURL = directory.appendingPathComponent("stderr")
+        _ = FileManager.default.createFile(atPath: outURL.path, contents: nil)
+        _ = FileManager.default.createFile(atPath: errURL.path, contents: nil)
+        let out = try FileHandle(forWritingTo: outURL)
+        let err = try FileHandle(forWritingTo: errURL)
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: executable)
+        process.arguments = arguments
+        process.standardOutput = out
+        process.standardError = err
+        process.standardInput = FileHandle.nullDevice
+        try process.run()
+        let deadline = ContinuousClock.now.advanced(by: timeout)
+        while process.isRunning {
+            if ContinuousClock.now >= deadline {
+                kill(process.processIdentifier, SIGKILL)
+                break
+            }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        process.waitUntilExit()
+        try out.close()
+        try err.close()
+        return Curl.Result(
+            exitCode: process.terminationStatus,
+            stdout: String(decoding: (try? Data(contentsOf: outURL)) ?? Data(), as: UTF8.self),
+            stderr: String(decoding: (try? Data(contentsOf: errURL)) ?? Data(), as: UTF8.self)
+        )
+    }
+
+    /// Writes `contents` to a fresh temporary file and returns its path.
+    static func temporaryFile(_ contents: Data, name: String) throws -> String {
+        let url = FileManager.default.temporaryDirectory.appendingPathComponent("sluice-h2proxy-\(UUID().uuidString)-\(name)")
+        try contents.write(to: url)
+        return url.path
+    }
+}
+
+/// A scripted HTTP/2 client in Python. It prints one JSON object per frame received (`type`,
+/// `stream`, …) and per action taken (`type: "SENT"`), and `{"type": "EOF"}` when the server closes.
+///
+/// Scenarios:
+/// - `get PATH`: one GET on stream 1, until it ends.
+/// - `drain PATH`: a GET on stream 1; after the first GOAWAY (the shutdown notice) a GET /hello on
+///   stream 3, which must be served; PINGs are acked; runs until the server closes.
+/// - `bad-headers`: stream 1 carries `connection: keep-alive`, stream 3 `te: gzip`, stream 5 is a
+///   valid GET /hello; until stream 5 ends.
+/// - `reset PATH`: a GET on stream 1, RST_STREAM(CANCEL) on it 300 ms later, then GET /hello on
+///   stream 3, until it ends.
+enum PythonH2Script {
+    struct Event: Decodable, Equatable, CustomStringConvertible {
+        var type: String
+        var stream: Int?
+        var last: Int?
+        var error: Int?
+        var status: String?
+        var data: String?
+        var end: Bool?
+        var description: String {
+            [type, stream.map { "stream=\($0)" }, last.map { "last=\($0)" }, error.map { "error=\($0)" }, status, end == true ? "END" : nil]
+                .compactMap { $0 }.joined(separator: " ")
+        }
+    }
+
+    struct Failed: Error, CustomStringConvertible {
+        var result: Curl.Result
+        var description: String { "python client exited \(result.exitCode): \(result.stderr)\n\(result.stdout)" }
+    }
+
+    static func run(port: Int, _ arguments: [String]) async throws -> [Event] {
+        let script = try HTTP2Tools.temporaryFile(Data(Self.script.utf8), name: "client.py")
+        defer { try? FileManager.default.removeItem(atPath: script) }
+        let result = try await HTTP2Tools.run("/usr/bin/env", ["python3", script, String(port)] + arguments)
+        guard result.exitCode == 0 else { throw Failed(result: result) }
+        return try result.stdout.split(separator: "\n").map { try JSONDecoder().decode(Event.self, from: Data($0.utf8)) }
+    }
+
+    static let script = #"""
+    import json, signal, socket, sys, time
+    import hpack
+    import hyperframe.frame as hf
+
+    signal.alarm(40)  # never outlive the test
+    port, scenario, args = int(sys.argv[1]), sys.argv[2], sys.argv[3:]
+    sock = socket.create_connection(("127.0.0.1", port), timeout=15)
+    encoder, decoder = hpack.Encoder(), hpack.Decoder()
+    pending = b""
+
+    def emit(**fields):
+        print(json.dumps(fields), flush=True)
+
+    def send(*frames):
+        try:
+            sock.sendall(b"".join(f.serialize() for f in frames))
+        except (BrokenPipeError, ConnectionResetError) as error:
+            emit(type="SENDFAILED", data=str(error))
+
+    def request(stream_id, path, extra=()):
+        frame = hf.HeadersFrame(stream_id)
+        frame.data = encoder.encode([(":method", "GET"), (":scheme", "http"), (":authority", "127.0.0.1"), (":path", path)] + list(extra))
+        frame.flags.add("END_HEADERS")
+        frame.flags.add("END_STREAM")
+        return frame
+
+    def read_frame():
+        global pending
+        while True:
+            if len(pending) >= 9:
+                frame, length = hf.Frame.parse_frame_header(memoryview(pending[:9]))
+                if len(pending) >= 9 + length:
+                    frame.parse_body(memoryview(pending[9:9 + length]))
+                    pending = pending[9 + length:]
+                    return frame
+            try:
+                chunk = sock.recv(65536)
+            except ConnectionResetError:
+                return None
+            except socket.timeout:
+                return "timeout"
+            if not chunk:
+                return None
+            pending += chunk
+
+    sock.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+    send(hf.SettingsFrame(0))
+    last_stream = 1
+    if scenario in ("get", "drain"):
+        send(request(1, args[0]))
+    elif scenario == "bad-headers":
+        send(request(1, "/hello", [("connection", "keep-alive")]),
+             request(3, "/hello", [("te", "gzip")]),
+             request(5, "/hello"))
+        last_stream = 5
+    elif scenario == "reset":
+        send(request(1, args[0]))
+        time.sleep(0.3)
+        send(hf.RstStreamFrame(1, error_code=8))
+        emit(type="SENT", stream=1)
+        send(request(3, "/hello"))
+        last_stream = 3
+
+    goaways = 0
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        frame = read_frame()
+        if frame is None:
+            emit(type="EOF")
+            break
+        if frame == "timeout":
+            emit(type="TIMEOUT")
+            break
+        if isinstance(frame, hf.SettingsFrame):
+            if "ACK" not in frame.flags:
+                send(hf.SettingsFrame(0, flags=["ACK"]))
+            emit(type="SETTINGS", end="ACK" in frame.flags)
+        elif isinstance(frame, hf.GoAwayFrame):
+            goaways += 1
+            emit(type="GOAWAY", last=frame.last_stream_id, error=frame.error_code)
+            if scenario == "drain" and goaways == 1:
+                send(request(3, "/hello"))
+                emit(type="SENT", stream=3)
+        elif isinstance(frame, hf.PingFrame):
+            if "ACK" not in frame.flags:
+                emit(type="PING", data=frame.opaque_data.hex())
+                send(hf.PingFrame(0, opaque_data=frame.opaque_data, flags=["ACK"]))
+        elif isinstance(frame, hf.HeadersFrame):
+            headers = dict((k.decode() if isinstance(k, bytes) else k, v.decode() if isinstance(v, bytes) else v) for k, v in decoder.decode(frame.data))
+            emit(type="HEADERS", stream=frame.stream_id, status=headers.get(":status"), end="END_STREAM" in frame.flags)
+        elif isinstance(frame, hf.DataFrame):
+            emit(type="DATA", stream=frame.stream_id, data=frame.data.decode("utf-8", "replace"), end="END_STREAM" in frame.flags)
+        elif isinstance(frame, hf.RstStreamFrame):
+            emit(type="RST", stream=frame.stream_id, error=frame.error_code)
+        ended = isinstance(frame, (hf.DataFrame, hf.HeadersFrame)) and "END_STREAM" in frame.flags and frame.stream_id == last_stream
+        if scenario != "drain" and ended:
+            break
+    else:
+        emit(type="TIMEOUT")
+    sock.close()
+    """#
+}
+
+extension Array where Element == PythonH2Script.Event {
+    /// The response body of `stream`, joined from its DATA frames.
+    func body(of stream: Int) -> String {
+        self.filter { $0.type == "DATA" && $0.stream == stream }.compactMap(\.data).joined()
+    }
+
+    func status(of stream: Int) -> String? {
+        self.first { $0.type == "HEADERS" && $0.stream == stream }?.status
+    }
+
+    var goAways: [PythonH2Script.Event] { self.filter { $0.type == "GOAWAY" } }
+}
