@@ -60,7 +60,7 @@ struct ProxyOptions: ParsableArguments {
     var responseHeaderTimeout: String?
     @Option(name: .customLong("upstream-idle-timeout"), help: "Pooled upstream connections close after this idle time. Default 4s.")
     var upstreamIdleTimeout: String?
-    @Option(name: .customLong("upstream-max-idle"), help: "Idle upstream connections kept per upstream and loop. Default 32.")
+    @Option(name: .customLong("upstream-max-idle"), help: "Idle upstream connections kept per upstream and loop. Default 512.")
     var upstreamMaxIdle: String?
     @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical. Default info.")
     var logLevel: String?

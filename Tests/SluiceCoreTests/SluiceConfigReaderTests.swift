@@ -41,7 +41,7 @@ import Testing
         #expect(config.upstream.connectTimeout == .seconds(5))
         #expect(config.upstream.responseHeaderTimeout == .seconds(60))
         #expect(config.upstream.idleTimeout == .seconds(4))
-        #expect(config.upstream.maxIdle == 32)
+        #expect(config.upstream.maxIdle == 512)
         #expect(config.logging.level == .info)
         #expect(config.logging.format == .text)
         var expected = SluiceConfig()

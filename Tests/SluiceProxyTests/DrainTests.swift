@@ -88,7 +88,7 @@ struct DrainTests {
         let upstream = try await TestUpstream.start(group: MultiThreadedEventLoopGroup.singleton)
         let proxy = try await ProxyHarness.start(upstreams: [upstream.url]) {
             $0.drain.delay = .zero
-            $0.drain.idleQuietPeriod = .seconds(2)
+            $0.drain.idleQuietPeriod = .seconds(8)
         }
         defer { Task { await proxy.stop(); await upstream.stop() } }
 

@@ -114,6 +114,38 @@ struct ForwardingTests {
         #expect(text.components(separatedBy: "HTTP/1.1 200 OK").count == 3)
     }
 
+    /// A pipelined POST with a body and the GET behind it are both answered, in order: the second
+    /// request waits in the queue while the first one's body streams upstream.
+    @Test func pipelinedRequestWithABodyIsAnsweredBeforeTheNext() async throws {
+        let upstream = try await TestUpstream.start(group: MultiThreadedEventLoopGroup.singleton)
+        let proxy = try await ProxyHarness.start(upstreams: [upstream.url])
+        defer { Task { await proxy.stop(); await upstream.stop() } }
+
+        let client = try await RawClient.connect(port: proxy.port)
+        defer { Task { await client.close() } }
+        let (text, _) = try await client.exchange(
+            "POST /digest HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabcGET /hello HTTP/1.1\r\nHost: a\r\n\r\n"
+        ) { $0.hasCompleteResponses(2) }
+        let digest = try #require(text.range(of: "bytes=3 sum=294"))
+        let hello = try #require(text.range(of: "hello"))
+        #expect(digest.lowerBound < hello.lowerBound)
+    }
+
+    /// A client that half-closes right after its request (as `nc` does) still gets the whole
+    /// response, then the connection closes.
+    @Test func halfClosedClientStillGetsItsResponse() async throws {
+        let upstream = try await TestUpstream.start(group: MultiThreadedEventLoopGroup.singleton)
+        let proxy = try await ProxyHarness.start(upstreams: [upstream.url])
+        defer { Task { await proxy.stop(); await upstream.stop() } }
+
+        let client = try await RawClient.connect(port: proxy.port)
+        try await client.send("GET /slow-head?ms=200 HTTP/1.1\r\nHost: a\r\n\r\n")
+        try await client.closeOutput()
+        let text = try await client.waitForClose()
+        #expect(text.hasPrefix("HTTP/1.1 200 OK\r\n"))
+        #expect(text.hasSuffix("\r\n\r\nslow"))
+    }
+
     /// `Expect: 100-continue`: Sluice answers `100 Continue` itself, then forwards the body.
     @Test func expectContinueIsAnsweredBeforeTheBody() async throws {
         let upstream = try await TestUpstream.start(group: MultiThreadedEventLoopGroup.singleton)

@@ -58,8 +58,10 @@ public struct SluiceConfig: Sendable, Equatable {
         /// Pooled idle connections are closed after this long; keep it below the app's keep-alive timeout
         /// (Node's default is 5 s). Default 4 s.
         public var idleTimeout: Duration = .seconds(4)
-        /// At most this many idle connections are kept per upstream and event loop. Default 32.
-        public var maxIdle: Int = 32
+        /// At most this many idle connections are kept per upstream and event loop. Default 512: at
+        /// least the peak concurrency, or bursts of responses close connections the next burst reopens
+        /// (the idle timeout retires the surplus anyway).
+        public var maxIdle: Int = 512
 
         public init() {}
     }

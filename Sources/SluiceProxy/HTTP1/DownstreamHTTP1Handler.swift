@@ -6,9 +6,11 @@ import SluiceCore
 /// One downstream HTTP/1.1 connection: forwards each request to a leased upstream connection on the
 /// same event loop and streams the response back.
 ///
-/// It sits at the tail of NIO's server pipeline (`configureHTTPServerPipeline` with pipelining
-/// assistance, so requests reach it one at a time and responses leave in order). It translates;
-/// the decisions are elsewhere:
+/// It sits at the tail of NIO's HTTP/1 server pipeline (decoder and encoder, without NIO's
+/// pipelining handler: that one holds `read()` while every response is in flight, which costs two
+/// `epoll_ctl` calls per request). Pipelined requests are queued here instead and answered in
+/// order; reading pauses only when the queue grows past ``maxQueuedParts``. It translates; the
+/// decisions are elsewhere:
 /// 1. whether a request is acceptable: ``RequestRules``; how headers change: ``HeaderRules``;
 /// 2. whether a response must carry `Connection: close` because of the drain: the loop's
 ///    ``ConnectionTable``;
@@ -43,6 +45,12 @@ final class DownstreamHTTP1Handler: ChannelDuplexHandler {
     private var peerAddress: String?
     private var pendingRead = false
     private var needsUpstreamFlush = false
+    /// Parts of pipelined requests that arrived while a response was still in progress.
+    private var queuedParts: [HTTPServerRequestPart] = []
+    /// Past this many queued parts, reading pauses until the queue drains.
+    static let maxQueuedParts = 64
+    /// The client closed its sending side: close once the response in progress is done.
+    private var inputClosed = false
     /// Bytes of the next request head arrived while idle (the header timeout runs from here).
     private var headBegan = false
 
@@ -127,7 +135,25 @@ final class DownstreamHTTP1Handler: ChannelDuplexHandler {
     // MARK: Requests in
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        switch self.unwrapInboundIn(data) {
+        let part = self.unwrapInboundIn(data)
+        if !self.queuedParts.isEmpty || self.awaitsResponseEnd {
+            // A pipelined request: it waits until the response in progress has ended.
+            self.queuedParts.append(part)
+            return
+        }
+        self.handle(part, context: context)
+    }
+
+    /// The current request has been read whole and its response is not done yet.
+    private var awaitsResponseEnd: Bool {
+        switch self.state {
+        case .idle, .closed: false
+        case .connecting, .forwarding, .respondedLocally: self.requestEnded
+        }
+    }
+
+    private func handle(_ part: HTTPServerRequestPart, context: ChannelHandlerContext) {
+        switch part {
         case .head(let head):
             self.requestHead(head, context: context)
         case .body(let buffer):
@@ -212,6 +238,10 @@ final class DownstreamHTTP1Handler: ChannelDuplexHandler {
     }
 
     func read(context: ChannelHandlerContext) {
+        if self.queuedParts.count >= Self.maxQueuedParts {
+            self.pendingRead = true
+            return
+        }
         switch self.state {
         case .connecting:
             self.pendingRead = true
@@ -227,6 +257,16 @@ final class DownstreamHTTP1Handler: ChannelDuplexHandler {
             upstream.resumeReading()
         }
         context.fireChannelWritabilityChanged()
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if let event = event as? ChannelEvent, case .inputClosed = event {
+            // Half-close: the client sent its last request. Answer what was asked, then close.
+            self.inputClosed = true
+            if case .idle = self.state, self.queuedParts.isEmpty { self.close() }
+            return
+        }
+        context.fireUserInboundEventTriggered(event)
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
@@ -379,14 +419,29 @@ final class DownstreamHTTP1Handler: ChannelDuplexHandler {
             self.state = .idle
             self.headBegan = false
             context.writeAndFlush(self.wrapOutboundOut(.end(nil)), promise: nil)
+            self.processQueuedParts(context: context)
+            if case .idle = self.state, self.queuedParts.isEmpty, self.inputClosed {
+                self.close()
+                return
+            }
             self.releaseHeldRead(context: context)
+        }
+    }
+
+    /// Serves pipelined requests that waited for the previous response, in order, until one of
+    /// them is read whole and waits for its own response.
+    private func processQueuedParts(context: ChannelHandlerContext) {
+        while !self.queuedParts.isEmpty, !self.awaitsResponseEnd {
+            if case .closed = self.state { return }
+            let part = self.queuedParts.removeFirst()
+            self.handle(part, context: context)
         }
     }
 
     /// A `read()` held while waiting for the upstream must go out once nothing waits any more, or
     /// the connection would stop reading for good.
     private func releaseHeldRead(context: ChannelHandlerContext) {
-        guard self.pendingRead else { return }
+        guard self.pendingRead, self.queuedParts.count < Self.maxQueuedParts else { return }
         self.pendingRead = false
         context.read()
     }

@@ -74,16 +74,21 @@ public final class ProxyServer: Sendable {
     public func start() async throws -> BoundAddresses {
         var bound: [SocketAddress] = []
         for address in self.config.listen {
-            // A plain bind first, without SO_REUSEPORT: it fails if anyone else holds the port (a
-            // second Sluice would otherwise silently join the group and take half the traffic), and
-            // for port 0 it picks a port no other reuse-port group has.
-            let probe = try await ServerBootstrap(group: self.group.next()).bind(host: address.host, port: address.port).get()
-            let port = probe.localAddress?.port ?? address.port
-            try await probe.close()
+            if address.port != 0 {
+                // A plain bind first, without SO_REUSEPORT: it fails if anyone else holds the port
+                // (a second Sluice would otherwise silently join the group and take half the traffic).
+                // Port 0 needs no probe: Linux never hands a port-0 bind a port another group uses.
+                let probe = try await ServerBootstrap(group: self.group.next()).bind(host: address.host, port: address.port).get()
+                try await probe.close()
+            }
+            var port = address.port
             var first: SocketAddress?
             for loop in self.loops {
                 let channel = try await self.bindListener(host: address.host, port: port, loop: loop)
-                if first == nil { first = channel.localAddress }
+                if first == nil {
+                    first = channel.localAddress
+                    port = channel.localAddress?.port ?? port
+                }
             }
             bound.append(first!)
         }
@@ -107,13 +112,17 @@ public final class ProxyServer: Sendable {
                 channel.eventLoop.makeCompletedFuture {
                     // HTTP/1 or h2c prior knowledge, told by the first bytes.
                     let detector = ProtocolDetectionHandler(loop: loop.value, http2Configuration: http2) { sync in
+                        // An HTTP/1 client may half-close after its last request and still read the response.
+                        try channel.syncOptions?.setOption(.allowRemoteHalfClosure, value: true)
                         let handler = DownstreamHTTP1Handler(loop: loop.value)
                         try sync.addHandler(ReadActivityObserver(connection: handler))
+                        // Pipelining is queued by the handler itself (see DownstreamHTTP1Handler).
                         try sync.configureHTTPServerPipeline(
-                            withPipeliningAssistance: true,
+                            withPipeliningAssistance: false,
                             withServerUpgrade: nil,
                             withErrorHandling: false,
-                            withOutboundHeaderValidation: true,
+                            // Response heads come from NIO's parser (already valid) or from Sluice.
+                            withOutboundHeaderValidation: false,
                             withEncoderConfiguration: .init(),
                             withDecoderLimitConfiguration: limits
                         )

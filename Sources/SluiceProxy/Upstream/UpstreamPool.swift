@@ -127,7 +127,8 @@ final class UpstreamPool {
             .connectTimeout(self.settings.connectTimeout.timeAmount)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHTTPClientHandlers()
+                    // Request heads come from NIO's parser (already valid) or from Sluice.
+                    try channel.pipeline.syncOperations.addHTTPClientHandlers(enableOutboundHeaderValidation: false)
                     try channel.pipeline.syncOperations.addHandler(UpstreamHTTP1Handler(id: id, upstreamIndex: index))
                 }
             }

@@ -119,6 +119,9 @@ final class RawClient: Sendable {
         return text
     }
 
+    /// Half-closes: sends FIN, keeps reading.
+    func closeOutput() async throws { try await self.channel.close(mode: .output) }
+
     func close() async { try? await self.channel.close() }
 }
 
