@@ -5,7 +5,7 @@ DEBUG_BIN := .build/debug/sluice
 RELEASE_BIN := .build/release/sluice
 BENCH_ARGS ?=
 
-.PHONY: deps build release run test test-swift test-e2e lint-deploy bench bench-quick clean
+.PHONY: deps build release run test test-swift test-e2e lint-deploy bench bench-quick bench-micro clean
 
 deps:
 	@scripts/install-deps.sh
@@ -39,6 +39,10 @@ lint-deploy:
 bench: release
 	@scripts/install-deps.sh --bench
 	python3 Benchmarks/load/bench.py --sluice-bin $(RELEASE_BIN) $(BENCH_ARGS)
+
+## make bench-micro: micro-benchmarks; fails when a hot path allocates more than its checked-in threshold.
+bench-micro:
+	bash scripts/bench-micro.sh
 
 bench-quick:
 	$(MAKE) --no-print-directory bench BENCH_ARGS=--quick
