@@ -23,7 +23,7 @@ enum Launcher {
         do {
             bound = try await server.start()
         } catch {
-            Console.error("sluice: cannot start: \(error) (listen \(config.listen.map(\.description).joined(separator: ", ")), admin \(config.admin))")
+            Console.error("sluice: \(error)")
             await server.shutdown()
             return 1
         }

@@ -78,13 +78,17 @@ public final class ProxyServer: Sendable {
                 // A plain bind first, without SO_REUSEPORT: it fails if anyone else holds the port
                 // (a second Sluice would otherwise silently join the group and take half the traffic).
                 // Port 0 needs no probe: Linux never hands a port-0 bind a port another group uses.
-                let probe = try await ServerBootstrap(group: self.group.next()).bind(host: address.host, port: address.port).get()
+                let probe = try await ListenError.naming(address) {
+                    try await ServerBootstrap(group: self.group.next()).bind(host: address.host, port: address.port).get()
+                }
                 try await probe.close()
             }
             var port = address.port
             var first: SocketAddress?
             for loop in self.loops {
-                let channel = try await self.bindListener(host: address.host, port: port, loop: loop)
+                let channel = try await ListenError.naming(address) {
+                    try await self.bindListener(host: address.host, port: port, loop: loop)
+                }
                 if first == nil {
                     first = channel.localAddress
                     port = channel.localAddress?.port ?? port
@@ -92,7 +96,7 @@ public final class ProxyServer: Sendable {
             }
             bound.append(first!)
         }
-        let admin = try await self.bindAdmin()
+        let admin = try await ListenError.naming(self.config.admin) { try await self.bindAdmin() }
         for loop in self.loops {
             try await loop.eventLoop.submit { loop.value.startSweeping() }.get()
         }
@@ -224,5 +228,23 @@ extension NIOHTTPDecoderLimitConfiguration {
         limits.maxHeaderFieldSize = maxHeaderBytes
         limits.maxHeaderListSize = maxHeaderBytes
         return limits
+    }
+}
+
+/// A listener could not be bound; says which address and why, in words.
+public struct ListenError: Error, CustomStringConvertible {
+    public var address: HostPort
+    public var reason: String
+
+    public var description: String { "cannot listen on \(self.address): \(self.reason)" }
+
+    static func naming<T>(_ address: HostPort, _ body: () async throws -> T) async throws -> T {
+        do {
+            return try await body()
+        } catch let error as IOError {
+            throw ListenError(address: address, reason: String(cString: strerror(error.errnoCode)).lowercased() + " (errno \(error.errnoCode))")
+        } catch {
+            throw ListenError(address: address, reason: "\(error)")
+        }
     }
 }

@@ -1,0 +1,84 @@
+import Foundation
+import NIOPosix
+import Testing
+
+/// The real `sluice` executable: flags, environment, config file, errors and exit codes.
+@Suite("Command line")
+struct CommandLineTests {
+    static let binary: URL = {
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        return root.appendingPathComponent(".build/debug/sluice")
+    }()
+
+    static func run(_ arguments: [String], environment: [String: String] = [:]) async throws -> Curl.Result {
+        var env = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("SLUICE_") }
+        env.merge(environment) { $1 }
+        return try await Subprocess.run(Self.binary.path, arguments, environment: env)
+    }
+
+    /// Every bad value is reported at once, one line each naming the setting, the value and what is accepted; exit 1.
+    @Test(.enabled(if: FileManager.default.fileExists(atPath: CommandLineTests.binary.path)))
+    func badSettingsAreAllReportedAndExitOne() async throws {
+        let result = try await Self.run(
+            ["--listen", "nowhere", "--drain-delay", "5x", "--threads", "0"],
+            environment: ["SLUICE_MAX_BODY_SIZE": "lots"]
+        )
+        #expect(result.exitCode == 1)
+        #expect(
+            result.stderr == """
+                sluice: invalid --listen "nowhere": expected HOST:PORT, e.g. 0.0.0.0:8080 or [::1]:8080, port 0-65535
+                sluice: invalid --threads "0": expected a whole number from 1 to 256
+                sluice: invalid --drain-delay "5x": expected a duration such as 500ms, 5s, 1m30s or a bare number of seconds
+                sluice: invalid SLUICE_MAX_BODY_SIZE "lots": expected a size such as 32768, 32KiB, 1MiB or 2GiB, or unlimited
+                sluice: no upstream configured: set --upstream (or SLUICE_UPSTREAM, or upstream in the config file) to a URL such as http://127.0.0.1:3000 (scheme http, no path)
+
+                """
+        )
+    }
+
+    /// A drain budget that does not fit the grace period is refused, naming the numbers.
+    @Test(.enabled(if: FileManager.default.fileExists(atPath: CommandLineTests.binary.path)))
+    func budgetThatDoesNotFitIsRefused() async throws {
+        let result = try await Self.run(["--upstream", "http://127.0.0.1:3000", "--drain-delay", "15s", "--drain-timeout", "20s"])
+        #expect(result.exitCode == 1)
+        #expect(result.stderr.hasPrefix("sluice: drain budget does not fit: drain-delay 15s + drain-timeout 20s + margin 1s = 36s exceeds termination-grace 30s"))
+    }
+
+    /// A config file with an unknown key, or that is not YAML, is an error naming the file.
+    @Test(.enabled(if: FileManager.default.fileExists(atPath: CommandLineTests.binary.path)))
+    func configFileErrorsNameTheFile() async throws {
+        let file = FileManager.default.temporaryDirectory.appendingPathComponent("sluice-\(UUID()).yaml")
+        defer { try? FileManager.default.removeItem(at: file) }
+        try "upstream: [http://127.0.0.1:3000]\ndrain-dely: 5s\n".write(to: file, atomically: true, encoding: .utf8)
+        let unknown = try await Self.run(["--config", file.path])
+        #expect(unknown.exitCode == 1)
+        #expect(unknown.stderr.hasPrefix("sluice: unknown setting \"drain-dely\" in \(file.path); known settings: listen, upstream,"))
+
+        try "upstream: [unclosed\n".write(to: file, atomically: true, encoding: .utf8)
+        let broken = try await Self.run([], environment: ["SLUICE_CONFIG": file.path])
+        #expect(broken.exitCode == 1)
+        #expect(broken.stderr.hasPrefix("sluice: config file \(file.path) is not valid YAML"))
+
+        let missing = try await Self.run(["--config", "/nonexistent/sluice.yaml"])
+        #expect(missing.stderr == "sluice: cannot read config file /nonexistent/sluice.yaml: No such file or directory\n")
+    }
+
+    /// A port someone else holds is a start-up error naming the address; exit 1.
+    @Test(.enabled(if: FileManager.default.fileExists(atPath: CommandLineTests.binary.path)))
+    func busyPortIsAStartUpError() async throws {
+        let holder = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton).bind(host: "127.0.0.1", port: 0).get()
+        defer { holder.close(promise: nil) }
+        let port = holder.localAddress!.port!
+        let result = try await Self.run(["--listen", "127.0.0.1:\(port)", "--admin", "127.0.0.1:0", "--upstream", "http://127.0.0.1:3000"])
+        #expect(result.exitCode == 1)
+        #expect(result.stderr.contains("sluice: cannot listen on 127.0.0.1:\(port): address already in use (errno 98)\n"))
+    }
+
+    /// `--version` prints the version.
+    @Test(.enabled(if: FileManager.default.fileExists(atPath: CommandLineTests.binary.path)))
+    func versionIsPrinted() async throws {
+        let result = try await Self.run(["--version"])
+        #expect(result.exitCode == 0)
+        #expect(result.stdout == "0.1.0\n")
+    }
+}
