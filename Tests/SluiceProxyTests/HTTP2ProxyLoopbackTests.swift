@@ -147,6 +147,69 @@ struct HTTP2ProxyLoopbackTests {
         #expect(snapshot.stats.upstreamConnectErrors >= 2)
     }
 
+    /// An upstream too slow with its response head: the stream is answered 504.
+    @Test(.enabled(if: HTTP2Tools.pythonH2Available, "needs python3 with the h2 package (pip install h2)"))
+    func slowUpstreamIsA504() async throws {
+        try await Self.withProxy({ $0.upstream.responseHeaderTimeout = .milliseconds(300) }) { proxy, _ in
+            let events = try await PythonH2Script.run(port: proxy.port, ["get", "/slow-head?ms=5000"])
+            #expect(events.status(of: 1) == "504", "\(events)")
+            #expect(events.body(of: 1).contains("did not send a response head in time"))
+        }
+    }
+
+    /// An upstream that fails after the response began: the stream is reset with INTERNAL_ERROR, never
+    /// presented as complete; the connection goes on.
+    @Test(.enabled(if: HTTP2Tools.pythonH2Available, "needs python3 with the h2 package (pip install h2)"))
+    func upstreamFailureMidResponseResetsTheStream() async throws {
+        try await Self.withProxy { proxy, _ in
+            let events = try await PythonH2Script.run(port: proxy.port, ["get", "/reset-mid-body"])
+            // The head may or may not go out before the reset: libnghttp2 sends RST_STREAM ahead of a
+            // HEADERS frame queued in the same tick.
+            #expect(events.status(of: 1) == nil || events.status(of: 1) == "200", "\(events)")
+            #expect(events.contains(PythonH2Script.Event(type: "RST", stream: 1, error: 2)), "\(events)")
+            #expect(!events.contains { $0.stream == 1 && $0.end == true })
+            #expect(events.goAways.isEmpty)
+            #expect(await ProxyHarness.eventually {
+                (try? await proxy.server.snapshot().get().stats.aborted) == 1
+            })
+        }
+    }
+
+    /// Trailers of a chunked upstream response reach the client as a trailing HEADERS frame.
+    @Test(.enabled(if: HTTP2Tools.pythonH2Available, "needs python3 with the h2 package (pip install h2)"))
+    func responseTrailersPassThrough() async throws {
+        let upstream = try await TrailerUpstream.start()
+        let proxy = try await ProxyHarness.start(upstreams: [upstream.url])
+        let events = try await PythonH2Script.run(port: proxy.port, ["get", "/"])
+        await proxy.stop()
+        await upstream.stop()
+        let headers = events.filter { $0.type == "HEADERS" && $0.stream == 1 }
+        try #require(headers.count == 2, "\(events)")
+        #expect(headers[0].status == "200")
+        #expect(headers[0].fields?["trailer"] == nil)
+        #expect(headers[0].fields?["transfer-encoding"] == nil)
+        #expect(events.body(of: 1) == "abc")
+        #expect(headers[1].end == true)
+        #expect(headers[1].fields == ["x-checksum": "900150983cd24fb0"])
+    }
+
+    /// `expect: 100-continue` is answered by the proxy with a 100 before the body is sent, and the
+    /// upstream never sees it.
+    @Test(.enabled(if: HTTP2Tools.isExecutable(HTTP2Tools.curl), "needs /usr/bin/curl"))
+    func expectContinueIsAnsweredByTheProxy() async throws {
+        try await Self.withProxy { proxy, _ in
+            let body = HTTP2Tools.body(size: 4096)
+            let file = try HTTP2Tools.temporaryFile(body, name: "body")
+            defer { try? FileManager.default.removeItem(atPath: file) }
+            let result = try await Curl.run([
+                "-v", "-sS", "--http2-prior-knowledge", "-H", "Expect: 100-continue", "--data-binary", "@" + file, proxy.url + "/echo",
+            ])
+            #expect(result.exitCode == 0, "\(result.stderr)")
+            #expect(result.stderr.contains("< HTTP/2 100"), "\(result.stderr)")
+            #expect(Data(result.stdout.utf8) == body)
+        }
+    }
+
     /// Connection-specific header fields (RFC 9113 §8.2.2) reset the stream with PROTOCOL_ERROR;
     /// the connection and the next stream are unaffected.
     @Test(.enabled(if: HTTP2Tools.pythonH2Available, "needs python3 with the h2 package (pip install h2)"))
@@ -255,6 +318,7 @@ struct HTTP2ProxyLoopbackTests {
         let events = try await client.value
         await proxy.server.shutdown()
         #expect(events.contains(PythonH2Script.Event(type: "RST", stream: 1, error: 8)), "\(events)")
-        #expect(events.last?.type == "EOF")
+        #expect(events.status(of: 1) == nil)
+        #expect(events.goAways.last?.last == 1)
     }
 }

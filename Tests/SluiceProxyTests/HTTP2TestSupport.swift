@@ -1,4 +1,7 @@
 import Foundation
+import NIOCore
+import NIOHTTP1
+import NIOPosix
 
 /// The HTTP/2 clients the proxy's HTTP/2 tests drive: nghttp, curl, h2load and a scripted Python
 /// client (hpack + hyperframe, which come with the `h2` package) for frame-level checks.
@@ -86,7 +89,7 @@ enum HTTP2Tools {
 /// `stream`, …) and per action taken (`type: "SENT"`), and `{"type": "EOF"}` when the server closes.
 ///
 /// Scenarios:
-/// - `get PATH`: one GET on stream 1, until it ends.
+/// - `get PATH`: one GET on stream 1, until it ends (or is reset).
 /// - `drain PATH`: a GET on stream 1; after the first GOAWAY (the shutdown notice) a GET /hello on
 ///   stream 3, which must be served; PINGs are acked; runs until the server closes.
 /// - `bad-headers`: stream 1 carries `connection: keep-alive`, stream 3 `te: gzip`, stream 5 is a
@@ -102,6 +105,7 @@ enum PythonH2Script {
         var status: String?
         var data: String?
         var end: Bool?
+        var fields: [String: String]?
         var description: String {
             [type, stream.map { "stream=\($0)" }, last.map { "last=\($0)" }, error.map { "error=\($0)" }, status, end == true ? "END" : nil]
                 .compactMap { $0 }.joined(separator: " ")
@@ -211,12 +215,13 @@ enum PythonH2Script {
                 send(hf.PingFrame(0, opaque_data=frame.opaque_data, flags=["ACK"]))
         elif isinstance(frame, hf.HeadersFrame):
             headers = dict((k.decode() if isinstance(k, bytes) else k, v.decode() if isinstance(v, bytes) else v) for k, v in decoder.decode(frame.data))
-            emit(type="HEADERS", stream=frame.stream_id, status=headers.get(":status"), end="END_STREAM" in frame.flags)
+            emit(type="HEADERS", stream=frame.stream_id, status=headers.get(":status"), end="END_STREAM" in frame.flags, fields=headers)
         elif isinstance(frame, hf.DataFrame):
             emit(type="DATA", stream=frame.stream_id, data=frame.data.decode("utf-8", "replace"), end="END_STREAM" in frame.flags)
         elif isinstance(frame, hf.RstStreamFrame):
             emit(type="RST", stream=frame.stream_id, error=frame.error_code)
         ended = isinstance(frame, (hf.DataFrame, hf.HeadersFrame)) and "END_STREAM" in frame.flags and frame.stream_id == last_stream
+        ended = ended or (isinstance(frame, hf.RstStreamFrame) and frame.stream_id == last_stream)
         if scenario != "drain" and ended:
             break
     else:
@@ -236,4 +241,46 @@ extension Array where Element == PythonH2Script.Event {
     }
 
     var goAways: [PythonH2Script.Event] { self.filter { $0.type == "GOAWAY" } }
+}
+
+/// An upstream whose every response is chunked with trailers: `abc`, then `x-checksum: 900150983cd24fb0`.
+final class TrailerUpstream: Sendable {
+    let port: Int
+    private let channel: any Channel
+
+    static func start() async throws -> TrailerUpstream {
+        let channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.configureHTTPServerPipeline()
+                    try channel.pipeline.syncOperations.addHandler(Handler())
+                }
+            }
+            .bind(host: "127.0.0.1", port: 0)
+            .get()
+        return TrailerUpstream(port: channel.localAddress!.port!, channel: channel)
+    }
+
+    private init(port: Int, channel: any Channel) {
+        self.port = port
+        self.channel = channel
+    }
+
+    var url: String { "http://127.0.0.1:\(self.port)" }
+
+    func stop() async { try? await self.channel.close() }
+
+    private final class Handler: ChannelInboundHandler {
+        typealias InboundIn = HTTPServerRequestPart
+        typealias OutboundOut = HTTPServerResponsePart
+
+        func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+            guard case .end = Self.unwrapInboundIn(data) else { return }
+            let head = HTTPResponseHead(version: .http1_1, status: .ok, headers: ["transfer-encoding": "chunked", "trailer": "x-checksum"])
+            context.write(Self.wrapOutboundOut(.head(head)), promise: nil)
+            context.write(Self.wrapOutboundOut(.body(.byteBuffer(ByteBuffer(string: "abc")))), promise: nil)
+            context.writeAndFlush(Self.wrapOutboundOut(.end(["x-checksum": "900150983cd24fb0"])), promise: nil)
+        }
+    }
 }

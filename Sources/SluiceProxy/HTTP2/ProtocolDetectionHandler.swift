@@ -74,7 +74,10 @@ final class ProtocolDetectionHandler: ChannelInboundHandler, RemovableChannelHan
             self.buffered!.writeBuffer(&bytes)
         }
         switch decision {
-        case .needMoreBytes: break
+        case .needMoreBytes:
+            // Part of a request head (or of the preface): the header timeout runs, and the drain does
+            // not take the connection for an idle one.
+            if let id = self.id { self.loop.table.requestHeadBegan(id, now: .now()) }
         case .http1: self.switchToHTTP1(context: context)
         case .http2: self.switchToHTTP2(context: context)
         }
