@@ -11,9 +11,9 @@
 #
 # Needs Swift 6.3 or later and nothing else: with the benchmark package's `MallocInterposer`
 # trait the malloc counts come from its own LD_PRELOAD interposer, not from jemalloc, so no
-# libjemalloc-dev (or any other Debian package) is required. From a fresh clone the first release
-# build (benchmark, swift-nio, SluiceProxy) takes about 5 minutes on 2 cores; a run then takes
-# about 20 s and the check as long again.
+# libjemalloc-dev (or any other Debian package) is required. From a fresh clone on 2 cores the whole
+# script takes about 7.5 minutes (5.5 of them the release build of benchmark, swift-nio and
+# SluiceProxy); afterwards 1.5 to 2 minutes (the run and the check each take 25-45 s).
 set -euo pipefail
 
 root="$(cd "$(dirname "$0")/.." && pwd)"

@@ -22,11 +22,14 @@ let benchmarks: @Sendable () -> Void = {
 /// The instant the proxy feeds the machines (`ConnectionTable<MonotonicInstant>` in `LoopContext`).
 typealias Instant = MonotonicInstant
 
-/// The table's timeouts at `SluiceConfig`'s defaults.
+/// `sluice`'s defaults, which the machines are configured from.
+let defaults = SluiceConfig()
+
+/// The table's timeouts at the defaults (30 s header, 60 s idle, 250 ms drain quiet period).
 let timeouts = ConnectionTable<Instant>.Timeouts(
-    requestHeader: .seconds(30),
-    idle: .seconds(60),
-    drainQuiet: .milliseconds(250)
+    requestHeader: defaults.http.requestHeaderTimeout,
+    idle: defaults.http.idleTimeout,
+    drainQuiet: defaults.drain.idleQuietPeriod
 )
 
 /// A table of `count` HTTP/1 connections that have each served a request; every tenth one is
@@ -127,22 +130,26 @@ func connectionTableBenchmarks() {
 // MARK: - DrainLifecycleStateMachine
 
 func drainLifecycleBenchmarks() {
-    /// One process lifetime of decisions: bound, SIGTERM, delay elapsed, drain timeout, with a
-    /// second run ending cleanly when the last connection goes.
+    /// One process lifetime of decisions at the default delay and timeout: listeners bound,
+    /// SIGTERM, an early wake-up, the delay elapsing, `/status` asking for the time left, then
+    /// alternately the last connection going (clean stop) or the drain timeout (forced).
     Benchmark("DrainLifecycle.fullCycle") { benchmark in
+        let delay = defaults.drain.delay
+        let timeout = defaults.drain.timeout
         let start = MonotonicClock().now
         for index in benchmark.scaledIterations {
             let now = start.advanced(by: .microseconds(index))
-            var machine = DrainLifecycleStateMachine<MonotonicClock>(delay: .seconds(5), timeout: .seconds(20))
+            let draining = now.advanced(by: delay)
+            var machine = DrainLifecycleStateMachine<MonotonicClock>(delay: delay, timeout: timeout)
             blackHole(machine.listenersBound())
             blackHole(machine.signalReceived(.terminate, now: now))
-            blackHole(machine.deadlineReached(now: now.advanced(by: .seconds(1))))
-            blackHole(machine.deadlineReached(now: now.advanced(by: .seconds(5))))
-            blackHole(machine.timeLeft(now: now.advanced(by: .seconds(6))))
+            blackHole(machine.deadlineReached(now: now.advanced(by: delay / 2)))
+            blackHole(machine.deadlineReached(now: draining))
+            blackHole(machine.timeLeft(now: draining.advanced(by: timeout / 2)))
             if index % 2 == 0 {
-                blackHole(machine.connectionsDrained(now: now.advanced(by: .seconds(7))))
+                blackHole(machine.connectionsDrained(now: draining.advanced(by: timeout / 2)))
             } else {
-                blackHole(machine.deadlineReached(now: now.advanced(by: .seconds(25))))
+                blackHole(machine.deadlineReached(now: draining.advanced(by: timeout)))
             }
             blackHole(machine.phase)
         }
@@ -158,8 +165,8 @@ func upstreamPoolBenchmarks() {
         let start = Instant.now()
         var pool = UpstreamPoolStateMachine<Instant>(
             upstreamCount: 2,
-            maxIdle: 32,
-            idleTimeout: .seconds(4),
+            maxIdle: defaults.upstream.maxIdle,
+            idleTimeout: defaults.upstream.idleTimeout,
             idGenerator: ConnectionID.Generator(loopIndex: 1)
         )
         // Warm: four connections per upstream, all parked.

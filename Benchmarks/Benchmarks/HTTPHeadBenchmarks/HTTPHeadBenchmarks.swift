@@ -134,7 +134,8 @@ func requestRulesBenchmarks() {
     /// The checks every request head passes before anything goes upstream.
     Benchmark("RequestRules.check.browserGET") { benchmark in
         let head = RequestRules.Head(method: "GET", uri: "/account/orders?page=2&sort=date", versionMajor: 1, versionMinor: 1)
-        let limits = RequestRules.Limits(maxHeaderBytes: 32 << 10, maxBodyBytes: 8 << 20)
+        let defaults = SluiceConfig().http
+        let limits = RequestRules.Limits(maxHeaderBytes: defaults.maxHeaderBytes, maxBodyBytes: defaults.maxBodyBytes)
         for _ in benchmark.scaledIterations {
             blackHole(RequestRules.check(head, headers: browserHeaders, headerBytes: 808, limits: limits))
         }
