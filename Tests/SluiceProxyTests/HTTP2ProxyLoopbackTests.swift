@@ -210,6 +210,23 @@ struct HTTP2ProxyLoopbackTests {
         }
     }
 
+    /// A connection left without streams for the idle timeout is closed by the two-phase GOAWAY.
+    @Test(.enabled(if: HTTP2Tools.pythonH2Available, "needs python3 with the h2 package (pip install h2)"))
+    func idleConnectionIsClosedGracefully() async throws {
+        try await Self.withProxy({ $0.http.idleTimeout = .milliseconds(400) }) { proxy, _ in
+            let started = ContinuousClock.now
+            let events = try await PythonH2Script.run(port: proxy.port, ["get-wait", "/hello"])
+            let elapsed = ContinuousClock.now - started
+            #expect(events.body(of: 1) == "hello", "\(events)")
+            #expect(events.goAways.map(\.last) == [Int(Int32.max), 1], "\(events)")
+            #expect(events.last?.type == "EOF")
+            #expect(elapsed < .seconds(10))
+            #expect(await ProxyHarness.eventually {
+                (try? await proxy.server.snapshot().get().connections.total) == 0
+            })
+        }
+    }
+
     /// Connection-specific header fields (RFC 9113 §8.2.2) reset the stream with PROTOCOL_ERROR;
     /// the connection and the next stream are unaffected.
     @Test(.enabled(if: HTTP2Tools.pythonH2Available, "needs python3 with the h2 package (pip install h2)"))

@@ -90,6 +90,7 @@ enum HTTP2Tools {
 ///
 /// Scenarios:
 /// - `get PATH`: one GET on stream 1, until it ends (or is reset).
+/// - `get-wait PATH`: one GET on stream 1, then PINGs are acked until the server closes.
 /// - `drain PATH`: a GET on stream 1; after the first GOAWAY (the shutdown notice) a GET /hello on
 ///   stream 3, which must be served; PINGs are acked; runs until the server closes.
 /// - `bad-headers`: stream 1 carries `connection: keep-alive`, stream 3 `te: gzip`, stream 5 is a
@@ -174,7 +175,7 @@ enum PythonH2Script {
     sock.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
     send(hf.SettingsFrame(0))
     last_stream = 1
-    if scenario in ("get", "drain"):
+    if scenario in ("get", "drain", "get-wait"):
         send(request(1, args[0]))
     elif scenario == "bad-headers":
         send(request(1, "/hello", [("connection", "keep-alive")]),
@@ -222,7 +223,7 @@ enum PythonH2Script {
             emit(type="RST", stream=frame.stream_id, error=frame.error_code)
         ended = isinstance(frame, (hf.DataFrame, hf.HeadersFrame)) and "END_STREAM" in frame.flags and frame.stream_id == last_stream
         ended = ended or (isinstance(frame, hf.RstStreamFrame) and frame.stream_id == last_stream)
-        if scenario != "drain" and ended:
+        if scenario not in ("drain", "get-wait") and ended:
             break
     else:
         emit(type="TIMEOUT")

@@ -13,6 +13,9 @@ import SluiceHTTP2
 /// 2. The drain reaches it through ``DownstreamConnection``: the shutdown notice in `propagating`,
 ///    the final GOAWAY in `draining`, a forced close at the deadline.
 /// 3. Request body writes to upstream connections are flushed once per event-loop tick.
+/// 4. A connection without open streams for the idle timeout (`http.idleTimeout`) is closed
+///    gracefully, by the two-phase GOAWAY, so a request racing the close is not lost. (The connection
+///    table's sweep covers HTTP/1 only.)
 final class HTTP2ProxyConnection {
     let loop: LoopContext
     let id: ConnectionID
@@ -22,15 +25,45 @@ final class HTTP2ProxyConnection {
     private var streams: [HTTP2StreamID: HTTP2StreamForwarder] = [:]
     private var needFlush: [UpstreamHTTP1Handler] = []
     private var flushScheduled = false
+    /// When the last stream closed (or the connection opened).
+    private var idleSince: MonotonicInstant
+    private var idleCheck: Scheduled<Void>?
 
     init(loop: LoopContext, id: ConnectionID, peerAddress: String?) {
         self.loop = loop
         self.id = id
         self.peerAddress = peerAddress
+        self.idleSince = .now()
     }
 
     func attach(_ handler: HTTP2ServerConnectionHandler) {
         self.handler = handler
+        self.scheduleIdleCheck(in: self.loop.table.timeouts.idle)
+    }
+
+    // MARK: Idle timeout
+
+    /// One timer per connection and idle period, not per stream: it re-arms for the time left.
+    private func scheduleIdleCheck(in delay: Duration) {
+        self.idleCheck = self.loop.eventLoop.assumeIsolated().scheduleTask(in: delay.timeAmount) { [weak self] in
+            self?.idleCheckFired()
+        }
+    }
+
+    private func idleCheckFired() {
+        self.idleCheck = nil
+        guard let handler = self.handler, !handler.isShuttingDown else { return }
+        let timeout = self.loop.table.timeouts.idle
+        guard self.streams.isEmpty, handler.openStreamCount == 0 else {
+            return self.scheduleIdleCheck(in: timeout)
+        }
+        let quiet = self.idleSince.duration(to: .now())
+        if quiet >= timeout {
+            self.loop.logger.debug("closing connection", metadata: ["connection": "\(self.id)", "reason": "idleTimeout"])
+            handler.beginGracefulShutdown(deadline: nil)
+        } else {
+            self.scheduleIdleCheck(in: timeout - quiet)
+        }
     }
 
     /// An upstream connection was written to outside its own flush: flush it at the end of this tick.
@@ -114,7 +147,9 @@ extension HTTP2ProxyConnection: HTTP2StreamDelegate {
 
     func streamClosed(_ streamID: HTTP2StreamID, errorCode: HTTP2ErrorCode, on connection: HTTP2ServerConnectionHandler) {
         self.streams.removeValue(forKey: streamID)?.streamClosed(errorCode: errorCode)
-        self.loop.table.requestFinished(self.id, now: .now())
+        let now = MonotonicInstant.now()
+        self.loop.table.requestFinished(self.id, now: now)
+        self.idleSince = now
     }
 
     func streamWritabilityChanged(_ streamID: HTTP2StreamID, isWritable: Bool, on connection: HTTP2ServerConnectionHandler) {
@@ -128,6 +163,8 @@ extension HTTP2ProxyConnection: HTTP2StreamDelegate {
             self.loop.logger.debug("stream left at connection close", metadata: ["stream": "\(streamID)"])
         }
         self.streams.removeAll()
+        self.idleCheck?.cancel()
+        self.idleCheck = nil
         self.loop.unregister(self.id)
     }
 }
