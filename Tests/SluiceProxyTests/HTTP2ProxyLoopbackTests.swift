@@ -317,6 +317,32 @@ struct HTTP2ProxyLoopbackTests {
         }
     }
 
+    /// A connection accepted before the drain but recognised as HTTP/2 only once draining has begun
+    /// gets the drain's GOAWAYs at once; its stream is served and the drain ends clean.
+    @Test(.enabled(if: HTTP2Tools.pythonH2Available, "needs python3 with the h2 package (pip install h2)"))
+    func connectionRecognisedDuringDrainingGetsTheGoAways() async throws {
+        let upstream = try await TestUpstream.start(group: MultiThreadedEventLoopGroup.singleton)
+        defer { Task { await upstream.stop() } }
+        let proxy = try await ProxyHarness.start(upstreams: [upstream.url]) {
+            $0.drain.delay = .zero
+            $0.drain.idleQuietPeriod = .seconds(10)
+        }
+        let client = Task { try await PythonH2Script.run(port: proxy.port, ["late", "1.5", "/hello"]) }
+        #expect(await ProxyHarness.eventually {
+            (try? await proxy.server.snapshot().get().connections.byProtocol[.http1]) == 1
+        })
+        proxy.signal(.terminate)
+        #expect(await ProxyHarness.eventually { proxy.phase == .draining })
+        let events = try await client.value
+        let outcome = await proxy.outcome.value
+        await proxy.server.shutdown()
+        #expect(events.goAways.map(\.last) == [Int(Int32.max), 1], "\(events)")
+        #expect(events.status(of: 1) == "200")
+        #expect(events.body(of: 1) == "hello")
+        #expect(events.last?.type == "EOF")
+        #expect(outcome == .clean)
+    }
+
     /// A drain deadline cuts HTTP/2 streams still open: the connection is counted as cut.
     @Test(.enabled(if: HTTP2Tools.pythonH2Available, "needs python3 with the h2 package (pip install h2)"))
     func drainDeadlineCutsOpenStreams() async throws {

@@ -91,6 +91,7 @@ enum HTTP2Tools {
 /// Scenarios:
 /// - `get PATH`: one GET on stream 1, until it ends (or is reset).
 /// - `get-wait PATH`: one GET on stream 1, then PINGs are acked until the server closes.
+/// - `late SECONDS PATH`: connect, stay silent SECONDS, then as `get-wait`.
 /// - `drain PATH`: a GET on stream 1; after the first GOAWAY (the shutdown notice) a GET /hello on
 ///   stream 3, which must be served; PINGs are acked; runs until the server closes.
 /// - `bad-headers`: stream 1 carries `connection: keep-alive`, stream 3 `te: gzip`, stream 5 is a
@@ -172,10 +173,14 @@ enum PythonH2Script {
                 return None
             pending += chunk
 
+    if scenario == "late":
+        # Connected, silent for a while (the proxy cannot tell the protocol yet), then a GET.
+        time.sleep(float(args[0]))
+        args = args[1:]
     sock.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
     send(hf.SettingsFrame(0))
     last_stream = 1
-    if scenario in ("get", "drain", "get-wait"):
+    if scenario in ("get", "drain", "get-wait", "late"):
         send(request(1, args[0]))
     elif scenario == "bad-headers":
         send(request(1, "/hello", [("connection", "keep-alive")]),
@@ -223,7 +228,7 @@ enum PythonH2Script {
             emit(type="RST", stream=frame.stream_id, error=frame.error_code)
         ended = isinstance(frame, (hf.DataFrame, hf.HeadersFrame)) and "END_STREAM" in frame.flags and frame.stream_id == last_stream
         ended = ended or (isinstance(frame, hf.RstStreamFrame) and frame.stream_id == last_stream)
-        if scenario not in ("drain", "get-wait") and ended:
+        if scenario not in ("drain", "get-wait", "late") and ended:
             break
     else:
         emit(type="TIMEOUT")
