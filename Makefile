@@ -5,7 +5,7 @@ DEBUG_BIN := .build/debug/sluice
 RELEASE_BIN := .build/release/sluice
 BENCH_ARGS ?=
 
-.PHONY: deps build release run test test-swift test-e2e lint-deploy bench bench-quick bench-micro clean
+.PHONY: deps build release run test test-swift test-e2e lint-deploy bench bench-quick bench-micro docker-build-check clean
 
 deps:
 	@scripts/install-deps.sh
@@ -39,6 +39,10 @@ lint-deploy:
 bench: release
 	@scripts/install-deps.sh --bench
 	python3 Benchmarks/load/bench.py --sluice-bin $(RELEASE_BIN) $(BENCH_ARGS)
+
+## make docker-build-check: the Dockerfile's release build (static Swift runtime), run here.
+docker-build-check: deps
+	bash scripts/docker-build-check.sh
 
 ## make bench-micro: micro-benchmarks; fails when a hot path allocates more than its checked-in threshold.
 bench-micro:
