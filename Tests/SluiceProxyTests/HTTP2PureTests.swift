@@ -8,11 +8,11 @@ import Testing
 
 @Suite("h2c prior-knowledge detection")
 struct HTTP2ProtocolDetectorTests {
-    static let preface = ProtocolDetectorStateMachine.preface
+    static let preface = ProtocolDetectionHandler.StateMachine.preface
 
     /// The whole preface in one read is HTTP/2.
     @Test func wholePrefaceIsHTTP2() {
-        var machine = ProtocolDetectorStateMachine()
+        var machine = ProtocolDetectionHandler.StateMachine()
         #expect(machine.bytesReceived(ByteBuffer(bytes: Self.preface + [0, 0, 0])) == .http2)
     }
 
@@ -20,11 +20,11 @@ struct HTTP2ProtocolDetectorTests {
     /// when its last byte arrives.
     @Test func splitPrefaceIsHTTP2() {
         for split in 1..<Self.preface.count {
-            var machine = ProtocolDetectorStateMachine()
+            var machine = ProtocolDetectionHandler.StateMachine()
             #expect(machine.bytesReceived(ByteBuffer(bytes: Self.preface[..<split])) == .needMoreBytes)
             #expect(machine.bytesReceived(ByteBuffer(bytes: Self.preface[split...])) == .http2)
         }
-        var machine = ProtocolDetectorStateMachine()
+        var machine = ProtocolDetectionHandler.StateMachine()
         for (index, byte) in Self.preface.enumerated() {
             let decision = machine.bytesReceived(ByteBuffer(bytes: [byte]))
             #expect(decision == (index == Self.preface.count - 1 ? .http2 : .needMoreBytes))
@@ -35,15 +35,15 @@ struct HTTP2ProtocolDetectorTests {
     /// HTTP/1 is decided on the first byte unless it is `P`; `POST`, `PUT` and `PATCH` on their second.
     @Test func http1IsDecidedAsEarlyAsPossible() {
         for method in ["GET", "HEAD", "DELETE", "OPTIONS"] {
-            var machine = ProtocolDetectorStateMachine()
+            var machine = ProtocolDetectionHandler.StateMachine()
             #expect(machine.bytesReceived(ByteBuffer(string: String(method.prefix(1)))) == .http1)
         }
         for method in ["POST /", "PUT /", "PATCH /"] {
-            var machine = ProtocolDetectorStateMachine()
+            var machine = ProtocolDetectionHandler.StateMachine()
             #expect(machine.bytesReceived(ByteBuffer(string: "P")) == .needMoreBytes)
             #expect(machine.bytesReceived(ByteBuffer(string: String(method.dropFirst()))) == .http1)
         }
-        var machine = ProtocolDetectorStateMachine()
+        var machine = ProtocolDetectionHandler.StateMachine()
         #expect(machine.bytesReceived(ByteBuffer(string: "PRI * HTTP/1.1\r\n")) == .http1)
         // Once decided, later bytes do not matter.
         #expect(machine.bytesReceived(ByteBuffer(bytes: Self.preface)) == .http1)
@@ -149,10 +149,10 @@ struct HTTP2RequestTranslationTests {
 }
 
 @Suite("HTTP/2 stream forwarding state machine")
-struct HTTP2StreamStateMachineTests {
+struct HTTP2StreamForwarderStateMachineTests {
     /// A GET: leased, forwarded, finished with a reusable upstream connection, then closed.
     @Test func getLifecycle() {
-        var machine = HTTP2StreamStateMachine(requestEnded: true, expectsContinue: false, maxBodyBytes: nil)
+        var machine = HTTP2StreamForwarder.StateMachine(requestEnded: true, expectsContinue: false, maxBodyBytes: nil)
         #expect(machine.upstreamConnected() == .startForwarding(sendContinue: false))
         #expect(machine.responseHead() == .send)
         #expect(machine.responseEnd() == .finish(reusable: true))
@@ -163,7 +163,7 @@ struct HTTP2StreamStateMachineTests {
     /// Body bytes queue while leasing and are forwarded after; `100 Continue` is sent only if the
     /// client still waits for it; an unfinished request makes the connection not reusable.
     @Test func bodyQueuesThenForwards() {
-        var machine = HTTP2StreamStateMachine(requestEnded: false, expectsContinue: true, maxBodyBytes: nil)
+        var machine = HTTP2StreamForwarder.StateMachine(requestEnded: false, expectsContinue: true, maxBodyBytes: nil)
         #expect(machine.dataReceived(bytes: 10) == .queue)
         #expect(machine.upstreamConnected() == .startForwarding(sendContinue: true))
         #expect(machine.dataReceived(bytes: 10) == .forward)
@@ -172,14 +172,14 @@ struct HTTP2StreamStateMachineTests {
         #expect(machine.dataReceived(bytes: 10) == .discard)
         #expect(machine.endReceived() == .none)
 
-        var ended = HTTP2StreamStateMachine(requestEnded: false, expectsContinue: true, maxBodyBytes: nil)
+        var ended = HTTP2StreamForwarder.StateMachine(requestEnded: false, expectsContinue: true, maxBodyBytes: nil)
         #expect(ended.endReceived() == .queueEnd)
         #expect(ended.upstreamConnected() == .startForwarding(sendContinue: false))
     }
 
     /// A connect failure is retried once (on the next upstream), then answered locally.
     @Test func connectFailureRetriesOnceThenResponds() {
-        var machine = HTTP2StreamStateMachine(requestEnded: true, expectsContinue: false, maxBodyBytes: nil)
+        var machine = HTTP2StreamForwarder.StateMachine(requestEnded: true, expectsContinue: false, maxBodyBytes: nil)
         #expect(machine.upstreamConnectFailed() == .retry)
         #expect(machine.upstreamConnectFailed() == .fail(.respond(releaseUpstream: false)))
         #expect(machine.upstreamConnected() == .decline)
@@ -188,22 +188,22 @@ struct HTTP2StreamStateMachineTests {
     /// Upstream failures: before the response, a reused connection's idempotent bodiless request is
     /// retried once, anything else answered (502/504); after the response began, the stream is reset.
     @Test func upstreamFailures() {
-        var retried = HTTP2StreamStateMachine(requestEnded: true, expectsContinue: false, maxBodyBytes: nil)
+        var retried = HTTP2StreamForwarder.StateMachine(requestEnded: true, expectsContinue: false, maxBodyBytes: nil)
         _ = retried.upstreamConnected()
         #expect(retried.upstreamFailed(isTimeout: false, reusedConnection: true, idempotent: true) == .retry)
         #expect(retried.upstreamConnected() == .startForwarding(sendContinue: false))
         #expect(retried.upstreamFailed(isTimeout: false, reusedConnection: true, idempotent: true) == .fail(.respond(releaseUpstream: true)))
 
-        var timeout = HTTP2StreamStateMachine(requestEnded: true, expectsContinue: false, maxBodyBytes: nil)
+        var timeout = HTTP2StreamForwarder.StateMachine(requestEnded: true, expectsContinue: false, maxBodyBytes: nil)
         _ = timeout.upstreamConnected()
         #expect(timeout.upstreamFailed(isTimeout: true, reusedConnection: true, idempotent: true) == .fail(.respond(releaseUpstream: true)))
 
-        var post = HTTP2StreamStateMachine(requestEnded: false, expectsContinue: false, maxBodyBytes: nil)
+        var post = HTTP2StreamForwarder.StateMachine(requestEnded: false, expectsContinue: false, maxBodyBytes: nil)
         _ = post.upstreamConnected()
         _ = post.endReceived()
         #expect(post.upstreamFailed(isTimeout: false, reusedConnection: true, idempotent: false) == .fail(.respond(releaseUpstream: true)))
 
-        var midResponse = HTTP2StreamStateMachine(requestEnded: true, expectsContinue: false, maxBodyBytes: nil)
+        var midResponse = HTTP2StreamForwarder.StateMachine(requestEnded: true, expectsContinue: false, maxBodyBytes: nil)
         _ = midResponse.upstreamConnected()
         _ = midResponse.responseHead()
         #expect(midResponse.upstreamFailed(isTimeout: false, reusedConnection: true, idempotent: true) == .fail(.reset(releaseUpstream: true)))
@@ -213,19 +213,19 @@ struct HTTP2StreamStateMachineTests {
     /// The client resets: a forwarding stream releases its upstream; a leasing one declines the
     /// connection when it arrives.
     @Test func clientReset() {
-        var forwarding = HTTP2StreamStateMachine(requestEnded: true, expectsContinue: false, maxBodyBytes: nil)
+        var forwarding = HTTP2StreamForwarder.StateMachine(requestEnded: true, expectsContinue: false, maxBodyBytes: nil)
         _ = forwarding.upstreamConnected()
         #expect(forwarding.streamClosed() == .releaseUpstream)
         #expect(forwarding.upstreamFailed(isTimeout: false, reusedConnection: false, idempotent: true) == .none)
 
-        var leasing = HTTP2StreamStateMachine(requestEnded: true, expectsContinue: false, maxBodyBytes: nil)
+        var leasing = HTTP2StreamForwarder.StateMachine(requestEnded: true, expectsContinue: false, maxBodyBytes: nil)
         #expect(leasing.streamClosed() == .none)
         #expect(leasing.upstreamConnected() == .decline)
     }
 
     /// A body over the limit is answered with 413 before the response, and discarded after.
     @Test func bodyLimit() {
-        var machine = HTTP2StreamStateMachine(requestEnded: false, expectsContinue: false, maxBodyBytes: 15)
+        var machine = HTTP2StreamForwarder.StateMachine(requestEnded: false, expectsContinue: false, maxBodyBytes: 15)
         #expect(machine.dataReceived(bytes: 10) == .queue)
         #expect(machine.dataReceived(bytes: 10) == .fail(.respond(releaseUpstream: false), limit: 15))
         #expect(machine.dataReceived(bytes: 10) == .discard)

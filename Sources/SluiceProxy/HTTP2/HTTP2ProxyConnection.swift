@@ -103,6 +103,7 @@ final class HTTP2ProxyConnection {
 
 extension HTTP2ProxyConnection: HTTP2StreamDelegate {
     func streamOpened(_ streamID: HTTP2StreamID, head: HTTP2RequestHead, endStream: Bool, on connection: HTTP2ServerConnectionHandler) {
+        self.loop.eventLoop.assertInEventLoop()
         let now = MonotonicInstant.now()
         self.loop.table.requestStarted(self.id, now: now)
         let translation = HTTP2RequestTranslation.translate(
@@ -114,7 +115,7 @@ extension HTTP2ProxyConnection: HTTP2StreamDelegate {
         )
         switch translation {
         case .success(let translated):
-            let machine = HTTP2StreamStateMachine(
+            let machine = HTTP2StreamForwarder.StateMachine(
                 requestEnded: endStream,
                 expectsContinue: translated.expectsContinue,
                 maxBodyBytes: self.loop.requestLimits.maxBodyBytes

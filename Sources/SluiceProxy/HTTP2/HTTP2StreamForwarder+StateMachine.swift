@@ -1,202 +1,204 @@
 import SluiceCore
 
-/// The life of one HTTP/2 stream forwarded to an HTTP/1.1 upstream connection. Pure: it decides,
-/// the forwarder (``HTTP2StreamForwarder``) carries the actions out.
-///
-/// ```
-///  leasing ──upstreamConnected──► forwarding ──responseEnd──► done ──streamClosed──► closed
-///     │  ▲                            │
-///     │  └──────retry (once)──────────┤ upstreamFailed before the response (reused connection)
-///     └──fail──► done ◄───fail────────┘ (local error response, or reset after the response began)
-/// ```
-struct HTTP2StreamStateMachine: Sendable {
-    private enum State: Equatable {
-        /// Waiting for an upstream connection; request body parts queue (held by the stream's window).
-        /// Valid transitions: `.forwarding`, `.done` (connect failed), `.closed` (client reset).
-        case leasing
-        /// The request streams to the upstream connection, the response streams back.
-        /// Valid transitions: `.leasing` (retry), `.done`, `.closed`.
-        case forwarding
-        /// The response was passed on completely, answered locally, or the stream was reset by us;
-        /// the rest of the request body is discarded. Valid transitions: `.closed`.
-        case done
-        /// The stream is closed: nothing more is sent or released. Terminal.
-        case closed
-    }
-
-    /// How a failure is answered.
-    enum Failure: Equatable, Sendable {
-        /// No response byte was sent: answer with the error's status.
-        case respond(releaseUpstream: Bool)
-        /// The response had begun: reset the stream (`INTERNAL_ERROR`), never a truncated response as whole.
-        case reset(releaseUpstream: Bool)
-    }
-
-    enum DataReceivedAction: Equatable, Sendable {
-        /// Keep the bytes until the upstream connection is ready.
-        case queue
-        /// Write the bytes upstream.
-        case forward
-        /// Drop the bytes (and give their window back).
-        case discard
-        /// The body is over the limit.
-        case fail(Failure, limit: Int)
-    }
-
-    enum RequestEndedAction: Equatable, Sendable {
-        case queueEnd
-        case sendEnd
-        case none
-    }
-
-    enum UpstreamConnectedAction: Equatable, Sendable {
-        /// Send the head and what queued; answer `100 Continue` first if the client waits for it.
-        case startForwarding(sendContinue: Bool)
-        /// The stream no longer wants a connection: the pool parks it.
-        case decline
-    }
-
-    enum RetryOrFailAction: Equatable, Sendable {
-        /// Lease another connection (for a connect failure: the next upstream).
-        case retry
-        case fail(Failure)
-        case none
-    }
-
-    enum ResponseHeadAction: Equatable, Sendable {
-        case send
-        case none
-    }
-
-    enum ResponseEndAction: Equatable, Sendable {
-        /// The response is complete: release the upstream connection (reusable only if the request
-        /// had ended too) and end the stream.
-        case finish(reusable: Bool)
-        case none
-    }
-
-    enum StreamClosedAction: Equatable, Sendable {
-        /// The client went away mid-exchange: the upstream connection is in an unknown state.
-        case releaseUpstream
-        case none
-    }
-
-    private var state: State = .leasing
-    private(set) var requestEnded: Bool
-    private(set) var responseStarted = false
-    private var retried = false
-    private let requestHasBody: Bool
-    private let expectsContinue: Bool
-    private let maxBodyBytes: Int?
-    private var bodyBytes = 0
-
-    /// A stream whose head was accepted. `requestEnded`: the head carried END_STREAM.
-    init(requestEnded: Bool, expectsContinue: Bool, maxBodyBytes: Int?) {
-        self.requestEnded = requestEnded
-        self.requestHasBody = !requestEnded
-        self.expectsContinue = expectsContinue
-        self.maxBodyBytes = maxBodyBytes
-    }
-
-    var isClosed: Bool { self.state == .closed }
-
-    mutating func dataReceived(bytes: Int) -> DataReceivedAction {
-        self.bodyBytes += bytes
-        switch self.state {
-        case .leasing, .forwarding:
-            if let limit = self.maxBodyBytes, self.bodyBytes > limit { return .fail(self.fail(), limit: limit) }
-            return self.state == .leasing ? .queue : .forward
-        case .done, .closed:
-            return .discard
+extension HTTP2StreamForwarder {
+    /// The life of one HTTP/2 stream forwarded to an HTTP/1.1 upstream connection. Pure: it decides,
+    /// the forwarder (``HTTP2StreamForwarder``) carries the actions out.
+    ///
+    /// ```
+    ///  leasing ──upstreamConnected──► forwarding ──responseEnd──► done ──streamClosed──► closed
+    ///     │  ▲                            │
+    ///     │  └──────retry (once)──────────┤ upstreamFailed before the response (reused connection)
+    ///     └──fail──► done ◄───fail────────┘ (local error response, or reset after the response began)
+    /// ```
+    struct StateMachine: Sendable {
+        private enum State: Equatable {
+            /// Waiting for an upstream connection; request body parts queue (held by the stream's window).
+            /// Valid transitions: `.forwarding`, `.done` (connect failed), `.closed` (client reset).
+            case leasing
+            /// The request streams to the upstream connection, the response streams back.
+            /// Valid transitions: `.leasing` (retry), `.done`, `.closed`.
+            case forwarding
+            /// The response was passed on completely, answered locally, or the stream was reset by us;
+            /// the rest of the request body is discarded. Valid transitions: `.closed`.
+            case done
+            /// The stream is closed: nothing more is sent or released. Terminal.
+            case closed
         }
-    }
 
-    mutating func endReceived() -> RequestEndedAction {
-        self.requestEnded = true
-        switch self.state {
-        case .leasing: return .queueEnd
-        case .forwarding: return .sendEnd
-        case .done, .closed: return .none
+        /// How a failure is answered.
+        enum Failure: Equatable, Sendable {
+            /// No response byte was sent: answer with the error's status.
+            case respond(releaseUpstream: Bool)
+            /// The response had begun: reset the stream (`INTERNAL_ERROR`), never a truncated response as whole.
+            case reset(releaseUpstream: Bool)
         }
-    }
 
-    mutating func upstreamConnected() -> UpstreamConnectedAction {
-        switch self.state {
-        case .leasing:
-            self.state = .forwarding
-            return .startForwarding(sendContinue: self.expectsContinue && !self.requestEnded && !self.retried)
-        case .forwarding:
-            preconditionFailure("one lease at a time: a second connection was handed to a forwarding stream")
-        case .done, .closed:
-            return .decline
+        enum DataReceivedAction: Equatable, Sendable {
+            /// Keep the bytes until the upstream connection is ready.
+            case queue
+            /// Write the bytes upstream.
+            case forward
+            /// Drop the bytes (and give their window back).
+            case discard
+            /// The body is over the limit.
+            case fail(Failure, limit: Int)
         }
-    }
 
-    mutating func upstreamConnectFailed() -> RetryOrFailAction {
-        switch self.state {
-        case .leasing:
-            if !self.retried {
-                // Nothing reached the upstream: retrying on another connection is safe for any method.
-                self.retried = true
-                return .retry
+        enum RequestEndedAction: Equatable, Sendable {
+            case queueEnd
+            case sendEnd
+            case none
+        }
+
+        enum UpstreamConnectedAction: Equatable, Sendable {
+            /// Send the head and what queued; answer `100 Continue` first if the client waits for it.
+            case startForwarding(sendContinue: Bool)
+            /// The stream no longer wants a connection: the pool parks it.
+            case decline
+        }
+
+        enum RetryOrFailAction: Equatable, Sendable {
+            /// Lease another connection (for a connect failure: the next upstream).
+            case retry
+            case fail(Failure)
+            case none
+        }
+
+        enum ResponseHeadAction: Equatable, Sendable {
+            case send
+            case none
+        }
+
+        enum ResponseEndAction: Equatable, Sendable {
+            /// The response is complete: release the upstream connection (reusable only if the request
+            /// had ended too) and end the stream.
+            case finish(reusable: Bool)
+            case none
+        }
+
+        enum StreamClosedAction: Equatable, Sendable {
+            /// The client went away mid-exchange: the upstream connection is in an unknown state.
+            case releaseUpstream
+            case none
+        }
+
+        private var state: State = .leasing
+        private(set) var requestEnded: Bool
+        private(set) var responseStarted = false
+        private var retried = false
+        private let requestHasBody: Bool
+        private let expectsContinue: Bool
+        private let maxBodyBytes: Int?
+        private var bodyBytes = 0
+
+        /// A stream whose head was accepted. `requestEnded`: the head carried END_STREAM.
+        init(requestEnded: Bool, expectsContinue: Bool, maxBodyBytes: Int?) {
+            self.requestEnded = requestEnded
+            self.requestHasBody = !requestEnded
+            self.expectsContinue = expectsContinue
+            self.maxBodyBytes = maxBodyBytes
+        }
+
+        var isClosed: Bool { self.state == .closed }
+
+        mutating func dataReceived(bytes: Int) -> DataReceivedAction {
+            self.bodyBytes += bytes
+            switch self.state {
+            case .leasing, .forwarding:
+                if let limit = self.maxBodyBytes, self.bodyBytes > limit { return .fail(self.fail(), limit: limit) }
+                return self.state == .leasing ? .queue : .forward
+            case .done, .closed:
+                return .discard
             }
-            return .fail(self.fail())
-        case .forwarding, .done, .closed:
-            return .none
         }
-    }
 
-    mutating func responseHead() -> ResponseHeadAction {
-        switch self.state {
-        case .forwarding:
-            self.responseStarted = true
-            return .send
-        case .leasing, .done, .closed:
-            return .none
+        mutating func endReceived() -> RequestEndedAction {
+            self.requestEnded = true
+            switch self.state {
+            case .leasing: return .queueEnd
+            case .forwarding: return .sendEnd
+            case .done, .closed: return .none
+            }
         }
-    }
 
-    mutating func responseEnd() -> ResponseEndAction {
-        switch self.state {
-        case .forwarding:
+        mutating func upstreamConnected() -> UpstreamConnectedAction {
+            switch self.state {
+            case .leasing:
+                self.state = .forwarding
+                return .startForwarding(sendContinue: self.expectsContinue && !self.requestEnded && !self.retried)
+            case .forwarding:
+                preconditionFailure("one lease at a time: a second connection was handed to a forwarding stream")
+            case .done, .closed:
+                return .decline
+            }
+        }
+
+        mutating func upstreamConnectFailed() -> RetryOrFailAction {
+            switch self.state {
+            case .leasing:
+                if !self.retried {
+                    // Nothing reached the upstream: retrying on another connection is safe for any method.
+                    self.retried = true
+                    return .retry
+                }
+                return .fail(self.fail())
+            case .forwarding, .done, .closed:
+                return .none
+            }
+        }
+
+        mutating func responseHead() -> ResponseHeadAction {
+            switch self.state {
+            case .forwarding:
+                self.responseStarted = true
+                return .send
+            case .leasing, .done, .closed:
+                return .none
+            }
+        }
+
+        mutating func responseEnd() -> ResponseEndAction {
+            switch self.state {
+            case .forwarding:
+                self.state = .done
+                return .finish(reusable: self.requestEnded)
+            case .leasing, .done, .closed:
+                return .none
+            }
+        }
+
+        /// The upstream connection failed or timed out before the response ended.
+        /// `reusedConnection`: it had served a response before (its close may have raced the request).
+        mutating func upstreamFailed(isTimeout: Bool, reusedConnection: Bool, idempotent: Bool) -> RetryOrFailAction {
+            switch self.state {
+            case .forwarding:
+                if !self.responseStarted, !isTimeout, !self.retried, reusedConnection, !self.requestHasBody, self.requestEnded, idempotent {
+                    // A keep-alive connection closed under the request: it did not reach the app, so an
+                    // idempotent one is retried once, as on HTTP/1.
+                    self.retried = true
+                    self.state = .leasing
+                    return .retry
+                }
+                return .fail(self.fail())
+            case .leasing, .done, .closed:
+                return .none
+            }
+        }
+
+        mutating func streamClosed() -> StreamClosedAction {
+            let previous = self.state
+            self.state = .closed
+            switch previous {
+            case .forwarding: return .releaseUpstream
+            case .leasing, .done, .closed: return .none
+            }
+        }
+
+        /// A failure while leasing or forwarding: answer or reset, and end.
+        private mutating func fail() -> Failure {
+            let hadUpstream = self.state == .forwarding
             self.state = .done
-            return .finish(reusable: self.requestEnded)
-        case .leasing, .done, .closed:
-            return .none
+            return self.responseStarted ? .reset(releaseUpstream: hadUpstream) : .respond(releaseUpstream: hadUpstream)
         }
-    }
-
-    /// The upstream connection failed or timed out before the response ended.
-    /// `reusedConnection`: it had served a response before (its close may have raced the request).
-    mutating func upstreamFailed(isTimeout: Bool, reusedConnection: Bool, idempotent: Bool) -> RetryOrFailAction {
-        switch self.state {
-        case .forwarding:
-            if !self.responseStarted, !isTimeout, !self.retried, reusedConnection, !self.requestHasBody, self.requestEnded, idempotent {
-                // A keep-alive connection closed under the request: it did not reach the app, so an
-                // idempotent one is retried once, as on HTTP/1.
-                self.retried = true
-                self.state = .leasing
-                return .retry
-            }
-            return .fail(self.fail())
-        case .leasing, .done, .closed:
-            return .none
-        }
-    }
-
-    mutating func streamClosed() -> StreamClosedAction {
-        let previous = self.state
-        self.state = .closed
-        switch previous {
-        case .forwarding: return .releaseUpstream
-        case .leasing, .done, .closed: return .none
-        }
-    }
-
-    /// A failure while leasing or forwarding: answer or reset, and end.
-    private mutating func fail() -> Failure {
-        let hadUpstream = self.state == .forwarding
-        self.state = .done
-        return self.responseStarted ? .reset(releaseUpstream: hadUpstream) : .respond(releaseUpstream: hadUpstream)
     }
 }

@@ -5,7 +5,7 @@ import SluiceHTTP2
 
 /// One HTTP/2 stream forwarded to one leased HTTP/1.1 upstream connection on the same event loop.
 ///
-/// It translates; ``HTTP2StreamStateMachine`` decides. Back-pressure, both ways:
+/// It translates; ``StateMachine`` decides. Back-pressure, both ways:
 /// 1. Request body: bytes are consumed (the client's window reopens) only once written to the
 ///    upstream connection and while it is writable; what was written while it was not is consumed
 ///    when it becomes writable again. While leasing, the body queues, bounded by the stream window.
@@ -17,7 +17,7 @@ import SluiceHTTP2
 final class HTTP2StreamForwarder {
     let streamID: HTTP2StreamID
     private unowned let connection: HTTP2ProxyConnection
-    private var machine: HTTP2StreamStateMachine
+    private var machine: StateMachine
     private let upstreamHead: HTTPRequestHead
     private let startedAt: MonotonicInstant
 
@@ -30,7 +30,7 @@ final class HTTP2StreamForwarder {
     private var heldHead: (status: Int, fields: [HTTP2HeaderField])?
     private var responseStatus = 0
 
-    init(streamID: HTTP2StreamID, connection: HTTP2ProxyConnection, head: HTTPRequestHead, machine: HTTP2StreamStateMachine, startedAt: MonotonicInstant) {
+    init(streamID: HTTP2StreamID, connection: HTTP2ProxyConnection, head: HTTPRequestHead, machine: StateMachine, startedAt: MonotonicInstant) {
         self.streamID = streamID
         self.connection = connection
         self.upstreamHead = head
@@ -140,7 +140,7 @@ final class HTTP2StreamForwarder {
         self.loop.pool.release(upstream, reusable: false, now: .now())
     }
 
-    private func run(_ failure: HTTP2StreamStateMachine.Failure, error: ProxyError) {
+    private func run(_ failure: StateMachine.Failure, error: ProxyError) {
         switch failure {
         case .respond(let release):
             if release { self.releaseUpstream() }

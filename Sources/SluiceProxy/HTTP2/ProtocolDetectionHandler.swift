@@ -3,7 +3,7 @@ import SluiceCore
 import SluiceHTTP2
 
 /// First in a plaintext connection's pipeline: tells HTTP/2 with prior knowledge (h2c) from HTTP/1 by
-/// the first bytes (``ProtocolDetectorStateMachine``), then replaces itself with the right front end
+/// the first bytes (``StateMachine``), then replaces itself with the right front end
 /// and hands it every byte it read.
 ///
 /// 1. From accept until the decision the connection is in the loop's table as HTTP/1 (so the
@@ -20,7 +20,7 @@ final class ProtocolDetectionHandler: ChannelInboundHandler, RemovableChannelHan
     private let loop: LoopContext
     private let installHTTP1: (ChannelPipeline.SynchronousOperations) throws -> Void
     private let http2Configuration: HTTP2ServerConnectionHandler.Configuration
-    private var machine = ProtocolDetectorStateMachine()
+    private var machine = StateMachine()
     private var buffered: ByteBuffer?
     private var id: ConnectionID?
     private var context: ChannelHandlerContext?
