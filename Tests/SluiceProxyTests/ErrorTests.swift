@@ -1,4 +1,5 @@
 import AsyncHTTPClient
+import Glibc
 import NIOCore
 import NIOHTTP1
 import NIOPosix
@@ -9,17 +10,27 @@ import Testing
 
 @Suite("Errors and timeouts over loopback")
 struct ErrorTests {
-    /// A free port on 127.0.0.1 that nothing listens on.
-    static func closedPort() async throws -> Int {
-        let channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton).bind(host: "127.0.0.1", port: 0).get()
-        let port = channel.localAddress!.port!
-        try await channel.close()
-        return port
+    /// A port on 127.0.0.1 that refuses connections for as long as the returned socket is open:
+    /// bound but not listening, so no other test can be handed the same port meanwhile.
+    static func refusingPort() throws -> (port: Int, socket: Int32) {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        precondition(fd >= 0, "socket() failed")
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        address.sin_port = 0
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let bound = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) == 0 && getsockname(fd, $0, &length) == 0 }
+        }
+        precondition(bound, "bind() failed")
+        return (Int(UInt16(bigEndian: address.sin_port)), fd)
     }
 
     /// Upstream refuses the connection: 502 with a plain-text body, and the client connection stays usable.
     @Test func refusedUpstreamGives502() async throws {
-        let port = try await Self.closedPort()
+        let (port, holder) = try Self.refusingPort()
+        defer { close(holder) }
         let proxy = try await ProxyHarness.start(upstreams: ["http://127.0.0.1:\(port)"])
         defer { Task { await proxy.stop() } }
 
@@ -36,7 +47,8 @@ struct ErrorTests {
 
     /// One dead and one live upstream: the connect failure is retried on the other upstream, so every request succeeds.
     @Test func refusedConnectIsRetriedOnAnotherUpstream() async throws {
-        let dead = try await Self.closedPort()
+        let (dead, holder) = try Self.refusingPort()
+        defer { close(holder) }
         let live = try await TestUpstream.start(group: MultiThreadedEventLoopGroup.singleton)
         let proxy = try await ProxyHarness.start(upstreams: ["http://127.0.0.1:\(dead)", live.url])
         defer { Task { await proxy.stop(); await live.stop() } }

@@ -72,6 +72,7 @@ public enum DurationParser {
 
 extension Duration {
     /// The duration in whole nanoseconds, clamped to `Int64`.
+    @inlinable
     public var nanosecondsClamped: Int64 {
         let (seconds, attoseconds) = self.components
         let (product, overflow) = seconds.multipliedReportingOverflow(by: 1_000_000_000)

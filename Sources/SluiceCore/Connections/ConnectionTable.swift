@@ -39,6 +39,24 @@ public struct ConnectionTable<Instant: InstantProtocol> where Instant.Duration =
         /// Responses completed on this connection.
         public internal(set) var requestsServed: Int
 
+        // In-place updates: one hash lookup per event through the dictionary's `_modify`.
+        mutating func headBegan(now: Instant) {
+            self.lastActivity = now
+            if self.readingHeadSince == nil { self.readingHeadSince = now }
+        }
+
+        mutating func requestStarted(now: Instant) {
+            self.readingHeadSince = nil
+            self.inFlight += 1
+            self.lastActivity = now
+        }
+
+        mutating func requestFinished(now: Instant) {
+            self.inFlight = max(0, self.inFlight - 1)
+            self.requestsServed += 1
+            self.lastActivity = now
+        }
+
         public var state: State {
             if self.closing { return .closing }
             return self.inFlight > 0 || self.readingHeadSince != nil ? .active : .idle
@@ -115,6 +133,7 @@ public struct ConnectionTable<Instant: InstantProtocol> where Instant.Duration =
 
     /// A connection was accepted. In `propagating` it gets its own close moment; in `draining` it
     /// will close after its first response.
+    @_specialize(exported: true, where Instant == MonotonicInstant, R == SystemRandomNumberGenerator)
     public mutating func add<R: RandomNumberGenerator>(
         _ id: ConnectionID,
         protocol proto: ConnectionProtocol,
@@ -145,26 +164,25 @@ public struct ConnectionTable<Instant: InstantProtocol> where Instant.Duration =
     }
 
     @discardableResult
+    @_specialize(exported: true, where Instant == MonotonicInstant)
     public mutating func remove(_ id: ConnectionID) -> Entry? {
         self.entries.removeValue(forKey: id)
     }
 
     /// Bytes of a new request head arrived on an idle connection.
+    @_specialize(exported: true, where Instant == MonotonicInstant)
     public mutating func requestHeadBegan(_ id: ConnectionID, now: Instant) {
-        self.entries[id]?.lastActivity = now
-        if self.entries[id]?.readingHeadSince == nil { self.entries[id]?.readingHeadSince = now }
+        self.entries[id]?.headBegan(now: now)
     }
 
     /// A request head is complete and is being served.
+    @_specialize(exported: true, where Instant == MonotonicInstant)
     public mutating func requestStarted(_ id: ConnectionID, now: Instant) {
-        guard var entry = self.entries.removeValue(forKey: id) else { return }
-        entry.readingHeadSince = nil
-        entry.inFlight += 1
-        entry.lastActivity = now
-        self.entries[id] = entry
+        self.entries[id]?.requestStarted(now: now)
     }
 
     /// Whether the response about to start must carry `Connection: close` because of the drain.
+    @_specialize(exported: true, where Instant == MonotonicInstant)
     public func responseShouldClose(_ id: ConnectionID, now: Instant) -> Bool {
         guard let entry = self.entries[id] else { return true }
         if entry.closing { return true }
@@ -173,15 +191,13 @@ public struct ConnectionTable<Instant: InstantProtocol> where Instant.Duration =
     }
 
     /// A response was sent completely.
+    @_specialize(exported: true, where Instant == MonotonicInstant)
     public mutating func requestFinished(_ id: ConnectionID, now: Instant) {
-        guard var entry = self.entries.removeValue(forKey: id) else { return }
-        entry.inFlight = max(0, entry.inFlight - 1)
-        entry.requestsServed += 1
-        entry.lastActivity = now
-        self.entries[id] = entry
+        self.entries[id]?.requestFinished(now: now)
     }
 
     /// The connection decided to close (its response carried `Connection: close`, or it failed).
+    @_specialize(exported: true, where Instant == MonotonicInstant)
     public mutating func markClosing(_ id: ConnectionID) {
         self.entries[id]?.closing = true
     }
@@ -226,6 +242,7 @@ public struct ConnectionTable<Instant: InstantProtocol> where Instant.Duration =
     }
 
     /// Connections whose time is up. Each returned connection is marked closing.
+    @_specialize(exported: true, where Instant == MonotonicInstant)
     public mutating func sweep(now: Instant) -> [(ConnectionID, SweepReason)] {
         var closes: [(ConnectionID, SweepReason)] = []
         let draining: Bool
@@ -255,6 +272,7 @@ public struct ConnectionTable<Instant: InstantProtocol> where Instant.Duration =
         return closes
     }
 
+    @_specialize(exported: true, where Instant == MonotonicInstant)
     public func counts() -> Counts {
         var counts = Counts()
         for entry in self.entries.values {

@@ -54,6 +54,7 @@ public struct UpstreamPoolStateMachine<Instant: InstantProtocol> where Instant.D
     }
 
     /// A connection for the next request, round-robin over upstreams.
+    @_specialize(exported: true, where Instant == MonotonicInstant)
     public mutating func lease(now: Instant) -> LeaseAction {
         let upstream = self.nextUpstream
         self.nextUpstream = (self.nextUpstream + 1) % self.upstreams.count
@@ -61,6 +62,7 @@ public struct UpstreamPoolStateMachine<Instant: InstantProtocol> where Instant.D
     }
 
     /// A connection to one upstream; used for the retry on another connection.
+    @_specialize(exported: true, where Instant == MonotonicInstant)
     public mutating func lease(upstream: Int, now: Instant) -> LeaseAction {
         precondition(self.upstreams.indices.contains(upstream), "upstream index in range")
         if let idle = self.upstreams[upstream].idle.popLast() {
@@ -77,6 +79,7 @@ public struct UpstreamPoolStateMachine<Instant: InstantProtocol> where Instant.D
     public func upstream(after upstream: Int) -> Int { (upstream + 1) % self.upstreams.count }
 
     /// A request is done with the connection.
+    @_specialize(exported: true, where Instant == MonotonicInstant)
     public mutating func release(_ id: ConnectionID, reusable: Bool, now: Instant) -> ReleaseAction {
         guard let upstream = self.owner[id], self.upstreams[upstream].busy.remove(id) != nil else {
             preconditionFailure("released a connection that was not leased: \(id)")
@@ -90,6 +93,7 @@ public struct UpstreamPoolStateMachine<Instant: InstantProtocol> where Instant.D
     }
 
     /// The connection is gone (closed by the upstream, failed to connect, or closed by us).
+    @_specialize(exported: true, where Instant == MonotonicInstant)
     public mutating func connectionClosed(_ id: ConnectionID) {
         guard let upstream = self.owner.removeValue(forKey: id) else { return }
         self.upstreams[upstream].busy.remove(id)
@@ -97,6 +101,7 @@ public struct UpstreamPoolStateMachine<Instant: InstantProtocol> where Instant.D
     }
 
     /// Idle connections to close because they idled longer than `idleTimeout`.
+    @_specialize(exported: true, where Instant == MonotonicInstant)
     public mutating func sweep(now: Instant) -> [ConnectionID] {
         var expired: [ConnectionID] = []
         for index in self.upstreams.indices {

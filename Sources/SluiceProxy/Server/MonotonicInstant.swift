@@ -1,28 +1,12 @@
 import NIOCore
+import SluiceCore
 
-/// A moment on the event loops' monotonic clock (`CLOCK_MONOTONIC`, as `NIODeadline.now()`).
-///
-/// The pure machines in SluiceCore are generic over `InstantProtocol`; this is the instant the
-/// proxy feeds them, read once per event.
-public struct MonotonicInstant: InstantProtocol, Sendable {
-    public var nanoseconds: Int64
-
-    public init(nanoseconds: Int64) { self.nanoseconds = nanoseconds }
-
+extension MonotonicInstant {
+    /// Now, on the event loops' monotonic clock (`CLOCK_MONOTONIC`, as `NIODeadline.now()`).
     @inline(__always)
     public static func now() -> MonotonicInstant {
         MonotonicInstant(nanoseconds: Int64(truncatingIfNeeded: NIODeadline.now().uptimeNanoseconds))
     }
-
-    public func advanced(by duration: Duration) -> MonotonicInstant {
-        MonotonicInstant(nanoseconds: self.nanoseconds &+ duration.nanosecondsClamped)
-    }
-
-    public func duration(to other: MonotonicInstant) -> Duration {
-        .nanoseconds(other.nanoseconds &- self.nanoseconds)
-    }
-
-    public static func < (lhs: MonotonicInstant, rhs: MonotonicInstant) -> Bool { lhs.nanoseconds < rhs.nanoseconds }
 }
 
 /// A `Clock` over ``MonotonicInstant``, for the drain lifecycle machine.
