@@ -1,4 +1,5 @@
 import Foundation
+import Glibc
 import NIOPosix
 import Testing
 
@@ -72,6 +73,36 @@ struct CommandLineTests {
         let result = try await Self.run(["--listen", "127.0.0.1:\(port)", "--admin", "127.0.0.1:0", "--upstream", "http://127.0.0.1:3000"])
         #expect(result.exitCode == 1)
         #expect(result.stderr.contains("sluice: cannot listen on 127.0.0.1:\(port): address already in use (errno 98)\n"))
+    }
+
+    /// Sluice can start again on the port it just drained, although that port has connections in
+    /// TIME_WAIT (it closed idle keep-alive connections itself): a restart must not fail.
+    @Test(.enabled(if: FileManager.default.fileExists(atPath: CommandLineTests.binary.path)))
+    func restartOnTheSamePortRightAfterADrain() async throws {
+        let upstream = try await TestUpstream.start(group: MultiThreadedEventLoopGroup.singleton)
+        defer { Task { await upstream.stop() } }
+        let (port, holder) = try ErrorTests.refusingPort()
+        close(holder)
+        for _ in 0..<2 {
+            let process = Process()
+            process.executableURL = Self.binary
+            process.arguments = ["--listen", "127.0.0.1:\(port)", "--admin", "127.0.0.1:0", "--upstream", upstream.url, "--drain-delay", "0s", "--log-level", "error"]
+            process.standardOutput = FileHandle.nullDevice
+            process.standardError = FileHandle.nullDevice
+            try process.run()
+            var client: RawClient?
+            for _ in 0..<200 where client == nil {
+                client = try? await RawClient.connect(port: port)
+                if client == nil { try await Task.sleep(for: .milliseconds(25)) }  // bounded wait for the listener
+            }
+            let connected = try #require(client)
+            let (text, _) = try await connected.exchange("GET /hello HTTP/1.1\r\nHost: a\r\n\r\n") { $0.hasCompleteResponses(1) }
+            #expect(text.hasPrefix("HTTP/1.1 200 OK\r\n"))
+            kill(process.processIdentifier, SIGTERM)
+            #expect(try await connected.waitForClose() == "")
+            let status = await Task.detached { process.waitUntilExit(); return process.terminationStatus }.value
+            #expect(status == 0)
+        }
     }
 
     /// `--version` prints the version.

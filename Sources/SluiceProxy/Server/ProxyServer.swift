@@ -79,7 +79,11 @@ public final class ProxyServer: Sendable {
                 // (a second Sluice would otherwise silently join the group and take half the traffic).
                 // Port 0 needs no probe: Linux never hands a port-0 bind a port another group uses.
                 let probe = try await ListenError.naming(address) {
-                    try await ServerBootstrap(group: self.group.next()).bind(host: address.host, port: address.port).get()
+                    // SO_REUSEADDR (not SO_REUSEPORT): connections in TIME_WAIT from a previous run
+                    // must not stop a restart, a live listener must.
+                    try await ServerBootstrap(group: self.group.next())
+                        .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+                        .bind(host: address.host, port: address.port).get()
                 }
                 try await probe.close()
             }
