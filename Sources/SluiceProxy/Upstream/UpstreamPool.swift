@@ -67,6 +67,19 @@ final class UpstreamPool {
 
     func upstream(after index: Int) -> Int { self.machine.upstream(after: index) }
 
+    /// Parks a connection made elsewhere, as if a request had just released it (handler tests on
+    /// `EmbeddedChannel`, where `ClientBootstrap` cannot connect).
+    func adoptIdle(upstream index: Int, now: MonotonicInstant, _ make: (ConnectionID) -> UpstreamHTTP1Handler) -> UpstreamHTTP1Handler {
+        guard case .connect(let id, _) = self.machine.lease(upstream: index, now: now) else {
+            preconditionFailure("adoptIdle is for a pool with no idle connection to that upstream")
+        }
+        let connection = make(id)
+        connection.pool = self
+        self.connections[id] = connection
+        _ = self.machine.release(id, reusable: true, now: now)
+        return connection
+    }
+
     /// The request is done with `connection`.
     func release(_ connection: UpstreamHTTP1Handler, reusable: Bool, now: MonotonicInstant) {
         self.eventLoop.assertInEventLoop()
