@@ -34,6 +34,7 @@ public enum HeaderRules {
     /// Removes hop-by-hop headers. Returns whether the message was chunked, so the caller can
     /// re-declare the framing it will use.
     @discardableResult
+    @inlinable
     public static func removeHopByHop<H: HeaderFields>(_ headers: inout H) -> (chunked: Bool, connectionTokens: [Substring]) {
         let chunked = headers.tokens(name: "transfer-encoding").last.map { $0.lowercased() == "chunked" } ?? false
         let connectionTokens = headers.tokens(name: "connection")
@@ -54,6 +55,7 @@ public enum HeaderRules {
     /// - Parameters:
     ///   - clientAddress: the downstream peer's IP, without port.
     ///   - upstreamAuthority: used as `Host` when the request has none (HTTP/1.0).
+    @inlinable
     public static func rewriteRequest<H: HeaderFields>(_ headers: inout H, clientAddress: String?, upstreamAuthority: String) {
         let (chunked, _) = Self.removeHopByHop(&headers)
         if chunked { headers.replaceOrAdd(name: "transfer-encoding", value: "chunked") }
@@ -76,6 +78,7 @@ public enum HeaderRules {
     }
 
     /// Rewrites a response head's headers for the client. Returns whether the upstream asked to close.
+    @inlinable
     public static func rewriteResponse<H: HeaderFields>(_ headers: inout H) -> Bool {
         let (chunked, tokens) = Self.removeHopByHop(&headers)
         if chunked {
@@ -87,6 +90,7 @@ public enum HeaderRules {
         return tokens.contains { $0.lowercased() == "close" }
     }
 
+    @inlinable
     static func appendVia<H: HeaderFields>(_ headers: inout H) {
         if let existing = headers.first(name: "via") {
             let all = headers.tokens(name: "via").joined(separator: ", ")

@@ -34,9 +34,18 @@ public enum RequestRules {
         public var expectsContinue: Bool
         /// `Content-Length`, when declared.
         public var contentLength: Int?
+
+        @inlinable
+        public init(rewrittenURI: String?, expectsContinue: Bool, contentLength: Int?) {
+            self.rewrittenURI = rewrittenURI
+            self.expectsContinue = expectsContinue
+            self.contentLength = contentLength
+        }
     }
 
     /// Checks the head. `headerBytes` is the size of the head as received (or a close estimate).
+    /// Inlinable so the proxy's call is specialised for NIO's header type.
+    @inlinable
     public static func check<H: HeaderFields>(
         _ head: Head,
         headers: H,
@@ -91,6 +100,7 @@ public enum RequestRules {
     }
 
     /// `http://Host:port/path?q` → (`Host:port`, `/path?q`).
+    @usableFromInline
     static func splitAbsoluteForm(_ uri: String) -> (authority: Substring, path: String)? {
         let lower = uri.prefix(8).lowercased()
         let rest: Substring

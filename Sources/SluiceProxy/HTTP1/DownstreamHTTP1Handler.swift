@@ -189,7 +189,7 @@ final class DownstreamHTTP1Handler: ChannelDuplexHandler {
 
         var headers = head.headers
         if accepted.expectsContinue { headers.remove(name: "expect") }
-        HeaderRules.rewriteRequest(&headers, clientAddress: self.peerAddress, upstreamAuthority: self.loop.pool.upstreams[0].authority)
+        HeaderRules.rewriteRequest(&headers, clientAddress: self.peerAddress, upstreamAuthority: self.loop.pool.fallbackHost)
         self.upstreamHead = HTTPRequestHead(version: .http1_1, method: head.method, uri: accepted.rewrittenURI ?? head.uri, headers: headers)
         self.expectsContinue = accepted.expectsContinue
         self.lease(upstream: nil, context: context)

@@ -110,7 +110,7 @@ extension HTTP2ProxyConnection: HTTP2StreamDelegate {
             head,
             endStream: endStream,
             clientAddress: self.peerAddress,
-            upstreamAuthority: self.loop.pool.upstreams[0].authority,
+            upstreamAuthority: self.loop.pool.fallbackHost,
             limits: self.loop.requestLimits
         )
         switch translation {

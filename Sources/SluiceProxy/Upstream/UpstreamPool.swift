@@ -24,6 +24,8 @@ final class UpstreamPool {
     private var machine: UpstreamPoolStateMachine<MonotonicInstant>
     private var connections: [ConnectionID: UpstreamHTTP1Handler] = [:]
     let upstreams: [UpstreamURL]
+    /// `Host` for a request that has none (HTTP/1.0): the first upstream's authority, formatted once.
+    let fallbackHost: String
     private let addresses: [SocketAddress?]
     private let eventLoop: any EventLoop
     private let settings: SluiceConfig.Upstream
@@ -33,6 +35,7 @@ final class UpstreamPool {
     init(eventLoop: any EventLoop, loopIndex: Int, upstreams: [UpstreamURL], settings: SluiceConfig.Upstream, logger: Logger) {
         self.eventLoop = eventLoop
         self.upstreams = upstreams
+        self.fallbackHost = upstreams[0].authority
         self.settings = settings
         self.logger = logger
         // IP literals are resolved once here; host names are resolved per new connection.
