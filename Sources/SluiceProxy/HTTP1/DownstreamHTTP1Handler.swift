@@ -69,8 +69,12 @@ final class DownstreamHTTP1Handler: ChannelDuplexHandler {
     private var retried = false
     private var requestStartedAt = MonotonicInstant(nanoseconds: 0)
 
-    init(loop: LoopContext) {
+    /// - Parameter adopting: the connection-table entry the protocol detector made at accept, which
+    ///   this handler takes over (one registration per connection, not two).
+    init(loop: LoopContext, adopting entry: (id: ConnectionID, peerAddress: String?)? = nil) {
         self.loop = loop
+        self.id = entry?.id
+        self.peerAddress = entry?.peerAddress
     }
 
     var isIdle: Bool {
@@ -82,7 +86,11 @@ final class DownstreamHTTP1Handler: ChannelDuplexHandler {
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
-        if context.channel.isActive { self.register(context: context) }
+        if let id = self.id {
+            self.loop.adopt(id, connection: self, protocol: .http1)
+        } else if context.channel.isActive {
+            self.register(context: context)
+        }
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {

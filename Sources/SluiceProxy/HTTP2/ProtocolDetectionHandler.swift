@@ -8,8 +8,8 @@ import SluiceHTTP2
 ///
 /// 1. From accept until the decision the connection is in the loop's table as HTTP/1 (so the
 ///    header timeout and the drain see it), with this handler as its ``DownstreamConnection``.
-/// 2. HTTP/1: the pipeline is installed (``installHTTP1``); its handler registers itself, then this
-///    registration goes (in that order, so the table is never empty in between during a drain).
+/// 2. HTTP/1: the pipeline is installed (``installHTTP1``) and its handler takes over this
+///    registration (one table entry per connection, never a gap in which a drain sees it missing).
 /// 3. HTTP/2: an ``HTTP2ServerConnectionHandler`` with an ``HTTP2ProxyConnection`` delegate takes over
 ///    this registration as `.http2` (``LoopContext/adopt(_:connection:protocol:)``), which also sends
 ///    it the drain's GOAWAY at once if the drain has begun.
@@ -18,7 +18,8 @@ final class ProtocolDetectionHandler: ChannelInboundHandler, RemovableChannelHan
     typealias InboundOut = ByteBuffer
 
     private let loop: LoopContext
-    private let installHTTP1: (ChannelPipeline.SynchronousOperations) throws -> Void
+    /// Installs the HTTP/1 pipeline; its handler takes over this connection's table entry (if any).
+    private let installHTTP1: (ChannelPipeline.SynchronousOperations, (id: ConnectionID, peerAddress: String?)?) throws -> Void
     private let http2Configuration: HTTP2ServerConnectionHandler.Configuration
     private var machine = StateMachine()
     private var buffered: ByteBuffer?
@@ -29,7 +30,7 @@ final class ProtocolDetectionHandler: ChannelInboundHandler, RemovableChannelHan
     init(
         loop: LoopContext,
         http2Configuration: HTTP2ServerConnectionHandler.Configuration,
-        installHTTP1: @escaping (ChannelPipeline.SynchronousOperations) throws -> Void
+        installHTTP1: @escaping (ChannelPipeline.SynchronousOperations, (id: ConnectionID, peerAddress: String?)?) throws -> Void
     ) {
         self.loop = loop
         self.http2Configuration = http2Configuration
@@ -85,17 +86,16 @@ final class ProtocolDetectionHandler: ChannelInboundHandler, RemovableChannelHan
 
     private func switchToHTTP1(context: ChannelHandlerContext) {
         let bytes = self.buffered.take()!
+        // The HTTP/1 handler takes over the table entry: from here on it unregisters it.
+        let handover = self.id.map { (id: $0, peerAddress: self.peerAddress) }
+        self.id = nil
         do {
-            try self.installHTTP1(context.pipeline.syncOperations)
+            try self.installHTTP1(context.pipeline.syncOperations, handover)
         } catch {
             self.loop.logger.warning("HTTP/1 pipeline setup failed", metadata: ["error": "\(error)"])
+            if let handover { self.loop.unregister(handover.id) }
             context.close(promise: nil)
             return
-        }
-        // The HTTP/1 handler registered itself when it was added.
-        if let id = self.id {
-            self.id = nil
-            self.loop.unregister(id)
         }
         context.fireChannelRead(Self.wrapInboundOut(bytes))
         context.pipeline.syncOperations.removeHandler(context: context, promise: nil)

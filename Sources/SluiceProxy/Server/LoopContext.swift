@@ -82,7 +82,7 @@ final class LoopContext {
     /// ``ConnectionTable/add(_:protocol:peer:now:using:)`` gives no action for a late arrival.
     func adopt(_ id: ConnectionID, connection: any DownstreamConnection, protocol proto: ConnectionProtocol) {
         self.eventLoop.assertInEventLoop()
-        self.table.setProtocol(id, proto)
+        if self.table[id]?.protocol != proto { self.table.setProtocol(id, proto) }
         self.connections[id] = connection
         switch self.phase {
         case .starting, .serving, .stopped: break

@@ -119,10 +119,10 @@ public final class ProxyServer: Sendable {
             .childChannelInitializer { [http2] channel in
                 channel.eventLoop.makeCompletedFuture {
                     // HTTP/1 or h2c prior knowledge, told by the first bytes.
-                    let detector = ProtocolDetectionHandler(loop: loop.value, http2Configuration: http2) { sync in
+                    let detector = ProtocolDetectionHandler(loop: loop.value, http2Configuration: http2) { sync, entry in
                         // An HTTP/1 client may half-close after its last request and still read the response.
                         try channel.syncOptions?.setOption(.allowRemoteHalfClosure, value: true)
-                        let handler = DownstreamHTTP1Handler(loop: loop.value)
+                        let handler = DownstreamHTTP1Handler(loop: loop.value, adopting: entry)
                         try sync.addHandler(ReadActivityObserver(connection: handler))
                         // Pipelining is queued by the handler itself (see DownstreamHTTP1Handler).
                         try sync.configureHTTPServerPipeline(
