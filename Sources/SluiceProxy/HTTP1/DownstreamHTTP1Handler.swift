@@ -31,7 +31,7 @@ final class DownstreamHTTP1Handler: ChannelDuplexHandler {
         /// `pendingParts` and reads are held.
         case connecting
         /// The request streams to `upstream`, and its response streams back.
-        case forwarding(UpstreamHTTP1Handler)
+        case forwarding(any UpstreamExchange)
         /// Sluice answered the request itself (an error); the rest of the request body is discarded.
         case respondedLocally
         /// The connection is closing or closed.
@@ -115,7 +115,7 @@ final class DownstreamHTTP1Handler: ChannelDuplexHandler {
         case .forwarding(let upstream):
             // The client went away mid-exchange: the upstream connection is in an unknown state.
             upstream.delegate = nil
-            self.loop.pool.release(upstream, reusable: false, now: .now())
+            upstream.release(reusable: false, now: .now())
             if self.responseStarted || self.requestHasBody {
                 self.loop.stats.clientAborts += 1
             }
@@ -166,8 +166,8 @@ final class DownstreamHTTP1Handler: ChannelDuplexHandler {
             self.requestHead(head, context: context)
         case .body(let buffer):
             self.requestBody(buffer, context: context)
-        case .end:
-            self.requestEnd(context: context)
+        case .end(let trailers):
+            self.requestEnd(trailers: trailers, context: context)
         }
     }
 
@@ -222,14 +222,14 @@ final class DownstreamHTTP1Handler: ChannelDuplexHandler {
         }
     }
 
-    private func requestEnd(context: ChannelHandlerContext) {
+    private func requestEnd(trailers: HTTPHeaders?, context: ChannelHandlerContext) {
         self.requestEnded = true
         switch self.state {
         case .forwarding(let upstream):
-            upstream.sendEnd()
+            upstream.sendEnd(trailers: trailers)
             self.needsUpstreamFlush = true
         case .connecting:
-            self.pendingParts.append(.end(nil))
+            self.pendingParts.append(.end(trailers))
         case .respondedLocally:
             if !self.closeAfterResponse { self.finishRequest(context: context) }
         case .idle, .closed:
@@ -309,7 +309,7 @@ final class DownstreamHTTP1Handler: ChannelDuplexHandler {
         }
     }
 
-    private func startForwarding(_ upstream: UpstreamHTTP1Handler, context: ChannelHandlerContext) {
+    private func startForwarding(_ upstream: any UpstreamExchange, context: ChannelHandlerContext) {
         upstream.delegate = self
         self.state = .forwarding(upstream)
         upstream.sendHead(self.upstreamHead, now: .now())
@@ -323,7 +323,7 @@ final class DownstreamHTTP1Handler: ChannelDuplexHandler {
             case .head: preconditionFailure("the head is sent above")
             case .body(.byteBuffer(let body)): upstream.sendBody(body)
             case .body(.fileRegion): preconditionFailure("request bodies arrive as byte buffers")
-            case .end: upstream.sendEnd()
+            case .end(let trailers): upstream.sendEnd(trailers: trailers)
             }
         }
         self.pendingParts.removeAll(keepingCapacity: true)
@@ -397,7 +397,7 @@ final class DownstreamHTTP1Handler: ChannelDuplexHandler {
     private func failRequest(_ error: ProxyError, context: ChannelHandlerContext) {
         if case .forwarding(let upstream) = self.state {
             upstream.delegate = nil
-            self.loop.pool.release(upstream, reusable: false, now: .now())
+            upstream.release(reusable: false, now: .now())
         }
         if self.responseStarted {
             self.abort(error)
@@ -414,19 +414,20 @@ final class DownstreamHTTP1Handler: ChannelDuplexHandler {
     }
 
     /// The response's end is written: account for the request and either wait for the next one or close.
-    private func finishRequest(context: ChannelHandlerContext) {
+    /// The response is complete (with the upstream's `trailers`, sent where the response is chunked).
+    private func finishRequest(trailers: HTTPHeaders? = nil, context: ChannelHandlerContext) {
         let now = MonotonicInstant.now()
         self.loop.stats.recordResponse(status: self.responseStatus, duration: self.requestStartedAt.duration(to: now))
         if let id = self.id { self.loop.table.requestFinished(id, now: now) }
         if self.closeAfterResponse {
             self.state = .closed
             let promise = context.eventLoop.makePromise(of: Void.self)
-            context.writeAndFlush(self.wrapOutboundOut(.end(nil)), promise: promise)
+            context.writeAndFlush(self.wrapOutboundOut(.end(trailers)), promise: promise)
             promise.futureResult.assumeIsolated().whenComplete { _ in context.close(promise: nil) }
         } else {
             self.state = .idle
             self.headBegan = false
-            context.writeAndFlush(self.wrapOutboundOut(.end(nil)), promise: nil)
+            context.writeAndFlush(self.wrapOutboundOut(.end(trailers)), promise: nil)
             self.processQueuedParts(context: context)
             if case .idle = self.state, self.queuedParts.isEmpty, self.inputClosed {
                 self.close()
@@ -458,7 +459,7 @@ final class DownstreamHTTP1Handler: ChannelDuplexHandler {
 // MARK: - Upstream events
 
 extension DownstreamHTTP1Handler: UpstreamLeaseRequester {
-    func upstreamConnected(_ connection: UpstreamHTTP1Handler) -> Bool {
+    func upstreamConnected(_ connection: any UpstreamExchange) -> Bool {
         guard case .connecting = self.state, let context = self.context else { return false }
         self.startForwarding(connection, context: context)
         return true
@@ -501,12 +502,12 @@ extension DownstreamHTTP1Handler: UpstreamResponseDelegate {
 
     func upstreamResponseEnd(_ trailers: HTTPHeaders?) {
         guard case .forwarding(let upstream) = self.state, let context = self.context else { return }
-        self.loop.pool.release(upstream, reusable: self.requestEnded, now: .now())
+        upstream.release(reusable: self.requestEnded, now: .now())
         if !self.requestEnded {
             // The upstream answered before the request body ended; the rest of it is discarded.
             self.closeAfterResponse = true
         }
-        self.finishRequest(context: context)
+        self.finishRequest(trailers: trailers, context: context)
     }
 
     func upstreamWritabilityChanged(isWritable: Bool) {
@@ -517,7 +518,7 @@ extension DownstreamHTTP1Handler: UpstreamResponseDelegate {
 
     func upstreamFailed(_ error: ProxyError) {
         guard case .forwarding(let upstream) = self.state, let context = self.context else { return }
-        self.loop.pool.release(upstream, reusable: false, now: .now())
+        upstream.release(reusable: false, now: .now())
         if self.responseStarted {
             return self.abort(.upstreamFailedMidResponse(error.detail))
         }

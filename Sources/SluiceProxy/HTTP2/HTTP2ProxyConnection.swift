@@ -23,7 +23,7 @@ final class HTTP2ProxyConnection {
     /// The connection's handler; the pipeline owns it.
     private(set) weak var handler: HTTP2ServerConnectionHandler?
     private var streams: [HTTP2StreamID: HTTP2StreamForwarder] = [:]
-    private var needFlush: [UpstreamHTTP1Handler] = []
+    private var needFlush: [any UpstreamExchange] = []
     private var flushScheduled = false
     /// When the last stream closed (or the connection opened).
     private var idleSince: MonotonicInstant
@@ -67,7 +67,7 @@ final class HTTP2ProxyConnection {
     }
 
     /// An upstream connection was written to outside its own flush: flush it at the end of this tick.
-    func upstreamNeedsFlush(_ upstream: UpstreamHTTP1Handler) {
+    func upstreamNeedsFlush(_ upstream: any UpstreamExchange) {
         self.needFlush.append(upstream)
         guard !self.flushScheduled else { return }
         self.flushScheduled = true
@@ -143,7 +143,7 @@ extension HTTP2ProxyConnection: HTTP2StreamDelegate {
     }
 
     func streamEnded(_ streamID: HTTP2StreamID, trailers: [HTTP2HeaderField]?, on connection: HTTP2ServerConnectionHandler) {
-        self.streams[streamID]?.requestEnded()
+        self.streams[streamID]?.requestEnded(trailers: trailers)
     }
 
     func streamClosed(_ streamID: HTTP2StreamID, errorCode: HTTP2ErrorCode, on connection: HTTP2ServerConnectionHandler) {

@@ -38,12 +38,14 @@ enum HTTP2RequestTranslation {
         endStream: Bool,
         clientAddress: String?,
         upstreamAuthority: String,
-        limits: RequestRules.Limits
+        limits: RequestRules.Limits,
+        upstreamIsHTTP2: Bool = false
     ) -> Result<Translated, Rejection> {
         var headers = HTTPHeaders()
         headers.reserveCapacity(request.headers.count + 6)
         if let authority = request.authority { headers.add(name: "host", value: authority) }
         var cookies: [String] = []
+        var acceptsTrailers = false
         var headerBytes = (request.path?.utf8.count ?? 1) + request.method.utf8.count + 16
         for field in request.headers {
             let name = field.name
@@ -54,7 +56,9 @@ enum HTTP2RequestTranslation {
             switch name {
             case "te":
                 guard field.value.lowercased() == "trailers" else { return .failure(.malformed("te other than trailers")) }
-                continue  // Hop-by-hop: HTTP/1 upstreams never see it.
+                // Hop-by-hop: HTTP/1 upstreams never see it; HTTP/2 ones (gRPC) need it, added below.
+                acceptsTrailers = true
+                continue
             case "cookie":
                 cookies.append(field.value)
                 continue
@@ -95,6 +99,7 @@ enum HTTP2RequestTranslation {
             }
         }
         HeaderRules.rewriteRequest(&headers, clientAddress: clientAddress, upstreamAuthority: upstreamAuthority)
+        if acceptsTrailers && upstreamIsHTTP2 { headers.add(name: "te", value: "trailers") }
         let head = HTTPRequestHead(version: .http1_1, method: method, uri: accepted.rewrittenURI ?? path, headers: headers)
         return .success(Translated(head: head, expectsContinue: accepted.expectsContinue && !endStream))
     }
@@ -109,6 +114,16 @@ enum HTTP2RequestTranslation {
         fields.reserveCapacity(headers.count)
         for (name, value) in headers { fields.append(HTTP2HeaderField(name: name, value: value)) }
         return fields
+    }
+
+    /// Request trailers from the client, for the upstream (hop-by-hop fields removed).
+    static func trailerHeaders(_ fields: [HTTP2HeaderField]) -> HTTPHeaders {
+        var headers = HTTPHeaders()
+        headers.reserveCapacity(fields.count)
+        for field in fields where !Self.connectionSpecific.contains(field.name) && !HeaderRules.hopByHop.contains(field.name) {
+            headers.add(name: field.name, value: field.value)
+        }
+        return headers
     }
 
     /// Trailers from the upstream's chunked response, for the client.

@@ -26,9 +26,10 @@ final class HTTP2StreamForwarder {
     private var queuedBytes = 0
     /// Request body written upstream but not yet consumed (the upstream was not writable).
     private var unconsumed = 0
-    private var upstream: UpstreamHTTP1Handler?
+    private var upstream: (any UpstreamExchange)?
     private var heldHead: (status: Int, fields: [HTTP2HeaderField])?
     private var responseStatus = 0
+    private var requestTrailers: HTTPHeaders?
 
     init(streamID: HTTP2StreamID, connection: HTTP2ProxyConnection, head: HTTPRequestHead, machine: StateMachine, startedAt: MonotonicInstant) {
         self.streamID = streamID
@@ -48,7 +49,7 @@ final class HTTP2StreamForwarder {
         switch self.loop.pool.lease(for: self, upstream: index, now: .now()) {
         case .ready(let connection):
             if !self.upstreamConnected(connection) {
-                self.loop.pool.release(connection, reusable: true, now: .now())
+                connection.release(reusable: true, now: .now())
             }
         case .connecting:
             break
@@ -76,13 +77,14 @@ final class HTTP2StreamForwarder {
         }
     }
 
-    /// The request ended. Trailers are not forwarded: HTTP/1 request trailers would need the
-    /// upstream handler to write them (its `sendEnd()` sends none).
-    func requestEnded() {
+    /// The request ended, with `trailers` if the client sent any (gRPC does not, but HTTP allows
+    /// them; an HTTP/1.1 upstream gets them in the chunked encoding).
+    func requestEnded(trailers: [HTTP2HeaderField]?) {
+        if let trailers, !trailers.isEmpty { self.requestTrailers = HTTP2RequestTranslation.trailerHeaders(trailers) }
         switch self.machine.endReceived() {
         case .sendEnd:
             guard let upstream = self.upstream else { preconditionFailure("forwarding without an upstream connection") }
-            upstream.sendEnd()
+            upstream.sendEnd(trailers: self.requestTrailers)
             self.connection.upstreamNeedsFlush(upstream)
         case .queueEnd, .none:
             break
@@ -95,7 +97,7 @@ final class HTTP2StreamForwarder {
             if let upstream = self.upstream {
                 upstream.delegate = nil
                 self.upstream = nil
-                self.loop.pool.release(upstream, reusable: false, now: .now())
+                upstream.release(reusable: false, now: .now())
             }
             self.loop.stats.clientAborts += 1
         case .none:
@@ -112,7 +114,7 @@ final class HTTP2StreamForwarder {
     // MARK: Helpers
 
     /// `bytes` of request body were written to `upstream`: consume them if it can take more.
-    private func written(_ bytes: Int, to upstream: UpstreamHTTP1Handler) {
+    private func written(_ bytes: Int, to upstream: any UpstreamExchange) {
         self.unconsumed += bytes
         if upstream.isWritable { self.consumeWritten() }
     }
@@ -137,7 +139,7 @@ final class HTTP2StreamForwarder {
         guard let upstream = self.upstream else { return }
         upstream.delegate = nil
         self.upstream = nil
-        self.loop.pool.release(upstream, reusable: false, now: .now())
+        upstream.release(reusable: false, now: .now())
     }
 
     private func run(_ failure: StateMachine.Failure, error: ProxyError) {
@@ -165,7 +167,7 @@ final class HTTP2StreamForwarder {
 // MARK: - Upstream events
 
 extension HTTP2StreamForwarder: UpstreamLeaseRequester {
-    func upstreamConnected(_ connection: UpstreamHTTP1Handler) -> Bool {
+    func upstreamConnected(_ connection: any UpstreamExchange) -> Bool {
         switch self.machine.upstreamConnected() {
         case .decline:
             return false
@@ -181,7 +183,7 @@ extension HTTP2StreamForwarder: UpstreamLeaseRequester {
             self.queued.removeAll()
             let bytes = self.queuedBytes
             self.queuedBytes = 0
-            if self.machine.requestEnded { connection.sendEnd() }
+            if self.machine.requestEnded { connection.sendEnd(trailers: self.requestTrailers) }
             connection.flush()
             if bytes > 0 { self.written(bytes, to: connection) }
             return true
@@ -225,7 +227,7 @@ extension HTTP2StreamForwarder: UpstreamResponseDelegate {
         guard case .finish(let reusable) = self.machine.responseEnd(), let upstream = self.upstream else { return }
         self.upstream = nil
         upstream.delegate = nil
-        self.loop.pool.release(upstream, reusable: reusable, now: .now())
+        upstream.release(reusable: reusable, now: .now())
         let trailerFields = trailers.map(HTTP2RequestTranslation.trailerFields) ?? []
         if self.heldHead != nil {
             self.sendHeldHead(endStream: trailerFields.isEmpty)

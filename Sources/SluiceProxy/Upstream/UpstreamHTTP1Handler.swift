@@ -22,7 +22,7 @@ protocol UpstreamResponseDelegate: AnyObject {
 ///
 /// It sits after NIO's `HTTPRequestEncoder` and `HTTPResponseDecoder`. Between leases it has no
 /// delegate; an idle connection that receives a response or closes tells its pool.
-final class UpstreamHTTP1Handler: ChannelDuplexHandler {
+final class UpstreamHTTP1Handler: ChannelDuplexHandler, UpstreamExchange {
     typealias InboundIn = HTTPClientResponsePart
     typealias OutboundIn = HTTPClientRequestPart
     typealias OutboundOut = HTTPClientRequestPart
@@ -67,8 +67,17 @@ final class UpstreamHTTP1Handler: ChannelDuplexHandler {
         self.context?.write(self.wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
     }
 
-    func sendEnd() {
-        self.context?.write(self.wrapOutboundOut(.end(nil)), promise: nil)
+    func sendEnd(trailers: HTTPHeaders?) {
+        self.context?.write(self.wrapOutboundOut(.end(trailers)), promise: nil)
+    }
+
+    func release(reusable: Bool, now: MonotonicInstant) {
+        if let pool = self.pool {
+            pool.release(self, reusable: reusable, now: now)
+        } else {
+            self.delegate = nil
+            self.close()
+        }
     }
 
     func flush() { self.context?.flush() }

@@ -7,7 +7,7 @@ import SluiceCore
 /// Asks for an upstream connection and hears back when it is ready.
 protocol UpstreamLeaseRequester: AnyObject {
     /// The connection is up. Returns `false` if the requester no longer wants it (the pool parks it).
-    func upstreamConnected(_ connection: UpstreamHTTP1Handler) -> Bool
+    func upstreamConnected(_ connection: any UpstreamExchange) -> Bool
     func upstreamConnectFailed(_ error: ProxyError, upstream: Int)
 }
 
@@ -17,7 +17,7 @@ protocol UpstreamLeaseRequester: AnyObject {
 /// and its upstream connection never leave their loop.
 final class UpstreamPool {
     enum LeaseResult {
-        case ready(UpstreamHTTP1Handler)
+        case ready(any UpstreamExchange)
         case connecting(upstream: Int)
     }
 

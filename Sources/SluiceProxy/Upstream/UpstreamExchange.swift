@@ -1,0 +1,34 @@
+import NIOCore
+import NIOHTTP1
+import SluiceCore
+
+/// One request's way to an upstream: a leased HTTP/1.1 connection (``UpstreamHTTP1Handler``) or a
+/// stream on a multiplexed HTTP/2 connection (``UpstreamHTTP2Stream``).
+///
+/// The downstream side (``DownstreamHTTP1Handler``, ``HTTP2StreamForwarder``) drives it the same way
+/// for both: head, body*, end (with trailers), flushed once per read batch; the response comes back
+/// through ``delegate``. Every call is made on the event loop the exchange lives on.
+protocol UpstreamExchange: AnyObject {
+    /// The request now using this exchange; `nil` stops the callbacks.
+    var delegate: (any UpstreamResponseDelegate)? { get set }
+    /// Whether the connection carried a complete response before this one (a failure may then be a
+    /// keep-alive race, which an idempotent request may retry).
+    var isReused: Bool { get }
+    /// Whether more request bytes can be written without queueing past the watermark.
+    var isWritable: Bool { get }
+
+    func sendHead(_ head: HTTPRequestHead, now: MonotonicInstant)
+    func sendBody(_ buffer: ByteBuffer)
+    /// Ends the request, with trailers where the upstream protocol carries them.
+    func sendEnd(trailers: HTTPHeaders?)
+    func flush()
+    /// The downstream became writable again: resume reading the response.
+    func resumeReading()
+    /// The request is done with the exchange. With `reusable: false` the exchange is abandoned
+    /// mid-way: the connection (HTTP/1.1) or the stream (HTTP/2) is closed.
+    func release(reusable: Bool, now: MonotonicInstant)
+}
+
+extension UpstreamExchange {
+    func sendEnd() { self.sendEnd(trailers: nil) }
+}
