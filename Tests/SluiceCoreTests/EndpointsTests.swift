@@ -67,7 +67,7 @@ import Testing
 
     /// Other schemes, missing scheme or host, a path, query, fragment or user info, unbracketed IPv6 and port 0 are rejected.
     @Test(arguments: [
-        "https://example.com", "h2c://example.com:80", "ftp://example.com", "127.0.0.1:3000", "example.com", "http:/example.com",
+        "https://example.com", "h2://example.com:80", "h2c://example.com/grpc", "ftp://example.com", "127.0.0.1:3000", "example.com", "http:/example.com",
         "http//example.com", "http://", "http:///", "http://example.com/path", "http://example.com:3000/api/",
         "http://example.com//", "http://example.com?x=1", "http://example.com/?x=1", "http://example.com#top",
         "http://user@example.com", "http://user:pw@example.com:3000", "http://::1", "http://::1:3000",
@@ -75,6 +75,13 @@ import Testing
     ])
     func malformedUpstreamURLIsRejected(_ text: String) {
         #expect(UpstreamURL(parsing: text) == nil)
+    }
+
+    /// h2c URLs parse with their scheme; the default port is 80 as for http.
+    @Test func h2cURLKeepsItsScheme() {
+        #expect(UpstreamURL(parsing: "h2c://127.0.0.1:50051") == UpstreamURL(scheme: .h2c, host: "127.0.0.1", port: 50051))
+        #expect(UpstreamURL(parsing: "H2C://[::1]") == UpstreamURL(scheme: .h2c, host: "::1", port: 80))
+        #expect(UpstreamURL(parsing: "h2c://grpc:9000")?.description == "h2c://grpc:9000")
     }
 
     /// An unbalanced or trailing-garbage bracket host is rejected.

@@ -5,7 +5,7 @@ import Testing
     static let upstream = ["upstream": ["http://127.0.0.1:3000"]]
     static let durationAccepted = "a duration such as 500ms, 5s, 1m30s or a bare number of seconds"
     static let hostPortAccepted = "HOST:PORT, e.g. 0.0.0.0:8080 or [::1]:8080, port 0-65535"
-    static let upstreamAccepted = "a URL such as http://127.0.0.1:3000 (scheme http, no path)"
+    static let upstreamAccepted = "a URL such as http://127.0.0.1:3000 or h2c://127.0.0.1:50051 (scheme http or h2c, no path)"
     static let sizeAccepted = "a size such as 32768, 32KiB, 1MiB or 2GiB"
     static let knownKeys =
         "listen, upstream, admin, threads, drain-delay, drain-timeout, termination-grace, drain-idle-quiet, request-header-timeout, idle-timeout, max-header-size, max-body-size, upstream-connect-timeout, response-header-timeout, upstream-idle-timeout, upstream-max-idle, log-level, log-format"
@@ -246,6 +246,15 @@ import Testing
                 "invalid --upstream \"tcp://a:1\": expected \(Self.upstreamAccepted)",
                 "invalid --upstream \"http://b:2/x\": expected \(Self.upstreamAccepted)",
             ])
+    }
+
+    /// h2c upstreams are read with their scheme; mixing http and h2c upstreams is one clear error.
+    @Test func h2cUpstreamsAreReadAndMixingSchemesIsAnError() throws {
+        let config = try SluiceConfig.read(ConfigSources(flags: ["upstream": ["h2c://127.0.0.1:50051", "h2c://[::1]:50052"]]), defaultThreads: 1)
+        #expect(config.upstreams == [UpstreamURL(scheme: .h2c, host: "127.0.0.1", port: 50051), UpstreamURL(scheme: .h2c, host: "::1", port: 50052)])
+        #expect(
+            messages(ConfigSources(flags: ["upstream": ["http://a:1", "http://b:2", "h2c://c:3"]]))
+                == ["--upstream mixes schemes (http://a:1 and h2c://c:3): all upstreams must be http:// or all h2c://"])
     }
 
     /// A single-valued setting given twice is an error naming the count, from a flag or the environment.

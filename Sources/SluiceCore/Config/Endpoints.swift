@@ -39,14 +39,18 @@ public struct HostPort: Hashable, Sendable, CustomStringConvertible {
     public var description: String { self.host.contains(":") ? "[\(self.host)]:\(self.port)" : "\(self.host):\(self.port)" }
 }
 
-/// An upstream as given to `--upstream`: `http://HOST:PORT`, `http://HOST` (port 80).
+/// An upstream as given to `--upstream`: `http://HOST:PORT`, `http://HOST` (port 80), or
+/// `h2c://HOST:PORT` for an upstream that speaks HTTP/2 without TLS (gRPC servers).
 ///
-/// Only `http` is accepted for now; `h2c` arrives with the HTTP/2 upstream work. A path, query or
-/// user info in the URL is rejected rather than silently ignored.
+/// A path, query or user info in the URL is rejected rather than silently ignored.
 public struct UpstreamURL: Hashable, Sendable, CustomStringConvertible {
     public enum Scheme: String, Sendable {
+        /// HTTP/1.1, a pooled connection per request in flight.
         case http
+        /// HTTP/2 with prior knowledge (no TLS, no upgrade), streams multiplexed on few connections.
+        case h2c
     }
+
 
     public var scheme: Scheme
     public var host: String
@@ -58,7 +62,7 @@ public struct UpstreamURL: Hashable, Sendable, CustomStringConvertible {
         self.port = port
     }
 
-    public static let accepted = "a URL such as http://127.0.0.1:3000 (scheme http, no path)"
+    public static let accepted = "a URL such as http://127.0.0.1:3000 or h2c://127.0.0.1:50051 (scheme http or h2c, no path)"
 
     public init?(parsing text: String) {
         let text = text.trimmingWhitespace()

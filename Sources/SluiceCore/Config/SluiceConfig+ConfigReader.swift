@@ -105,6 +105,9 @@ extension SluiceConfig {
         if config.upstreams.isEmpty && !reader.failedKeys.contains("upstream") {
             errors.append(ConfigError("no upstream configured: set --upstream (or SLUICE_UPSTREAM, or upstream in the config file) to \(UpstreamURL.accepted)"))
         }
+        if let first = config.upstreams.first, let other = config.upstreams.first(where: { $0.scheme != first.scheme }) {
+            errors.append(ConfigError("--upstream mixes schemes (\(first) and \(other)): all upstreams must be http:// or all h2c://"))
+        }
         if config.listen.isEmpty && !reader.failedKeys.contains("listen") {
             errors.append(ConfigError("no listener configured: set --listen to \(HostPort.accepted)"))
         }
