@@ -397,6 +397,11 @@ public final class NGHTTP2Session {
         }
     }
 
+    /// The peer's `SETTINGS_MAX_CONCURRENT_STREAMS` (unlimited, as 2^32-1, until its SETTINGS arrive).
+    public var remoteMaxConcurrentStreams: Int {
+        Int(nghttp2_session_get_remote_settings(self.raw, NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS))
+    }
+
     /// The highest peer-initiated stream ID libnghttp2 has processed.
     public var lastProcessedStreamID: HTTP2StreamID {
         HTTP2StreamID(nghttp2_session_get_last_proc_stream_id(self.raw))

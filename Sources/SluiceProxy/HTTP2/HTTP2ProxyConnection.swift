@@ -111,7 +111,8 @@ extension HTTP2ProxyConnection: HTTP2StreamDelegate {
             endStream: endStream,
             clientAddress: self.peerAddress,
             upstreamAuthority: self.loop.pool.fallbackHost,
-            limits: self.loop.requestLimits
+            limits: self.loop.requestLimits,
+            upstreamIsHTTP2: self.loop.pool.isHTTP2
         )
         switch translation {
         case .success(let translated):

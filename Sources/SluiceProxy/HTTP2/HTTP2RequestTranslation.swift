@@ -14,8 +14,9 @@ import SluiceHTTP2
 ///    a 400. Split `cookie` fields are joined with `; ` (RFC 9113 §8.2.3).
 /// 3. ``RequestRules/check(_:headers:headerBytes:limits:)`` runs as for HTTP/1 (CONNECT is refused,
 ///    limits apply), then ``HeaderRules/rewriteRequest(_:clientAddress:upstreamAuthority:)``.
-/// 4. Framing for HTTP/1: a request with a body and no `content-length` goes chunked; one without a
-///    body whose method usually has one gets `content-length: 0`.
+/// 4. Framing for HTTP/1: a request with a body and no `content-length` goes chunked, and so does one
+///    that announces trailers (`trailer`), so they can be forwarded; one without a body whose method
+///    usually has one gets `content-length: 0`.
 enum HTTP2RequestTranslation {
     struct Translated: Equatable {
         var head: HTTPRequestHead
@@ -90,7 +91,11 @@ enum HTTP2RequestTranslation {
         }
         let method = HTTPMethod(rawValue: request.method)
         if accepted.expectsContinue { headers.remove(name: "expect") }
-        if accepted.contentLength == nil {
+        if accepted.contentLength != nil, !endStream, !upstreamIsHTTP2, headers.contains(name: "trailer") {
+            // Trailers are announced: HTTP/1.1 carries them only in the chunked coding (RFC 9112 §7.1.2).
+            headers.remove(name: "content-length")
+            headers.add(name: "transfer-encoding", value: "chunked")
+        } else if accepted.contentLength == nil {
             if !endStream {
                 if method == .TRACE { return .failure(.refused(.badRequest("TRACE with a body"))) }
                 headers.add(name: "transfer-encoding", value: "chunked")

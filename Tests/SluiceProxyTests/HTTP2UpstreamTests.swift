@@ -1,0 +1,287 @@
+import Foundation
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+import SluiceCore
+import SluiceHTTP2
+import Synchronization
+import Testing
+
+@testable import SluiceProxy
+
+/// `--upstream h2c://`: HTTP/1.1 and HTTP/2 clients through the real ``ProxyServer`` to an HTTP/2
+/// upstream (gRPC interop with grpcio is in Tests/e2e/test_grpc_h2c.py). The upstream here reports
+/// what it received, so the request's translation is asserted exactly.
+@Suite("h2c upstreams over loopback", .serialized)
+struct HTTP2UpstreamTests {
+    static func withProxy(_ body: (ProxyHarness, H2CUpstream) async throws -> Void) async throws {
+        let upstream = try await H2CUpstream.start()
+        let proxy = try await ProxyHarness.start(upstreams: ["h2c://127.0.0.1:\(upstream.port)"])
+        do {
+            try await body(proxy, upstream)
+        } catch {
+            await proxy.stop()
+            await upstream.stop()
+            throw error
+        }
+        await proxy.stop()
+        await upstream.stop()
+    }
+
+    /// An HTTP/1.1 client (curl) reaches the h2c upstream: pseudo-headers from the request line and
+    /// Host, hop-by-hop fields gone, the body echoed, and the upstream's trailers arrive in the
+    /// chunked response.
+    @Test(.enabled(if: HTTP2Tools.isExecutable(HTTP2Tools.curl), "needs /usr/bin/curl"))
+    func http1ClientToH2CUpstream() async throws {
+        try await Self.withProxy { proxy, _ in
+            let headers = FileManager.default.temporaryDirectory.appendingPathComponent("h2c-headers-\(UUID().uuidString)").path
+            defer { try? FileManager.default.removeItem(atPath: headers) }
+            let post = try await Curl.run([
+                "-sS", "--http1.1", "-D", headers, "-H", "Connection: keep-alive, x-drop", "-H", "x-drop: 1", "-H", "TE: trailers",
+                "--data-binary", "payload-123", proxy.url + "/submit?q=1",
+            ])
+            #expect(post.exitCode == 0, "\(post.stderr)")
+            #expect(post.stdout == "payload-123")
+            let dump = try String(contentsOfFile: headers, encoding: .utf8).replacingOccurrences(of: "\r\n", with: "\n")
+            #expect(dump.hasPrefix("HTTP/1.1 200 OK\n"), "\(dump)")
+            #expect(dump.contains("x-method: POST\n"))
+            #expect(dump.contains("x-path: /submit?q=1\n"))
+            #expect(dump.contains("x-scheme: http\n"))
+            #expect(dump.contains("x-authority: 127.0.0.1:\(proxy.port)\n"))
+            #expect(dump.contains("x-forwarded-for: 127.0.0.1\n"))
+            #expect(!dump.contains("x-drop"), "a field named in Connection is hop-by-hop: \(dump)")
+            #expect(dump.contains("transfer-encoding: chunked\n"))
+            // The upstream's trailers, after the body.
+            #expect(dump.contains("grpc-status: 0\n"), "\(dump)")
+            #expect(dump.contains("x-request-trailers: -\n"))
+        }
+    }
+
+    /// An HTTP/2 client (nghttp) with request trailers and `te: trailers`: both reach the h2c upstream,
+    /// and the upstream's response trailers come back as HTTP/2 trailers.
+    @Test(.enabled(if: HTTP2Tools.isExecutable(HTTP2Tools.nghttp), "needs /usr/bin/nghttp (apt install nghttp2-client)"))
+    func http2ClientWithTrailersToH2CUpstream() async throws {
+        try await Self.withProxy { proxy, _ in
+            let body = HTTP2Tools.body(size: 200_003)
+            let file = try HTTP2Tools.temporaryFile(body, name: "body")
+            defer { try? FileManager.default.removeItem(atPath: file) }
+            let result = try await HTTP2Tools.run(
+                HTTP2Tools.nghttp,
+                ["-v", "-d", file, "-H", "te: trailers", "--trailer", "x-checksum: abc123", proxy.url + "/grpc.Service/Method"]
+            )
+            #expect(result.exitCode == 0, "\(result.stderr)")
+            let received = Self.receivedFields(result.stdout)
+            #expect(received.contains("x-te: trailers"), "\(received)")
+            #expect(received.contains("x-method: POST"))
+            #expect(received.contains("x-path: /grpc.Service/Method"))
+            #expect(received.contains("x-request-trailers: x-checksum=abc123"))
+            #expect(received.contains("x-body-bytes: \(body.count)"))
+            #expect(received.contains("grpc-status: 0"))
+            #expect(received.contains("grpc-message: fine"))
+        }
+    }
+
+    /// Many streams from one HTTP/2 client are multiplexed on one upstream connection.
+    @Test(.enabled(if: HTTP2Tools.isExecutable(HTTP2Tools.h2load), "needs /usr/bin/h2load (apt install nghttp2-client)"))
+    func streamsShareOneUpstreamConnection() async throws {
+        try await Self.withProxy { proxy, upstream in
+            let load = try await HTTP2Tools.run(HTTP2Tools.h2load, ["-n", "2000", "-c", "4", "-m", "16", proxy.url + "/x"])
+            #expect(load.exitCode == 0, "\(load.stderr)")
+            #expect(load.stdout.contains("2000 succeeded, 0 failed, 0 errored"), "\(load.stdout)")
+            #expect(upstream.connectionsAccepted.value == 1)
+            #expect(upstream.streamsServed.value == 2000)
+        }
+    }
+
+    /// HTTP/2 request trailers reach an HTTP/1.1 upstream in the chunked request body.
+    @Test(.enabled(if: HTTP2Tools.isExecutable(HTTP2Tools.nghttp), "needs /usr/bin/nghttp (apt install nghttp2-client)"))
+    func http2RequestTrailersReachAnHTTP1Upstream() async throws {
+        let upstream = try await TrailerEchoUpstream.start()
+        let proxy = try await ProxyHarness.start(upstreams: [upstream.url])
+        let file = try HTTP2Tools.temporaryFile(Data("abc".utf8), name: "body")
+        defer { try? FileManager.default.removeItem(atPath: file) }
+        let result = try await HTTP2Tools.run(HTTP2Tools.nghttp, ["-d", file, "--trailer", "x-checksum: 900150983cd24fb0", proxy.url + "/upload"])
+        await proxy.stop()
+        await upstream.stop()
+        #expect(result.exitCode == 0, "\(result.stderr)")
+        #expect(result.stdout == "body=abc trailers=x-checksum: 900150983cd24fb0")
+    }
+
+    /// The upstream is down: HTTP/1 and HTTP/2 clients get 502 at once, not a hang.
+    @Test(.enabled(if: HTTP2Tools.isExecutable(HTTP2Tools.curl), "needs /usr/bin/curl"))
+    func refusedH2CUpstreamIsA502() async throws {
+        let held = try ErrorTests.refusingPort()
+        defer { close(held.socket) }
+        let proxy = try await ProxyHarness.start(upstreams: ["h2c://127.0.0.1:\(held.port)"])
+        let http1 = try await Curl.run(["-sS", "-w", "\n%{http_code}", proxy.url + "/a"])
+        let http2 = try await Curl.run(["-sS", "--http2-prior-knowledge", "-w", "\n%{http_code}", proxy.url + "/a"])
+        await proxy.stop()
+        #expect(http1.stdout.hasSuffix("\n502"), "\(http1.stdout)")
+        #expect(http2.stdout.hasSuffix("\n502"), "\(http2.stdout)")
+        #expect(http2.stdout.contains("upstream connect failed"))
+    }
+
+    /// `name: value` of every header field nghttp -v printed as received.
+    static func receivedFields(_ output: String) -> [String] {
+        output.split(separator: "\n").compactMap { line in
+            guard line.contains("] recv (stream_id="), let close = line.range(of: ") ") else { return nil }
+            return String(line[close.upperBound...])
+        }
+    }
+}
+
+/// An h2c upstream built on Sluice's own ``HTTP2ServerConnectionHandler``: every response is 200 with
+/// what the request carried (`x-method`, `x-scheme`, `x-authority`, `x-path`, `x-te`, forwarded
+/// headers), the request body echoed (or its size, `x-body-bytes`, in the trailers when over 64 KiB),
+/// and the trailers `x-request-trailers`, `grpc-status: 0`, `grpc-message: fine`.
+final class H2CUpstream: Sendable {
+    let port: Int
+    let connectionsAccepted: Counter
+    let streamsServed: Counter
+    private let channel: any Channel
+
+    private init(port: Int, channel: any Channel, connectionsAccepted: Counter, streamsServed: Counter) {
+        self.port = port
+        self.channel = channel
+        self.connectionsAccepted = connectionsAccepted
+        self.streamsServed = streamsServed
+    }
+
+    static func start() async throws -> H2CUpstream {
+        let connections = Counter()
+        let streams = Counter()
+        let channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    connections.add()
+                    try channel.pipeline.syncOperations.addHandler(try HTTP2ServerConnectionHandler(delegate: Delegate(streamsServed: streams)))
+                }
+            }
+            .bind(host: "127.0.0.1", port: 0)
+            .get()
+        return H2CUpstream(port: channel.localAddress!.port!, channel: channel, connectionsAccepted: connections, streamsServed: streams)
+    }
+
+    func stop() async { try? await self.channel.close() }
+
+    private final class Delegate: HTTP2StreamDelegate {
+        struct Request {
+            var head: HTTP2RequestHead
+            var body = ByteBuffer()
+            var trailers: [HTTP2HeaderField] = []
+        }
+        let streamsServed: Counter
+        var requests: [HTTP2StreamID: Request] = [:]
+
+        init(streamsServed: Counter) { self.streamsServed = streamsServed }
+
+        func streamOpened(_ streamID: HTTP2StreamID, head: HTTP2RequestHead, endStream: Bool, on connection: HTTP2ServerConnectionHandler) {
+            self.requests[streamID] = Request(head: head)
+            if endStream { self.respond(streamID, on: connection) }
+        }
+
+        func streamDataReceived(_ streamID: HTTP2StreamID, data: ByteBuffer, on connection: HTTP2ServerConnectionHandler) {
+            var data = data
+            self.requests[streamID]?.body.writeBuffer(&data)
+            connection.consumed(streamID: streamID, bytes: data.readerIndex)
+        }
+
+        func streamEnded(_ streamID: HTTP2StreamID, trailers: [HTTP2HeaderField]?, on connection: HTTP2ServerConnectionHandler) {
+            self.requests[streamID]?.trailers = trailers ?? []
+            self.respond(streamID, on: connection)
+        }
+
+        func streamClosed(_ streamID: HTTP2StreamID, errorCode: HTTP2ErrorCode, on connection: HTTP2ServerConnectionHandler) {
+            self.requests[streamID] = nil
+        }
+
+        private func respond(_ streamID: HTTP2StreamID, on connection: HTTP2ServerConnectionHandler) {
+            guard let request = self.requests[streamID] else { return }
+            self.streamsServed.add()
+            let head = request.head
+            var fields = [
+                HTTP2HeaderField(name: "x-method", value: head.method),
+                HTTP2HeaderField(name: "x-scheme", value: head.scheme ?? "-"),
+                HTTP2HeaderField(name: "x-authority", value: head.authority ?? "-"),
+                HTTP2HeaderField(name: "x-path", value: head.path ?? "-"),
+                HTTP2HeaderField(name: "content-type", value: "application/octet-stream"),
+            ]
+            for field in head.headers {
+                switch field.name {
+                case "te": fields.append(HTTP2HeaderField(name: "x-te", value: field.value))
+                case "x-forwarded-for", "x-drop", "connection": fields.append(field)
+                default: break
+                }
+            }
+            connection.sendResponseHead(streamID: streamID, status: 200, headers: fields, endStream: false)
+            let big = request.body.readableBytes > 65_536
+            if !big { connection.sendData(streamID: streamID, request.body, endStream: false) }
+            let trailers = request.trailers.map { "\($0.name)=\($0.value)" }.joined(separator: ",")
+            var trailerFields = [
+                HTTP2HeaderField(name: "x-request-trailers", value: trailers.isEmpty ? "-" : trailers),
+                HTTP2HeaderField(name: "grpc-status", value: "0"),
+                HTTP2HeaderField(name: "grpc-message", value: "fine"),
+            ]
+            if big { trailerFields.append(HTTP2HeaderField(name: "x-body-bytes", value: String(request.body.readableBytes))) }
+            connection.sendTrailers(streamID: streamID, headers: trailerFields)
+        }
+    }
+}
+
+/// A count shared with an event loop.
+final class Counter: Sendable {
+    private let count = Mutex(0)
+    func add() { self.count.withLock { $0 += 1 } }
+    var value: Int { self.count.withLock { $0 } }
+}
+
+/// An HTTP/1.1 upstream answering `body=<request body> trailers=<request trailers>`.
+final class TrailerEchoUpstream: Sendable {
+    let port: Int
+    private let channel: any Channel
+
+    static func start() async throws -> TrailerEchoUpstream {
+        let channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.configureHTTPServerPipeline()
+                    try channel.pipeline.syncOperations.addHandler(Handler())
+                }
+            }
+            .bind(host: "127.0.0.1", port: 0)
+            .get()
+        return TrailerEchoUpstream(port: channel.localAddress!.port!, channel: channel)
+    }
+
+    private init(port: Int, channel: any Channel) {
+        self.port = port
+        self.channel = channel
+    }
+
+    var url: String { "http://127.0.0.1:\(self.port)" }
+
+    func stop() async { try? await self.channel.close() }
+
+    private final class Handler: ChannelInboundHandler {
+        typealias InboundIn = HTTPServerRequestPart
+        typealias OutboundOut = HTTPServerResponsePart
+        var body = ""
+
+        func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+            switch Self.unwrapInboundIn(data) {
+            case .head:
+                self.body = ""
+            case .body(let buffer):
+                self.body += String(buffer: buffer)
+            case .end(let trailers):
+                let text = "body=\(self.body) trailers=" + (trailers ?? [:]).map { "\($0.name): \($0.value)" }.joined(separator: ", ")
+                let head = HTTPResponseHead(version: .http1_1, status: .ok, headers: ["content-length": String(text.utf8.count)])
+                context.write(Self.wrapOutboundOut(.head(head)), promise: nil)
+                context.write(Self.wrapOutboundOut(.body(.byteBuffer(ByteBuffer(string: text)))), promise: nil)
+                context.writeAndFlush(Self.wrapOutboundOut(.end(nil)), promise: nil)
+            }
+        }
+    }
+}
