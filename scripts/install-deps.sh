@@ -2,12 +2,14 @@
 # Installs what building and testing Sluice needs, when it is missing. Safe to run again.
 #   Debian packages: libnghttp2-dev (HTTP/2), curl and nghttp2-client (test clients),
 #                    nginx-light (the e2e test's comparison target).
-#   PyPI: pytest (the e2e runner), h2 (scripted HTTP/2 client).
+#   PyPI: pytest (the e2e runner), h2 (scripted HTTP/2 client), grpcio (gRPC client and server for
+#         the h2c upstream tests).
 # Usage: scripts/install-deps.sh [--bench]   (--bench adds wrk, haproxy and matplotlib)
 set -euo pipefail
 
 apt_packages=(libnghttp2-dev nghttp2-client curl nginx-light python3 pkg-config)
-pip_modules=(pytest h2)
+# PACKAGE or PACKAGE:IMPORT_NAME
+pip_modules=(pytest h2 grpcio:grpc)
 if [[ "${1:-}" == "--bench" ]]; then
   apt_packages+=(wrk haproxy)
   pip_modules+=(matplotlib)
@@ -25,10 +27,12 @@ if ((${#missing[@]})); then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-for module in "${pip_modules[@]}"; do
+for entry in "${pip_modules[@]}"; do
+  package="${entry%%:*}"
+  module="${entry#*:}"
   if ! python3 -c "import ${module}" 2>/dev/null; then
-    echo "install-deps: pip install ${module}"
-    python3 -m pip install --quiet --disable-pip-version-check "${module}"
+    echo "install-deps: pip install ${package}"
+    python3 -m pip install --quiet --disable-pip-version-check "${package}"
   fi
 done
 
