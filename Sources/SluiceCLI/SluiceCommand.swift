@@ -32,7 +32,7 @@ struct ProxyOptions: ParsableArguments {
     var config: String?
     @Option(name: .customLong("listen"), help: "HOST:PORT to accept clients on; repeatable. Default 0.0.0.0:8080.")
     var listen: [String] = []
-    @Option(name: .customLong("upstream"), help: "Upstream URL, e.g. http://127.0.0.1:3000; repeatable, round-robin.")
+    @Option(name: .customLong("upstream"), help: "Upstream URL, e.g. http://127.0.0.1:3000, or h2c://127.0.0.1:50051 for HTTP/2 (gRPC); repeatable, round-robin.")
     var upstream: [String] = []
     @Option(name: .customLong("admin"), help: "HOST:PORT of /livez, /readyz, /status, /metrics. Default 0.0.0.0:9901.")
     var admin: String?
