@@ -121,6 +121,84 @@ struct HTTP2UpstreamTests {
         #expect(http2.stdout.contains("upstream connect failed"))
     }
 
+    /// A client that stops reading stops the h2c upstream: Sluice consumes the upstream's stream window
+    /// only as the client takes the bytes, so what the upstream manages to send plateaus far below the
+    /// 32 MiB it wants to send (about 4 MiB here: socket buffers plus windows); once the client reads again, every byte
+    /// arrives in order.
+    @Test func slowClientHoldsTheUpstreamStreamWindow() async throws {
+        try await Self.withProxy { proxy, upstream in
+            let total = 32 << 20
+            let fd = try Self.connectBlocking(port: proxy.port)
+            defer { close(fd) }
+            let request = "GET /big?bytes=\(total) HTTP/1.1\r\nHost: a\r\n\r\n"
+            #expect(request.withCString { send(fd, $0, strlen($0), 0) } == request.utf8.count)
+            // Wait until the upstream's progress stops for 500 ms (bounded: 20 s).
+            var last = -1
+            for _ in 0..<40 {
+                try await Task.sleep(for: .milliseconds(500))
+                let now = upstream.bytesSent.value
+                if now == last { break }
+                last = now
+            }
+            #expect(last > 0)
+            #expect(last < 16 << 20, "the upstream sent \(last) bytes to a client that reads nothing")
+            // Now read it all: the head, then exactly `total` pattern bytes (chunked coding removed).
+            let body = try Self.readChunkedBody(fd)
+            #expect(body.count == total)
+            #expect(body.prefix(1000) == Data(patternBytes(1000)))
+            #expect(body.suffix(1000) == Data(patternBytes(1000, offset: total - 1000)))
+            #expect(upstream.bytesSent.value == total)
+        }
+    }
+
+    static func connectBlocking(port: Int) throws -> Int32 {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        var size: Int32 = 64 << 10
+        setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, socklen_t(MemoryLayout<Int32>.size))
+        var timeout = timeval(tv_sec: 20, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        address.sin_port = UInt16(port).bigEndian
+        let connected = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0 }
+        }
+        guard connected else { throw POSIXError(.ECONNREFUSED) }
+        return fd
+    }
+
+    /// Reads one chunked HTTP/1.1 response from a blocking socket and returns its decoded body.
+    static func readChunkedBody(_ fd: Int32) throws -> Data {
+        var input = Data()
+        var buffer = [UInt8](repeating: 0, count: 1 << 16)
+        func fill() throws {
+            let count = recv(fd, &buffer, buffer.count, 0)
+            guard count > 0 else { throw POSIXError(.ECONNRESET) }
+            input.append(contentsOf: buffer[0..<count])
+        }
+        func line() throws -> String {
+            while true {
+                if let end = input.firstRange(of: Data("\r\n".utf8)) {
+                    let text = String(decoding: input[input.startIndex..<end.lowerBound], as: UTF8.self)
+                    input.removeSubrange(input.startIndex..<end.upperBound)
+                    return text
+                }
+                try fill()
+            }
+        }
+        while try !line().isEmpty {}  // the head
+        var body = Data()
+        while true {
+            guard let size = Int(try line().split(separator: ";")[0], radix: 16) else { throw POSIXError(.EBADMSG) }
+            if size == 0 { break }
+            while input.count < size + 2 { try fill() }
+            body.append(input.prefix(size))
+            input.removeFirst(size + 2)
+        }
+        return body
+    }
+
     /// `name: value` of every header field nghttp -v printed as received.
     static func receivedFields(_ output: String) -> [String] {
         output.split(separator: "\n").compactMap { line in
@@ -138,29 +216,33 @@ final class H2CUpstream: Sendable {
     let port: Int
     let connectionsAccepted: Counter
     let streamsServed: Counter
+    /// Body bytes of `/big` responses submitted (the upstream submits only while the stream is writable).
+    let bytesSent: Counter
     private let channel: any Channel
 
-    private init(port: Int, channel: any Channel, connectionsAccepted: Counter, streamsServed: Counter) {
+    private init(port: Int, channel: any Channel, connectionsAccepted: Counter, streamsServed: Counter, bytesSent: Counter) {
         self.port = port
         self.channel = channel
         self.connectionsAccepted = connectionsAccepted
         self.streamsServed = streamsServed
+        self.bytesSent = bytesSent
     }
 
     static func start() async throws -> H2CUpstream {
         let connections = Counter()
         let streams = Counter()
+        let sent = Counter()
         let channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     connections.add()
-                    try channel.pipeline.syncOperations.addHandler(try HTTP2ServerConnectionHandler(delegate: Delegate(streamsServed: streams)))
+                    try channel.pipeline.syncOperations.addHandler(try HTTP2ServerConnectionHandler(delegate: Delegate(streamsServed: streams, bytesSent: sent)))
                 }
             }
             .bind(host: "127.0.0.1", port: 0)
             .get()
-        return H2CUpstream(port: channel.localAddress!.port!, channel: channel, connectionsAccepted: connections, streamsServed: streams)
+        return H2CUpstream(port: channel.localAddress!.port!, channel: channel, connectionsAccepted: connections, streamsServed: streams, bytesSent: sent)
     }
 
     func stop() async { try? await self.channel.close() }
@@ -172,9 +254,36 @@ final class H2CUpstream: Sendable {
             var trailers: [HTTP2HeaderField] = []
         }
         let streamsServed: Counter
+        let bytesSent: Counter
         var requests: [HTTP2StreamID: Request] = [:]
+        /// `/big` responses: bytes still to send.
+        var remaining: [HTTP2StreamID: Int] = [:]
 
-        init(streamsServed: Counter) { self.streamsServed = streamsServed }
+        init(streamsServed: Counter, bytesSent: Counter) {
+            self.streamsServed = streamsServed
+            self.bytesSent = bytesSent
+        }
+
+        func streamWritabilityChanged(_ streamID: HTTP2StreamID, isWritable: Bool, on connection: HTTP2ServerConnectionHandler) {
+            if isWritable { self.pump(streamID, on: connection) }
+        }
+
+        /// Sends `/big` pattern bytes while the stream is writable.
+        private func pump(_ streamID: HTTP2StreamID, on connection: HTTP2ServerConnectionHandler) {
+            guard var left = self.remaining[streamID] else { return }
+            let total = left + self.bytesSentOn(streamID)
+            while left > 0, connection.isWritable(streamID: streamID) {
+                let count = min(left, 16_384)
+                let chunk = ByteBuffer(bytes: patternBytes(count, offset: total - left))
+                left -= count
+                self.bytesSent.add(count)
+                connection.sendData(streamID: streamID, chunk, endStream: left == 0)
+            }
+            self.remaining[streamID] = left > 0 ? left : nil
+            self.sentOn[streamID] = total - left
+        }
+        private var sentOn: [HTTP2StreamID: Int] = [:]
+        private func bytesSentOn(_ streamID: HTTP2StreamID) -> Int { self.sentOn[streamID] ?? 0 }
 
         func streamOpened(_ streamID: HTTP2StreamID, head: HTTP2RequestHead, endStream: Bool, on connection: HTTP2ServerConnectionHandler) {
             self.requests[streamID] = Request(head: head)
@@ -194,12 +303,19 @@ final class H2CUpstream: Sendable {
 
         func streamClosed(_ streamID: HTTP2StreamID, errorCode: HTTP2ErrorCode, on connection: HTTP2ServerConnectionHandler) {
             self.requests[streamID] = nil
+            self.remaining[streamID] = nil
+            self.sentOn[streamID] = nil
         }
 
         private func respond(_ streamID: HTTP2StreamID, on connection: HTTP2ServerConnectionHandler) {
             guard let request = self.requests[streamID] else { return }
             self.streamsServed.add()
             let head = request.head
+            if let path = head.path, path.hasPrefix("/big?bytes="), let total = Int(path.dropFirst("/big?bytes=".count)) {
+                connection.sendResponseHead(streamID: streamID, status: 200, headers: [], endStream: false)
+                self.remaining[streamID] = total
+                return self.pump(streamID, on: connection)
+            }
             var fields = [
                 HTTP2HeaderField(name: "x-method", value: head.method),
                 HTTP2HeaderField(name: "x-scheme", value: head.scheme ?? "-"),
@@ -232,7 +348,7 @@ final class H2CUpstream: Sendable {
 /// A count shared with an event loop.
 final class Counter: Sendable {
     private let count = Mutex(0)
-    func add() { self.count.withLock { $0 += 1 } }
+    func add(_ amount: Int = 1) { self.count.withLock { $0 += amount } }
     var value: Int { self.count.withLock { $0 } }
 }
 
