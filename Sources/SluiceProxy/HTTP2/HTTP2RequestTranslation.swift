@@ -9,7 +9,8 @@ import SluiceHTTP2
 /// 1. A connection-specific field (`connection`, `keep-alive`, `proxy-connection`,
 ///    `transfer-encoding`, `upgrade`) or a `te` other than `trailers` makes the request malformed:
 ///    a stream error `PROTOCOL_ERROR` (RFC 9113 §8.2.2). libnghttp2 checks this too; this is the
-///    proxy's own guarantee that no such field reaches an HTTP/1 upstream.
+///    proxy's own guarantee that no such field reaches an HTTP/1 upstream. So does an `:authority` with
+///    userinfo (`user@host`) for an `http` or `https` request (RFC 9113 §8.3.1), which libnghttp2 lets through.
 /// 2. `:authority` becomes `Host` (RFC 9113 §8.3.1); a `host` field that names another authority is
 ///    a 400. Split `cookie` fields are joined with `; ` (RFC 9113 §8.2.3).
 /// 3. ``RequestRules/check(_:headers:headerBytes:limits:)`` runs as for HTTP/1 (CONNECT is refused,
@@ -42,6 +43,13 @@ enum HTTP2RequestTranslation {
         limits: RequestRules.Limits,
         upstreamIsHTTP2: Bool = false
     ) -> Result<Translated, Rejection> {
+        if let authority = request.authority, authority.utf8.contains(UInt8(ascii: "@")),
+            let scheme = request.scheme?.lowercased(), scheme == "http" || scheme == "https"
+        {
+            // RFC 9113 §8.3.1: ":authority MUST NOT include the deprecated userinfo subcomponent for
+            // "http" or "https" schemed URIs"; an invalid pseudo-header field makes the request malformed (§8.3).
+            return .failure(.malformed("userinfo in :authority"))
+        }
         var headers = HTTPHeaders()
         headers.reserveCapacity(request.headers.count + 6)
         if let authority = request.authority { headers.add(name: "host", value: authority) }
