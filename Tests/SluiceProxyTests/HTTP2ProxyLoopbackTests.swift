@@ -11,19 +11,10 @@ import Testing
 struct HTTP2ProxyLoopbackTests {
     static func withProxy(
         _ configure: (inout SluiceConfig) -> Void = { _ in },
-        _ body: (ProxyHarness, TestUpstream) async throws -> Void
+        _ body: (ProxyHarness, TestServer) async throws -> Void
     ) async throws {
         let upstream = try await TestUpstream.start(group: MultiThreadedEventLoopGroup.singleton)
-        let proxy = try await ProxyHarness.start(upstreams: [upstream.url], configure)
-        do {
-            try await body(proxy, upstream)
-        } catch {
-            await proxy.stop()
-            await upstream.stop()
-            throw error
-        }
-        await proxy.stop()
-        await upstream.stop()
+        try await ProxyHarness.withProxy(upstreams: [upstream.url], configure, cleanup: upstream.stop) { try await body($0, upstream) }
     }
 
     /// nghttp (prior knowledge) gets exactly the upstream's body, and a 300 KB upload is echoed byte

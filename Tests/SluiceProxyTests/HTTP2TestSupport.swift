@@ -250,32 +250,10 @@ extension Array where Element == PythonH2Script.Event {
 }
 
 /// An upstream whose every response is chunked with trailers: `abc`, then `x-checksum: 900150983cd24fb0`.
-final class TrailerUpstream: Sendable {
-    let port: Int
-    private let channel: any Channel
-
-    static func start() async throws -> TrailerUpstream {
-        let channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
-            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-            .childChannelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.configureHTTPServerPipeline()
-                    try channel.pipeline.syncOperations.addHandler(Handler())
-                }
-            }
-            .bind(host: "127.0.0.1", port: 0)
-            .get()
-        return TrailerUpstream(port: channel.localAddress!.port!, channel: channel)
+enum TrailerUpstream {
+    static func start() async throws -> TestServer {
+        try await TestServer.startHTTP1 { Handler() }
     }
-
-    private init(port: Int, channel: any Channel) {
-        self.port = port
-        self.channel = channel
-    }
-
-    var url: String { "http://127.0.0.1:\(self.port)" }
-
-    func stop() async { try? await self.channel.close() }
 
     private final class Handler: ChannelInboundHandler {
         typealias InboundIn = HTTPServerRequestPart

@@ -16,16 +16,7 @@ import Testing
 struct HTTP2UpstreamTests {
     static func withProxy(_ body: (ProxyHarness, H2CUpstream) async throws -> Void) async throws {
         let upstream = try await H2CUpstream.start()
-        let proxy = try await ProxyHarness.start(upstreams: ["h2c://127.0.0.1:\(upstream.port)"])
-        do {
-            try await body(proxy, upstream)
-        } catch {
-            await proxy.stop()
-            await upstream.stop()
-            throw error
-        }
-        await proxy.stop()
-        await upstream.stop()
+        try await ProxyHarness.withProxy(upstreams: ["h2c://127.0.0.1:\(upstream.port)"], cleanup: upstream.stop) { try await body($0, upstream) }
     }
 
     /// An HTTP/1.1 client (curl) reaches the h2c upstream: pseudo-headers from the request line and
@@ -212,40 +203,27 @@ struct HTTP2UpstreamTests {
 /// what the request carried (`x-method`, `x-scheme`, `x-authority`, `x-path`, `x-te`, forwarded
 /// headers), the request body echoed (or its size, `x-body-bytes`, in the trailers when over 64 KiB),
 /// and the trailers `x-request-trailers`, `grpc-status: 0`, `grpc-message: fine`.
-final class H2CUpstream: Sendable {
-    let port: Int
+struct H2CUpstream: Sendable {
+    let server: TestServer
     let connectionsAccepted: Counter
     let streamsServed: Counter
     /// Body bytes of `/big` responses submitted (the upstream submits only while the stream is writable).
     let bytesSent: Counter
-    private let channel: any Channel
-
-    private init(port: Int, channel: any Channel, connectionsAccepted: Counter, streamsServed: Counter, bytesSent: Counter) {
-        self.port = port
-        self.channel = channel
-        self.connectionsAccepted = connectionsAccepted
-        self.streamsServed = streamsServed
-        self.bytesSent = bytesSent
-    }
 
     static func start() async throws -> H2CUpstream {
         let connections = Counter()
         let streams = Counter()
         let sent = Counter()
-        let channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
-            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-            .childChannelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    connections.add()
-                    try channel.pipeline.syncOperations.addHandler(try HTTP2ServerConnectionHandler(delegate: Delegate(streamsServed: streams, bytesSent: sent)))
-                }
-            }
-            .bind(host: "127.0.0.1", port: 0)
-            .get()
-        return H2CUpstream(port: channel.localAddress!.port!, channel: channel, connectionsAccepted: connections, streamsServed: streams, bytesSent: sent)
+        let server = try await TestServer.start { channel in
+            connections.add()
+            try channel.pipeline.syncOperations.addHandler(try HTTP2ServerConnectionHandler(delegate: Delegate(streamsServed: streams, bytesSent: sent)))
+        }
+        return H2CUpstream(server: server, connectionsAccepted: connections, streamsServed: streams, bytesSent: sent)
     }
 
-    func stop() async { try? await self.channel.close() }
+    var port: Int { self.server.port }
+
+    func stop() async { await self.server.stop() }
 
     private final class Delegate: HTTP2StreamDelegate {
         struct Request {
@@ -353,32 +331,10 @@ final class Counter: Sendable {
 }
 
 /// An HTTP/1.1 upstream answering `body=<request body> trailers=<request trailers>`.
-final class TrailerEchoUpstream: Sendable {
-    let port: Int
-    private let channel: any Channel
-
-    static func start() async throws -> TrailerEchoUpstream {
-        let channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
-            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-            .childChannelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.configureHTTPServerPipeline()
-                    try channel.pipeline.syncOperations.addHandler(Handler())
-                }
-            }
-            .bind(host: "127.0.0.1", port: 0)
-            .get()
-        return TrailerEchoUpstream(port: channel.localAddress!.port!, channel: channel)
+enum TrailerEchoUpstream {
+    static func start() async throws -> TestServer {
+        try await TestServer.startHTTP1 { Handler() }
     }
-
-    private init(port: Int, channel: any Channel) {
-        self.port = port
-        self.channel = channel
-    }
-
-    var url: String { "http://127.0.0.1:\(self.port)" }
-
-    func stop() async { try? await self.channel.close() }
 
     private final class Handler: ChannelInboundHandler {
         typealias InboundIn = HTTPServerRequestPart

@@ -174,23 +174,28 @@ final class UpstreamPool {
         self.connections[id] = nil
     }
 
-    private func connect(id: ConnectionID, upstream index: Int, for requester: any UpstreamLeaseRequester) {
+    /// Connects to upstream `index` on this loop (TCP_NODELAY, the connect timeout), with the pipeline
+    /// `initialize` sets up.
+    private func connect(upstream index: Int, initialize: @escaping @Sendable (any Channel) throws -> Void) -> EventLoopFuture<any Channel> {
         let upstream = self.upstreams[index]
         let bootstrap = ClientBootstrap(group: self.eventLoop)
             .channelOption(.tcpOption(.tcp_nodelay), value: 1)
             .connectTimeout(self.settings.connectTimeout.timeAmount)
             .channelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    // Request heads come from NIO's parser (already valid) or from Sluice.
-                    try channel.pipeline.syncOperations.addHTTPClientHandlers(enableOutboundHeaderValidation: false)
-                    try channel.pipeline.syncOperations.addHandler(UpstreamHTTP1Handler(id: id, upstreamIndex: index))
-                }
+                channel.eventLoop.makeCompletedFuture { try initialize(channel) }
             }
-        let future: EventLoopFuture<any Channel>
         if let address = self.addresses[index] {
-            future = bootstrap.connect(to: address)
-        } else {
-            future = bootstrap.connect(host: upstream.host, port: upstream.port)
+            return bootstrap.connect(to: address)
+        }
+        return bootstrap.connect(host: upstream.host, port: upstream.port)
+    }
+
+    private func connect(id: ConnectionID, upstream index: Int, for requester: any UpstreamLeaseRequester) {
+        let upstream = self.upstreams[index]
+        let future = self.connect(upstream: index) { channel in
+            // Request heads come from NIO's parser (already valid) or from Sluice.
+            try channel.pipeline.syncOperations.addHTTPClientHandlers(enableOutboundHeaderValidation: false)
+            try channel.pipeline.syncOperations.addHandler(UpstreamHTTP1Handler(id: id, upstreamIndex: index))
         }
         future.assumeIsolated().whenComplete { result in
             switch result {
@@ -241,21 +246,10 @@ extension UpstreamPool {
         let connection = UpstreamHTTP2Connection(id: id, upstreamIndex: index, eventLoop: self.eventLoop)
         connection.pool = self
         let bound = NIOLoopBound(connection, eventLoop: self.eventLoop)
-        let bootstrap = ClientBootstrap(group: self.eventLoop)
-            .channelOption(.tcpOption(.tcp_nodelay), value: 1)
-            .connectTimeout(self.settings.connectTimeout.timeAmount)
-            .channelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    let handler = try HTTP2ClientConnectionHandler(delegate: bound.value)
-                    bound.value.attach(handler)
-                    try channel.pipeline.syncOperations.addHandler(handler)
-                }
-            }
-        let future: EventLoopFuture<any Channel>
-        if let address = self.addresses[index] {
-            future = bootstrap.connect(to: address)
-        } else {
-            future = bootstrap.connect(host: upstream.host, port: upstream.port)
+        let future = self.connect(upstream: index) { channel in
+            let handler = try HTTP2ClientConnectionHandler(delegate: bound.value)
+            bound.value.attach(handler)
+            try channel.pipeline.syncOperations.addHandler(handler)
         }
         future.assumeIsolated().whenComplete { result in
             let waiters = self.http2Pending.removeValue(forKey: id)?.waiters ?? []

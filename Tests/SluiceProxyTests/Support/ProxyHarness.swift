@@ -61,6 +61,26 @@ final class ProxyHarness: Sendable {
         return outcome
     }
 
+    /// Starts a proxy in front of `upstreams`, runs `body`, then stops the proxy and runs `cleanup`
+    /// (stopping the upstream), whether `body` throws or not.
+    static func withProxy(
+        upstreams: [String],
+        _ configure: (inout SluiceConfig) -> Void = { _ in },
+        cleanup: () async -> Void,
+        _ body: (ProxyHarness) async throws -> Void
+    ) async throws {
+        let proxy = try await ProxyHarness.start(upstreams: upstreams, configure)
+        do {
+            try await body(proxy)
+        } catch {
+            await proxy.stop()
+            await cleanup()
+            throw error
+        }
+        await proxy.stop()
+        await cleanup()
+    }
+
     /// Waits, bounded, for `condition` to hold (it is re-checked on each scheduler turn).
     static func eventually(timeout: Duration = .seconds(10), _ condition: () async -> Bool) async -> Bool {
         let deadline = ContinuousClock.now.advanced(by: timeout)

@@ -11,22 +11,41 @@ import NIOPosix
 /// - `GET /slow-head?ms=N` → the head after N ms
 /// - `GET /reset-mid-body` → a head promising 100000 bytes, 1000 of them, then a close
 /// - `GET /close` → 200 with `Connection: close`, then a close
-final class TestUpstream: Sendable {
+enum TestUpstream {
+    static func start(group: any EventLoopGroup) async throws -> TestServer {
+        try await TestServer.startHTTP1(group: group) { TestUpstreamHandler() }
+    }
+}
+
+/// A test server on 127.0.0.1, port 0: the upstreams of the proxy's tests.
+final class TestServer: Sendable {
     let port: Int
     private let channel: any Channel
 
-    static func start(group: any EventLoopGroup) async throws -> TestUpstream {
+    /// Each accepted connection gets the pipeline `initialize` sets up.
+    static func start(
+        group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
+        _ initialize: @escaping @Sendable (any Channel) throws -> Void
+    ) async throws -> TestServer {
         let channel = try await ServerBootstrap(group: group)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.configureHTTPServerPipeline()
-                    try channel.pipeline.syncOperations.addHandler(TestUpstreamHandler())
-                }
+                channel.eventLoop.makeCompletedFuture { try initialize(channel) }
             }
             .bind(host: "127.0.0.1", port: 0)
             .get()
-        return TestUpstream(port: channel.localAddress!.port!, channel: channel)
+        return TestServer(port: channel.localAddress!.port!, channel: channel)
+    }
+
+    /// An HTTP/1.1 server: NIO's server pipeline, then the handler `makeHandler` returns.
+    static func startHTTP1(
+        group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
+        _ makeHandler: @escaping @Sendable () -> any ChannelHandler
+    ) async throws -> TestServer {
+        try await Self.start(group: group) { channel in
+            try channel.pipeline.syncOperations.configureHTTPServerPipeline()
+            try channel.pipeline.syncOperations.addHandler(makeHandler())
+        }
     }
 
     private init(port: Int, channel: any Channel) {
