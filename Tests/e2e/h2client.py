@@ -25,26 +25,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import hashlib
-import json
-import os
-import random
 import sys
 import time
 
 import hpack
 import hyperframe.frame as hf
 
+from records import Failure, Recorder, add_common_arguments, parse
+
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 NOTICE_LAST_STREAM = 2**31 - 1
 OUR_WINDOW = 1 << 30
-
-
-class Failure(Exception):
-    def __init__(self, kind: str, detail: str = "") -> None:
-        super().__init__(kind)
-        self.kind = kind
-        self.detail = detail
 
 
 class Stream:
@@ -310,58 +301,12 @@ class Pool:
         c.close()
 
 
-class Worker:
+class Worker(Recorder):
     def __init__(self, args) -> None:
-        self.args = args
+        super().__init__(args)
         self.host = args.host
         self.port = args.port
-        self.names = set(args.names.split(","))
-        self.t_stop = args.start + args.duration
-        self.records: list[list] = []
-        self.ok = 0
-        self.fail = 0
-        self.fail_kinds: dict[str, int] = {}
-        self.fail_examples: list[dict] = []
         self.stats = {"connections_opened": 0, "goaway_notice": 0, "goaway_final": 0, "pool_replaced": 0}
-        rnd = random.Random(args.seed)
-        self.rnd = rnd
-        self.upload_body = rnd.randbytes(args.upload_kib * 1024)
-        self.upload_expect = b"len=%d sha256=%s\n" % (
-            len(self.upload_body), hashlib.sha256(self.upload_body).hexdigest().encode())
-
-    def check(self, kind: str, st: Stream) -> str:
-        if st.status != 200:
-            raise Failure(f"status_{st.status}", bytes(st.body[:200]).decode("latin-1"))
-        served = st.headers.get("x-origin", "")
-        if served not in self.names:
-            raise Failure("bad_body", f"unknown or missing X-Origin {served!r}")
-        sb = served.encode()
-        if kind == "h2get":
-            expect = b"hello from " + sb + b"\n"
-        elif kind == "h2slow":
-            expect = b"slow %d from %s\n" % (self.args.slow_ms, sb)
-        elif kind == "h2upload":
-            expect = self.upload_expect
-        elif kind == "h2stream":
-            n = self.args.stream_chunks
-            expect = b"".join(b"chunk %d/%d from %s\n" % (i, n, sb) for i in range(n))
-        else:
-            raise AssertionError(kind)
-        if bytes(st.body) != expect:
-            raise Failure("bad_body", f"got {bytes(st.body[:120])!r}")
-        return served
-
-    def record(self, ts: float, kind: str, outcome: str, served: str, reused: bool, detail: str = "") -> None:
-        te = time.monotonic()
-        self.records.append([round(ts, 6), round(te, 6), kind, outcome, served, reused, False])
-        if outcome == "ok":
-            self.ok += 1
-        else:
-            self.fail += 1
-            self.fail_kinds[outcome] = self.fail_kinds.get(outcome, 0) + 1
-            if self.fail_kinds[outcome] <= 5:
-                self.fail_examples.append({"t": te, "t_start": ts, "client": kind, "kind": outcome,
-                                           "detail": detail[:300], "reused_connection": reused})
 
     async def one(self, pool: Pool, kind: str, method: str, path: str, body: bytes, timeout: float) -> None:
         ts = time.monotonic()
@@ -371,7 +316,7 @@ class Worker:
                 nonlocal reused
                 conn, reused = await pool.get()
                 st = await conn.request(method, path, body)
-                return self.check(kind, st)
+                return self.check(kind[2:], st.status, st.headers.get("x-origin", ""), bytes(st.body))
             served = await asyncio.wait_for(run(), timeout)
         except Failure as f:
             self.record(ts, kind, f.kind, "", reused, f.detail)
@@ -402,16 +347,9 @@ class Worker:
             if pause:
                 await asyncio.sleep(self.rnd.uniform(0, pause))
 
-    async def progress(self) -> None:
-        for _ in range(100_000):
-            print("progress " + json.dumps({"t": time.monotonic(), "ok": self.ok, "fail": self.fail}), flush=True)
-            await asyncio.sleep(0.5)
-
     async def run(self) -> None:
         a = self.args
-        delay = a.start - time.monotonic()
-        if delay > 0:
-            await asyncio.sleep(delay)
+        await self.wait_for_start()
         prog = asyncio.get_running_loop().create_task(self.progress())
         tasks = []
         pools = [Pool(self) for _ in range(a.conns)]
@@ -425,44 +363,22 @@ class Worker:
         for pool in pools:
             if pool.conn is not None:
                 pool.conn.close()
-        print("progress " + json.dumps({"t": time.monotonic(), "ok": self.ok, "fail": self.fail}), flush=True)
+        print(self.progress_line(), flush=True)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--host", default="127.0.0.1")
-    ap.add_argument("--port", type=int, required=True)
-    ap.add_argument("--names", default="A,B")
-    ap.add_argument("--start", type=float, default=None, help="CLOCK_MONOTONIC time to start at")
-    ap.add_argument("--duration", type=float, default=10.0)
+    add_common_arguments(ap)
     ap.add_argument("--conns", type=int, default=2, help="pooled HTTP/2 connections")
     ap.add_argument("--gets", type=int, default=4, help="GET / loops per connection")
-    ap.add_argument("--think-ms", type=float, default=20.0, help="max random pause between GETs")
     ap.add_argument("--slow", type=int, default=1, help="slow-request loops per connection")
-    ap.add_argument("--slow-ms", type=int, default=3000)
     ap.add_argument("--streams", type=int, default=1, help="streaming-response loops per connection")
-    ap.add_argument("--stream-chunks", type=int, default=20)
-    ap.add_argument("--stream-interval-ms", type=int, default=100)
     ap.add_argument("--uploads", type=int, default=1, help="upload loops per connection")
-    ap.add_argument("--upload-kib", type=int, default=256)
-    ap.add_argument("--upload-interval-ms", type=int, default=100)
-    ap.add_argument("--timeout", type=float, default=10.0)
-    ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--out", required=True)
-    args = ap.parse_args()
-    if args.start is None:
-        args.start = time.monotonic()
-    w = Worker(args)
+    w = Worker(parse(ap))
     asyncio.run(w.run())
-    result = {"pid": os.getpid(), "ok": w.ok, "fail": w.fail, "fail_kinds": w.fail_kinds,
-              "fail_examples": w.fail_examples, "records": w.records, "h2": w.stats,
-              "connections_opened": w.stats["connections_opened"], "pool_discards": w.stats["pool_replaced"],
-              "connection_close_seen": w.stats["goaway_notice"] + w.stats["goaway_final"]}
-    tmp = args.out + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(result, f)
-    os.replace(tmp, args.out)
-    print("done", flush=True)
+    w.write_result(w.args.out, h2=w.stats, connections_opened=w.stats["connections_opened"],
+                   pool_discards=w.stats["pool_replaced"],
+                   connection_close_seen=w.stats["goaway_notice"] + w.stats["goaway_final"])
 
 
 if __name__ == "__main__":

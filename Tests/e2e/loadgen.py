@@ -19,22 +19,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import hashlib
-import json
-import os
-import random
 import sys
 import time
 
+from records import Failure, Recorder, add_common_arguments, parse
+
 KINDS = ("keepalive", "newconn", "slow", "upload", "stream")
 MAX_HEAD = 64 * 1024
-
-
-class Failure(Exception):
-    def __init__(self, kind: str, detail: str = "") -> None:
-        super().__init__(kind)
-        self.kind = kind
-        self.detail = detail
 
 
 class Response:
@@ -164,28 +155,15 @@ async def read_response(conn: Conn, method: bytes) -> Response:
         raise Failure("io_error", str(e))
 
 
-class Worker:
+class Worker(Recorder):
     def __init__(self, args) -> None:
-        self.args = args
+        super().__init__(args)
         self.host = args.host
         self.port = args.port
-        self.names = set(args.names.split(","))
-        self.t_start = args.start
-        self.t_stop = args.start + args.duration
-        self.records: list[list] = []
-        self.ok = 0
-        self.fail = 0
-        self.fail_kinds: dict[str, int] = {}
-        self.fail_examples: list[dict] = []
         self.connections_opened = 0
         self.pool_discards = 0
         self.connection_close_seen = 0
         self.in_progress = 0
-        rnd = random.Random(args.seed)
-        self.upload_body = rnd.randbytes(args.upload_kib * 1024)
-        self.upload_expect = b"len=%d sha256=%s\n" % (
-            len(self.upload_body), hashlib.sha256(self.upload_body).hexdigest().encode())
-        self.rnd = rnd
         host_hdr = f"{self.host}:{self.port}".encode()
         self.req_get = b"GET / HTTP/1.1\r\nHost: %s\r\nUser-Agent: e2e-loadgen\r\n\r\n" % host_hdr
         self.req_get_close = (b"GET / HTTP/1.1\r\nHost: %s\r\nUser-Agent: e2e-loadgen\r\n"
@@ -202,30 +180,10 @@ class Worker:
         self.req_upload_chunked = (b"POST /upload HTTP/1.1\r\nHost: %s\r\nContent-Type: application/octet-stream\r\n"
                                    b"Transfer-Encoding: chunked\r\n\r\n" % host_hdr) + chunked + b"0\r\n\r\n"
 
-    # ---- checks -------------------------------------------------------------------------------
-
-    def check(self, kind: str, resp: Response) -> str:
+    def check_response(self, kind: str, resp: Response) -> str:
         """Returns the origin name that served the response, or raises Failure."""
-        if resp.status != 200:
-            raise Failure(f"status_{resp.status}", resp.body[:200].decode("latin-1"))
         served = resp.headers.get(b"x-origin", b"").decode("latin-1")
-        if served not in self.names:
-            raise Failure("bad_body", f"unknown or missing X-Origin {served!r}")
-        sb = served.encode()
-        if kind in ("keepalive", "newconn"):
-            expect = b"hello from " + sb + b"\n"
-        elif kind == "slow":
-            expect = b"slow %d from %s\n" % (self.args.slow_ms, sb)
-        elif kind == "upload":
-            expect = self.upload_expect
-        elif kind == "stream":
-            n = self.args.stream_chunks
-            expect = b"".join(b"chunk %d/%d from %s\n" % (i, n, sb) for i in range(n))
-        else:
-            raise AssertionError(kind)
-        if resp.body != expect:
-            raise Failure("bad_body", f"got {resp.body[:120]!r}")
-        return served
+        return self.check("get" if kind in ("keepalive", "newconn") else kind, resp.status, served, resp.body)
 
     # ---- one request ----------------------------------------------------------------------------
 
@@ -240,20 +198,6 @@ class Worker:
         except OSError as e:
             raise Failure("io_error", str(e))
         return await read_response(conn, method)
-
-    def record(self, ts: float, kind: str, outcome: str, served: str, reused: bool,
-               detail: str = "", close: bool = False) -> None:
-        te = time.monotonic()
-        self.records.append([round(ts, 6), round(te, 6), kind, outcome, served, reused, close])
-        if outcome == "ok":
-            self.ok += 1
-        else:
-            self.fail += 1
-            self.fail_kinds[outcome] = self.fail_kinds.get(outcome, 0) + 1
-            if self.fail_kinds[outcome] <= 5:  # the first few of each kind
-                self.fail_examples.append({"t": te, "t_start": ts, "client": kind,
-                                           "kind": outcome, "detail": detail[:300],
-                                           "reused_connection": reused})
 
     async def one(self, conn: Conn | None, kind: str, payload: bytes, method: bytes,
                   timeout: float, keep: bool) -> Conn | None:
@@ -275,7 +219,7 @@ class Worker:
                     self.connections_opened += 1
                 try:
                     r = await self.exchange(c, kind, payload, method)
-                    return c, r, self.check(kind, r)
+                    return c, r, self.check_response(kind, r)
                 except BaseException:
                     c.close()
                     raise
@@ -358,17 +302,12 @@ class Worker:
         if conn is not None:
             conn.close()
 
-    async def progress(self) -> None:
-        for _ in range(100_000):
-            print("progress " + json.dumps({"t": time.monotonic(), "ok": self.ok, "fail": self.fail,
-                                            "in_progress": self.in_progress}), flush=True)
-            await asyncio.sleep(0.5)
+    def progress_extra(self) -> dict:
+        return {"in_progress": self.in_progress}
 
     async def run(self) -> None:
         a = self.args
-        delay = self.t_start - time.monotonic()
-        if delay > 0:
-            await asyncio.sleep(delay)
+        await self.wait_for_start()
         prog = asyncio.get_running_loop().create_task(self.progress())
         tasks = []
         for i in range(a.keepalive):
@@ -383,49 +322,21 @@ class Worker:
             tasks.append(self.loop_stream(i))
         await asyncio.gather(*tasks)
         prog.cancel()
-        print("progress " + json.dumps({"t": time.monotonic(), "ok": self.ok, "fail": self.fail,
-                                        "in_progress": 0}), flush=True)
+        print(self.progress_line(in_progress=0), flush=True)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--host", default="127.0.0.1")
-    ap.add_argument("--port", type=int, required=True)
-    ap.add_argument("--names", default="A,B", help="origin names a response may come from")
-    ap.add_argument("--start", type=float, default=None, help="CLOCK_MONOTONIC time to start at")
-    ap.add_argument("--duration", type=float, default=10.0)
+    add_common_arguments(ap)
     ap.add_argument("--keepalive", type=int, default=8, help="pooled keep-alive connections")
-    ap.add_argument("--think-ms", type=float, default=20.0,
-                    help="max random pause between requests on every second keep-alive connection")
     ap.add_argument("--newconn", type=int, default=4, help="new-connection-per-request loops")
     ap.add_argument("--slow", type=int, default=3, help="slow-request loops")
-    ap.add_argument("--slow-ms", type=int, default=3000)
     ap.add_argument("--upload", type=int, default=1, help="upload loops")
-    ap.add_argument("--upload-kib", type=int, default=256)
-    ap.add_argument("--upload-interval-ms", type=int, default=100, help="pause between uploads")
     ap.add_argument("--stream", type=int, default=1, help="streaming-response loops")
-    ap.add_argument("--stream-chunks", type=int, default=20)
-    ap.add_argument("--stream-interval-ms", type=int, default=100)
-    ap.add_argument("--timeout", type=float, default=10.0, help="per-request timeout (s)")
-    ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--out", required=True, help="where to write the JSON records")
-    args = ap.parse_args()
-    if args.start is None:
-        args.start = time.monotonic()
-    w = Worker(args)
+    w = Worker(parse(ap))
     asyncio.run(w.run())
-    result = {
-        "pid": os.getpid(),
-        "ok": w.ok, "fail": w.fail, "fail_kinds": w.fail_kinds, "fail_examples": w.fail_examples,
-        "connections_opened": w.connections_opened, "pool_discards": w.pool_discards,
-        "connection_close_seen": w.connection_close_seen,
-        "records": w.records,
-    }
-    tmp = args.out + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(result, f)
-    os.replace(tmp, args.out)
-    print("done", flush=True)
+    w.write_result(w.args.out, connections_opened=w.connections_opened, pool_discards=w.pool_discards,
+                   connection_close_seen=w.connection_close_seen)
 
 
 if __name__ == "__main__":
