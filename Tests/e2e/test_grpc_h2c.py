@@ -172,3 +172,28 @@ def test_upstream_down_is_unavailable_not_a_hang(tmp_path):
         finally:
             channel.close()
             assert sluice.stop() == 0
+
+
+def test_upstream_dying_mid_stream_fails_the_call_promptly(tmp_path):
+    process = subprocess.Popen([sys.executable, str(HERE / "grpc_origin.py"), "--seconds", "60"],
+                               stdout=subprocess.PIPE, text=True)
+    try:
+        port = int(process.stdout.readline())
+        sluice = Sluice(f"h2c://127.0.0.1:{port}", tmp_path / "sluice.log", "--drain-delay", "0s")
+        channel = grpc.insecure_channel(f"127.0.0.1:{sluice.port}")
+        try:
+            call = channel.unary_stream("/test.Echo/Stream")(b"100,50", timeout=30)  # about 5 s of messages
+            assert next(call) == b"msg 0"
+            started = time.monotonic()
+            process.kill()
+            with pytest.raises(grpc.RpcError) as raised:
+                list(call)
+            # The response had begun: the stream is reset (never a clean end that looks complete).
+            assert raised.value.code() in (grpc.StatusCode.INTERNAL, grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED)
+            assert time.monotonic() - started < 5
+        finally:
+            channel.close()
+            assert sluice.stop() == 0
+    finally:
+        process.kill()
+        process.wait()
