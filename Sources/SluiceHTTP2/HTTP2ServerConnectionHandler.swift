@@ -19,7 +19,8 @@ import NIOCore
 ///    ``sendShutdownNotice()`` sends phase one alone, for the `propagating` phase. From another thread,
 ///    fire a ``Command`` as a user inbound event.
 /// 5. Floods (``HTTP2AbuseLimits``) end the connection with GOAWAY `ENHANCE_YOUR_CALM`, an
-///    unacknowledged SETTINGS with `SETTINGS_TIMEOUT`.
+///    unacknowledged SETTINGS with `SETTINGS_TIMEOUT`; the frame rules libnghttp2 leaves unchecked
+///    (``HTTP2FrameRulesStateMachine``) with GOAWAY `PROTOCOL_ERROR`.
 ///
 /// Every method must be called on the channel's event loop.
 ///
@@ -67,6 +68,7 @@ public final class HTTP2ServerConnectionHandler: ChannelDuplexHandler, Removable
     private var delegate: (any HTTP2StreamDelegate)?
     private var shutdown: HTTP2GracefulShutdownStateMachine<ContinuousClock>
     private var limits: HTTP2AbuseLimitsStateMachine<ContinuousClock>
+    private var frameRules = HTTP2FrameRulesStateMachine()
     private var context: ChannelHandlerContext?
 
     /// Inside `channelRead`…`channelReadComplete`: output waits for `channelReadComplete`.
@@ -315,7 +317,15 @@ public final class HTTP2ServerConnectionHandler: ChannelDuplexHandler, Removable
     public func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         guard !self.isClosing else { return }
         self.inReadBatch = true
-        let bytes = Self.unwrapInboundIn(data)
+        var bytes = Self.unwrapInboundIn(data)
+        let rules = self.frameRules.bytesReceived(bytes)
+        switch rules {
+        case .forward:
+            break
+        case .violation(let validBytes, _):
+            // The frames before the offending one are processed as usual.
+            bytes = bytes.getSlice(at: bytes.readerIndex, length: validBytes) ?? ByteBuffer()
+        }
         do {
             try self.session.receive(bytes)
         } catch {
@@ -325,6 +335,9 @@ public final class HTTP2ServerConnectionHandler: ChannelDuplexHandler, Removable
             return
         }
         self.processEvents()
+        if case .violation(_, let errorCode) = rules, !self.isClosing {
+            self.run(.sendGoAwayAndClose(errorCode: errorCode))
+        }
     }
 
     public func channelReadComplete(context: ChannelHandlerContext) {
