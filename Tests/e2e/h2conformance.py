@@ -24,10 +24,13 @@ import struct
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import hpack
-
 import rolling_update as ru
+
+if TYPE_CHECKING:
+    from typing import Self
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 TIMEOUT = 3.0  # seconds any single expectation may wait
@@ -225,7 +228,7 @@ class H2Client:
         with contextlib.suppress(OSError):
             self.sock.close()
 
-    def __enter__(self) -> "H2Client":
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -284,7 +287,7 @@ class H2Client:
         self.sock.settimeout(remaining)
         try:
             data = self.sock.recv(65536)
-        except socket.timeout:
+        except TimeoutError:
             raise AssertionError(f"timed out after {self.timeout}s; frames so far: {self.history()}") from None
         except ConnectionResetError:
             data = b""  # a reset after the server's last bytes is a close too
@@ -330,6 +333,15 @@ class H2Client:
                         for n, v in self.decoder.decode(self.fragments)]
             f.ends_stream = self.block_ends_stream
             self.fragments = b""
+
+    def read_until_closed(self) -> bytes:
+        """Every byte until the server closes the connection (raw: for answers that are not HTTP/2)."""
+        deadline = time.monotonic() + self.timeout
+        while not self.eof:
+            self._recv_into_buffer(deadline)
+        data = bytes(self.buf)
+        self.buf.clear()
+        return data
 
     def history(self) -> str:
         return "[" + ", ".join(str(f) for f in self.seen[-12:]) + ("] (closed)" if self.eof else "]")
@@ -495,8 +507,8 @@ class H2Client:
 class SluiceUnderTest:
     port: int
     admin_port: int
-    child: "ru.Child"
-    origin: "ru.Child"
+    child: ru.Child
+    origin: ru.Child
 
     def client(self, *client_settings: tuple[int, int], handshake: bool = True) -> H2Client:
         c = H2Client(self.port)

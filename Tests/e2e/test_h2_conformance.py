@@ -23,15 +23,14 @@ from __future__ import annotations
 import hashlib
 import struct
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 pytest.importorskip("hpack", reason="needs the h2 package (pip install h2)")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import h2conformance as h2  # noqa: E402
-from h2conformance import ACK, END_HEADERS, END_STREAM, PADDED, PRIORITY, E, S, T, frame  # noqa: E402
+import h2conformance as h2
+from h2conformance import ACK, END_HEADERS, END_STREAM, PADDED, PRIORITY, E, S, T, frame
 
 HELLO = b"hello from A\n"
 MAX_WINDOW = 2**31 - 1
@@ -142,24 +141,19 @@ def test_invalid_preface_closes_the_connection(sluice, preface):
     """An invalid preface is a connection error PROTOCOL_ERROR; "a GOAWAY frame MAY be omitted". The
     plaintext port also serves HTTP/1.1, so bytes that are not the preface are read as HTTP/1: an
     HTTP/1 error response before the close is accepted, HTTP/2 frames other than GOAWAY are not."""
-    c = h2.H2Client(sluice.port)
-    with c:
+    with h2.H2Client(sluice.port) as c:
         c.send(preface, h2.settings())
-        received = bytearray()
-        while not c.eof:
-            c._recv_into_buffer(time.monotonic() + c.timeout)
-            received += c.buf
-            c.buf.clear()
+        received = c.read_until_closed()
         if received.startswith(b"HTTP/1.1 "):
             status = int(received[9:12])
             assert 400 <= status < 600, received[:100]
         elif received:
-            c.buf = bytearray(received)
-            c.eof = False
-            f = c.read_frame()
-            while f != h2.CLOSED and f.type == T.SETTINGS:
-                f = c.read_frame()
-            assert f == h2.CLOSED or (f.type == T.GOAWAY and f.error_code == E.PROTOCOL_ERROR), c.history()
+            c.buf, c.eof = bytearray(received), True
+            frames = []
+            while (f := c.read_frame()) != h2.CLOSED:
+                frames.append(f)
+            assert [f.type for f in frames if f.type != T.SETTINGS] in ([], [T.GOAWAY]), c.history()
+            assert all(f.error_code == E.PROTOCOL_ERROR for f in frames if f.type == T.GOAWAY), c.history()
 
 
 def test_preface_not_followed_by_settings(sluice):
@@ -428,6 +422,38 @@ def test_headers_on_a_closed_stream_still_update_hpack_state(conn):
     conn.expect_ignored_or_error(1, rst_codes=(E.STREAM_CLOSED,))
     conn.send(frame(T.HEADERS, END_HEADERS | END_STREAM, 3, h2.block(h2.request()) + b"\xbe"))
     assert conn.expect_response(3).body == HELLO
+
+
+def test_stream_error_leaves_other_streams_alone(conn):
+    """"A stream error is an error related to a specific stream that does not affect processing of other
+    streams" (§5.4.2)."""
+    conn.headers(1, slow(300))
+    conn.headers(3, h2.request(extra=[("connection", "close")]))
+    conn.expect_stream_error(3, E.PROTOCOL_ERROR)
+    assert conn.expect_response(1).body == b"slow 300 from A\n"
+
+
+def test_data_after_a_stream_error_is_discarded_but_counted(conn):
+    """After sending RST_STREAM, "an endpoint MUST minimally process and then discard any frames it
+    receives" on that stream, and "the content of DATA frames counts toward the connection flow-control
+    window" (§5.1, closed): a body the client had in flight is dropped, the window it used is given back
+    (WINDOW_UPDATE on stream 0), and the next request's body gets through."""
+    conn.headers(1, post(extra=[("connection", "close")]), end_stream=False)
+    conn.expect_stream_error(1, E.PROTOCOL_ERROR)
+    window = 65535 + sum(struct.unpack(">I", f.payload)[0] & 0x7FFFFFFF
+                         for f in conn.seen if f.type == T.WINDOW_UPDATE and f.stream_id == 0)
+    chunk = b"x" * 16384
+    for _ in range(window // len(chunk)):
+        conn.data(1, chunk)
+    returned = 0
+    while returned < window // 2:
+        f = conn.read_frame()
+        assert f != h2.CLOSED and f.type != T.GOAWAY, conn.history()
+        if f.type == T.WINDOW_UPDATE and f.stream_id == 0:
+            returned += struct.unpack(">I", f.payload)[0]
+    conn.headers(3, post(length=5), end_stream=False)
+    conn.data(3, b"hello", end_stream=True)
+    assert conn.expect_response(3).body == upload_answer(b"hello")
 
 
 # §5.1.1 Stream identifiers
@@ -830,6 +856,34 @@ def test_initial_window_change_reopens_a_stalled_stream(sluice):
                 if f.flags & END_STREAM:
                     break
         assert body == HELLO
+
+
+def test_initial_window_change_can_make_a_window_negative(sluice):
+    """"A change to SETTINGS_INITIAL_WINDOW_SIZE can cause the available space in a flow-control window
+    to become negative. A sender MUST track the negative flow-control window and MUST NOT send new
+    flow-controlled frames until it receives WINDOW_UPDATE frames that cause the flow-control window to
+    become positive" (§6.9.2): 5 octets sent into a 5-octet window, the setting drops to 2 (window -3),
+    a WINDOW_UPDATE of 4 makes it 1, and exactly 1 octet follows."""
+    with sluice.client((S.INITIAL_WINDOW_SIZE, 5)) as c:
+        c.headers(1, h2.request())
+        got = b""
+        while len(got) < 5:
+            f = c.read_frame()
+            assert f != h2.CLOSED and f.type not in (T.GOAWAY, T.RST_STREAM), c.history()
+            if f.type == T.DATA:
+                got += f.payload
+        assert got == HELLO[:5]
+        c.send(h2.settings((S.INITIAL_WINDOW_SIZE, 2)))
+        c.expect_alive()
+        c.send(h2.window_update(1, 4))
+        while True:
+            f = c.read_frame()
+            assert f != h2.CLOSED and f.type not in (T.GOAWAY, T.RST_STREAM), c.history()
+            if f.type == T.DATA and f.payload:
+                assert f.payload == HELLO[5:6], c.history()
+                break
+        c.expect_alive()  # reads what came meanwhile: no more DATA may be among it
+        assert not any(g.type == T.DATA and g.payload for g in c.seen[c.seen.index(f) + 1:]), c.history()
 
 
 @pytest.mark.xfail(strict=True, reason="libnghttp2 1.52 resets only the overflowing stream (RST_STREAM FLOW_CONTROL_ERROR) "
