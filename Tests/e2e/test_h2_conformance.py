@@ -973,6 +973,12 @@ MALFORMED_HEADS = {
     "missing-scheme": [f for f in base() if f[0] != ":scheme"],
     "missing-path": [f for f in base() if f[0] != ":path"],
     "empty-path": h2.request("POST", ""),
+    # "exactly one valid value for the :method, :scheme, and :path pseudo-header fields" (§8.3.1)
+    "space-in-path": h2.request("POST", "/up load"),
+    "control-character-in-path": h2.request("POST", "/up\x7fload"),
+    "method-not-a-token": h2.request("PO ST", "/upload"),
+    "empty-method": h2.request("", "/upload"),
+    "empty-scheme": h2.request("POST", "/upload", scheme=""),
     "path-without-leading-slash": h2.request("POST", "upload"),
     "asterisk-path-on-get": h2.request("GET", "*"),
     "authority-with-userinfo": h2.request("POST", "/upload", authority="user:pass@127.0.0.1"),
@@ -1023,8 +1029,11 @@ def test_content_length_mismatch(conn, lengths, declared):
     conn.expect_malformed(1)
 
 
-def test_invalid_content_length(conn):
-    conn.headers(1, post(extra=[("content-length", "abc")]), end_stream=False)
+@pytest.mark.parametrize("values", [["abc"], ["-3"], ["3, 4"], ["3", "4"]],
+                         ids=["not-a-number", "negative", "list-of-two", "two-fields"])
+def test_invalid_content_length(conn, values):
+    """A content-length that is not one non-negative number cannot match the DATA that follows."""
+    conn.headers(1, post(extra=[("content-length", v) for v in values]), end_stream=False)
     conn.data(1, b"abc", end_stream=True)
     conn.expect_malformed(1)
 
