@@ -250,7 +250,9 @@ class H2Client:
             if k == S.MAX_FRAME_SIZE:
                 self.max_frame_size = v
             elif k == S.HEADER_TABLE_SIZE:
+                # Our table shrinks at once: an entry the server indexes beyond it is gone when referenced.
                 self.decoder.max_allowed_table_size = v
+                self.decoder.header_table_size = v
         got_settings = got_ack = False
         deadline = time.monotonic() + self.timeout
         while not (got_settings and got_ack):
