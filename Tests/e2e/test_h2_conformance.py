@@ -569,7 +569,9 @@ def test_data_padding_as_long_as_the_payload(conn, payload):
 
 
 def test_data_with_pad_length_field_missing(conn):
-    """A PADDED DATA frame with an empty payload is too small to hold the Pad Length field."""
+    """A PADDED DATA frame with an empty payload is "too small to contain mandatory frame data"
+    (FRAME_SIZE_ERROR, §4.2); "a generic error code (such as PROTOCOL_ERROR ...) can always be used in
+    place of more specific error codes" (§5.4), and libnghttp2 does, as a connection error (§5.4.1)."""
     conn.headers(1, post(), end_stream=False)
     conn.send(frame(T.DATA, PADDED, 1, b""))
     conn.expect_stream_error(1, E.FRAME_SIZE_ERROR, E.PROTOCOL_ERROR, connection_error_ok=True)
