@@ -317,6 +317,15 @@ def test_frame_inside_a_header_block(conn, interloper):
     conn.expect_connection_error(E.PROTOCOL_ERROR)
 
 
+def test_frame_after_an_unfinished_continuation(conn):
+    """The rule holds for every frame of the block: after a CONTINUATION without END_HEADERS, only a
+    CONTINUATION on the same stream may come (§6.10)."""
+    payload = h2.block(h2.request())
+    conn.send(frame(T.HEADERS, END_STREAM, 1, payload[:10]), frame(T.CONTINUATION, 0, 1, payload[10:20]),
+              frame(T.DATA, 0, 1, b"x"), frame(T.CONTINUATION, END_HEADERS, 1, payload[20:]))
+    conn.expect_connection_error(E.PROTOCOL_ERROR)
+
+
 # ==================================================================================================
 # §5.1 Stream states
 
@@ -412,6 +421,21 @@ def test_frame_on_a_closed_stream(conn, late, closed_by):
         assert conn.expect_response(1).body == HELLO
     conn.send(late)
     conn.expect_ignored_or_error(1, rst_codes=(E.STREAM_CLOSED,), goaway_codes=(E.STREAM_CLOSED, E.PROTOCOL_ERROR))
+
+
+@pytest.mark.parametrize("closed_by", ["rst-stream-received", "end-stream-both-ways"])
+def test_continuation_on_a_closed_stream(conn, closed_by):
+    """A CONTINUATION that follows no unfinished header block breaks §6.10 (a connection error
+    PROTOCOL_ERROR); on a closed stream, a connection error STREAM_CLOSED is allowed too (§5.1)."""
+    if closed_by == "rst-stream-received":
+        conn.headers(1, post(length=10), end_stream=False)
+        conn.send(h2.rst_stream(1, E.CANCEL))
+        conn.expect_alive()
+    else:
+        conn.headers(1, h2.request())
+        assert conn.expect_response(1).body == HELLO
+    conn.send(frame(T.CONTINUATION, END_HEADERS, 1, h2.block([("x-a", "1")])))
+    conn.expect_connection_error(E.PROTOCOL_ERROR, E.STREAM_CLOSED)
 
 
 def test_headers_on_a_closed_stream_still_update_hpack_state(conn):
