@@ -8,7 +8,7 @@ import NIOCore
 /// 2. A HEADERS frame on a stream ID below one the client already used, that the client never opened,
 ///    is a connection error `PROTOCOL_ERROR` (RFC 9113 §5.1.1: new stream IDs must increase).
 ///    libnghttp2 cannot tell it from a late frame on a closed stream and discards it. The machine
-///    remembers the IDs skipped over as ranges; a well-behaved client skips none. At most
+///    remembers the IDs skipped over as ranges; clients rarely skip any. At most
 ///    ``maxRememberedGaps`` ranges are kept (the oldest are forgotten), so a client that skips IDs on
 ///    purpose costs bounded memory and, past the bound, gets libnghttp2's leniency.
 ///
@@ -43,13 +43,17 @@ public struct HTTP2FrameRulesStateMachine: Sendable {
 
     private enum State: Sendable {
         /// Skipping the client connection preface: `remaining` bytes of it to go.
+        /// Valid transitions: to `.preface` with fewer bytes to go, to `.frameHeader` once it is skipped.
         case preface(remaining: Int)
         /// Reading a frame header; `bytes` holds the part that arrived in earlier reads (at most 8 bytes,
         /// and empty unless a header was split across reads).
+        /// Valid transitions: to `.frameHeader` with more bytes, to `.payload` or (an empty payload)
+        /// `.frameHeader` once the header is read, to `.violated`.
         case frameHeader(bytes: [UInt8])
         /// Skipping a frame's payload: `remaining` bytes to go.
+        /// Valid transitions: to `.payload` with fewer bytes to go, to `.frameHeader` once it is skipped.
         case payload(remaining: Int)
-        /// A rule was broken; the connection is going away and nothing more is looked at.
+        /// A rule was broken; the connection is going away and nothing more is looked at. Terminal.
         case violated
     }
 
