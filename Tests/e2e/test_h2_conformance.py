@@ -131,6 +131,29 @@ def test_server_honours_header_table_size_zero(sluice):
             assert c.expect_response(sid).body == HELLO
 
 
+CONNECTION_SPECIFIC = {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade"}
+
+
+@pytest.mark.parametrize("path", ["/", "/stream?chunks=3&interval_ms=0", "/bytes?n=10", "/nope"])
+def test_response_fields_are_valid_http2(conn, path):
+    """What the server generates obeys the rules it enforces: lowercase field names (§8.2), no
+    connection-specific fields ("An endpoint MUST NOT generate an HTTP/2 message containing
+    connection-specific header fields", §8.2.2; the origin answers /stream and /bytes chunked), exactly
+    one :status and no other pseudo-header field, before the regular fields (§8.3)."""
+    conn.headers(1, h2.request("GET", path))
+    while True:
+        f = conn.read_frame()
+        assert f != h2.CLOSED and f.type not in (T.GOAWAY, T.RST_STREAM), conn.history()
+        if f.type in (T.HEADERS, T.CONTINUATION) and f.stream_id == 1 and f.fields is not None:
+            break
+    names = [n for n, _ in f.fields]
+    assert names[0] == ":status" and names.count(":status") == 1, names
+    assert not any(n.startswith(":") for n in names[1:]), names
+    assert all(n == n.lower() for n in names), names
+    assert not CONNECTION_SPECIFIC & set(names), names
+    assert conn.expect_response(1, first=f).status in (200, 404)
+
+
 # ==================================================================================================
 # §3.4 HTTP/2 connection preface
 
