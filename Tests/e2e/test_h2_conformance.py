@@ -819,6 +819,19 @@ def test_goaway_on_a_stream(conn):
     conn.expect_connection_error(E.PROTOCOL_ERROR)
 
 
+def test_connection_error_goaway_covers_the_streams_processed(conn):
+    """"If frames that are on a stream are passed to the application layer for any stream, ... a GOAWAY
+    frame MUST include a stream identifier that is greater than or equal to the given stream identifier"
+    (§8.7), so the client knows stream 3 (forwarded, still in flight) may have been processed."""
+    conn.headers(1, h2.request())
+    assert conn.expect_response(1).body == HELLO
+    conn.headers(3, slow(1000))
+    conn.expect_alive()
+    conn.send(h2.ping(stream_id=1))
+    f = conn.expect_connection_error(E.PROTOCOL_ERROR)
+    assert struct.unpack(">I", f.payload[:4])[0] & 0x7FFFFFFF >= 3, conn.history()
+
+
 def test_goaway_with_unknown_error_code_lets_streams_finish(conn):
     """A client's GOAWAY ends the connection gracefully: the stream it already sent is answered, and an
     unknown error code "MUST NOT trigger any special behavior" (§7)."""
