@@ -18,6 +18,30 @@ import Testing
         #expect(headers.lines == ["Host: example.com", "Accept: */*", "Content-Length: 5"])
     }
 
+    /// Each name the rules act on is recognised in any case, and only that name; every
+    /// hop-by-hop name of the list is among them.
+    @Test func presentNamesRecogniseEachNameInAnyCase() {
+        for (name, flag) in HeaderNamesPresent.all {
+            #expect(HeaderNamesPresent.flag(forName: name) == flag, "\(name)")
+            #expect(HeaderNamesPresent.flag(forName: name.uppercased()) == flag, "\(name)")
+            #expect(HeaderNamesPresent.flag(forName: String(name.dropLast()) + "_") == [], "\(name)")
+            #expect(HeaderNamesPresent.flag(forName: name + "s") == [], "\(name)")
+        }
+        for name in HeaderRules.hopByHop {
+            #expect(HeaderNamesPresent.hopByHop.contains(HeaderNamesPresent.flag(forName: name)), "\(name)")
+        }
+        let headers = TestHeaders(["HOST: a", "Via: x", "Accept: */*", "te: trailers"])
+        #expect(headers.presentNames() == [.host, .via, .otherHopByHop])
+    }
+
+    /// `Connection` naming a forwarding header removes it, and the request is then rewritten as if
+    /// the client had never sent it (the names present are looked at again).
+    @Test func connectionNamingAForwardingHeaderIsRewrittenAsAbsent() {
+        var headers = TestHeaders(["Host: a", "Connection: Via, X-Forwarded-For", "Via: 1.0 other", "X-Forwarded-For: 9.9.9.9"])
+        HeaderRules.rewriteRequest(&headers, clientAddress: "10.0.0.1", upstreamAuthority: "up")
+        #expect(headers.lines == ["Host: a", "x-forwarded-for: 10.0.0.1", "x-forwarded-proto: http", "x-forwarded-host: a", "via: 1.1 sluice"])
+    }
+
     /// The hop-by-hop list is the RFC's, lower-cased.
     @Test func hopByHopListIsTheRFCList() {
         #expect(

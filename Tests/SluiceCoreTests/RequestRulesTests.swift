@@ -33,6 +33,19 @@ import Testing
 
     // MARK: - Accepted requests
 
+    /// Told that there is exactly one `Host` field (as NIO's headers tell), the check decides as it
+    /// does when it splits every `Host` value: for plain, padded, empty and comma-separated values.
+    @Test(arguments: ["a", "a:8080", " a", "a ", "a\t", "", "a,b", "a, b", ",", " , "])
+    func oneHostFieldDecidesAsSplittingEveryValue(_ value: String) {
+        let lines = ["Host: " + value]
+        let headers = TestHeaders(lines)
+        let head = RequestRules.Head(method: "GET", uri: "http://a/x", versionMajor: 1, versionMinor: 1)
+        let limits = RequestRules.Limits(maxHeaderBytes: 1024, maxBodyBytes: nil)
+        let told = RequestRules.check(head, headers: headers, present: headers.presentNames().union(.hostOnce), headerBytes: 10, limits: limits)
+        let split = RequestRules.check(head, headers: headers, headerBytes: 10, limits: limits)
+        #expect(told == split)
+    }
+
     /// An ordinary origin-form GET passes unchanged, with no length and no 100-continue.
     @Test func ordinaryGetPassesUnchanged() {
         let ok = accepted(check())

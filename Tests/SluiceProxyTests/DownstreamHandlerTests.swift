@@ -81,6 +81,59 @@ struct DownstreamHandlerTests {
         #expect(h.idleUpstreams == 1)
     }
 
+    /// Bytes of a request head that has not arrived whole start the header timeout (the drain then
+    /// does not take the connection for an idle one); the whole head ends it, and so does the answer.
+    @Test func partialRequestHeadStartsTheHeaderTimeout() throws {
+        let h = try Harness()
+        let id = try #require(try h.client.pipeline.syncOperations.handler(type: DownstreamHTTP1Handler.self).id)
+        #expect(h.context.table[id]?.readingHeadSince == nil)
+        try h.clientSends("GET /a HTTP/1.1\r\nHo")
+        #expect(h.context.table[id]?.readingHeadSince != nil)
+        #expect(h.context.table[id]?.state == .active)
+        try h.clientSends("st: app\r\n\r\n")
+        #expect(h.context.table[id]?.readingHeadSince == nil)
+        #expect(h.context.table[id]?.inFlight == 1)
+        try h.upstreamSends("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        #expect(try h.clientReceived().hasPrefix("HTTP/1.1 200 OK\r\n"))
+        #expect(h.context.table[id]?.state == .idle)
+        // A read that completes a request and brings no byte of the next leaves the connection idle.
+        try h.clientSends("GET /b HTTP/1.1\r\nHost: app\r\n\r\n")
+        try h.upstreamSends("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        #expect(h.context.table[id]?.state == .idle)
+    }
+
+    /// NIO's headers report the names the rules act on exactly as the rules' default (one
+    /// `contains(name:)` per name) does, in any case, and count `Host` fields.
+    @Test(arguments: [
+        [String](),
+        ["Host: a"],
+        ["HOST: a", "host: b"],
+        ["Content-Length: 3", "Transfer-Encoding: chunked", "connection: close", "Expect: 100-continue"],
+        ["X-Forwarded-For: 1.2.3.4", "x-forwarded-proto: https", "X-FORWARDED-HOST: h", "Via: 1.0 x"],
+        ["Keep-Alive: 5", "Proxy-Connection: x", "TE: trailers", "Trailer: X", "Upgrade: h2c", "Proxy-Authenticate: B", "Proxy-Authorization: B"],
+        ["Hosts: a", "Vía: x", "te2: x", "Content-Lengths: 3", "Accept: */*", "x-forwarded-fox: 1"],
+    ])
+    func presentNamesOfNIOHeadersMatchTheRulesDefault(_ lines: [String]) {
+        let headers = HTTPHeaders(lines.map { line in
+            let colon = line.firstIndex(of: ":")!
+            return (String(line[..<colon]), String(line[line.index(colon, offsetBy: 2)...]))
+        })
+        struct ByContains: HeaderFields {
+            var headers: HTTPHeaders
+            func contains(name: String) -> Bool { self.headers.contains(name: name) }
+            func tokens(name: String) -> [Substring] { self.headers.tokens(name: name) }
+            func first(name: String) -> String? { self.headers.first(name: name) }
+            mutating func add(name: String, value: String) {}
+            mutating func replaceOrAdd(name: String, value: String) {}
+            mutating func remove(name: String) {}
+        }
+        var expected = ByContains(headers: headers).presentNames()
+        if headers["host"].count == 1 { expected.insert(.hostOnce) }
+        #expect(headers.presentNames() == expected)
+        #expect(headers.presentNamesAndSize().present == expected)
+        #expect(headers.presentNamesAndSize().bytes == lines.reduce(0) { $0 + $1.utf8.count + 2 })
+    }
+
     /// Pipelined requests: the second waits until the first response has ended, then goes out on the same upstream connection.
     @Test func pipelinedRequestsAreForwardedOneAtATime() throws {
         let h = try Harness()

@@ -9,6 +9,93 @@ public protocol HeaderFields {
     mutating func add(name: String, value: String)
     mutating func replaceOrAdd(name: String, value: String)
     mutating func remove(name: String)
+    /// Which of the names the rules act on are present, in one pass over the fields. The default
+    /// asks ``contains(name:)`` once per name; NIO's `HTTPHeaders` walks its fields once.
+    func presentNames() -> HeaderNamesPresent
+}
+
+extension HeaderFields {
+    public func presentNames() -> HeaderNamesPresent {
+        var present: HeaderNamesPresent = []
+        for (name, flag) in HeaderNamesPresent.all where self.contains(name: name) { present.insert(flag) }
+        return present
+    }
+}
+
+/// The header names the request and header rules look at, as a set found in one pass over the
+/// fields, so a request without any of them (the common case) costs one pass instead of one per
+/// name. The rules only skip work on a name's absence; when it is present they look as before.
+public struct HeaderNamesPresent: OptionSet, Sendable {
+    public let rawValue: UInt32
+    @inlinable public init(rawValue: UInt32) { self.rawValue = rawValue }
+
+    public static let host = HeaderNamesPresent(rawValue: 1 << 0)
+    public static let contentLength = HeaderNamesPresent(rawValue: 1 << 1)
+    public static let transferEncoding = HeaderNamesPresent(rawValue: 1 << 2)
+    public static let connection = HeaderNamesPresent(rawValue: 1 << 3)
+    public static let expect = HeaderNamesPresent(rawValue: 1 << 4)
+    public static let xForwardedFor = HeaderNamesPresent(rawValue: 1 << 5)
+    public static let xForwardedProto = HeaderNamesPresent(rawValue: 1 << 6)
+    public static let xForwardedHost = HeaderNamesPresent(rawValue: 1 << 7)
+    public static let via = HeaderNamesPresent(rawValue: 1 << 8)
+    /// A hop-by-hop name other than `Connection` and `Transfer-Encoding` (`Keep-Alive`, `TE`, ...).
+    public static let otherHopByHop = HeaderNamesPresent(rawValue: 1 << 9)
+    /// Exactly one `Host` field. Set only by an implementation that counts fields (NIO's
+    /// `HTTPHeaders`); without it the rules look at every `Host` field.
+    public static let hostOnce = HeaderNamesPresent(rawValue: 1 << 10)
+    /// Every hop-by-hop name of ``HeaderRules/hopByHop``.
+    public static let hopByHop: HeaderNamesPresent = [.connection, .transferEncoding, .otherHopByHop]
+
+    /// Each lower-cased name with its flag.
+    public static let all: [(String, HeaderNamesPresent)] = [
+        ("host", .host), ("content-length", .contentLength), ("transfer-encoding", .transferEncoding),
+        ("connection", .connection), ("expect", .expect), ("x-forwarded-for", .xForwardedFor),
+        ("x-forwarded-proto", .xForwardedProto), ("x-forwarded-host", .xForwardedHost), ("via", .via),
+        ("keep-alive", .otherHopByHop), ("proxy-connection", .otherHopByHop), ("te", .otherHopByHop),
+        ("trailer", .otherHopByHop), ("upgrade", .otherHopByHop), ("proxy-authenticate", .otherHopByHop),
+        ("proxy-authorization", .otherHopByHop),
+    ]
+
+    /// The flag of one field name (any case), or none.
+    @inlinable
+    public static func flag(forName name: String) -> HeaderNamesPresent {
+        let utf8 = name.utf8
+        switch utf8.count {
+        case 2: return Self.equal(utf8, "te") ? .otherHopByHop : []
+        case 3: return Self.equal(utf8, "via") ? .via : []
+        case 4: return Self.equal(utf8, "host") ? .host : []
+        case 6: return Self.equal(utf8, "expect") ? .expect : []
+        case 7: return Self.equal(utf8, "trailer") || Self.equal(utf8, "upgrade") ? .otherHopByHop : []
+        case 10:
+            if Self.equal(utf8, "connection") { return .connection }
+            return Self.equal(utf8, "keep-alive") ? .otherHopByHop : []
+        case 14: return Self.equal(utf8, "content-length") ? .contentLength : []
+        case 15: return Self.equal(utf8, "x-forwarded-for") ? .xForwardedFor : []
+        case 16:
+            if Self.equal(utf8, "x-forwarded-host") { return .xForwardedHost }
+            return Self.equal(utf8, "proxy-connection") ? .otherHopByHop : []
+        case 17:
+            if Self.equal(utf8, "transfer-encoding") { return .transferEncoding }
+            return Self.equal(utf8, "x-forwarded-proto") ? .xForwardedProto : []
+        case 18: return Self.equal(utf8, "proxy-authenticate") ? .otherHopByHop : []
+        case 19: return Self.equal(utf8, "proxy-authorization") ? .otherHopByHop : []
+        default: return []
+        }
+    }
+
+    /// ASCII case-insensitive equality with a lower-case name of the same length.
+    @inlinable
+    static func equal(_ name: String.UTF8View, _ lower: StaticString) -> Bool {
+        lower.withUTF8Buffer { lower in
+            var index = 0
+            for byte in name {
+                let folded = byte >= 0x41 && byte <= 0x5A ? byte | 0x20 : byte
+                if folded != lower[index] { return false }
+                index += 1
+            }
+            return index == lower.count
+        }
+    }
 }
 
 /// What a proxy does to headers as a message crosses it (RFC 9110 §7.6).
@@ -36,8 +123,19 @@ public enum HeaderRules {
     @discardableResult
     @inlinable
     public static func removeHopByHop<H: HeaderFields>(_ headers: inout H) -> (chunked: Bool, connectionTokens: [Substring]) {
-        let chunked = headers.tokens(name: "transfer-encoding").last.map { $0.lowercased() == "chunked" } ?? false
-        let connectionTokens = headers.tokens(name: "connection")
+        Self.removeHopByHop(&headers, present: headers.presentNames())
+    }
+
+    /// ``removeHopByHop(_:)`` given the names `headers` holds (``HeaderFields/presentNames()``).
+    @discardableResult
+    @inlinable
+    public static func removeHopByHop<H: HeaderFields>(_ headers: inout H, present: HeaderNamesPresent) -> (chunked: Bool, connectionTokens: [Substring]) {
+        guard !present.isDisjoint(with: .hopByHop) else { return (false, []) }
+        let chunked =
+            present.contains(.transferEncoding)
+            ? headers.tokens(name: "transfer-encoding").last.map { $0.lowercased() == "chunked" } ?? false
+            : false
+        let connectionTokens = present.contains(.connection) ? headers.tokens(name: "connection") : []
         for token in connectionTokens {
             let name = token.lowercased()
             // Never let `Connection` strip the framing or forwarding headers we rely on.
@@ -57,12 +155,27 @@ public enum HeaderRules {
     ///   - upstreamAuthority: used as `Host` when the request has none (HTTP/1.0).
     @inlinable
     public static func rewriteRequest<H: HeaderFields>(_ headers: inout H, clientAddress: String?, upstreamAuthority: String) {
-        let (chunked, _) = Self.removeHopByHop(&headers)
+        Self.rewriteRequest(&headers, present: headers.presentNames(), clientAddress: clientAddress, upstreamAuthority: upstreamAuthority)
+    }
+
+    /// ``rewriteRequest(_:clientAddress:upstreamAuthority:)`` given the names `headers` holds
+    /// (``HeaderFields/presentNames()``).
+    @inlinable
+    public static func rewriteRequest<H: HeaderFields>(
+        _ headers: inout H,
+        present: HeaderNamesPresent,
+        clientAddress: String?,
+        upstreamAuthority: String
+    ) {
+        var present = present
+        let (chunked, connectionTokens) = Self.removeHopByHop(&headers, present: present)
+        // `Connection` may have named (and so removed) any other header.
+        if !connectionTokens.isEmpty { present = headers.presentNames() }
         if chunked { headers.replaceOrAdd(name: "transfer-encoding", value: "chunked") }
-        let clientHost = headers.first(name: "host")
+        let clientHost = present.contains(.host) ? headers.first(name: "host") : nil
         if clientHost == nil { headers.add(name: "host", value: upstreamAuthority) }
         if let clientAddress {
-            if let existing = headers.first(name: "x-forwarded-for") {
+            if present.contains(.xForwardedFor), let existing = headers.first(name: "x-forwarded-for") {
                 let all = headers.tokens(name: "x-forwarded-for")
                 let joined = all.isEmpty ? existing : all.joined(separator: ", ")
                 headers.replaceOrAdd(name: "x-forwarded-for", value: joined + ", " + clientAddress)
@@ -70,29 +183,31 @@ public enum HeaderRules {
                 headers.add(name: "x-forwarded-for", value: clientAddress)
             }
         }
-        if !headers.contains(name: "x-forwarded-proto") { headers.add(name: "x-forwarded-proto", value: "http") }
-        if !headers.contains(name: "x-forwarded-host"), let clientHost {
+        if !present.contains(.xForwardedProto) { headers.add(name: "x-forwarded-proto", value: "http") }
+        if !present.contains(.xForwardedHost), let clientHost {
             headers.add(name: "x-forwarded-host", value: clientHost)
         }
-        Self.appendVia(&headers)
+        Self.appendVia(&headers, present: present)
     }
 
     /// Rewrites a response head's headers for the client. Returns whether the upstream asked to close.
     @inlinable
     public static func rewriteResponse<H: HeaderFields>(_ headers: inout H) -> Bool {
-        let (chunked, tokens) = Self.removeHopByHop(&headers)
+        var present = headers.presentNames()
+        let (chunked, tokens) = Self.removeHopByHop(&headers, present: present)
+        if !tokens.isEmpty { present = headers.presentNames() }
         if chunked {
             // Transfer-Encoding wins over Content-Length (RFC 9112 §6.3): the length goes.
             headers.remove(name: "content-length")
             headers.replaceOrAdd(name: "transfer-encoding", value: "chunked")
         }
-        Self.appendVia(&headers)
+        Self.appendVia(&headers, present: present)
         return tokens.contains { $0.lowercased() == "close" }
     }
 
     @inlinable
-    static func appendVia<H: HeaderFields>(_ headers: inout H) {
-        if let existing = headers.first(name: "via") {
+    static func appendVia<H: HeaderFields>(_ headers: inout H, present: HeaderNamesPresent) {
+        if present.contains(.via), let existing = headers.first(name: "via") {
             let all = headers.tokens(name: "via").joined(separator: ", ")
             headers.replaceOrAdd(name: "via", value: (all.isEmpty ? existing : all) + ", " + Self.viaValue)
         } else {

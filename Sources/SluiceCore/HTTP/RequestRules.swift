@@ -52,6 +52,19 @@ public enum RequestRules {
         headerBytes: Int,
         limits: Limits
     ) -> Result<Accepted, ProxyError> {
+        Self.check(head, headers: headers, present: headers.presentNames(), headerBytes: headerBytes, limits: limits)
+    }
+
+    /// ``check(_:headers:headerBytes:limits:)`` given the names `headers` holds
+    /// (``HeaderFields/presentNames()``), for a caller that has them already.
+    @inlinable
+    public static func check<H: HeaderFields>(
+        _ head: Head,
+        headers: H,
+        present: HeaderNamesPresent,
+        headerBytes: Int,
+        limits: Limits
+    ) -> Result<Accepted, ProxyError> {
         if headerBytes > limits.maxHeaderBytes {
             return .failure(.headersTooLarge(limit: limits.maxHeaderBytes))
         }
@@ -59,7 +72,7 @@ public enum RequestRules {
             return .failure(.connectRefused)
         }
         guard head.versionMajor == 1 else { return .failure(.badRequest("unsupported HTTP version")) }
-        let hosts = headers.tokens(name: "host")
+        let hosts = present.contains(.host) ? Self.hostTokens(headers, present: present) : []
         if head.versionMinor >= 1 && hosts.count != 1 {
             return .failure(.badRequest(hosts.isEmpty ? "missing Host header" : "more than one Host header"))
         }
@@ -78,9 +91,9 @@ public enum RequestRules {
                 accepted.rewrittenURI = path
             }
         }
-        let lengths = headers.tokens(name: "content-length")
+        let lengths = present.contains(.contentLength) ? headers.tokens(name: "content-length") : []
         if !lengths.isEmpty {
-            if headers.contains(name: "transfer-encoding") {
+            if present.contains(.transferEncoding) {
                 return .failure(.badRequest("both Content-Length and Transfer-Encoding"))
             }
             guard lengths[0].allSatisfy({ ("0"..."9").contains($0) }), let length = Int(lengths[0]), lengths.allSatisfy({ $0 == lengths[0] }) else {
@@ -89,7 +102,7 @@ public enum RequestRules {
             accepted.contentLength = length
             if let max = limits.maxBodyBytes, length > max { return .failure(.bodyTooLarge(limit: max)) }
         }
-        let expectations = headers.tokens(name: "expect")
+        let expectations = present.contains(.expect) ? headers.tokens(name: "expect") : []
         if !expectations.isEmpty {
             guard expectations.count == 1, expectations[0].lowercased() == "100-continue" else {
                 return .failure(.expectationFailed)
@@ -97,6 +110,25 @@ public enum RequestRules {
             accepted.expectsContinue = head.versionMinor >= 1
         }
         return .success(accepted)
+    }
+
+    /// `tokens(name: "host")`, without splitting when the one `Host` value is a plain authority
+    /// (no comma, no surrounding whitespace: the tokens are then the value itself).
+    @inlinable
+    static func hostTokens<H: HeaderFields>(_ headers: H, present: HeaderNamesPresent) -> [Substring] {
+        if present.contains(.hostOnce), let host = headers.first(name: "host"), Self.isPlainToken(host) {
+            return [host[...]]
+        }
+        return headers.tokens(name: "host")
+    }
+
+    @inlinable
+    static func isPlainToken(_ value: String) -> Bool {
+        let utf8 = value.utf8
+        guard let first = utf8.first, let last = utf8.last else { return false }
+        let space = UInt8(ascii: " "), tab = UInt8(ascii: "\t")
+        if first == space || first == tab || last == space || last == tab { return false }
+        return !utf8.contains(UInt8(ascii: ","))
     }
 
     /// `http://Host:port/path?q` → (`Host:port`, `/path?q`).

@@ -53,6 +53,8 @@ final class DownstreamHTTP1Handler: ChannelDuplexHandler {
     private var inputClosed = false
     /// Bytes of the next request head arrived while idle (the header timeout runs from here).
     private var headBegan = false
+    /// A request part reached this handler in the current read batch.
+    private var partInThisReadBatch = false
 
     // The request in progress.
     private var upstreamHead = HTTPRequestHead(version: .http1_1, method: .GET, uri: "/")
@@ -75,11 +77,6 @@ final class DownstreamHTTP1Handler: ChannelDuplexHandler {
         self.loop = loop
         self.id = entry?.id
         self.peerAddress = entry?.peerAddress
-    }
-
-    var isIdle: Bool {
-        if case .idle = self.state { return true }
-        return false
     }
 
     // MARK: Lifecycle
@@ -133,8 +130,11 @@ final class DownstreamHTTP1Handler: ChannelDuplexHandler {
         self.context?.close(promise: nil)
     }
 
-    /// Raw bytes arrived (called by ``ReadActivityObserver`` ahead of the decoder).
-    func bytesArrived() {
+    /// A read batch brought bytes but no request part while idle: the next request head is on
+    /// its way, so the header timeout runs and the drain does not take the connection for an idle one.
+    /// (Seen here, at the end of the batch, rather than by a handler ahead of the decoder: one
+    /// handler less on every connection and every read.)
+    private func bytesArrivedWithoutPart() {
         guard !self.headBegan, case .idle = self.state, let id = self.id else { return }
         self.headBegan = true
         self.loop.table.requestHeadBegan(id, now: .now())
@@ -144,6 +144,7 @@ final class DownstreamHTTP1Handler: ChannelDuplexHandler {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let part = self.unwrapInboundIn(data)
+        self.partInThisReadBatch = true
         if !self.queuedParts.isEmpty || self.awaitsResponseEnd {
             // A pipelined request: it waits until the response in progress has ended.
             self.queuedParts.append(part)
@@ -178,13 +179,15 @@ final class DownstreamHTTP1Handler: ChannelDuplexHandler {
         self.resetRequest(now: now)
         self.clientIsHTTP10 = head.version.minor == 0
         self.clientKeepAlive = !self.clientIsHTTP10 && head.isKeepAlive
-        self.requestHasBody = head.headers.contains(name: "content-length") || head.headers.contains(name: "transfer-encoding")
+        // One pass over the fields gives the size and the names the rules act on.
+        let (present, fieldBytes) = head.headers.presentNamesAndSize()
+        self.requestHasBody = present.contains(.contentLength) || present.contains(.transferEncoding)
 
-        var headerBytes = head.uri.utf8.count + 16
-        for (name, value) in head.headers { headerBytes += name.utf8.count + value.utf8.count + 4 }
+        let headerBytes = head.uri.utf8.count + 16 + fieldBytes
         let check = RequestRules.check(
             RequestRules.Head(method: head.method.rawValue, uri: head.uri, versionMajor: head.version.major, versionMinor: head.version.minor),
             headers: head.headers,
+            present: present,
             headerBytes: headerBytes,
             limits: self.loop.requestLimits
         )
@@ -197,7 +200,7 @@ final class DownstreamHTTP1Handler: ChannelDuplexHandler {
 
         var headers = head.headers
         if accepted.expectsContinue { headers.remove(name: "expect") }
-        HeaderRules.rewriteRequest(&headers, clientAddress: self.peerAddress, upstreamAuthority: self.loop.pool.fallbackHost)
+        HeaderRules.rewriteRequest(&headers, present: present, clientAddress: self.peerAddress, upstreamAuthority: self.loop.pool.fallbackHost)
         self.upstreamHead = HTTPRequestHead(version: .http1_1, method: head.method, uri: accepted.rewrittenURI ?? head.uri, headers: headers)
         self.expectsContinue = accepted.expectsContinue
         self.lease(upstream: nil, context: context)
@@ -238,6 +241,9 @@ final class DownstreamHTTP1Handler: ChannelDuplexHandler {
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
+        // NIO fires this only after a read that returned bytes.
+        if !self.partInThisReadBatch { self.bytesArrivedWithoutPart() }
+        self.partInThisReadBatch = false
         if self.needsUpstreamFlush, case .forwarding(let upstream) = self.state {
             self.needsUpstreamFlush = false
             upstream.flush()
@@ -534,21 +540,5 @@ extension DownstreamHTTP1Handler: UpstreamResponseDelegate {
             return
         }
         self.respondWithError(error, context: context)
-    }
-}
-
-/// Sits ahead of the HTTP decoder and tells the connection that bytes arrived, so the header
-/// timeout and the drain's quiet period see a request that is still being received.
-final class ReadActivityObserver: ChannelInboundHandler, RemovableChannelHandler {
-    typealias InboundIn = ByteBuffer
-    typealias InboundOut = ByteBuffer
-
-    private let connection: DownstreamHTTP1Handler
-
-    init(connection: DownstreamHTTP1Handler) { self.connection = connection }
-
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        if self.connection.isIdle { self.connection.bytesArrived() }
-        context.fireChannelRead(data)
     }
 }

@@ -112,18 +112,20 @@ public final class ProxyServer: Sendable {
         let http2 = HTTP2ServerConnectionHandler.Configuration.sluice(maxHeaderBytes: self.config.http.maxHeaderBytes)
         let channel = try await ServerBootstrap(group: loop.eventLoop)
             .serverChannelOption(.backlog, value: 1024)
+            .serverChannelOption(.tcpOption(.tcp_nodelay), value: 1)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .serverChannelOption(ChannelOptions.Types.SocketOption(level: .socket, name: .init(rawValue: SO_REUSEPORT)), value: 1)
-            .childChannelOption(.tcpOption(.tcp_nodelay), value: 1)
-            .childChannelOption(.maxMessagesPerRead, value: 16)
+            // TCP_NODELAY is set on the listener: Linux accepted sockets inherit it, so there is no
+            // setsockopt per connection. The one child option is set synchronously in the
+            // initializer (the bootstrap applies child options through a chain of futures per accept).
             .childChannelInitializer { [http2] channel in
                 channel.eventLoop.makeCompletedFuture {
+                    try channel.syncOptions?.setOption(.maxMessagesPerRead, value: 16)
                     // HTTP/1 or h2c prior knowledge, told by the first bytes.
                     let detector = ProtocolDetectionHandler(loop: loop.value, http2Configuration: http2) { sync, entry in
                         // An HTTP/1 client may half-close after its last request and still read the response.
                         try channel.syncOptions?.setOption(.allowRemoteHalfClosure, value: true)
                         let handler = DownstreamHTTP1Handler(loop: loop.value, adopting: entry)
-                        try sync.addHandler(ReadActivityObserver(connection: handler))
                         // Pipelining is queued by the handler itself (see DownstreamHTTP1Handler).
                         try sync.configureHTTPServerPipeline(
                             withPipeliningAssistance: false,
