@@ -264,26 +264,12 @@ public final class HTTP2ClientConnectionHandler: ChannelInboundHandler, Removabl
         guard let context = self.context, !self.isFlushing, !self.didClose else { return }
         self.isFlushing = true
         self.processEvents()
-        var wrote = false
-        for _ in 0..<64 {
-            guard context.channel.isWritable || self.isClosing else { break }
-            var buffer = context.channel.allocator.buffer(capacity: 0)
-            let more: Bool
-            do {
-                more = try self.session.pendingOutput(into: &buffer)
-            } catch {
-                self.isFlushing = false
-                context.close(promise: nil)
-                return
-            }
-            if buffer.readableBytes > 0 {
-                context.write(Self.wrapOutboundOut(buffer), promise: nil)
-                wrote = true
-            }
-            self.processEvents()
-            if !more && !self.session.wantsWrite { break }
-        }
+        let result = self.session.writeOutput(to: context, evenIfUnwritable: self.isClosing, afterBatch: self.processEvents)
         self.isFlushing = false
+        guard case .written(let wrote) = result else {
+            context.close(promise: nil)
+            return
+        }
         if !self.session.wantsRead && !self.session.wantsWrite { self.isClosing = true }
         if self.isClosing {
             guard !self.closeIssued else { return }

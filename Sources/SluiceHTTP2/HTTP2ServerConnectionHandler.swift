@@ -487,27 +487,15 @@ public final class HTTP2ServerConnectionHandler: ChannelDuplexHandler, Removable
         // Submissions queue events too (a stream going over its watermark): deliver them even when
         // nothing can be written.
         self.processEvents()
-        var wrote = false
-        for _ in 0..<64 {
-            guard context.channel.isWritable || self.isClosing else { break }
-            var buffer = context.channel.allocator.buffer(capacity: 0)
-            let more: Bool
-            do {
-                more = try self.session.pendingOutput(into: &buffer)
-            } catch {
-                self.isFlushing = false
-                context.close(promise: nil)
-                return
-            }
-            if buffer.readableBytes > 0 {
-                context.write(Self.wrapOutboundOut(buffer), promise: nil)
-                wrote = true
-            }
-            // Sending closes streams and drains queues; their owners may submit more (or close).
-            self.processEvents()
-            if !more && !self.session.wantsWrite { break }
+        // Sending closes streams and drains queues; their owners may submit more (or close).
+        switch self.session.writeOutput(to: context, evenIfUnwritable: self.isClosing, afterBatch: self.processEvents) {
+        case .failed:
+            self.isFlushing = false
+            context.close(promise: nil)
+            return
+        case .written(let wrote):
+            if wrote { context.flush() }
         }
-        if wrote { context.flush() }
         self.isFlushing = false
 
         if !self.session.wantsRead && !self.session.wantsWrite {
