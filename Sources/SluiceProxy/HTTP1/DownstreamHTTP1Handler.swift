@@ -44,6 +44,7 @@ final class DownstreamHTTP1Handler: ChannelDuplexHandler {
     private(set) var id: ConnectionID?
     private var peerAddress: String?
     private var pendingRead = false
+    /// Request bytes were written upstream and not flushed yet (flushed once per read batch).
     private var needsUpstreamFlush = false
     /// Parts of pipelined requests that arrived while a response was still in progress.
     private var queuedParts: [HTTPServerRequestPart] = []
@@ -53,7 +54,8 @@ final class DownstreamHTTP1Handler: ChannelDuplexHandler {
     private var inputClosed = false
     /// Bytes of the next request head arrived while idle (the header timeout runs from here).
     private var headBegan = false
-    /// A request part reached this handler in the current read batch.
+    /// A request part reached this handler in the current read batch: `channelReadComplete`
+    /// follows, and flushes what the batch wrote upstream.
     private var partInThisReadBatch = false
 
     // The request in progress.
@@ -333,7 +335,12 @@ final class DownstreamHTTP1Handler: ChannelDuplexHandler {
             }
         }
         self.pendingParts.removeAll(keepingCapacity: true)
-        upstream.flush()
+        if self.partInThisReadBatch {
+            // The rest of the request may be in this batch too: one flush at its end.
+            self.needsUpstreamFlush = true
+        } else {
+            upstream.flush()
+        }
         if self.pendingRead, upstream.isWritable {
             self.pendingRead = false
             context.read()
