@@ -446,8 +446,10 @@ public final class HTTP2ServerConnectionHandler: ChannelDuplexHandler, Removable
             case .none:
                 break
             }
-        case .responseHead, .goAwaySent:
-            // A server session receives no responses; sent GOAWAYs need no action here.
+        case .goAwaySent(let lastStreamID, let errorCode):
+            self.delegate?.goAwaySent(lastStreamID: lastStreamID, errorCode: errorCode, on: self)
+        case .responseHead:
+            // A server session receives no responses.
             break
         }
     }

@@ -31,11 +31,15 @@ public protocol HTTP2StreamDelegate: AnyObject {
     func streamWritabilityChanged(_ streamID: HTTP2StreamID, isWritable: Bool, on connection: HTTP2ServerConnectionHandler)
     /// The client sent GOAWAY (it is going away; open streams may still finish).
     func goAwayReceived(lastStreamID: HTTP2StreamID, errorCode: HTTP2ErrorCode, on connection: HTTP2ServerConnectionHandler)
+    /// A GOAWAY of ours went out. With an error code it ends the connection for a protocol error or
+    /// a flood (PROTOCOL_ERROR, ENHANCE_YOUR_CALM, SETTINGS_TIMEOUT, …): count it.
+    func goAwaySent(lastStreamID: HTTP2StreamID, errorCode: HTTP2ErrorCode, on connection: HTTP2ServerConnectionHandler)
     /// The connection closed; every stream was closed before this call.
     func connectionClosed(_ connection: HTTP2ServerConnectionHandler)
 }
 
 extension HTTP2StreamDelegate {
+    public func goAwaySent(lastStreamID: HTTP2StreamID, errorCode: HTTP2ErrorCode, on connection: HTTP2ServerConnectionHandler) {}
     public func streamWritabilityChanged(_ streamID: HTTP2StreamID, isWritable: Bool, on connection: HTTP2ServerConnectionHandler) {}
     public func goAwayReceived(lastStreamID: HTTP2StreamID, errorCode: HTTP2ErrorCode, on connection: HTTP2ServerConnectionHandler) {}
     public func connectionClosed(_ connection: HTTP2ServerConnectionHandler) {}

@@ -123,7 +123,8 @@ struct HTTP2UpstreamTests {
             defer { close(fd) }
             let request = "GET /big?bytes=\(total) HTTP/1.1\r\nHost: a\r\n\r\n"
             #expect(request.withCString { send(fd, $0, strlen($0), 0) } == request.utf8.count)
-            // Wait until the upstream's progress stops for 500 ms (bounded: 20 s).
+            // Wait for the response to start, then until the upstream's progress stops for 500 ms (bounded: 20 s).
+            #expect(await ProxyHarness.eventually { upstream.bytesSent.value > 0 })
             var last = -1
             for _ in 0..<40 {
                 try await Task.sleep(for: .milliseconds(500))

@@ -102,6 +102,7 @@ enum StatusDocument {
             upstreams.append("{\"url\":\"\(upstream)\",\"idle\":\(pool.idle),\"busy\":\(pool.busy)}")
         }
         let stats = snapshot.stats
+        let http2Errors = stats.http2ConnectionErrors.sorted(by: { $0.key < $1.key }).map { "\"\($0.key)\":\($0.value)" }
         let responses = zip(["other", "1xx", "2xx", "3xx", "4xx", "5xx"], stats.responsesByClass).map { "\"\($0)\":\($1)" }
         return """
             {"phase":"\(phase.phase.rawValue)","ready":\(phase.phase.isReady),"phase_seconds_left":\(left.map { String($0) } ?? "null"),\
@@ -110,6 +111,7 @@ enum StatusDocument {
             "requests_in_flight":\(counts.requestsInFlight),\
             "responses":{\(responses.joined(separator: ","))},\
             "forced_closes":\(stats.forcedCloses),"upstream_connect_errors":\(stats.upstreamConnectErrors),"retries":\(stats.retries),\
+            "http2_connection_errors":{\(http2Errors.joined(separator: ","))},\
             "upstreams":[\(upstreams.joined(separator: ","))]}
 
             """

@@ -70,6 +70,12 @@ public final class ProxyMetrics: Sendable {
         text += "sluice_request_duration_seconds_bucket{le=\"+Inf\"} \(cumulative)\n"
         text += "sluice_request_duration_seconds_sum \(stats.durationSumSeconds)\n"
         text += "sluice_request_duration_seconds_count \(cumulative)\n"
+        if !stats.http2ConnectionErrors.isEmpty {
+            text += "# TYPE sluice_http2_connection_errors_total counter\n"
+            for (code, count) in stats.http2ConnectionErrors.sorted(by: { $0.key < $1.key }) {
+                text += "sluice_http2_connection_errors_total{code=\"\(code)\"} \(count)\n"
+            }
+        }
         return text
     }
 }

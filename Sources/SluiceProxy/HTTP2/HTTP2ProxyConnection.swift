@@ -158,6 +158,12 @@ extension HTTP2ProxyConnection: HTTP2StreamDelegate {
         if isWritable { self.streams[streamID]?.resumeUpstreamReading() }
     }
 
+    func goAwaySent(lastStreamID: HTTP2StreamID, errorCode: HTTP2ErrorCode, on connection: HTTP2ServerConnectionHandler) {
+        guard errorCode != .noError else { return }
+        self.loop.stats.http2ConnectionErrors[errorCode.description, default: 0] += 1
+        self.loop.logger.info("HTTP/2 connection error", metadata: ["code": "\(errorCode)", "peer": "\(self.peerAddress ?? "?")"])
+    }
+
     func connectionClosed(_ connection: HTTP2ServerConnectionHandler) {
         // Every stream was closed before this call; anything left is a bug in the bookkeeping.
         for (streamID, forwarder) in self.streams {

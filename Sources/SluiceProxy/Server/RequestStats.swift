@@ -17,6 +17,8 @@ struct RequestStats: Sendable {
     var clientAborts = 0
     var retries = 0
     var forcedCloses = 0
+    /// HTTP/2 connections ended by a GOAWAY of ours with an error code, by code (`PROTOCOL_ERROR`, …).
+    var http2ConnectionErrors: [String: Int] = [:]
 
     mutating func recordResponse(status: Int, duration: Duration) {
         let statusClass = status / 100
@@ -47,6 +49,7 @@ struct RequestStats: Sendable {
         sum.clientAborts += rhs.clientAborts
         sum.retries += rhs.retries
         sum.forcedCloses += rhs.forcedCloses
+        sum.http2ConnectionErrors.merge(rhs.http2ConnectionErrors, uniquingKeysWith: +)
         return sum
     }
 }
