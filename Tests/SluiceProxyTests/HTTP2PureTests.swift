@@ -80,6 +80,55 @@ struct HTTP2RequestTranslationTests {
         #expect(translated.expectsContinue == false)
     }
 
+    /// RFC 9113 §8.3.1: userinfo in `:authority` makes the request malformed.
+    @Test func userinfoInAuthorityIsMalformed() {
+        #expect(Self.translate(Self.get(authority: "user:pw@example.com")) == .failure(.malformed("userinfo in :authority")))
+    }
+
+    /// `te: trailers` goes to an HTTP/2 (gRPC) upstream only, after the proxy's own header rewriting.
+    @Test func teTrailersIsKeptForHTTP2UpstreamsOnly() throws {
+        let head = Self.get([("te", "trailers"), ("content-type", "application/grpc")], method: "POST", path: "/svc/Method")
+        let http1 = try Self.translate(head).get().head
+        #expect(!http1.headers.contains(name: "te"))
+        let http2 = try HTTP2RequestTranslation.translate(
+            head, endStream: true, clientAddress: "10.0.0.1", upstreamAuthority: "app:3000", limits: Self.limits, upstreamIsHTTP2: true
+        ).get().head
+        #expect(http2.headers["te"] == ["trailers"])
+        #expect(http2.headers["content-type"] == ["application/grpc"])
+    }
+
+    /// A request that announces trailers goes chunked to an HTTP/1.1 upstream even with a Content-Length,
+    /// since HTTP/1.1 carries trailers only in the chunked coding; trailers lose hop-by-hop fields.
+    @Test func announcedTrailersMakeTheHTTP1RequestChunked() throws {
+        let head = Self.get([("content-length", "3"), ("trailer", "x-checksum")], method: "POST")
+        let translated = try Self.translate(head, endStream: false).get().head
+        #expect(!translated.headers.contains(name: "content-length"))
+        #expect(translated.headers["transfer-encoding"] == ["chunked"])
+        let plain = try Self.translate(Self.get([("content-length", "3")], method: "POST"), endStream: false).get().head
+        #expect(plain.headers["content-length"] == ["3"])
+        #expect(!plain.headers.contains(name: "transfer-encoding"))
+        let trailers = HTTP2RequestTranslation.trailerHeaders([
+            HTTP2HeaderField(name: "x-checksum", value: "abc"), HTTP2HeaderField(name: "connection", value: "close"),
+            HTTP2HeaderField(name: "te", value: "trailers"),
+        ])
+        #expect(trailers.map { "\($0.name): \($0.value)" } == ["x-checksum: abc"])
+    }
+
+    /// An HTTP/1-shaped head becomes an HTTP/2 request for an h2c upstream: Host is `:authority`, the
+    /// target is `:path`, connection-specific fields go, `te: trailers` stays.
+    @Test func http1HeadBecomesAnHTTP2RequestForH2CUpstreams() {
+        var headers = HTTPHeaders([("Host", "app.example:8080"), ("Content-Type", "application/grpc"), ("Connection", "keep-alive")])
+        headers.add(name: "Transfer-Encoding", value: "chunked")
+        headers.add(name: "TE", value: "trailers")
+        headers.add(name: "Keep-Alive", value: "timeout=5")
+        let head = UpstreamHTTP2Stream.translate(HTTPRequestHead(version: .http1_1, method: .POST, uri: "/svc/M?x=1", headers: headers))
+        #expect(head.method == "POST")
+        #expect(head.scheme == "http")
+        #expect(head.authority == "app.example:8080")
+        #expect(head.path == "/svc/M?x=1")
+        #expect(head.headers == [HTTP2HeaderField(name: "content-type", value: "application/grpc"), HTTP2HeaderField(name: "te", value: "trailers")])
+    }
+
     /// Without `:authority` the `host` field is used; with neither the request is a 400.
     @Test func hostFieldWithoutAuthority() throws {
         let translated = try Self.translate(Self.get([("host", "h.example")], authority: nil)).get()
