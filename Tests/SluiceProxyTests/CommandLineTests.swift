@@ -81,8 +81,9 @@ struct CommandLineTests {
     func restartOnTheSamePortRightAfterADrain() async throws {
         let upstream = try await TestUpstream.start(group: MultiThreadedEventLoopGroup.singleton)
         defer { Task { await upstream.stop() } }
-        let (port, holder) = try ErrorTests.refusingPort()
-        close(holder)
+        // Outside the ephemeral range (32768-60999), so no other test's port-0 listener can take it
+        // between the two runs (that race once had this test talking to another sluice's admin port).
+        let port = try #require(Self.freePort(in: 20_000..<30_000))
         for _ in 0..<2 {
             let process = Process()
             process.executableURL = Self.binary
@@ -103,6 +104,25 @@ struct CommandLineTests {
             let status = await Task.detached { process.waitUntilExit(); return process.terminationStatus }.value
             #expect(status == 0)
         }
+    }
+
+    /// A port in `range` nothing listens on now, probed by binding (with SO_REUSEADDR, as sluice binds).
+    static func freePort(in range: Range<Int>) -> Int? {
+        for port in range.shuffled().prefix(200) {
+            let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+            defer { close(fd) }
+            var one: Int32 = 1
+            setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
+            var address = sockaddr_in()
+            address.sin_family = sa_family_t(AF_INET)
+            address.sin_addr.s_addr = inet_addr("127.0.0.1")
+            address.sin_port = UInt16(port).bigEndian
+            let bound = withUnsafePointer(to: &address) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0 }
+            }
+            if bound { return port }
+        }
+        return nil
     }
 
     /// `--version` prints the version.
