@@ -907,14 +907,43 @@ SLUICE_REASON = ""
 # extra modes
 
 
-def idle_conns_test(px: Proxy, n: int, budget_s: float = 120.0) -> dict:
-    """Open n idle keep-alive connections (one GET each, then idle); RSS before/after."""
-    res: dict = {"proxy": px.name, "requested": n}
+def _h2_request() -> bytes:
+    """h2c prior knowledge: preface, empty SETTINGS, then GET /small on stream 1 (HPACK literals)."""
+    def literal(name: bytes, value: bytes) -> bytes:  # literal without indexing, new name, no Huffman
+        return b"\x00" + bytes([len(name)]) + name + bytes([len(value)]) + value
+    block = b"".join(literal(k, v) for k, v in
+                     ((b":method", b"GET"), (b":scheme", b"http"), (b":authority", b"127.0.0.1"), (b":path", b"/small")))
+    settings = b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+    headers = len(block).to_bytes(3, "big") + b"\x01\x05\x00\x00\x00\x01" + block  # END_STREAM|END_HEADERS
+    return b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + settings + headers
+
+
+def _h2_response_complete(buf: bytes) -> bool:
+    """Whether `buf` holds a frame with END_STREAM on stream 1 (the whole response)."""
+    offset = 0
+    while offset + 9 <= len(buf):
+        length = int.from_bytes(buf[offset:offset + 3], "big")
+        ftype, flags = buf[offset + 3], buf[offset + 4]
+        stream = int.from_bytes(buf[offset + 5:offset + 9], "big") & 0x7FFFFFFF
+        if offset + 9 + length > len(buf):
+            return False
+        if stream == 1 and ftype in (0x0, 0x1) and flags & 0x1:
+            return True
+        offset += 9 + length
+    return False
+
+
+def idle_conns_test(px: Proxy, n: int, budget_s: float = 120.0, h2: bool = False) -> dict:
+    """Open n idle keep-alive connections (one GET each, then idle); RSS before/after. With `h2`, the
+    connections are h2c (prior knowledge) and the GET is one stream."""
+    res: dict = {"proxy": px.name, "requested": n, "protocol": "h2c" if h2 else "http/1.1"}
     raise_nofile(n + 4096)
     time.sleep(1.0)
     pids = px.pids()
     before = status_kib(pids, "VmRSS")
-    req = b"GET /small HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+    req = _h2_request() if h2 else b"GET /small HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+    port = px.h2_port if h2 else px.port
+    done = _h2_response_complete if h2 else (lambda b: b"\r\n\r\n" in b and b.endswith(b"Hello, world\n"))
     socks: list[socket.socket] = []
     deadline = time.monotonic() + budget_s
     error = None
@@ -923,10 +952,10 @@ def idle_conns_test(px: Proxy, n: int, budget_s: float = 120.0) -> dict:
             s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             socks.append(s)
             s.settimeout(5.0)
-            s.connect(("127.0.0.1", px.port))
+            s.connect(("127.0.0.1", port))
             s.sendall(req)
             buf = b""
-            while b"\r\n\r\n" not in buf or not buf.endswith(b"Hello, world\n"):
+            while not done(buf):
                 chunk = s.recv(4096)
                 if not chunk:
                     raise ConnectionError("closed by proxy")
@@ -1174,7 +1203,7 @@ def main(argv=None) -> int:
     # ---------------------------------------------------------------- idle connections
     if args.idle_conns:
         log("")
-        log(f"idle connections: {args.idle_conns} keep-alive connections, one GET each, then idle")
+        log(f"idle connections: {args.idle_conns} keep-alive connections (HTTP/1.1, then h2c), one GET each, then idle")
         idle_res: dict = {}
         for name in args.proxies:
             px, why = start_proxy(name, work, origin_port, 1, "1", max_conns, tag=f"{name}-idle")
@@ -1184,13 +1213,15 @@ def main(argv=None) -> int:
                 continue
             try:
                 warm_up(px, 1, "0", args.connections)
-                r = idle_conns_test(px, args.idle_conns)
-                r["status"] = "ok" if r["opened"] else "n/a"
-                idle_res[name] = r
-                log(f"  {name:<8} opened {r['opened']}/{r['requested']} (still open {r['still_open']}), "
-                    f"RSS {r['rss_before_kib'] / 1024:.1f} -> {r['rss_open_kib'] / 1024:.1f} MiB "
-                    f"(after close {r['rss_after_close_kib'] / 1024:.1f}): "
-                    f"{fmt(r['kib_per_conn'], '.2f')} KiB/conn" + (f"  [{r['error']}]" if r.get("error") else ""))
+                for h2 in (False, True):
+                    key = name + ("-h2c" if h2 else "")
+                    r = idle_conns_test(px, args.idle_conns, h2=h2)
+                    r["status"] = "ok" if r["opened"] else "n/a"
+                    idle_res[key] = r
+                    log(f"  {key:<12} opened {r['opened']}/{r['requested']} (still open {r['still_open']}), "
+                        f"RSS {r['rss_before_kib'] / 1024:.1f} -> {r['rss_open_kib'] / 1024:.1f} MiB "
+                        f"(after close {r['rss_after_close_kib'] / 1024:.1f}): "
+                        f"{fmt(r['kib_per_conn'], '.2f')} KiB/conn" + (f"  [{r['error']}]" if r.get("error") else ""))
             finally:
                 px.stop()
         results["idle_conns"] = idle_res
