@@ -192,6 +192,18 @@ import Testing
         #expect(headers.lines == ["Content-Length: 5", "via: 1.1 app, 1.1 sluice"])
     }
 
+    /// A message received over HTTP/2 gets `2 sluice` in Via, in requests and responses alike.
+    @Test func viaNamesTheReceivedProtocol() {
+        #expect(HeaderRules.via(receivedMajorVersion: 1) == "1.1 sluice")
+        #expect(HeaderRules.via(receivedMajorVersion: 2) == "2 sluice")
+        var response = TestHeaders(["Via: 1.1 app"])
+        _ = HeaderRules.rewriteResponse(&response, via: HeaderRules.viaValueHTTP2)
+        #expect(response.lines == ["via: 1.1 app, 2 sluice"])
+        var request = TestHeaders(["Host: a"])
+        HeaderRules.rewriteRequest(&request, clientAddress: nil, upstreamAuthority: "up", via: HeaderRules.viaValueHTTP2)
+        #expect(request.lines.last == "via: 2 sluice")
+    }
+
     /// Close is recognised in any case and among other tokens.
     @Test(arguments: ["Close", "CLOSE", "keep-alive, close", "x-a, Close"])
     func closeTokenIsRecognisedInAnyCase(_ value: String) {

@@ -50,7 +50,7 @@ struct HTTP2ProxyLoopbackTests {
             #expect(headers.stdout.contains("host: 127.0.0.1:\(proxy.port)\n"))
             #expect(headers.stdout.contains("x-forwarded-for: 127.0.0.1\n"))
             #expect(headers.stdout.contains("x-forwarded-proto: http\n"))
-            #expect(headers.stdout.contains("via: 1.1 sluice\n"))
+            #expect(headers.stdout.contains("via: 2 sluice\n"))
             #expect(headers.stdout.contains("cookie: a=1; b=2\n"))
 
             let body = HTTP2Tools.body(size: 123_457)

@@ -74,7 +74,7 @@ struct HTTP2RequestTranslationTests {
         #expect(head.headers["accept"] == ["*/*"])
         #expect(head.headers["x-forwarded-for"] == ["10.0.0.1"])
         #expect(head.headers["x-forwarded-host"] == ["example.com"])
-        #expect(head.headers["via"] == ["1.1 sluice"])
+        #expect(head.headers["via"] == ["2 sluice"])  // received over HTTP/2 (RFC 9110 §7.6.3)
         #expect(!head.headers.contains(name: "content-length"))
         #expect(!head.headers.contains(name: "transfer-encoding"))
         #expect(translated.expectsContinue == false)
@@ -187,11 +187,15 @@ struct HTTP2RequestTranslationTests {
         #expect(!expecting.head.headers.contains(name: "expect"))
     }
 
-    /// Response fields lose the hop-by-hop headers and gain Via; trailers lose hop-by-hop fields.
+    /// Response fields lose the hop-by-hop headers and gain Via (naming the protocol the response was
+    /// received with); trailers lose hop-by-hop fields.
     @Test func responseFields() {
         let headers = HTTPHeaders([("Content-Type", "text/plain"), ("Connection", "keep-alive, x-private"), ("Keep-Alive", "timeout=5"), ("X-Private", "1"), ("Set-Cookie", "a=1")])
-        let fields = HTTP2RequestTranslation.responseFields(headers)
+        let fields = HTTP2RequestTranslation.responseFields(HTTPResponseHead(version: .http1_1, status: .ok, headers: headers))
         #expect(fields.map(\.name) == ["Content-Type", "Set-Cookie", "via"])
+        #expect(fields.last?.value == "1.1 sluice")
+        let fromHTTP2 = HTTP2RequestTranslation.responseFields(HTTPResponseHead(version: HTTPVersion(major: 2, minor: 0), status: .ok))
+        #expect(fromHTTP2 == [HTTP2HeaderField(name: "via", value: "2 sluice")])
         let trailers = HTTP2RequestTranslation.trailerFields(HTTPHeaders([("grpc-status", "0"), ("Connection", "close")]))
         #expect(trailers == [HTTP2HeaderField(name: "grpc-status", value: "0")])
     }

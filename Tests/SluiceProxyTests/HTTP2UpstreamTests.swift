@@ -42,6 +42,7 @@ struct HTTP2UpstreamTests {
             #expect(dump.contains("x-forwarded-for: 127.0.0.1\n"))
             #expect(!dump.contains("x-drop"), "a field named in Connection is hop-by-hop: \(dump)")
             #expect(dump.contains("transfer-encoding: chunked\n"))
+            #expect(dump.contains("via: 2 sluice\n"), "the response was received over HTTP/2: \(dump)")
             // The upstream's trailers, after the body.
             #expect(dump.contains("grpc-status: 0\n"), "\(dump)")
             #expect(dump.contains("x-request-trailers: -\n"))

@@ -105,10 +105,11 @@ public struct HeaderNamesPresent: OptionSet, Sendable {
 ///    `Transfer-Encoding` is removed and the framing re-declared (`chunked` stays chunked).
 /// 2. Requests: `X-Forwarded-For` gets the client address appended; `X-Forwarded-Proto` and
 ///    `X-Forwarded-Host` are set when absent (an earlier hop, such as a TLS-terminating ingress,
-///    knows the client's scheme and host better than we do); `Via` gets `1.1 sluice` appended;
+///    knows the client's scheme and host better than we do); `Via` gets `1.1 sluice` appended
+///    (`2 sluice` for a message received over HTTP/2: RFC 9110 §7.6.3 names the received protocol);
 ///    `Host` is kept as the client sent it (and set to the upstream's authority for an HTTP/1.0
 ///    request without one).
-/// 3. Responses: `Via` gets `1.1 sluice` appended.
+/// 3. Responses: `Via` gets `1.1 sluice` (or `2 sluice`) appended.
 public enum HeaderRules {
     /// The hop-by-hop headers of RFC 9110 §7.6.1 and RFC 2616 §13.5.1, lower-cased.
     public static let hopByHop: [String] = [
@@ -117,6 +118,12 @@ public enum HeaderRules {
     ]
 
     public static let viaValue = "1.1 sluice"
+    /// The `Via` entry for a message Sluice received over HTTP/2.
+    public static let viaValueHTTP2 = "2 sluice"
+
+    /// The `Via` entry for a message received with HTTP major version `major`.
+    @inlinable
+    public static func via(receivedMajorVersion major: Int) -> String { major == 2 ? Self.viaValueHTTP2 : Self.viaValue }
 
     /// Removes hop-by-hop headers. Returns whether the message was chunked, so the caller can
     /// re-declare the framing it will use.
@@ -154,8 +161,8 @@ public enum HeaderRules {
     ///   - clientAddress: the downstream peer's IP, without port.
     ///   - upstreamAuthority: used as `Host` when the request has none (HTTP/1.0).
     @inlinable
-    public static func rewriteRequest<H: HeaderFields>(_ headers: inout H, clientAddress: String?, upstreamAuthority: String) {
-        Self.rewriteRequest(&headers, present: headers.presentNames(), clientAddress: clientAddress, upstreamAuthority: upstreamAuthority)
+    public static func rewriteRequest<H: HeaderFields>(_ headers: inout H, clientAddress: String?, upstreamAuthority: String, via: String = Self.viaValue) {
+        Self.rewriteRequest(&headers, present: headers.presentNames(), clientAddress: clientAddress, upstreamAuthority: upstreamAuthority, via: via)
     }
 
     /// ``rewriteRequest(_:clientAddress:upstreamAuthority:)`` given the names `headers` holds
@@ -165,7 +172,8 @@ public enum HeaderRules {
         _ headers: inout H,
         present: HeaderNamesPresent,
         clientAddress: String?,
-        upstreamAuthority: String
+        upstreamAuthority: String,
+        via: String = Self.viaValue
     ) {
         var present = present
         let (chunked, connectionTokens) = Self.removeHopByHop(&headers, present: present)
@@ -187,12 +195,12 @@ public enum HeaderRules {
         if !present.contains(.xForwardedHost), let clientHost {
             headers.add(name: "x-forwarded-host", value: clientHost)
         }
-        Self.appendVia(&headers, present: present)
+        Self.appendVia(&headers, present: present, via: via)
     }
 
     /// Rewrites a response head's headers for the client. Returns whether the upstream asked to close.
     @inlinable
-    public static func rewriteResponse<H: HeaderFields>(_ headers: inout H) -> Bool {
+    public static func rewriteResponse<H: HeaderFields>(_ headers: inout H, via: String = Self.viaValue) -> Bool {
         var present = headers.presentNames()
         let (chunked, tokens) = Self.removeHopByHop(&headers, present: present)
         if !tokens.isEmpty { present = headers.presentNames() }
@@ -201,17 +209,17 @@ public enum HeaderRules {
             headers.remove(name: "content-length")
             headers.replaceOrAdd(name: "transfer-encoding", value: "chunked")
         }
-        Self.appendVia(&headers, present: present)
+        Self.appendVia(&headers, present: present, via: via)
         return tokens.contains { $0.lowercased() == "close" }
     }
 
     @inlinable
-    static func appendVia<H: HeaderFields>(_ headers: inout H, present: HeaderNamesPresent) {
+    static func appendVia<H: HeaderFields>(_ headers: inout H, present: HeaderNamesPresent, via: String) {
         if present.contains(.via), let existing = headers.first(name: "via") {
             let all = headers.tokens(name: "via").joined(separator: ", ")
-            headers.replaceOrAdd(name: "via", value: (all.isEmpty ? existing : all) + ", " + Self.viaValue)
+            headers.replaceOrAdd(name: "via", value: (all.isEmpty ? existing : all) + ", " + via)
         } else {
-            headers.add(name: "via", value: Self.viaValue)
+            headers.add(name: "via", value: via)
         }
     }
 }

@@ -496,7 +496,7 @@ extension DownstreamHTTP1Handler: UpstreamResponseDelegate {
     func upstreamResponseHead(_ head: HTTPResponseHead) {
         guard case .forwarding = self.state, let context = self.context else { return }
         var head = head
-        _ = HeaderRules.rewriteResponse(&head.headers)
+        _ = HeaderRules.rewriteResponse(&head.headers, via: HeaderRules.via(receivedMajorVersion: head.version.major))
         if self.decideClose(now: .now()) { head.headers.replaceOrAdd(name: "connection", value: "close") }
         head.version = self.clientIsHTTP10 ? .http1_0 : .http1_1
         self.responseStarted = true

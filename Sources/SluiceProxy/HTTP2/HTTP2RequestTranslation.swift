@@ -111,7 +111,7 @@ enum HTTP2RequestTranslation {
                 headers.add(name: "content-length", value: "0")
             }
         }
-        HeaderRules.rewriteRequest(&headers, clientAddress: clientAddress, upstreamAuthority: upstreamAuthority)
+        HeaderRules.rewriteRequest(&headers, clientAddress: clientAddress, upstreamAuthority: upstreamAuthority, via: HeaderRules.viaValueHTTP2)
         if acceptsTrailers && upstreamIsHTTP2 { headers.add(name: "te", value: "trailers") }
         let head = HTTPRequestHead(version: .http1_1, method: method, uri: accepted.rewrittenURI ?? path, headers: headers)
         return .success(Translated(head: head, expectsContinue: accepted.expectsContinue && !endStream))
@@ -120,9 +120,9 @@ enum HTTP2RequestTranslation {
     /// The upstream's response fields for the client: hop-by-hop fields removed. The HTTP/2 handler
     /// lowercases names as it encodes them and drops the connection-specific fields (the
     /// `transfer-encoding: chunked` that ``HeaderRules/rewriteResponse(_:)`` keeps for HTTP/1 clients).
-    static func responseFields(_ headers: HTTPHeaders) -> [HTTP2HeaderField] {
-        var headers = headers
-        _ = HeaderRules.rewriteResponse(&headers)
+    static func responseFields(_ head: HTTPResponseHead) -> [HTTP2HeaderField] {
+        var headers = head.headers
+        _ = HeaderRules.rewriteResponse(&headers, via: HeaderRules.via(receivedMajorVersion: head.version.major))
         var fields: [HTTP2HeaderField] = []
         fields.reserveCapacity(headers.count)
         for (name, value) in headers { fields.append(HTTP2HeaderField(name: name, value: value)) }

@@ -206,7 +206,7 @@ extension HTTP2StreamForwarder: UpstreamResponseDelegate {
         switch self.machine.responseHead() {
         case .send:
             self.responseStatus = Int(head.status.code)
-            self.heldHead = (self.responseStatus, HTTP2RequestTranslation.responseFields(head.headers))
+            self.heldHead = (self.responseStatus, HTTP2RequestTranslation.responseFields(head))
         case .none:
             break
         }

@@ -235,7 +235,8 @@ final class UpstreamHTTP2Stream: UpstreamExchange {
         var headers = HTTPHeaders()
         headers.reserveCapacity(head.headers.count)
         for field in head.headers { headers.add(name: field.name, value: field.value) }
-        self.delegate?.upstreamResponseHead(HTTPResponseHead(version: .http1_1, status: .init(statusCode: head.status), headers: headers))
+        // Version 2: the response was received over HTTP/2 (its `Via` entry says so).
+        self.delegate?.upstreamResponseHead(HTTPResponseHead(version: HTTPVersion(major: 2, minor: 0), status: .init(statusCode: head.status), headers: headers))
         if endStream { self.responseEnded(trailers: nil) }
     }
 
