@@ -180,6 +180,10 @@ final class UpstreamPool {
         let upstream = self.upstreams[index]
         let bootstrap = ClientBootstrap(group: self.eventLoop)
             .channelOption(.tcpOption(.tcp_nodelay), value: 1)
+            // One receive buffer (up to 64 KiB) per read event: with NIO's default of 4, 64 KiB
+            // responses kept up to four buffers per connection queued behind a slower client (peak
+            // RSS 44.5 -> 30.5 MiB in the 64k load scenario).
+            .channelOption(.maxMessagesPerRead, value: 1)
             .connectTimeout(self.settings.connectTimeout.timeAmount)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture { try initialize(channel) }
