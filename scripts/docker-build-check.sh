@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-build_cmd='swift build -c release --product sluice --static-swift-stdlib'
+build_cmd='swift build -c release --product sluice --static-swift-stdlib -Xswiftc -enforce-exclusivity=unchecked'
 if ! grep -qF "RUN ${build_cmd}" docker/Dockerfile; then
   echo "docker-build-check: docker/Dockerfile no longer builds with '${build_cmd}'; update this script with it" >&2
   exit 1

@@ -871,8 +871,8 @@ def resolve_sluice(args) -> tuple[str | None, str]:
     if not p.is_absolute():
         p = (Path.cwd() / p) if (Path.cwd() / p).exists() else (REPO / p)
     if not (p.is_file() and os.access(p, os.X_OK)) and args.build_sluice:
-        log("building sluice: swift build -c release --product sluice (a few minutes)")
-        r = run_quiet(["swift", "build", "-c", "release", "--product", "sluice"], 1800, cwd=REPO)
+        log("building sluice: make release (a few minutes)")
+        r = run_quiet(["make", "--no-print-directory", "release"], 1800, cwd=REPO)
         if r is None or r.returncode != 0:
             return None, "swift build failed: " + ((r.stderr or r.stdout)[-300:] if r else "timeout")
         p = REPO / ".build/release/sluice"
@@ -1003,7 +1003,7 @@ def parse_args(argv=None):
     ap.add_argument("--quick", action="store_true", help="1 round of ~5 s per cell (about 2 minutes)")
     ap.add_argument("--sluice-bin", help="sluice binary (default: $SLUICE_BIN or .build/release/sluice)")
     ap.add_argument("--build-sluice", action="store_true",
-                    help="if the binary is missing, run `swift build -c release --product sluice` first")
+                    help="if the binary is missing, run `make release` first")
     ap.add_argument("--out", default=str(HERE / "results"), help="output directory (default: %(default)s)")
     ap.add_argument("--rounds", type=int, help="rounds (default 1 quick, 3 full)")
     ap.add_argument("--duration", type=int, help="seconds per cell (default 5 quick, 12 full)")
@@ -1054,7 +1054,7 @@ def main(argv=None) -> int:
     sbin, SLUICE_REASON = resolve_sluice(args)
     Sluice.binary = sbin or ""
     if not sbin and "sluice" in args.proxies:
-        warn(SLUICE_REASON + " (build it with `swift build -c release --product sluice`, pass --sluice-bin "
+        warn(SLUICE_REASON + " (build it with `make release`, pass --sluice-bin "
              "or SLUICE_BIN, or add --build-sluice); Sluice cells will be n/a")
 
     origin_bin = build_origin(work)
