@@ -2,11 +2,12 @@
 SHELL := /bin/bash
 SWIFT ?= swift
 DEBUG_BIN := .build/debug/sluice
-RELEASE_BIN := .build/release/sluice
+# The release binary is the one the Dockerfile ships: static Swift runtime, own scratch path.
+RELEASE_BIN := .build-static/release/sluice
 BENCH_ARGS ?=
 # Release builds turn off the runtime exclusivity checks (in every module, NIO's included): 14% less
 # CPU per proxied request in Benchmarks/load. Debug builds, which all tests run, keep them.
-RELEASE_FLAGS := -c release --product sluice -Xswiftc -enforce-exclusivity=unchecked
+RELEASE_FLAGS := -c release --product sluice --static-swift-stdlib -Xswiftc -enforce-exclusivity=unchecked --scratch-path .build-static
 
 .PHONY: deps build release run test test-swift test-e2e lint-deploy bench bench-quick bench-micro docker-build-check clean
 
@@ -55,4 +56,4 @@ bench-quick:
 	$(MAKE) --no-print-directory bench BENCH_ARGS=--quick
 
 clean:
-	rm -rf .build Benchmarks/load/results
+	rm -rf .build .build-static Benchmarks/load/results

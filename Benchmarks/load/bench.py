@@ -866,7 +866,7 @@ def build_origin(work: Path) -> Path:
 
 
 def resolve_sluice(args) -> tuple[str | None, str]:
-    path = args.sluice_bin or os.environ.get("SLUICE_BIN") or str(REPO / ".build/release/sluice")
+    path = args.sluice_bin or os.environ.get("SLUICE_BIN") or str(REPO / ".build-static/release/sluice")
     p = Path(path)
     if not p.is_absolute():
         p = (Path.cwd() / p) if (Path.cwd() / p).exists() else (REPO / p)
@@ -875,7 +875,7 @@ def resolve_sluice(args) -> tuple[str | None, str]:
         r = run_quiet(["make", "--no-print-directory", "release"], 1800, cwd=REPO)
         if r is None or r.returncode != 0:
             return None, "swift build failed: " + ((r.stderr or r.stdout)[-300:] if r else "timeout")
-        p = REPO / ".build/release/sluice"
+        p = REPO / ".build-static/release/sluice"
     if p.is_file() and os.access(p, os.X_OK):
         return str(p), ""
     return None, f"sluice binary not found at {p}"
@@ -1001,7 +1001,7 @@ def idle_conns_test(px: Proxy, n: int, budget_s: float = 120.0, h2: bool = False
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="1 round of ~5 s per cell (about 2 minutes)")
-    ap.add_argument("--sluice-bin", help="sluice binary (default: $SLUICE_BIN or .build/release/sluice)")
+    ap.add_argument("--sluice-bin", help="sluice binary (default: $SLUICE_BIN or .build-static/release/sluice, what `make release` builds)")
     ap.add_argument("--build-sluice", action="store_true",
                     help="if the binary is missing, run `make release` first")
     ap.add_argument("--out", default=str(HERE / "results"), help="output directory (default: %(default)s)")
