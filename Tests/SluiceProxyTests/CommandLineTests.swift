@@ -109,18 +109,9 @@ struct CommandLineTests {
     /// A port in `range` nothing listens on now, probed by binding (with SO_REUSEADDR, as sluice binds).
     static func freePort(in range: Range<Int>) -> Int? {
         for port in range.shuffled().prefix(200) {
-            let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+            let fd = LoopbackSocket.make { LoopbackSocket.setOption($0, SOL_SOCKET, SO_REUSEADDR, Int32(1)) }
             defer { close(fd) }
-            var one: Int32 = 1
-            setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
-            var address = sockaddr_in()
-            address.sin_family = sa_family_t(AF_INET)
-            address.sin_addr.s_addr = inet_addr("127.0.0.1")
-            address.sin_port = UInt16(port).bigEndian
-            let bound = withUnsafePointer(to: &address) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0 }
-            }
-            if bound { return port }
+            if LoopbackSocket.bind(fd, port: port) != nil { return port }
         }
         return nil
     }

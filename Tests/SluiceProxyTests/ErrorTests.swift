@@ -13,18 +13,9 @@ struct ErrorTests {
     /// A port on 127.0.0.1 that refuses connections for as long as the returned socket is open:
     /// bound but not listening, so no other test can be handed the same port meanwhile.
     static func refusingPort() throws -> (port: Int, socket: Int32) {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        precondition(fd >= 0, "socket() failed")
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        address.sin_port = 0
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        let bound = withUnsafeMutablePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) == 0 && getsockname(fd, $0, &length) == 0 }
-        }
-        precondition(bound, "bind() failed")
-        return (Int(UInt16(bigEndian: address.sin_port)), fd)
+        let fd = LoopbackSocket.make()
+        guard let port = LoopbackSocket.bind(fd, port: 0) else { preconditionFailure("bind() failed") }
+        return (port, fd)
     }
 
     /// Upstream refuses the connection: 502 with a plain-text body, and the client connection stays usable.
