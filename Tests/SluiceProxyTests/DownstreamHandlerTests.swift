@@ -46,7 +46,10 @@ struct DownstreamHandlerTests {
                 withEncoderConfiguration: .init(),
                 withDecoderLimitConfiguration: .sluice(maxHeaderBytes: config.http.maxHeaderBytes)
             )
-            try self.client.pipeline.syncOperations.addHandler(DownstreamHTTP1Handler(loop: self.context))
+            // As in production: the connection is registered at accept (by the protocol detector there)
+            // and the HTTP/1 handler takes over the entry.
+            let id = self.context.register(AcceptedConnection(), protocol: .http1, peer: "10.0.0.7:40000")
+            try self.client.pipeline.syncOperations.addHandler(DownstreamHTTP1Handler(loop: self.context, adopting: (id, "10.0.0.7")))
             try self.client.connect(to: SocketAddress(ipAddress: "10.0.0.7", port: 40000)).wait()
         }
 
@@ -252,4 +255,9 @@ struct DownstreamHandlerTests {
         #expect(try h.upstreamReceived() == "")
         #expect(!h.client.isActive)
     }
+}
+
+/// Stands in for the protocol detector's table entry until the HTTP/1 handler adopts it.
+private final class AcceptedConnection: DownstreamConnection {
+    func close() {}
 }

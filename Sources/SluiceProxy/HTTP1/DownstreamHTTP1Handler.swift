@@ -41,8 +41,8 @@ final class DownstreamHTTP1Handler: ChannelDuplexHandler {
     private let loop: LoopContext
     private var state: State = .idle
     private var context: ChannelHandlerContext?
-    private(set) var id: ConnectionID?
-    private var peerAddress: String?
+    let id: ConnectionID?
+    private let peerAddress: String?
     private var pendingRead = false
     /// Request bytes were written upstream and not flushed yet (flushed once per read batch).
     private var needsUpstreamFlush = false
@@ -74,8 +74,9 @@ final class DownstreamHTTP1Handler: ChannelDuplexHandler {
     private var requestStartedAt = MonotonicInstant(nanoseconds: 0)
 
     /// - Parameter adopting: the connection-table entry the protocol detector made at accept, which
-    ///   this handler takes over (one registration per connection, not two).
-    init(loop: LoopContext, adopting entry: (id: ConnectionID, peerAddress: String?)? = nil) {
+    ///   this handler takes over (one registration per connection, not two). The detector always has
+    ///   one once bytes arrived; without it the connection stays out of the table.
+    init(loop: LoopContext, adopting entry: (id: ConnectionID, peerAddress: String?)?) {
         self.loop = loop
         self.id = entry?.id
         self.peerAddress = entry?.peerAddress
@@ -85,28 +86,12 @@ final class DownstreamHTTP1Handler: ChannelDuplexHandler {
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
-        if let id = self.id {
-            self.loop.adopt(id, connection: self, protocol: .http1)
-        } else if context.channel.isActive {
-            self.register(context: context)
-        }
+        if let id = self.id { self.loop.adopt(id, connection: self, protocol: .http1) }
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
         // The context holds this handler: keeping it past removal would leak both.
         self.context = nil
-    }
-
-    func channelActive(context: ChannelHandlerContext) {
-        self.register(context: context)
-        context.fireChannelActive()
-    }
-
-    private func register(context: ChannelHandlerContext) {
-        guard self.id == nil else { return }
-        let peer = context.channel.remoteAddress
-        self.peerAddress = peer?.ipAddress
-        self.id = self.loop.register(self, protocol: .http1, peer: peer?.description ?? "unknown")
     }
 
     func channelInactive(context: ChannelHandlerContext) {
