@@ -65,7 +65,7 @@ final class UpstreamHTTP2Connection {
 extension UpstreamHTTP2Connection: HTTP2ClientConnectionDelegate {
     func responseHead(_ streamID: HTTP2StreamID, head: HTTP2ResponseHead, endStream: Bool, on connection: HTTP2ClientConnectionHandler) {
         guard let stream = self.streams[streamID] else { return }
-        self.readInBatch.append(stream)
+        self.noteRead(stream)
         stream.responseHead(head, endStream: endStream)
     }
 
@@ -73,7 +73,7 @@ extension UpstreamHTTP2Connection: HTTP2ClientConnectionDelegate {
         guard let stream = self.streams[streamID] else {
             return connection.consumed(streamID: streamID, bytes: data.readableBytes)
         }
-        self.readInBatch.append(stream)
+        self.noteRead(stream)
         stream.responseData(data)
     }
 
@@ -97,14 +97,16 @@ extension UpstreamHTTP2Connection: HTTP2ClientConnectionDelegate {
         self.pool?.http2GoAwayReceived(on: self)
     }
 
+    /// Each stream once per batch (the check is linear, over the few streams one read touched).
+    private func noteRead(_ stream: UpstreamHTTP2Stream) {
+        if !self.readInBatch.contains(where: { $0 === stream }) { self.readInBatch.append(stream) }
+    }
+
     func readComplete(on connection: HTTP2ClientConnectionHandler) {
         guard !self.readInBatch.isEmpty else { return }
         let streams = self.readInBatch
         self.readInBatch.removeAll(keepingCapacity: true)
-        var seen = Set<ObjectIdentifier>()
-        for stream in streams where seen.insert(ObjectIdentifier(stream)).inserted {
-            stream.delegate?.upstreamReadComplete()
-        }
+        for stream in streams { stream.delegate?.upstreamReadComplete() }
     }
 
     func connectionClosed(_ connection: HTTP2ClientConnectionHandler) {
