@@ -78,6 +78,12 @@ let package = Package(
 
         // MARK: - Tests
 
+        // Test-only helpers the test targets share (process runner, temporary files).
+        .target(
+            name: "SluiceTestSupport",
+            path: "Tests/SluiceTestSupport",
+            swiftSettings: strictSettings
+        ),
         .testTarget(
             name: "SluiceCoreTests",
             dependencies: ["SluiceCore"],
@@ -85,13 +91,13 @@ let package = Package(
         ),
         .testTarget(
             name: "SluiceHTTP2Tests",
-            dependencies: ["SluiceHTTP2", "SluiceCore", nioCore, nioPosix, nioEmbedded],
+            dependencies: ["SluiceHTTP2", "SluiceCore", "SluiceTestSupport", nioCore, nioPosix, nioEmbedded],
             swiftSettings: strictSettings
         ),
         .testTarget(
             name: "SluiceProxyTests",
             dependencies: [
-                "SluiceCore", "SluiceProxy", "SluiceCLI", nioCore, nioPosix, nioHTTP1, nioEmbedded, logging, metrics,
+                "SluiceCore", "SluiceProxy", "SluiceCLI", "SluiceTestSupport", nioCore, nioPosix, nioHTTP1, nioEmbedded, logging, metrics,
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
             ],
             swiftSettings: strictSettings

@@ -1,6 +1,7 @@
 import Foundation
 import NIOCore
 import SluiceHTTP2
+import SluiceTestSupport
 import Testing
 
 /// Real clients against ``HTTP2ServerConnectionHandler`` on a loopback socket. Serialized: h2load's

@@ -1,6 +1,7 @@
 import Foundation
 import NIOPosix
 import SluiceCore
+import SluiceTestSupport
 import Testing
 
 @testable import SluiceProxy
@@ -19,7 +20,7 @@ struct HTTP2ProxyLoopbackTests {
 
     /// nghttp (prior knowledge) gets exactly the upstream's body, and a 300 KB upload is echoed byte
     /// for byte across several flow-control windows.
-    @Test(.enabled(if: HTTP2Tools.isExecutable(HTTP2Tools.nghttp), "needs /usr/bin/nghttp (apt install nghttp2-client)"))
+    @Test(.enabled(if: ProcessRunner.isExecutable(HTTP2Tools.nghttp), "needs /usr/bin/nghttp (apt install nghttp2-client)"))
     func nghttpGetAndPost() async throws {
         try await Self.withProxy { proxy, _ in
             let get = try await HTTP2Tools.run(HTTP2Tools.nghttp, [proxy.url + "/hello"])
@@ -27,7 +28,7 @@ struct HTTP2ProxyLoopbackTests {
             #expect(get.stdout == "hello")
 
             let body = HTTP2Tools.body(size: 300_001)
-            let file = try HTTP2Tools.temporaryFile(body, name: "body")
+            let file = try ProcessRunner.temporaryFile(body, name: "body")
             defer { try? FileManager.default.removeItem(atPath: file) }
             let post = try await HTTP2Tools.run(HTTP2Tools.nghttp, ["-d", file, proxy.url + "/echo"])
             #expect(post.exitCode == 0, "\(post.stderr)")
@@ -38,7 +39,7 @@ struct HTTP2ProxyLoopbackTests {
 
     /// curl --http2-prior-knowledge: GET over HTTP/2 with the proxy's headers added, a POST echoed,
     /// a digest of a body without Content-Length (chunked upstream); HTTP/1 on the same port is unchanged.
-    @Test(.enabled(if: HTTP2Tools.isExecutable(HTTP2Tools.curl), "needs /usr/bin/curl"))
+    @Test(.enabled(if: ProcessRunner.isExecutable(HTTP2Tools.curl), "needs /usr/bin/curl"))
     func curlPriorKnowledgeAndHTTP1OnTheSamePort() async throws {
         try await Self.withProxy { proxy, upstream in
             let get = try await Curl.run(["-sS", "--http2-prior-knowledge", "-w", "\n%{http_version} %{http_code}", proxy.url + "/hello"])
@@ -54,7 +55,7 @@ struct HTTP2ProxyLoopbackTests {
             #expect(headers.stdout.contains("cookie: a=1; b=2\n"))
 
             let body = HTTP2Tools.body(size: 123_457)
-            let file = try HTTP2Tools.temporaryFile(body, name: "body")
+            let file = try ProcessRunner.temporaryFile(body, name: "body")
             defer { try? FileManager.default.removeItem(atPath: file) }
             let post = try await Curl.run(["-sS", "--http2-prior-knowledge", "--data-binary", "@" + file, proxy.url + "/echo"])
             #expect(post.exitCode == 0, "\(post.stderr)")
@@ -82,11 +83,11 @@ struct HTTP2ProxyLoopbackTests {
     }
 
     /// A 5 MiB upload is echoed byte for byte (request and response both streamed with back-pressure).
-    @Test(.enabled(if: HTTP2Tools.isExecutable(HTTP2Tools.curl), "needs /usr/bin/curl"))
+    @Test(.enabled(if: ProcessRunner.isExecutable(HTTP2Tools.curl), "needs /usr/bin/curl"))
     func fiveMebibytePostIsEchoedExactly() async throws {
         try await Self.withProxy { proxy, _ in
             let body = HTTP2Tools.body(size: 5 << 20)
-            let file = try HTTP2Tools.temporaryFile(body, name: "body")
+            let file = try ProcessRunner.temporaryFile(body, name: "body")
             let out = file + ".out"
             defer {
                 try? FileManager.default.removeItem(atPath: file)
@@ -102,7 +103,7 @@ struct HTTP2ProxyLoopbackTests {
     }
 
     /// h2load: 20 000 requests over 8 connections with 8 streams each through the proxy, none failed.
-    @Test(.enabled(if: HTTP2Tools.isExecutable(HTTP2Tools.h2load), "needs /usr/bin/h2load (apt install nghttp2-client)"))
+    @Test(.enabled(if: ProcessRunner.isExecutable(HTTP2Tools.h2load), "needs /usr/bin/h2load (apt install nghttp2-client)"))
     func h2loadTwentyThousandRequestsWithoutFailure() async throws {
         try await Self.withProxy { proxy, _ in
             let result = try await HTTP2Tools.run(HTTP2Tools.h2load, ["-n", "20000", "-c", "8", "-m", "8", proxy.url + "/hello"])
@@ -118,7 +119,7 @@ struct HTTP2ProxyLoopbackTests {
     }
 
     /// An upstream that refuses connections: the stream is answered 502, the connection stays usable.
-    @Test(.enabled(if: HTTP2Tools.isExecutable(HTTP2Tools.curl), "needs /usr/bin/curl"))
+    @Test(.enabled(if: ProcessRunner.isExecutable(HTTP2Tools.curl), "needs /usr/bin/curl"))
     func refusedUpstreamIsA502() async throws {
         let closed = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton).bind(host: "127.0.0.1", port: 0).get()
         let port = closed.localAddress!.port!
@@ -126,7 +127,7 @@ struct HTTP2ProxyLoopbackTests {
         let proxy = try await ProxyHarness.start(upstreams: ["http://127.0.0.1:\(port)"])
         let single = try await Curl.run(["-sS", "--http2-prior-knowledge", "-w", "\n%{http_version} %{http_code}", proxy.url + "/a"])
         // Two streams on one connection (curl 7.88 cannot reuse a prior-knowledge connection: curl#10634).
-        let two = HTTP2Tools.isExecutable(HTTP2Tools.nghttp) ? try await HTTP2Tools.run(HTTP2Tools.nghttp, ["-v", proxy.url + "/a", proxy.url + "/b"]) : nil
+        let two = ProcessRunner.isExecutable(HTTP2Tools.nghttp) ? try await HTTP2Tools.run(HTTP2Tools.nghttp, ["-v", proxy.url + "/a", proxy.url + "/b"]) : nil
         let snapshot = try await proxy.server.snapshot().get()
         await proxy.stop()
         #expect(single.stdout.hasSuffix("\n2 502"), "\(single.stdout)")
@@ -139,7 +140,7 @@ struct HTTP2ProxyLoopbackTests {
     }
 
     /// An upstream too slow with its response head: the stream is answered 504.
-    @Test(.enabled(if: HTTP2Tools.pythonH2Available, "needs python3 with the h2 package (pip install h2)"))
+    @Test(.enabled(if: ProcessRunner.pythonH2Available, "needs python3 with the h2 package (pip install h2)"))
     func slowUpstreamIsA504() async throws {
         try await Self.withProxy({ $0.upstream.responseHeaderTimeout = .milliseconds(300) }) { proxy, _ in
             let events = try await PythonH2Script.run(port: proxy.port, ["get", "/slow-head?ms=5000"])
@@ -150,7 +151,7 @@ struct HTTP2ProxyLoopbackTests {
 
     /// An upstream that fails after the response began: the stream is reset with INTERNAL_ERROR, never
     /// presented as complete; the connection goes on.
-    @Test(.enabled(if: HTTP2Tools.pythonH2Available, "needs python3 with the h2 package (pip install h2)"))
+    @Test(.enabled(if: ProcessRunner.pythonH2Available, "needs python3 with the h2 package (pip install h2)"))
     func upstreamFailureMidResponseResetsTheStream() async throws {
         try await Self.withProxy { proxy, _ in
             let events = try await PythonH2Script.run(port: proxy.port, ["get", "/reset-mid-body"])
@@ -167,7 +168,7 @@ struct HTTP2ProxyLoopbackTests {
     }
 
     /// Trailers of a chunked upstream response reach the client as a trailing HEADERS frame.
-    @Test(.enabled(if: HTTP2Tools.pythonH2Available, "needs python3 with the h2 package (pip install h2)"))
+    @Test(.enabled(if: ProcessRunner.pythonH2Available, "needs python3 with the h2 package (pip install h2)"))
     func responseTrailersPassThrough() async throws {
         let upstream = try await TrailerUpstream.start()
         let proxy = try await ProxyHarness.start(upstreams: [upstream.url])
@@ -186,11 +187,11 @@ struct HTTP2ProxyLoopbackTests {
 
     /// `expect: 100-continue` is answered by the proxy with a 100 before the body is sent, and the
     /// upstream never sees it.
-    @Test(.enabled(if: HTTP2Tools.isExecutable(HTTP2Tools.curl), "needs /usr/bin/curl"))
+    @Test(.enabled(if: ProcessRunner.isExecutable(HTTP2Tools.curl), "needs /usr/bin/curl"))
     func expectContinueIsAnsweredByTheProxy() async throws {
         try await Self.withProxy { proxy, _ in
             let body = HTTP2Tools.body(size: 4096)
-            let file = try HTTP2Tools.temporaryFile(body, name: "body")
+            let file = try ProcessRunner.temporaryFile(body, name: "body")
             defer { try? FileManager.default.removeItem(atPath: file) }
             let result = try await Curl.run([
                 "-v", "-sS", "--http2-prior-knowledge", "-H", "Expect: 100-continue", "--data-binary", "@" + file, proxy.url + "/echo",
@@ -202,7 +203,7 @@ struct HTTP2ProxyLoopbackTests {
     }
 
     /// A connection left without streams for the idle timeout is closed by the two-phase GOAWAY.
-    @Test(.enabled(if: HTTP2Tools.pythonH2Available, "needs python3 with the h2 package (pip install h2)"))
+    @Test(.enabled(if: ProcessRunner.pythonH2Available, "needs python3 with the h2 package (pip install h2)"))
     func idleConnectionIsClosedGracefully() async throws {
         try await Self.withProxy({ $0.http.idleTimeout = .milliseconds(400) }) { proxy, _ in
             let started = ContinuousClock.now
@@ -220,7 +221,7 @@ struct HTTP2ProxyLoopbackTests {
 
     /// Connection-specific header fields (RFC 9113 §8.2.2) reset the stream with PROTOCOL_ERROR;
     /// the connection and the next stream are unaffected.
-    @Test(.enabled(if: HTTP2Tools.pythonH2Available, "needs python3 with the h2 package (pip install h2)"))
+    @Test(.enabled(if: ProcessRunner.pythonH2Available, "needs python3 with the h2 package (pip install h2)"))
     func connectionSpecificHeaderResetsTheStream() async throws {
         try await Self.withProxy { proxy, _ in
             let events = try await PythonH2Script.run(port: proxy.port, ["bad-headers"])
@@ -235,7 +236,7 @@ struct HTTP2ProxyLoopbackTests {
 
     /// A stream the client resets releases its upstream connection as not reusable; the next stream
     /// on the connection is served.
-    @Test(.enabled(if: HTTP2Tools.pythonH2Available, "needs python3 with the h2 package (pip install h2)"))
+    @Test(.enabled(if: ProcessRunner.pythonH2Available, "needs python3 with the h2 package (pip install h2)"))
     func clientResetReleasesTheUpstreamConnection() async throws {
         try await Self.withProxy { proxy, _ in
             let events = try await PythonH2Script.run(port: proxy.port, ["reset", "/slow-head?ms=3000"])
@@ -252,7 +253,7 @@ struct HTTP2ProxyLoopbackTests {
     /// The drain, frame by frame: after the signal the client sees the shutdown notice (last stream
     /// 2^31-1) and a PING; a stream it opens then is served; when draining begins the final GOAWAY
     /// names the last stream; the stream in flight finishes; the connection closes and the drain ends clean.
-    @Test(.enabled(if: HTTP2Tools.pythonH2Available, "needs python3 with the h2 package (pip install h2)"))
+    @Test(.enabled(if: ProcessRunner.pythonH2Available, "needs python3 with the h2 package (pip install h2)"))
     func drainSendsTwoGoAwaysAndStreamsInFlightFinish() async throws {
         let upstream = try await TestUpstream.start(group: MultiThreadedEventLoopGroup.singleton)
         defer { Task { await upstream.stop() } }
@@ -296,7 +297,7 @@ struct HTTP2ProxyLoopbackTests {
 
     /// A connection accepted while the drain propagates gets the shutdown notice at once (the
     /// connection table gives no action for a late arrival), and its stream is served.
-    @Test(.enabled(if: HTTP2Tools.pythonH2Available, "needs python3 with the h2 package (pip install h2)"))
+    @Test(.enabled(if: ProcessRunner.pythonH2Available, "needs python3 with the h2 package (pip install h2)"))
     func connectionAcceptedDuringPropagationGetsTheNotice() async throws {
         try await Self.withProxy({ $0.drain.delay = .seconds(30) }) { proxy, _ in
             proxy.signal(.terminate)
@@ -310,7 +311,7 @@ struct HTTP2ProxyLoopbackTests {
 
     /// A connection accepted before the drain but recognised as HTTP/2 only once draining has begun
     /// gets the drain's GOAWAYs at once; its stream is served and the drain ends clean.
-    @Test(.enabled(if: HTTP2Tools.pythonH2Available, "needs python3 with the h2 package (pip install h2)"))
+    @Test(.enabled(if: ProcessRunner.pythonH2Available, "needs python3 with the h2 package (pip install h2)"))
     func connectionRecognisedDuringDrainingGetsTheGoAways() async throws {
         let upstream = try await TestUpstream.start(group: MultiThreadedEventLoopGroup.singleton)
         defer { Task { await upstream.stop() } }
@@ -335,7 +336,7 @@ struct HTTP2ProxyLoopbackTests {
     }
 
     /// A drain deadline cuts HTTP/2 streams still open: the connection is counted as cut.
-    @Test(.enabled(if: HTTP2Tools.pythonH2Available, "needs python3 with the h2 package (pip install h2)"))
+    @Test(.enabled(if: ProcessRunner.pythonH2Available, "needs python3 with the h2 package (pip install h2)"))
     func drainDeadlineCutsOpenStreams() async throws {
         let upstream = try await TestUpstream.start(group: MultiThreadedEventLoopGroup.singleton)
         defer { Task { await upstream.stop() } }

@@ -2,6 +2,7 @@ import Foundation
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+import SluiceTestSupport
 
 /// The HTTP/2 clients the proxy's HTTP/2 tests drive: nghttp, curl, h2load and a scripted Python
 /// client (hpack + hyperframe, which come with the `h2` package) for frame-level checks.
@@ -9,24 +10,6 @@ enum HTTP2Tools {
     static let nghttp = "/usr/bin/nghttp"
     static let curl = "/usr/bin/curl"
     static let h2load = "/usr/bin/h2load"
-
-    static func isExecutable(_ path: String) -> Bool { FileManager.default.isExecutableFile(atPath: path) }
-
-    /// Whether `python3` can import the `h2` package (and with it `hpack` and `hyperframe`).
-    static let pythonH2Available: Bool = {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = ["python3", "-c", "import h2, hpack, hyperframe"]
-        process.standardOutput = FileHandle.nullDevice
-        process.standardError = FileHandle.nullDevice
-        guard (try? process.run()) != nil else { return false }
-        for _ in 0..<500 where process.isRunning { Thread.sleep(forTimeInterval: 0.02) }  // At most 10 s.
-        guard !process.isRunning else {
-            process.terminate()
-            return false
-        }
-        return process.terminationStatus == 0
-    }()
 
     /// A body that is not a multiple of any frame or window size.
     static func body(size: Int) -> Data {
@@ -39,49 +22,10 @@ enum HTTP2Tools {
         return data.prefix(size)
     }
 
-    /// Runs a tool with its output in files, polling for its exit: unlike ``Subprocess/run(_:_:environment:)``
-    /// it blocks no thread of the cooperative pool (two on this machine) while the child runs, so the
-    /// test can watch the proxy meanwhile. Past `timeout` the child (ours, by its pid) is killed.
+    /// Runs a tool with a bounded wait (past `timeout` it is killed, by its pid), its output in files.
     static func run(_ executable: String, _ arguments: [String], timeout: Duration = .seconds(60)) async throws -> Curl.Result {
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("sluice-h2proxy-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(at: directory) }
-        let outURL = directory.appendingPathComponent("stdout")
-        let errURL = directory.appendingPathComponent("stderr")
-        _ = FileManager.default.createFile(atPath: outURL.path, contents: nil)
-        _ = FileManager.default.createFile(atPath: errURL.path, contents: nil)
-        let out = try FileHandle(forWritingTo: outURL)
-        let err = try FileHandle(forWritingTo: errURL)
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: executable)
-        process.arguments = arguments
-        process.standardOutput = out
-        process.standardError = err
-        process.standardInput = FileHandle.nullDevice
-        try process.run()
-        let deadline = ContinuousClock.now.advanced(by: timeout)
-        while process.isRunning {
-            if ContinuousClock.now >= deadline {
-                kill(process.processIdentifier, SIGKILL)
-                break
-            }
-            try await Task.sleep(for: .milliseconds(20))
-        }
-        process.waitUntilExit()
-        try out.close()
-        try err.close()
-        return Curl.Result(
-            exitCode: process.terminationStatus,
-            stdout: String(decoding: (try? Data(contentsOf: outURL)) ?? Data(), as: UTF8.self),
-            stderr: String(decoding: (try? Data(contentsOf: errURL)) ?? Data(), as: UTF8.self)
-        )
-    }
-
-    /// Writes `contents` to a fresh temporary file and returns its path.
-    static func temporaryFile(_ contents: Data, name: String) throws -> String {
-        let url = FileManager.default.temporaryDirectory.appendingPathComponent("sluice-h2proxy-\(UUID().uuidString)-\(name)")
-        try contents.write(to: url)
-        return url.path
+        let result = try await ProcessRunner.run(executable, arguments, timeout: timeout)
+        return Curl.Result(exitCode: result.status, stdout: result.stdoutString, stderr: result.stderr)
     }
 }
 
@@ -120,7 +64,7 @@ enum PythonH2Script {
     }
 
     static func run(port: Int, _ arguments: [String]) async throws -> [Event] {
-        let script = try HTTP2Tools.temporaryFile(Data(Self.script.utf8), name: "client.py")
+        let script = try ProcessRunner.temporaryFile(Data(Self.script.utf8), name: "client.py")
         defer { try? FileManager.default.removeItem(atPath: script) }
         let result = try await HTTP2Tools.run("/usr/bin/env", ["python3", script, String(port)] + arguments)
         guard result.exitCode == 0 else { throw Failed(result: result) }

@@ -4,6 +4,7 @@ import NIOHTTP1
 import NIOPosix
 import SluiceCore
 import SluiceHTTP2
+import SluiceTestSupport
 import Synchronization
 import Testing
 
@@ -22,7 +23,7 @@ struct HTTP2UpstreamTests {
     /// An HTTP/1.1 client (curl) reaches the h2c upstream: pseudo-headers from the request line and
     /// Host, hop-by-hop fields gone, the body echoed, and the upstream's trailers arrive in the
     /// chunked response.
-    @Test(.enabled(if: HTTP2Tools.isExecutable(HTTP2Tools.curl), "needs /usr/bin/curl"))
+    @Test(.enabled(if: ProcessRunner.isExecutable(HTTP2Tools.curl), "needs /usr/bin/curl"))
     func http1ClientToH2CUpstream() async throws {
         try await Self.withProxy { proxy, _ in
             let headers = FileManager.default.temporaryDirectory.appendingPathComponent("h2c-headers-\(UUID().uuidString)").path
@@ -51,11 +52,11 @@ struct HTTP2UpstreamTests {
 
     /// An HTTP/2 client (nghttp) with request trailers and `te: trailers`: both reach the h2c upstream,
     /// and the upstream's response trailers come back as HTTP/2 trailers.
-    @Test(.enabled(if: HTTP2Tools.isExecutable(HTTP2Tools.nghttp), "needs /usr/bin/nghttp (apt install nghttp2-client)"))
+    @Test(.enabled(if: ProcessRunner.isExecutable(HTTP2Tools.nghttp), "needs /usr/bin/nghttp (apt install nghttp2-client)"))
     func http2ClientWithTrailersToH2CUpstream() async throws {
         try await Self.withProxy { proxy, _ in
             let body = HTTP2Tools.body(size: 200_003)
-            let file = try HTTP2Tools.temporaryFile(body, name: "body")
+            let file = try ProcessRunner.temporaryFile(body, name: "body")
             defer { try? FileManager.default.removeItem(atPath: file) }
             let result = try await HTTP2Tools.run(
                 HTTP2Tools.nghttp,
@@ -74,7 +75,7 @@ struct HTTP2UpstreamTests {
     }
 
     /// Many streams from one HTTP/2 client are multiplexed on one upstream connection.
-    @Test(.enabled(if: HTTP2Tools.isExecutable(HTTP2Tools.h2load), "needs /usr/bin/h2load (apt install nghttp2-client)"))
+    @Test(.enabled(if: ProcessRunner.isExecutable(HTTP2Tools.h2load), "needs /usr/bin/h2load (apt install nghttp2-client)"))
     func streamsShareOneUpstreamConnection() async throws {
         try await Self.withProxy { proxy, upstream in
             let load = try await HTTP2Tools.run(HTTP2Tools.h2load, ["-n", "2000", "-c", "4", "-m", "16", proxy.url + "/x"])
@@ -86,11 +87,11 @@ struct HTTP2UpstreamTests {
     }
 
     /// HTTP/2 request trailers reach an HTTP/1.1 upstream in the chunked request body.
-    @Test(.enabled(if: HTTP2Tools.isExecutable(HTTP2Tools.nghttp), "needs /usr/bin/nghttp (apt install nghttp2-client)"))
+    @Test(.enabled(if: ProcessRunner.isExecutable(HTTP2Tools.nghttp), "needs /usr/bin/nghttp (apt install nghttp2-client)"))
     func http2RequestTrailersReachAnHTTP1Upstream() async throws {
         let upstream = try await TrailerEchoUpstream.start()
         let proxy = try await ProxyHarness.start(upstreams: [upstream.url])
-        let file = try HTTP2Tools.temporaryFile(Data("abc".utf8), name: "body")
+        let file = try ProcessRunner.temporaryFile(Data("abc".utf8), name: "body")
         defer { try? FileManager.default.removeItem(atPath: file) }
         let result = try await HTTP2Tools.run(HTTP2Tools.nghttp, ["-d", file, "--trailer", "x-checksum: 900150983cd24fb0", proxy.url + "/upload"])
         await proxy.stop()
@@ -100,7 +101,7 @@ struct HTTP2UpstreamTests {
     }
 
     /// The upstream is down: HTTP/1 and HTTP/2 clients get 502 at once, not a hang.
-    @Test(.enabled(if: HTTP2Tools.isExecutable(HTTP2Tools.curl), "needs /usr/bin/curl"))
+    @Test(.enabled(if: ProcessRunner.isExecutable(HTTP2Tools.curl), "needs /usr/bin/curl"))
     func refusedH2CUpstreamIsA502() async throws {
         let held = try ErrorTests.refusingPort()
         defer { close(held.socket) }

@@ -1,4 +1,5 @@
 import Foundation
+import SluiceTestSupport
 
 /// A scripted HTTP/2 client in Python (hyperframe + hpack, which come with the `h2` package), for
 /// scenarios no stock client can play: acking a PING late, opening streams around GOAWAYs, floods.

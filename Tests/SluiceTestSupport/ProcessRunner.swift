@@ -1,16 +1,17 @@
 import Foundation
 
 /// Runs a command line tool with a bounded wait, its output captured in files (no pipe can fill up).
-enum ProcessRunner {
-    struct Result {
-        var status: Int32
-        var stdout: Data
-        var stderr: String
-        var timedOut: Bool
-        var stdoutString: String { String(decoding: self.stdout, as: UTF8.self) }
+/// Test helpers both test targets share: running tools with bounded waits, temporary files.
+public enum ProcessRunner {
+    public struct Result: Sendable {
+        public var status: Int32
+        public var stdout: Data
+        public var stderr: String
+        public var timedOut: Bool
+        public var stdoutString: String { String(decoding: self.stdout, as: UTF8.self) }
     }
 
-    static func run(_ executable: String, _ arguments: [String], timeout: Duration = .seconds(30)) async throws -> Result {
+    public static func run(_ executable: String, _ arguments: [String], timeout: Duration = .seconds(30)) async throws -> Result {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("sluice-h2-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: directory) }
@@ -56,16 +57,16 @@ enum ProcessRunner {
     }
 
     /// Writes `contents` to a fresh temporary file and returns its path.
-    static func temporaryFile(_ contents: Data, name: String) throws -> String {
+    public static func temporaryFile(_ contents: Data, name: String) throws -> String {
         let url = FileManager.default.temporaryDirectory.appendingPathComponent("sluice-h2-\(UUID().uuidString)-\(name)")
         try contents.write(to: url)
         return url.path
     }
 
-    static func isExecutable(_ path: String) -> Bool { FileManager.default.isExecutableFile(atPath: path) }
+    public static func isExecutable(_ path: String) -> Bool { FileManager.default.isExecutableFile(atPath: path) }
 
     /// Whether `python3` can import the `h2` package (and with it `hpack` and `hyperframe`).
-    static let pythonH2Available: Bool = {
+    public static let pythonH2Available: Bool = {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
         process.arguments = ["python3", "-c", "import h2, hpack, hyperframe"]
@@ -82,13 +83,13 @@ enum ProcessRunner {
 }
 
 /// A child process left running while a test observes something else; its stdout goes to a file.
-final class BackgroundProcess {
+public final class BackgroundProcess {
     private let process = Process()
     private let directory: URL
     private let outURL: URL
     private let out: FileHandle
 
-    init(_ executable: String, _ arguments: [String]) throws {
+    public init(_ executable: String, _ arguments: [String]) throws {
         self.directory = FileManager.default.temporaryDirectory.appendingPathComponent("sluice-h2-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: self.directory, withIntermediateDirectories: true)
         self.outURL = self.directory.appendingPathComponent("stdout")
@@ -102,10 +103,10 @@ final class BackgroundProcess {
         try self.process.run()
     }
 
-    var stdout: String { String(decoding: (try? Data(contentsOf: self.outURL)) ?? Data(), as: UTF8.self) }
+    public var stdout: String { String(decoding: (try? Data(contentsOf: self.outURL)) ?? Data(), as: UTF8.self) }
 
     /// Waits until stdout contains `text`; false if the process exited or `timeout` passed first.
-    func waitForOutput(containing text: String, timeout: Duration) async throws -> Bool {
+    public func waitForOutput(containing text: String, timeout: Duration) async throws -> Bool {
         let clock = ContinuousClock()
         let deadline = clock.now.advanced(by: timeout)
         while clock.now < deadline {
@@ -118,7 +119,7 @@ final class BackgroundProcess {
 
     /// Terminates the process (our own child, by its pid: SIGTERM, then SIGKILL after 200 ms, as SIGTERM
     /// may be blocked in the child) and waits for it, at most 5 s.
-    func stop() async {
+    public func stop() async {
         if self.process.isRunning { self.process.terminate() }
         for _ in 0..<10 where self.process.isRunning { try? await Task.sleep(for: .milliseconds(20)) }
         if self.process.isRunning { kill(self.process.processIdentifier, SIGKILL) }
@@ -129,7 +130,7 @@ final class BackgroundProcess {
 }
 
 /// This process's resident set size, in bytes (Linux `/proc/self/statm`).
-func residentMemory() -> Int? {
+public func residentMemory() -> Int? {
     guard let statm = try? String(contentsOfFile: "/proc/self/statm", encoding: .utf8) else { return nil }
     let fields = statm.split(separator: " ")
     guard fields.count > 1, let pages = Int(fields[1]) else { return nil }
