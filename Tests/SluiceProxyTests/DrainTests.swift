@@ -59,8 +59,11 @@ struct DrainTests {
             #expect(!closed)
             try await Task.sleep(for: .milliseconds(20))  // a client pacing its requests, not synchronisation
         }
+        // The close is seeded within the first 80% of the delay (3.2 s); the phase check above proves it
+        // came during propagation. The bound measures from when the test sent the signal, which a loaded
+        // CI machine delivers late (4.009 s was seen once), so it allows a second of slack.
         let after = try #require(closedAfter)
-        #expect(after < .milliseconds(4000))
+        #expect(after < .milliseconds(5000))
     }
 
     /// When draining begins, an idle keep-alive connection that has been quiet is closed, the
