@@ -7,9 +7,9 @@ import Testing
 
 @testable import SluiceProxy
 
-/// `DownstreamHTTP1Handler` between two `EmbeddedChannel`s: the client side (NIO's server codec in
-/// front of the handler) and one parked upstream connection (NIO's client codec behind
-/// `UpstreamHTTP1Handler`). Every byte on both wires is asserted; no sockets, no clock waits.
+/// `DownstreamHTTP1Handler` between two `EmbeddedChannel`s: the client side (`HTTP1ServerCodec` in
+/// front of the handler) and one parked upstream connection (`HTTP1ClientCodec` behind
+/// `UpstreamHTTP1Handler`), as in production. Every byte on both wires is asserted; no sockets, no clock waits.
 @Suite("Downstream handler on EmbeddedChannel")
 struct DownstreamHandlerTests {
     final class Harness {
@@ -26,7 +26,7 @@ struct DownstreamHandlerTests {
             self.context = LoopContext(index: 0, eventLoop: self.loop, config: config, logger: Logger(label: "test") { _ in SwiftLogNoOpLogHandler() }) { _ in }
 
             self.upstream = EmbeddedChannel(loop: self.loop)
-            try self.upstream.pipeline.syncOperations.addHTTPClientHandlers(enableOutboundHeaderValidation: false)
+            try self.upstream.pipeline.syncOperations.addHandler(HTTP1ClientCodec(maxHeadBytes: UpstreamPool.maxResponseHeadBytes))
             let context = self.context
             let upstreamChannel = self.upstream
             _ = self.context.pool.adoptIdle(upstream: 0, now: .now()) { id in
@@ -38,14 +38,7 @@ struct DownstreamHandlerTests {
             try self.upstream.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 3000)).wait()
 
             self.client = EmbeddedChannel(loop: self.loop)
-            try self.client.pipeline.syncOperations.configureHTTPServerPipeline(
-                withPipeliningAssistance: false,
-                withServerUpgrade: nil,
-                withErrorHandling: false,
-                withOutboundHeaderValidation: false,
-                withEncoderConfiguration: .init(),
-                withDecoderLimitConfiguration: .sluice(maxHeaderBytes: config.http.maxHeaderBytes)
-            )
+            try self.client.pipeline.syncOperations.addHandler(HTTP1ServerCodec(maxHeadBytes: config.http.maxHeaderBytes + 1024))
             // As in production: the connection is registered at accept (by the protocol detector there)
             // and the HTTP/1 handler takes over the entry.
             let id = self.context.register(AcceptedConnection(), protocol: .http1, peer: "10.0.0.7:40000")
@@ -148,6 +141,33 @@ struct DownstreamHandlerTests {
         #expect(try h.upstreamReceived().hasPrefix("GET /2 HTTP/1.1\r\n"))
         try h.upstreamSends("HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\n2")
         #expect(try h.clientReceived() == "HTTP/1.1 200 OK\r\nContent-Length: 1\r\nvia: 1.1 sluice\r\n\r\n1HTTP/1.1 200 OK\r\nContent-Length: 1\r\nvia: 1.1 sluice\r\n\r\n2")
+    }
+
+    /// Bad bytes pipelined behind a good request: its response comes first, then a 400, then the close.
+    @Test func malformedPipelinedRequestIsAnsweredAfterTheOneBeforeIt() throws {
+        let h = try Harness()
+        try h.clientSends("GET /1 HTTP/1.1\r\nHost: a\r\n\r\nGET /2 HTTP/1.1\r\nHost : a\r\n\r\n")
+        #expect(try h.upstreamReceived().hasPrefix("GET /1 HTTP/1.1\r\n"))
+        try h.upstreamSends("HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\n1")
+        let text = try h.clientReceived()
+        #expect(text.hasPrefix("HTTP/1.1 200 OK\r\nContent-Length: 1\r\nvia: 1.1 sluice\r\n\r\n1HTTP/1.1 400 Bad Request\r\n"), "\(text)")
+        #expect(text.hasSuffix("\r\n\r\nmalformed request: whitespace before colon\n"), "\(text)")
+        #expect(try h.upstreamReceived() == "")
+        #expect(!h.client.isActive)
+    }
+
+    /// A chunked body that breaks the framing after its head went upstream: the upstream
+    /// connection is dropped and the client gets a 400 (its response had not begun).
+    @Test func malformedChunkedBodyAfterTheHeadIsA400() throws {
+        let h = try Harness()
+        try h.clientSends("POST /u HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n")
+        #expect(try h.upstreamReceived().hasSuffix("\r\n\r\n3\r\nabc\r\n"))
+        try h.clientSends("zz\r\n")
+        let text = try h.clientReceived()
+        #expect(text.hasPrefix("HTTP/1.1 400 Bad Request\r\n"), "\(text)")
+        #expect(text.hasSuffix("malformed request: invalid chunk size\n"), "\(text)")
+        #expect(!h.upstream.isActive)
+        #expect(!h.client.isActive)
     }
 
     /// `Expect: 100-continue` is answered by Sluice; the upstream never sees `Expect` and gets the body.

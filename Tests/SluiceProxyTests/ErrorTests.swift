@@ -102,6 +102,18 @@ struct ErrorTests {
 
     static let badRequests: [BadRequestCase] = [
         .init(name: "malformed request line", request: "GET\r\n\r\n", status: "400 Bad Request", body: "malformed request"),
+        .init(name: "HTTP/2.0 request line", request: "GET / HTTP/2.0\r\nHost: a\r\n\r\n", status: "400 Bad Request", body: "unsupported HTTP version\n"),
+        .init(name: "space before colon", request: "GET / HTTP/1.1\r\nHost : a\r\n\r\n", status: "400 Bad Request", body: "malformed request: whitespace before colon\n"),
+        .init(name: "obsolete line folding", request: "GET / HTTP/1.1\r\nHost: a\r\nX-A: 1\r\n 2\r\n\r\n", status: "400 Bad Request", body: "malformed request: obsolete line folding\n"),
+        .init(
+            name: "chunked twice", request: "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, chunked\r\n\r\n0\r\n\r\n", status: "400 Bad Request",
+            body: "malformed request: unsupported Transfer-Encoding\n"
+        ),
+        .init(name: "signed Content-Length", request: "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: +3\r\n\r\nabc", status: "400 Bad Request", body: "malformed request: invalid Content-Length\n"),
+        .init(
+            name: "chunk data without its CRLF", request: "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabcX\r\n0\r\n\r\n",
+            status: "400 Bad Request", body: "malformed request: missing CRLF after chunk data\n"
+        ),
         .init(name: "missing Host", request: "GET / HTTP/1.1\r\n\r\n", status: "400 Bad Request", body: "missing Host header\n"),
         .init(name: "two Host headers", request: "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", status: "400 Bad Request", body: "more than one Host header\n"),
         .init(

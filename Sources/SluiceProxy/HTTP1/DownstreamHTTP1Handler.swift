@@ -6,10 +6,10 @@ import SluiceCore
 /// One downstream HTTP/1.1 connection: forwards each request to a leased upstream connection on the
 /// same event loop and streams the response back.
 ///
-/// It sits at the tail of NIO's HTTP/1 server pipeline (decoder and encoder, without NIO's
-/// pipelining handler: that one holds `read()` while every response is in flight, which costs two
-/// `epoll_ctl` calls per request). Pipelined requests are queued here instead and answered in
-/// order; reading pauses only when the queue grows past ``maxQueuedParts``. It translates; the
+/// It sits behind ``HTTP1ServerCodec`` (no pipelining handler: NIO's holds `read()` while every
+/// response is in flight, which costs two `epoll_ctl` calls per request). Pipelined requests are
+/// queued here instead and answered in order; reading pauses only when the queue grows past
+/// ``maxQueuedParts``. It translates; the
 /// decisions are elsewhere:
 /// 1. whether a request is acceptable: ``RequestRules``; how headers change: ``HeaderRules``;
 /// 2. whether a response must carry `Connection: close` because of the drain: the loop's
@@ -48,6 +48,9 @@ final class DownstreamHTTP1Handler: ChannelDuplexHandler {
     private var needsUpstreamFlush = false
     /// Parts of pipelined requests that arrived while a response was still in progress.
     private var queuedParts: [HTTPServerRequestPart] = []
+    /// The codec failed on bytes behind the request in progress (a pipelined request): answered once
+    /// the parts queued before it have been served.
+    private var deferredError: ProxyError?
     /// Past this many queued parts, reading pauses until the queue drains.
     static let maxQueuedParts = 64
     /// The client closed its sending side: close once the response in progress is done.
@@ -164,7 +167,7 @@ final class DownstreamHTTP1Handler: ChannelDuplexHandler {
         let now = MonotonicInstant.now()
         self.loop.table.requestStarted(id, now: now)
         self.resetRequest(now: now)
-        self.clientIsHTTP10 = head.version.minor == 0
+        self.clientIsHTTP10 = head.version.major == 1 && head.version.minor == 0
         self.clientKeepAlive = !self.clientIsHTTP10 && head.isKeepAlive
         // One pass over the fields gives the size and the names the rules act on.
         let (present, fieldBytes) = head.headers.presentNamesAndSize()
@@ -271,17 +274,25 @@ final class DownstreamHTTP1Handler: ChannelDuplexHandler {
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        if let parserError = error as? HTTPParserError {
+        if let parseError = error as? HTTP1ParseError, parseError.kind != .truncated {
+            let proxyError: ProxyError =
+                parseError.kind == .headTooLarge
+                ? .headersTooLarge(limit: self.loop.requestLimits.maxHeaderBytes)
+                : .badRequest("malformed request: \(parseError.detail)")
+            if !self.queuedParts.isEmpty || self.awaitsResponseEnd {
+                // The bad bytes follow the request in progress: its response comes first.
+                self.deferredError = proxyError
+                return
+            }
             switch self.state {
             case .idle:
-                let proxyError: ProxyError =
-                    parserError == .headerOverflow
-                    ? .headersTooLarge(limit: self.loop.requestLimits.maxHeaderBytes)
-                    : .badRequest("malformed request: \(parserError)")
                 self.requestEnded = false
-                self.respondWithError(proxyError, context: context)
-                return
-            case .connecting, .forwarding, .respondedLocally, .closed:
+                return self.respondWithError(proxyError, context: context)
+            case .connecting, .forwarding:
+                // A bad chunked body (or trailer section) after a good head: the upstream exchange is
+                // abandoned; the client gets the error if its response has not begun.
+                return self.failRequest(proxyError, context: context)
+            case .respondedLocally, .closed:
                 break
             }
         }
@@ -442,6 +453,18 @@ final class DownstreamHTTP1Handler: ChannelDuplexHandler {
             if case .closed = self.state { return }
             let part = self.queuedParts.removeFirst()
             self.handle(part, context: context)
+        }
+        guard let error = self.deferredError, self.queuedParts.isEmpty, !self.awaitsResponseEnd else { return }
+        // Everything before the bad bytes is served (or, for a request they cut short, in progress).
+        self.deferredError = nil
+        switch self.state {
+        case .idle:
+            self.requestEnded = false
+            self.respondWithError(error, context: context)
+        case .connecting, .forwarding:
+            self.failRequest(error, context: context)
+        case .respondedLocally, .closed:
+            self.close()
         }
     }
 

@@ -108,7 +108,8 @@ public final class ProxyServer: Sendable {
     }
 
     private func bindListener(host: String, port: Int, loop: NIOLoopBound<LoopContext>) async throws -> any Channel {
-        let limits = NIOHTTPDecoderLimitConfiguration.sluice(maxHeaderBytes: self.config.http.maxHeaderBytes)
+        // The parser's bound leaves room for the request line; RequestRules applies the exact limit (431).
+        let maxHeadBytes = self.config.http.maxHeaderBytes + 1024
         let http2 = HTTP2ServerConnectionHandler.Configuration.sluice(maxHeaderBytes: self.config.http.maxHeaderBytes)
         let channel = try await ServerBootstrap(group: loop.eventLoop)
             .serverChannelOption(.backlog, value: 1024)
@@ -118,7 +119,7 @@ public final class ProxyServer: Sendable {
             // TCP_NODELAY is set on the listener: Linux accepted sockets inherit it, so there is no
             // setsockopt per connection. The one child option is set synchronously in the
             // initializer (the bootstrap applies child options through a chain of futures per accept).
-            .childChannelInitializer { [http2] channel in
+            .childChannelInitializer { [http2, maxHeadBytes] channel in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.syncOptions?.setOption(.maxMessagesPerRead, value: 16)
                     // HTTP/1 or h2c prior knowledge, told by the first bytes.
@@ -126,16 +127,8 @@ public final class ProxyServer: Sendable {
                         // An HTTP/1 client may half-close after its last request and still read the response.
                         try channel.syncOptions?.setOption(.allowRemoteHalfClosure, value: true)
                         let handler = DownstreamHTTP1Handler(loop: loop.value, adopting: entry)
-                        // Pipelining is queued by the handler itself (see DownstreamHTTP1Handler).
-                        try sync.configureHTTPServerPipeline(
-                            withPipeliningAssistance: false,
-                            withServerUpgrade: nil,
-                            withErrorHandling: false,
-                            // Response heads come from NIO's parser (already valid) or from Sluice.
-                            withOutboundHeaderValidation: false,
-                            withEncoderConfiguration: .init(),
-                            withDecoderLimitConfiguration: limits
-                        )
+                        // Sluice's own codec (HTTP1ServerCodec); pipelining is queued by the handler itself.
+                        try sync.addHandler(HTTP1ServerCodec(maxHeadBytes: maxHeadBytes))
                         try sync.addHandler(handler)
                     }
                     try channel.pipeline.syncOperations.addHandler(detector)
@@ -225,15 +218,6 @@ extension HTTP2ServerConnectionHandler.Configuration {
         var configuration = HTTP2ServerConnectionHandler.Configuration()
         configuration.session.maxHeaderListSize = UInt32(clamping: maxHeaderBytes)
         return configuration
-    }
-}
-
-extension NIOHTTPDecoderLimitConfiguration {
-    static func sluice(maxHeaderBytes: Int) -> NIOHTTPDecoderLimitConfiguration {
-        var limits = NIOHTTPDecoderLimitConfiguration()
-        limits.maxHeaderFieldSize = maxHeaderBytes
-        limits.maxHeaderListSize = maxHeaderBytes
-        return limits
     }
 }
 

@@ -20,7 +20,7 @@ protocol UpstreamResponseDelegate: AnyObject {
 /// The thin end of an upstream HTTP/1.1 connection: passes request parts out, response parts to
 /// the leasing delegate, and mirrors the downstream's writability into `read()` (back-pressure).
 ///
-/// It sits after NIO's `HTTPRequestEncoder` and `HTTPResponseDecoder`. Between leases it has no
+/// It sits behind ``HTTP1ClientCodec``. Between leases it has no
 /// delegate; an idle connection that receives a response or closes tells its pool.
 final class UpstreamHTTP1Handler: ChannelDuplexHandler, UpstreamExchange {
     typealias InboundIn = HTTPClientResponsePart
@@ -157,7 +157,7 @@ final class UpstreamHTTP1Handler: ChannelDuplexHandler, UpstreamExchange {
         self.delegate = nil
         self.close()
         if let delegate {
-            if error is HTTPParserError {
+            if let error = error as? HTTP1ParseError, error.kind != .truncated {
                 delegate.upstreamFailed(.upstreamBadResponse("\(error)"))
             } else {
                 delegate.upstreamFailed(.upstreamResetBeforeResponse("\(error)"))

@@ -39,6 +39,8 @@ final class UpstreamPool {
     /// At most this many h2c connections per upstream and event loop; past it, streams queue in
     /// libnghttp2 until the upstream's `SETTINGS_MAX_CONCURRENT_STREAMS` allows them.
     static let http2MaxConnectionsPerUpstream = 4
+    /// The largest response head accepted from an upstream (status line and fields); a larger one is a 502.
+    static let maxResponseHeadBytes = 64 * 1024
     private let settings: SluiceConfig.Upstream
     private let logger: Logger
     private(set) var connectErrors = 0
@@ -197,8 +199,7 @@ final class UpstreamPool {
     private func connect(id: ConnectionID, upstream index: Int, for requester: any UpstreamLeaseRequester) {
         let upstream = self.upstreams[index]
         let future = self.connect(upstream: index) { channel in
-            // Request heads come from NIO's parser (already valid) or from Sluice.
-            try channel.pipeline.syncOperations.addHTTPClientHandlers(enableOutboundHeaderValidation: false)
+            try channel.pipeline.syncOperations.addHandler(HTTP1ClientCodec(maxHeadBytes: Self.maxResponseHeadBytes))
             try channel.pipeline.syncOperations.addHandler(UpstreamHTTP1Handler(id: id, upstreamIndex: index))
         }
         future.assumeIsolated().whenComplete { result in

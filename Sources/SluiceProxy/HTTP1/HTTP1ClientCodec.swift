@@ -1,0 +1,99 @@
+import NIOCore
+import NIOHTTP1
+import SluiceCore
+
+/// The HTTP/1 codec of an upstream connection: request parts in, bytes out; bytes in, response
+/// parts out. One handler in place of NIO's `HTTPRequestEncoder` and `HTTPResponseDecoder`
+/// (behind a `ByteToMessageHandler`, which also had to observe every outbound part to learn of
+/// `HEAD` requests).
+///
+/// Parsing is ``HTTP1Parser``; interim 1xx responses are skipped there. A response delimited by
+/// the connection's close (no length) ends when the input does, and its head says
+/// `connection: close` so that the connection is not parked for reuse. A parse error is fired as an
+/// ``HTTP1ParseError`` through `errorCaught`, and nothing more is parsed on the connection.
+final class HTTP1ClientCodec: ChannelDuplexHandler {
+    typealias InboundIn = ByteBuffer
+    typealias InboundOut = HTTPClientResponsePart
+    typealias OutboundIn = HTTPClientRequestPart
+    typealias OutboundOut = ByteBuffer
+
+    private var parser: HTTP1Parser
+    private var inbound = HTTP1InboundBytes()
+    private var delivering = false
+    private var failed = false
+    private var body = HTTP1BodyWriter()
+
+    init(maxHeadBytes: Int) {
+        self.parser = HTTP1Parser(kind: .response, limits: .init(maxHeadBytes: maxHeadBytes))
+    }
+
+    // MARK: Inbound
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard !self.failed else { return }
+        self.inbound.append(self.unwrapInboundIn(data))
+        // A read that arrives while parts are delivered (re-entrantly) is parsed by the loop below.
+        guard !self.delivering else { return }
+        self.delivering = true
+        defer { self.delivering = false }
+        while !self.failed {
+            let (event, body) = self.inbound.next(&self.parser)
+            if case .needMore = event { return }
+            self.handle(event, body: body, context: context)
+        }
+    }
+
+    private func handle(_ event: HTTP1Parser.Event, body: ByteBuffer?, context: ChannelHandlerContext) {
+        switch event {
+        case .needMore:
+            break
+        case .responseHead(let head, let framing):
+            var headers = HTTPHeaders(head.fields)
+            if framing == .untilClose {
+                // The connection ends the body: it cannot carry another exchange.
+                headers.replaceOrAdd(name: "connection", value: "close")
+            }
+            let response = HTTPResponseHead(
+                version: HTTPVersion(major: head.versionMajor, minor: head.versionMinor),
+                status: HTTPResponseStatus(statusCode: head.status, reasonPhrase: head.reason),
+                headers: headers
+            )
+            context.fireChannelRead(self.wrapInboundOut(.head(response)))
+        case .body:
+            context.fireChannelRead(self.wrapInboundOut(.body(body!)))
+        case .end(let trailers):
+            context.fireChannelRead(self.wrapInboundOut(.end(trailers.map { HTTPHeaders($0) })))
+        case .requestHead:
+            preconditionFailure("a response parser yields no request heads")
+        case .error(let error):
+            self.failed = true
+            self.inbound.removeAll()
+            context.fireErrorCaught(error)
+        }
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        // A body delimited by the close ends here; a response cut short is left to the handler,
+        // which sees the connection close before the end.
+        if !self.failed, case .end = self.parser.inputEnded() {
+            self.handle(.end(trailers: nil), body: nil, context: context)
+        }
+        context.fireChannelInactive()
+    }
+
+    // MARK: Outbound
+
+    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        switch self.unwrapOutboundIn(data) {
+        case .head(let head):
+            if head.method == .HEAD { self.parser.expectResponseToHEAD() }
+            let (buffer, framing) = HTTP1Serializer.requestHead(head, allocator: context.channel.allocator)
+            self.body.framing = framing
+            context.write(self.wrapOutboundOut(buffer), promise: promise)
+        case .body(let body):
+            self.body.write(body, context: context, promise: promise)
+        case .end(let trailers):
+            self.body.writeEnd(trailers: trailers, context: context, promise: promise)
+        }
+    }
+}

@@ -1,0 +1,185 @@
+import NIOCore
+import NIOHTTP1
+
+/// How a message's body goes on the wire, decided once per head (RFC 9112 §6).
+enum HTTP1BodyFraming: Equatable {
+    /// Body bytes are written as they are (`Content-Length`, or until close for HTTP/1.0).
+    case raw
+    /// Each body part is a chunk; the end is the last chunk, with the trailers.
+    case chunked
+    /// No body may follow (a response to `HEAD` or `CONNECT`, 1xx, 204, 304): body writes are dropped.
+    case suppressed
+}
+
+/// Writing HTTP/1.1 heads and chunk framing into `ByteBuffer`s, for the two codecs.
+///
+/// The framing headers are corrected as NIO's `HTTPRequestEncoder`/`HTTPResponseEncoder` do
+/// (`automaticallySetFramingHeaders`): a message that may have a body and has no `Content-Length`
+/// is sent chunked on HTTP/1.1; one that must not have a body loses its framing headers.
+enum HTTP1Serializer {
+    /// A response head for the wire, and the framing of the body after it.
+    /// - Parameter suppressBody: the request was `HEAD` or `CONNECT`.
+    static func responseHead(_ head: HTTPResponseHead, suppressBody: Bool, allocator: ByteBufferAllocator) -> (ByteBuffer, HTTP1BodyFraming) {
+        var headers = head.headers
+        let framing: HTTP1BodyFraming
+        if !head.status.mayHaveResponseBody {
+            Self.removeFraming(&headers)
+            framing = .suppressed
+        } else if headers.contains(name: "content-length") {
+            if headers.contains(name: "transfer-encoding") { headers.remove(name: "transfer-encoding") }
+            framing = suppressBody ? .suppressed : .raw
+        } else if head.version.major == 1 && head.version.minor >= 1 {
+            headers.replaceOrAdd(name: "transfer-encoding", value: "chunked")
+            framing = suppressBody ? .suppressed : .chunked
+        } else {
+            framing = suppressBody ? .suppressed : .raw
+        }
+        let code = Int(head.status.code)
+        let reason = head.status.reasonPhrase
+        var buffer = allocator.buffer(capacity: 15 + reason.utf8.count + Self.size(of: headers))
+        buffer.writeStaticString(head.version.minor == 0 ? "HTTP/1.0 " : "HTTP/1.1 ")
+        Self.writeStatusCode(code, to: &buffer)
+        buffer.writeInteger(UInt8(ascii: " "))
+        buffer.writeString(reason)
+        buffer.writeStaticString("\r\n")
+        Self.write(headers, to: &buffer)
+        return (buffer, framing)
+    }
+
+    /// A request head for the wire, and the framing of the body after it.
+    static func requestHead(_ head: HTTPRequestHead, allocator: ByteBufferAllocator) -> (ByteBuffer, HTTP1BodyFraming) {
+        var headers = head.headers
+        let framing: HTTP1BodyFraming
+        switch head.method {
+        case .TRACE:
+            Self.removeFraming(&headers)
+            framing = .raw
+        case .POST, .PUT, .PATCH:
+            if headers.contains(name: "content-length") {
+                if headers.contains(name: "transfer-encoding") { headers.remove(name: "transfer-encoding") }
+                framing = .raw
+            } else {
+                headers.replaceOrAdd(name: "transfer-encoding", value: "chunked")
+                framing = .chunked
+            }
+        default:
+            // A body is unlikely: chunked only when the headers say so.
+            if headers.contains(name: "content-length") {
+                if headers.contains(name: "transfer-encoding") { headers.remove(name: "transfer-encoding") }
+                framing = .raw
+            } else {
+                framing = headers.first(name: "transfer-encoding") == "chunked" ? .chunked : .raw
+            }
+        }
+        let method = head.method.rawValue
+        var buffer = allocator.buffer(capacity: method.utf8.count + head.uri.utf8.count + 13 + Self.size(of: headers))
+        buffer.writeString(method)
+        buffer.writeInteger(UInt8(ascii: " "))
+        buffer.writeString(head.uri)
+        buffer.writeStaticString(head.version.minor == 0 ? " HTTP/1.0\r\n" : " HTTP/1.1\r\n")
+        Self.write(headers, to: &buffer)
+        return (buffer, framing)
+    }
+
+    /// The size line of a chunk of `length` bytes (`length` > 0).
+    static func chunkHeader(length: Int, allocator: ByteBufferAllocator) -> ByteBuffer {
+        var buffer = allocator.buffer(capacity: 18)
+        var digits = 0
+        var rest = length
+        repeat {
+            digits += 1
+            rest >>= 4
+        } while rest > 0
+        for shift in stride(from: (digits - 1) * 4, through: 0, by: -4) {
+            let nibble = UInt8((length >> shift) & 0xF)
+            buffer.writeInteger(nibble < 10 ? UInt8(ascii: "0") + nibble : UInt8(ascii: "a") + nibble - 10)
+        }
+        buffer.writeStaticString("\r\n")
+        return buffer
+    }
+
+    /// The last chunk and the trailer section.
+    static func lastChunk(trailers: HTTPHeaders?, allocator: ByteBufferAllocator) -> ByteBuffer {
+        guard let trailers, !trailers.isEmpty else {
+            var buffer = allocator.buffer(capacity: 5)
+            buffer.writeStaticString("0\r\n\r\n")
+            return buffer
+        }
+        var buffer = allocator.buffer(capacity: 3 + Self.size(of: trailers))
+        buffer.writeStaticString("0\r\n")
+        Self.write(trailers, to: &buffer)
+        return buffer
+    }
+
+    // MARK: Pieces
+
+    private static func removeFraming(_ headers: inout HTTPHeaders) {
+        if headers.contains(name: "content-length") { headers.remove(name: "content-length") }
+        if headers.contains(name: "transfer-encoding") { headers.remove(name: "transfer-encoding") }
+    }
+
+    /// Bytes `write(_:to:)` takes: `name: value\r\n` per field and the empty line.
+    private static func size(of headers: HTTPHeaders) -> Int {
+        var size = 2
+        for (name, value) in headers { size += name.utf8.count + value.utf8.count + 4 }
+        return size
+    }
+
+    /// The field lines and the empty line that ends them.
+    private static func write(_ headers: HTTPHeaders, to buffer: inout ByteBuffer) {
+        for (name, value) in headers {
+            buffer.writeString(name)
+            buffer.writeStaticString(": ")
+            buffer.writeString(value)
+            buffer.writeStaticString("\r\n")
+        }
+        buffer.writeStaticString("\r\n")
+    }
+
+    private static func writeStatusCode(_ code: Int, to buffer: inout ByteBuffer) {
+        let code = (100...999).contains(code) ? code : 500
+        buffer.writeInteger(UInt8(ascii: "0") + UInt8(code / 100))
+        buffer.writeInteger(UInt8(ascii: "0") + UInt8(code / 10 % 10))
+        buffer.writeInteger(UInt8(ascii: "0") + UInt8(code % 10))
+    }
+}
+
+/// Writes a message's body parts and end with the framing its head chose (``HTTP1Serializer``).
+struct HTTP1BodyWriter {
+    var framing: HTTP1BodyFraming = .raw
+    private let crlf = ByteBuffer(staticString: "\r\n")
+
+    func write(_ body: IOData, context: ChannelHandlerContext, promise: EventLoopPromise<Void>?) {
+        switch (self.framing, body) {
+        case (.suppressed, _):
+            promise?.succeed()
+        case (.raw, .byteBuffer(let buffer)):
+            context.write(NIOAny(buffer), promise: promise)
+        case (.chunked, .byteBuffer(let buffer)):
+            // An empty chunk would end the body.
+            guard buffer.readableBytes > 0 else {
+                promise?.succeed()
+                return
+            }
+            context.write(NIOAny(HTTP1Serializer.chunkHeader(length: buffer.readableBytes, allocator: context.channel.allocator)), promise: nil)
+            context.write(NIOAny(buffer), promise: nil)
+            context.write(NIOAny(self.crlf), promise: promise)
+        case (_, .fileRegion):
+            preconditionFailure("bodies are byte buffers")
+        }
+    }
+
+    /// Ends the body (the last chunk and `trailers`, where chunked); the framing resets for the next message.
+    mutating func writeEnd(trailers: HTTPHeaders?, context: ChannelHandlerContext, promise: EventLoopPromise<Void>?) {
+        switch self.framing {
+        case .chunked:
+            context.write(NIOAny(HTTP1Serializer.lastChunk(trailers: trailers, allocator: context.channel.allocator)), promise: promise)
+        case .raw, .suppressed:
+            if let promise {
+                // Completed in order with the writes ahead of it.
+                context.write(NIOAny(context.channel.allocator.buffer(capacity: 0)), promise: promise)
+            }
+        }
+        self.framing = .raw
+    }
+}

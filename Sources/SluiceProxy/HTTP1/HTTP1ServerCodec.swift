@@ -1,0 +1,109 @@
+import NIOCore
+import NIOHTTP1
+import SluiceCore
+
+/// The HTTP/1 codec of a downstream connection: bytes in, request parts out; response parts in,
+/// bytes out. One handler in place of NIO's `HTTPRequestDecoder` (behind a `ByteToMessageHandler`)
+/// and `HTTPResponseEncoder`.
+///
+/// Parsing is ``HTTP1Parser`` (pure, strict); this handler only holds the bytes, slices body parts
+/// out of the received buffers without copying, and writes response heads and chunk framing with
+/// ``HTTP1Serializer``. A parse error is fired as an ``HTTP1ParseError`` through `errorCaught`,
+/// and nothing more is parsed on the connection.
+///
+/// Responses to `HEAD` and `CONNECT` requests carry no body whatever their headers say: the
+/// methods of the requests parsed are queued, and each final response head takes one.
+final class HTTP1ServerCodec: ChannelDuplexHandler {
+    typealias InboundIn = ByteBuffer
+    typealias InboundOut = HTTPServerRequestPart
+    typealias OutboundIn = HTTPServerResponsePart
+    typealias OutboundOut = ByteBuffer
+
+    private var parser: HTTP1Parser
+    /// Received bytes not parsed yet (the start of a head, or a pipelined request behind the one
+    /// being delivered).
+    private var inbound = HTTP1InboundBytes()
+    /// Set while parts are being delivered, so that a read arriving re-entrantly only appends.
+    private var delivering = false
+    private var failed = false
+    /// For each request parsed and not answered yet: whether its response has no body (`HEAD`, `CONNECT`).
+    private var bodylessResponses = CircularBuffer<Bool>(initialCapacity: 4)
+    private var body = HTTP1BodyWriter()
+
+    init(maxHeadBytes: Int) {
+        self.parser = HTTP1Parser(kind: .request, limits: .init(maxHeadBytes: maxHeadBytes))
+    }
+
+    // MARK: Inbound
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard !self.failed else { return }
+        self.inbound.append(self.unwrapInboundIn(data))
+        // A read that arrives while parts are delivered (re-entrantly) is parsed by the loop below.
+        guard !self.delivering else { return }
+        self.delivering = true
+        defer { self.delivering = false }
+        while !self.failed {
+            let (event, body) = self.inbound.next(&self.parser)
+            switch event {
+            case .needMore:
+                return
+            case .requestHead(let head, _):
+                self.bodylessResponses.append(head.method == "HEAD" || head.method == "CONNECT")
+                context.fireChannelRead(self.wrapInboundOut(.head(Self.makeHead(head))))
+            case .body:
+                context.fireChannelRead(self.wrapInboundOut(.body(body!)))
+            case .end(let trailers):
+                context.fireChannelRead(self.wrapInboundOut(.end(trailers.map { HTTPHeaders($0) })))
+            case .responseHead:
+                preconditionFailure("a request parser yields no response heads")
+            case .error(let error):
+                self.fail(error, context: context)
+            }
+        }
+    }
+
+    private func fail(_ error: HTTP1ParseError, context: ChannelHandlerContext) {
+        self.failed = true
+        self.inbound.removeAll()
+        context.fireErrorCaught(error)
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if let event = event as? ChannelEvent, case .inputClosed = event, !self.failed {
+            // Half-close: a request cut short is an error; a clean end between requests is not.
+            if case .error(let error) = self.parser.inputEnded() {
+                self.fail(error, context: context)
+            }
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    static func makeHead(_ head: HTTP1Parser.RequestHead) -> HTTPRequestHead {
+        HTTPRequestHead(
+            version: HTTPVersion(major: head.versionMajor, minor: head.versionMinor),
+            method: HTTPMethod(rawValue: head.method),
+            uri: head.target,
+            headers: HTTPHeaders(head.fields)
+        )
+    }
+
+    // MARK: Outbound
+
+    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        switch self.unwrapOutboundIn(data) {
+        case .head(let head):
+            let code = head.status.code
+            let interim = code >= 100 && code < 200 && code != 101
+            // A 1xx (but 101) is followed by the final response to the same request.
+            let suppress = interim ? false : (self.bodylessResponses.popFirst() ?? false)
+            let (buffer, framing) = HTTP1Serializer.responseHead(head, suppressBody: suppress, allocator: context.channel.allocator)
+            if !interim { self.body.framing = framing }
+            context.write(self.wrapOutboundOut(buffer), promise: promise)
+        case .body(let body):
+            self.body.write(body, context: context, promise: promise)
+        case .end(let trailers):
+            self.body.writeEnd(trailers: trailers, context: context, promise: promise)
+        }
+    }
+}
