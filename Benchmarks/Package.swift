@@ -35,7 +35,7 @@ let package = Package(
             path: "Benchmarks/CoreBenchmarks",
             plugins: [benchmarkPlugin]
         ),
-        /// The per-request head path: NIO's HTTP/1 decoder, `RequestRules.check`, `HeaderRules` rewrites.
+        /// The per-request head path: Sluice's HTTP/1 parser (and NIO's), `RequestRules.check`, `HeaderRules` rewrites.
         .executableTarget(
             name: "HTTPHeadBenchmarks",
             dependencies: [

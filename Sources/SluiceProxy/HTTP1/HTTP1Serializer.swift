@@ -40,7 +40,7 @@ enum HTTP1Serializer {
         buffer.writeStaticString(head.version.minor == 0 ? "HTTP/1.0 " : "HTTP/1.1 ")
         Self.writeStatusCode(code, to: &buffer)
         buffer.writeInteger(UInt8(ascii: " "))
-        buffer.writeString(reason)
+        Self.writeUTF8(reason, to: &buffer)
         buffer.writeStaticString("\r\n")
         Self.write(headers, to: &buffer)
         return (buffer, framing)
@@ -73,9 +73,9 @@ enum HTTP1Serializer {
         }
         let method = head.method.rawValue
         var buffer = allocator.buffer(capacity: method.utf8.count + head.uri.utf8.count + 13 + Self.size(of: headers))
-        buffer.writeString(method)
+        Self.writeUTF8(method, to: &buffer)
         buffer.writeInteger(UInt8(ascii: " "))
-        buffer.writeString(head.uri)
+        Self.writeUTF8(head.uri, to: &buffer)
         buffer.writeStaticString(head.version.minor == 0 ? " HTTP/1.0\r\n" : " HTTP/1.1\r\n")
         Self.write(headers, to: &buffer)
         return (buffer, framing)
@@ -128,12 +128,21 @@ enum HTTP1Serializer {
     /// The field lines and the empty line that ends them.
     private static func write(_ headers: HTTPHeaders, to buffer: inout ByteBuffer) {
         for (name, value) in headers {
-            buffer.writeString(name)
+            Self.writeUTF8(name, to: &buffer)
             buffer.writeStaticString(": ")
-            buffer.writeString(value)
+            Self.writeUTF8(value, to: &buffer)
             buffer.writeStaticString("\r\n")
         }
         buffer.writeStaticString("\r\n")
+    }
+
+    /// `ByteBuffer.writeString` has no contiguous storage to copy from for a small string (up to 15
+    /// bytes, stored inline), which most header names and values are: it concatenates, then copies
+    /// byte by byte (NIO 2.101 `_setStringSlowpath`). `withUTF8` gives any string's bytes as one buffer.
+    @inline(__always)
+    private static func writeUTF8(_ string: String, to buffer: inout ByteBuffer) {
+        var string = string
+        _ = string.withUTF8 { buffer.writeBytes($0) }
     }
 
     private static func writeStatusCode(_ code: Int, to buffer: inout ByteBuffer) {
