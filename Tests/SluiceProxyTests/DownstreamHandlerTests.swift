@@ -225,6 +225,20 @@ struct DownstreamHandlerTests {
         #expect(h.client.isActive)
     }
 
+    /// A response that breaks the framing rules (two different lengths) is a 502, and the
+    /// upstream connection is dropped rather than parked.
+    @Test func malformedUpstreamResponseIsA502() throws {
+        let h = try Harness()
+        try h.clientSends("GET /m HTTP/1.1\r\nHost: a\r\n\r\n")
+        _ = try h.upstreamReceived()
+        try? h.upstreamSends("HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello")
+        let text = try h.clientReceived()
+        #expect(text.hasPrefix("HTTP/1.1 502 Bad Gateway\r\ncontent-type: text/plain; charset=utf-8\r\n"), "\(text)")
+        #expect(text.hasSuffix("upstream sent an invalid response: differing Content-Length values\n"), "\(text)")
+        #expect(!h.upstream.isActive)
+        #expect(h.idleUpstreams == 0)
+    }
+
     /// No response head within the response-header timeout: 504.
     @Test func slowUpstreamIsA504() throws {
         let h = try Harness()
