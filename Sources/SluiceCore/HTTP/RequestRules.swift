@@ -72,11 +72,22 @@ public enum RequestRules {
             return .failure(.connectRefused)
         }
         guard head.versionMajor == 1 else { return .failure(.badRequest("unsupported HTTP version")) }
-        let hosts = present.contains(.host) ? Self.hostTokens(headers, present: present) : []
-        if head.versionMinor >= 1 && hosts.count != 1 {
-            return .failure(.badRequest(hosts.isEmpty ? "missing Host header" : "more than one Host header"))
+        // The host (when there is exactly one) and how many there are, without an array for the
+        // common single plain `Host` value.
+        let hostCount: Int
+        let host: Substring?
+        if !present.contains(.host) {
+            (hostCount, host) = (0, nil)
+        } else if present.contains(.hostOnce), let value = headers.first(name: "host"), Self.isPlainToken(value) {
+            (hostCount, host) = (1, value[...])
+        } else {
+            let hosts = Self.hostTokens(headers, present: present)
+            (hostCount, host) = (hosts.count, hosts.first)
         }
-        if hosts.count > 1 { return .failure(.badRequest("more than one Host header")) }
+        if head.versionMinor >= 1 && hostCount != 1 {
+            return .failure(.badRequest(hostCount == 0 ? "missing Host header" : "more than one Host header"))
+        }
+        if hostCount > 1 { return .failure(.badRequest("more than one Host header")) }
         var accepted = Accepted(rewrittenURI: nil, expectsContinue: false, contentLength: nil)
         if !head.uri.hasPrefix("/") {
             if head.uri == "*" {
@@ -85,7 +96,7 @@ public enum RequestRules {
                 guard let (authority, path) = Self.splitAbsoluteForm(head.uri) else {
                     return .failure(.badRequest("malformed request target"))
                 }
-                guard let host = hosts.first, host.lowercased() == authority.lowercased() else {
+                guard let host, host.lowercased() == authority.lowercased() else {
                     return .failure(.foreignAbsoluteTarget)
                 }
                 accepted.rewrittenURI = path

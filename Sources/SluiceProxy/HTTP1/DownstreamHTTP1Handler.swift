@@ -188,10 +188,14 @@ final class DownstreamHTTP1Handler: ChannelDuplexHandler {
         }
         if accepted.contentLength == 0 { self.requestHasBody = false }
 
-        var headers = head.headers
-        if accepted.expectsContinue { headers.remove(name: "expect") }
-        HeaderRules.rewriteRequest(&headers, present: present, clientAddress: self.peerAddress, upstreamAuthority: self.loop.pool.fallbackHost)
-        self.upstreamHead = HTTPRequestHead(version: .http1_1, method: head.method, uri: accepted.rewrittenURI ?? head.uri, headers: headers)
+        // The received head, edited: a new `HTTPRequestHead`, or setting a field its storage box
+        // holds (version, URI), would allocate; the headers are stored apart from that box.
+        var upstreamHead = head
+        if accepted.expectsContinue { upstreamHead.headers.remove(name: "expect") }
+        HeaderRules.rewriteRequest(&upstreamHead.headers, present: present, clientAddress: self.peerAddress, upstreamAuthority: self.loop.pool.fallbackHost)
+        if let uri = accepted.rewrittenURI { upstreamHead.uri = uri }
+        if head.version != .http1_1 { upstreamHead.version = .http1_1 }
+        self.upstreamHead = upstreamHead
         self.expectsContinue = accepted.expectsContinue
         self.lease(upstream: nil, context: context)
     }
@@ -506,7 +510,9 @@ extension DownstreamHTTP1Handler: UpstreamResponseDelegate {
         var head = head
         _ = HeaderRules.rewriteResponse(&head.headers, via: HeaderRules.via(receivedMajorVersion: head.version.major))
         if self.decideClose(now: .now()) { head.headers.replaceOrAdd(name: "connection", value: "close") }
-        head.version = self.clientIsHTTP10 ? .http1_0 : .http1_1
+        let version: HTTPVersion = self.clientIsHTTP10 ? .http1_0 : .http1_1
+        // Only when it differs: the setter copies the head's storage box (a malloc).
+        if head.version != version { head.version = version }
         self.responseStarted = true
         self.responseStatus = Int(head.status.code)
         context.write(self.wrapOutboundOut(.head(head)), promise: nil)

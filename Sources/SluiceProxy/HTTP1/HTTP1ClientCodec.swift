@@ -22,6 +22,7 @@ final class HTTP1ClientCodec: ChannelDuplexHandler {
     private var delivering = false
     private var failed = false
     private var body = HTTP1BodyWriter()
+    private var heads = HTTP1HeadBuffer()
 
     init(maxHeadBytes: Int) {
         self.parser = HTTP1Parser(kind: .response, limits: .init(maxHeadBytes: maxHeadBytes))
@@ -87,7 +88,7 @@ final class HTTP1ClientCodec: ChannelDuplexHandler {
         switch self.unwrapOutboundIn(data) {
         case .head(let head):
             if head.method == .HEAD { self.parser.expectResponseToHEAD() }
-            let (buffer, framing) = HTTP1Serializer.requestHead(head, allocator: context.channel.allocator)
+            let (buffer, framing) = HTTP1Serializer.requestHead(head, into: &self.heads)
             self.body.framing = framing
             context.write(self.wrapOutboundOut(buffer), promise: promise)
         case .body(let body):

@@ -5,7 +5,9 @@ import SluiceCore
 /// ``HTTP1Parser``: one event per step, body bytes as slices of the received buffers (no copy).
 struct HTTP1InboundBytes {
     private var pending: ByteBuffer?
-    private let empty = ByteBuffer()
+    /// Shared: it is only read (its indices move in copies), and one per connection would cost a
+    /// storage allocation at every accept.
+    private static let empty = ByteBuffer()
 
     mutating func append(_ bytes: ByteBuffer) {
         if self.pending == nil || self.pending!.readableBytes == 0 {
@@ -22,7 +24,7 @@ struct HTTP1InboundBytes {
     /// (an event may consume nothing: the end after a head or a body).
     mutating func next(_ parser: inout HTTP1Parser) -> (HTTP1Parser.Event, body: ByteBuffer?) {
         // Taken out while parsing, so that the buffer is not shared (and a later append need not copy it).
-        var bytes = self.pending ?? self.empty
+        var bytes = self.pending ?? Self.empty
         self.pending = nil
         let (event, consumed) = bytes.withUnsafeReadableBytes { parser.next($0) }
         var body: ByteBuffer?

@@ -19,7 +19,7 @@ enum HTTP1BodyFraming: Equatable {
 enum HTTP1Serializer {
     /// A response head for the wire, and the framing of the body after it.
     /// - Parameter suppressBody: the request was `HEAD` or `CONNECT`.
-    static func responseHead(_ head: HTTPResponseHead, suppressBody: Bool, allocator: ByteBufferAllocator) -> (ByteBuffer, HTTP1BodyFraming) {
+    static func responseHead(_ head: HTTPResponseHead, suppressBody: Bool, into scratch: inout HTTP1HeadBuffer) -> (ByteBuffer, HTTP1BodyFraming) {
         var headers = head.headers
         let framing: HTTP1BodyFraming
         if !head.status.mayHaveResponseBody {
@@ -36,18 +36,19 @@ enum HTTP1Serializer {
         }
         let code = Int(head.status.code)
         let reason = head.status.reasonPhrase
-        var buffer = allocator.buffer(capacity: 15 + reason.utf8.count + Self.size(of: headers))
+        var buffer = scratch.take(capacity: 15 + reason.utf8.count + Self.size(of: headers))
         buffer.writeStaticString(head.version.minor == 0 ? "HTTP/1.0 " : "HTTP/1.1 ")
         Self.writeStatusCode(code, to: &buffer)
         buffer.writeInteger(UInt8(ascii: " "))
         Self.writeUTF8(reason, to: &buffer)
         buffer.writeStaticString("\r\n")
         Self.write(headers, to: &buffer)
+        scratch.keep(buffer)
         return (buffer, framing)
     }
 
     /// A request head for the wire, and the framing of the body after it.
-    static func requestHead(_ head: HTTPRequestHead, allocator: ByteBufferAllocator) -> (ByteBuffer, HTTP1BodyFraming) {
+    static func requestHead(_ head: HTTPRequestHead, into scratch: inout HTTP1HeadBuffer) -> (ByteBuffer, HTTP1BodyFraming) {
         var headers = head.headers
         let framing: HTTP1BodyFraming
         switch head.method {
@@ -72,12 +73,13 @@ enum HTTP1Serializer {
             }
         }
         let method = head.method.rawValue
-        var buffer = allocator.buffer(capacity: method.utf8.count + head.uri.utf8.count + 13 + Self.size(of: headers))
+        var buffer = scratch.take(capacity: method.utf8.count + head.uri.utf8.count + 13 + Self.size(of: headers))
         Self.writeUTF8(method, to: &buffer)
         buffer.writeInteger(UInt8(ascii: " "))
         Self.writeUTF8(head.uri, to: &buffer)
         buffer.writeStaticString(head.version.minor == 0 ? " HTTP/1.0\r\n" : " HTTP/1.1\r\n")
         Self.write(headers, to: &buffer)
+        scratch.keep(buffer)
         return (buffer, framing)
     }
 
@@ -153,10 +155,36 @@ enum HTTP1Serializer {
     }
 }
 
+/// The buffer a codec writes its heads into, kept between heads: once the socket has taken a
+/// head's bytes and NIO has released them, the next head is written into the same storage, where a
+/// new buffer would cost two mallocs (the storage object and its bytes). While NIO still holds the
+/// last head (not flushed yet), `clear` finds the storage shared and allocates a new one, so a
+/// head that is still queued is never overwritten.
+struct HTTP1HeadBuffer {
+    /// A head larger than this does not stay: an idle connection should not hold a big buffer.
+    static let maxKeptCapacity = 4096
+    private var buffer: ByteBuffer?
+
+    /// An empty buffer of at least `capacity` bytes.
+    mutating func take(capacity: Int) -> ByteBuffer {
+        guard var buffer = self.buffer.take() else {
+            return ByteBufferAllocator().buffer(capacity: max(capacity, 256))
+        }
+        buffer.clear(minimumCapacity: capacity)
+        return buffer
+    }
+
+    /// Keeps `buffer` (a head just written) for the next head, unless it grew large.
+    mutating func keep(_ buffer: ByteBuffer) {
+        self.buffer = buffer.capacity <= Self.maxKeptCapacity ? buffer : nil
+    }
+}
+
 /// Writes a message's body parts and end with the framing its head chose (``HTTP1Serializer``).
 struct HTTP1BodyWriter {
     var framing: HTTP1BodyFraming = .raw
-    private let crlf = ByteBuffer(staticString: "\r\n")
+    /// Shared by every connection (only read): one per connection would be an allocation per accept.
+    private static let crlf = ByteBuffer(staticString: "\r\n")
 
     func write(_ body: IOData, context: ChannelHandlerContext, promise: EventLoopPromise<Void>?) {
         switch (self.framing, body) {
@@ -172,7 +200,7 @@ struct HTTP1BodyWriter {
             }
             context.write(NIOAny(HTTP1Serializer.chunkHeader(length: buffer.readableBytes, allocator: context.channel.allocator)), promise: nil)
             context.write(NIOAny(buffer), promise: nil)
-            context.write(NIOAny(self.crlf), promise: promise)
+            context.write(NIOAny(Self.crlf), promise: promise)
         case (_, .fileRegion):
             preconditionFailure("bodies are byte buffers")
         }

@@ -29,6 +29,7 @@ final class HTTP1ServerCodec: ChannelDuplexHandler {
     /// For each request parsed and not answered yet: whether its response has no body (`HEAD`, `CONNECT`).
     private var bodylessResponses = CircularBuffer<Bool>(initialCapacity: 4)
     private var body = HTTP1BodyWriter()
+    private var heads = HTTP1HeadBuffer()
 
     init(maxHeadBytes: Int) {
         self.parser = HTTP1Parser(kind: .request, limits: .init(maxHeadBytes: maxHeadBytes))
@@ -97,7 +98,7 @@ final class HTTP1ServerCodec: ChannelDuplexHandler {
             let interim = code >= 100 && code < 200 && code != 101
             // A 1xx (but 101) is followed by the final response to the same request.
             let suppress = interim ? false : (self.bodylessResponses.popFirst() ?? false)
-            let (buffer, framing) = HTTP1Serializer.responseHead(head, suppressBody: suppress, allocator: context.channel.allocator)
+            let (buffer, framing) = HTTP1Serializer.responseHead(head, suppressBody: suppress, into: &self.heads)
             if !interim { self.body.framing = framing }
             context.write(self.wrapOutboundOut(buffer), promise: promise)
         case .body(let body):
