@@ -21,28 +21,44 @@ enum HTTP1Serializer {
     /// - Parameter suppressBody: the request was `HEAD` or `CONNECT`.
     static func responseHead(_ head: HTTPResponseHead, suppressBody: Bool, into scratch: inout HTTP1HeadBuffer) -> (ByteBuffer, HTTP1BodyFraming) {
         var headers = head.headers
+        var fields = FieldScan(headers)
         let framing: HTTP1BodyFraming
         if !head.status.mayHaveResponseBody {
-            Self.removeFraming(&headers)
+            if fields.contentLength || fields.transferEncoding {
+                Self.removeFraming(&headers)
+                fields = FieldScan(headers)
+            }
             framing = .suppressed
-        } else if headers.contains(name: "content-length") {
-            if headers.contains(name: "transfer-encoding") { headers.remove(name: "transfer-encoding") }
+        } else if fields.contentLength {
+            if fields.transferEncoding {
+                headers.remove(name: "transfer-encoding")
+                fields = FieldScan(headers)
+            }
             framing = suppressBody ? .suppressed : .raw
         } else if head.version.major == 1 && head.version.minor >= 1 {
             headers.replaceOrAdd(name: "transfer-encoding", value: "chunked")
+            fields = FieldScan(headers)
             framing = suppressBody ? .suppressed : .chunked
         } else {
             framing = suppressBody ? .suppressed : .raw
         }
         let code = Int(head.status.code)
         let reason = head.status.reasonPhrase
-        var buffer = scratch.take(capacity: 15 + reason.utf8.count + Self.size(of: headers))
-        buffer.writeStaticString(head.version.minor == 0 ? "HTTP/1.0 " : "HTTP/1.1 ")
-        Self.writeStatusCode(code, to: &buffer)
-        buffer.writeInteger(UInt8(ascii: " "))
-        Self.writeUTF8(reason, to: &buffer)
-        buffer.writeStaticString("\r\n")
-        Self.write(headers, to: &buffer)
+        let size = 15 + reason.utf8.count + fields.bytes
+        var buffer = scratch.take(capacity: size)
+        buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: size) { out in
+            var writer = RawWriter(out)
+            writer.append(head.version.minor == 0 ? "HTTP/1.0 " : "HTTP/1.1 ")
+            let code = (100...999).contains(code) ? code : 500
+            writer.append(UInt8(ascii: "0") + UInt8(code / 100))
+            writer.append(UInt8(ascii: "0") + UInt8(code / 10 % 10))
+            writer.append(UInt8(ascii: "0") + UInt8(code % 10))
+            writer.append(UInt8(ascii: " "))
+            writer.append(reason)
+            writer.append("\r\n")
+            writer.append(headers)
+            return writer.offset
+        }
         scratch.keep(buffer)
         return (buffer, framing)
     }
@@ -50,35 +66,51 @@ enum HTTP1Serializer {
     /// A request head for the wire, and the framing of the body after it.
     static func requestHead(_ head: HTTPRequestHead, into scratch: inout HTTP1HeadBuffer) -> (ByteBuffer, HTTP1BodyFraming) {
         var headers = head.headers
+        var fields = FieldScan(headers)
         let framing: HTTP1BodyFraming
         switch head.method {
         case .TRACE:
-            Self.removeFraming(&headers)
+            if fields.contentLength || fields.transferEncoding {
+                Self.removeFraming(&headers)
+                fields = FieldScan(headers)
+            }
             framing = .raw
         case .POST, .PUT, .PATCH:
-            if headers.contains(name: "content-length") {
-                if headers.contains(name: "transfer-encoding") { headers.remove(name: "transfer-encoding") }
+            if fields.contentLength {
+                if fields.transferEncoding {
+                    headers.remove(name: "transfer-encoding")
+                    fields = FieldScan(headers)
+                }
                 framing = .raw
             } else {
                 headers.replaceOrAdd(name: "transfer-encoding", value: "chunked")
+                fields = FieldScan(headers)
                 framing = .chunked
             }
         default:
             // A body is unlikely: chunked only when the headers say so.
-            if headers.contains(name: "content-length") {
-                if headers.contains(name: "transfer-encoding") { headers.remove(name: "transfer-encoding") }
+            if fields.contentLength {
+                if fields.transferEncoding {
+                    headers.remove(name: "transfer-encoding")
+                    fields = FieldScan(headers)
+                }
                 framing = .raw
             } else {
-                framing = headers.first(name: "transfer-encoding") == "chunked" ? .chunked : .raw
+                framing = fields.firstTransferEncoding == "chunked" ? .chunked : .raw
             }
         }
         let method = head.method.rawValue
-        var buffer = scratch.take(capacity: method.utf8.count + head.uri.utf8.count + 13 + Self.size(of: headers))
-        Self.writeUTF8(method, to: &buffer)
-        buffer.writeInteger(UInt8(ascii: " "))
-        Self.writeUTF8(head.uri, to: &buffer)
-        buffer.writeStaticString(head.version.minor == 0 ? " HTTP/1.0\r\n" : " HTTP/1.1\r\n")
-        Self.write(headers, to: &buffer)
+        let size = method.utf8.count + head.uri.utf8.count + 12 + fields.bytes
+        var buffer = scratch.take(capacity: size)
+        buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: size) { out in
+            var writer = RawWriter(out)
+            writer.append(method)
+            writer.append(UInt8(ascii: " "))
+            writer.append(head.uri)
+            writer.append(head.version.minor == 0 ? " HTTP/1.0\r\n" : " HTTP/1.1\r\n")
+            writer.append(headers)
+            return writer.offset
+        }
         scratch.keep(buffer)
         return (buffer, framing)
     }
@@ -107,9 +139,14 @@ enum HTTP1Serializer {
             buffer.writeStaticString("0\r\n\r\n")
             return buffer
         }
-        var buffer = allocator.buffer(capacity: 3 + Self.size(of: trailers))
-        buffer.writeStaticString("0\r\n")
-        Self.write(trailers, to: &buffer)
+        let size = 3 + FieldScan(trailers).bytes
+        var buffer = allocator.buffer(capacity: size)
+        buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: size) { out in
+            var writer = RawWriter(out)
+            writer.append("0\r\n")
+            writer.append(trailers)
+            return writer.offset
+        }
         return buffer
     }
 
@@ -119,39 +156,82 @@ enum HTTP1Serializer {
         if headers.contains(name: "content-length") { headers.remove(name: "content-length") }
         if headers.contains(name: "transfer-encoding") { headers.remove(name: "transfer-encoding") }
     }
+}
 
-    /// Bytes `write(_:to:)` takes: `name: value\r\n` per field and the empty line.
-    private static func size(of headers: HTTPHeaders) -> Int {
-        var size = 2
-        for (name, value) in headers { size += name.utf8.count + value.utf8.count + 4 }
-        return size
+/// What one pass over a head's fields finds: the bytes its field lines take (with the empty line
+/// after them), and the framing headers (names compared without regard to case, as NIO's
+/// `contains(name:)` does, but in one pass instead of one per name).
+private struct FieldScan {
+    var bytes = 2
+    var contentLength = false
+    var transferEncoding = false
+    var firstTransferEncoding: String?
+
+    init(_ headers: HTTPHeaders) {
+        for (name, value) in headers {
+            let length = name.utf8.count
+            self.bytes += length + value.utf8.count + 4
+            if length == 14, Self.equalsIgnoringCase(name, "content-length") {
+                self.contentLength = true
+            } else if length == 17, Self.equalsIgnoringCase(name, "transfer-encoding") {
+                if !self.transferEncoding { self.firstTransferEncoding = value }
+                self.transferEncoding = true
+            }
+        }
+    }
+
+    /// `name` equals the lower-case ASCII `lowercase`, ignoring ASCII case.
+    private static func equalsIgnoringCase(_ name: String, _ lowercase: StaticString) -> Bool {
+        var lower = lowercase.utf8Start
+        for byte in name.utf8 {
+            let folded = byte >= UInt8(ascii: "A") && byte <= UInt8(ascii: "Z") ? byte &+ 32 : byte
+            guard folded == lower.pointee else { return false }
+            lower += 1
+        }
+        return true
+    }
+}
+
+/// Copies a head's pieces into memory whose size was computed beforehand (``FieldScan``): one
+/// capacity check for the whole head instead of one (not inlined) per piece.
+private struct RawWriter {
+    private let out: UnsafeMutableRawBufferPointer
+    private(set) var offset = 0
+
+    init(_ out: UnsafeMutableRawBufferPointer) { self.out = out }
+
+    mutating func append(_ bytes: UnsafeRawBufferPointer) {
+        precondition(self.offset + bytes.count <= self.out.count, "head size computed too small")
+        UnsafeMutableRawBufferPointer(rebasing: self.out[self.offset...]).copyMemory(from: bytes)
+        self.offset += bytes.count
+    }
+
+    mutating func append(_ string: StaticString) {
+        self.append(UnsafeRawBufferPointer(start: string.utf8Start, count: string.utf8CodeUnitCount))
+    }
+
+    /// Any string's UTF-8 as one copy (`ByteBuffer.writeString` goes byte by byte for small,
+    /// inline strings, which most header names and values are).
+    mutating func append(_ string: String) {
+        var string = string
+        string.withUTF8 { self.append(UnsafeRawBufferPointer($0)) }
+    }
+
+    mutating func append(_ byte: UInt8) {
+        precondition(self.offset < self.out.count, "head size computed too small")
+        self.out[self.offset] = byte
+        self.offset += 1
     }
 
     /// The field lines and the empty line that ends them.
-    private static func write(_ headers: HTTPHeaders, to buffer: inout ByteBuffer) {
+    mutating func append(_ headers: HTTPHeaders) {
         for (name, value) in headers {
-            Self.writeUTF8(name, to: &buffer)
-            buffer.writeStaticString(": ")
-            Self.writeUTF8(value, to: &buffer)
-            buffer.writeStaticString("\r\n")
+            self.append(name)
+            self.append(": ")
+            self.append(value)
+            self.append("\r\n")
         }
-        buffer.writeStaticString("\r\n")
-    }
-
-    /// `ByteBuffer.writeString` has no contiguous storage to copy from for a small string (up to 15
-    /// bytes, stored inline), which most header names and values are: it concatenates, then copies
-    /// byte by byte (NIO 2.101 `_setStringSlowpath`). `withUTF8` gives any string's bytes as one buffer.
-    @inline(__always)
-    private static func writeUTF8(_ string: String, to buffer: inout ByteBuffer) {
-        var string = string
-        _ = string.withUTF8 { buffer.writeBytes($0) }
-    }
-
-    private static func writeStatusCode(_ code: Int, to buffer: inout ByteBuffer) {
-        let code = (100...999).contains(code) ? code : 500
-        buffer.writeInteger(UInt8(ascii: "0") + UInt8(code / 100))
-        buffer.writeInteger(UInt8(ascii: "0") + UInt8(code / 10 % 10))
-        buffer.writeInteger(UInt8(ascii: "0") + UInt8(code % 10))
+        self.append("\r\n")
     }
 }
 
