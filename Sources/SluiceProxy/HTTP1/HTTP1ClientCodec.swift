@@ -17,29 +17,20 @@ final class HTTP1ClientCodec: ChannelDuplexHandler {
     typealias OutboundIn = HTTPClientRequestPart
     typealias OutboundOut = ByteBuffer
 
-    private var parser: HTTP1Parser
-    private var inbound = HTTP1InboundBytes()
-    private var delivering = false
-    private var failed = false
+    private var input: HTTP1Input
     private var body = HTTP1BodyWriter()
     private var heads = HTTP1HeadBuffer()
 
     init(maxHeadBytes: Int) {
-        self.parser = HTTP1Parser(kind: .response, limits: .init(maxHeadBytes: maxHeadBytes))
+        self.input = HTTP1Input(HTTP1Parser(kind: .response, limits: .init(maxHeadBytes: maxHeadBytes)))
     }
 
     // MARK: Inbound
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        guard !self.failed else { return }
-        self.inbound.append(self.unwrapInboundIn(data))
-        // A read that arrives while parts are delivered (re-entrantly) is parsed by the loop below.
-        guard !self.delivering else { return }
-        self.delivering = true
-        defer { self.delivering = false }
-        while !self.failed {
-            let (event, body) = self.inbound.next(&self.parser)
-            if case .needMore = event { return }
+        guard self.input.receive(self.unwrapInboundIn(data)) else { return }
+        defer { self.input.endDelivery() }
+        while let (event, body) = self.input.next() {
             self.handle(event, body: body, context: context)
         }
     }
@@ -67,8 +58,6 @@ final class HTTP1ClientCodec: ChannelDuplexHandler {
         case .requestHead:
             preconditionFailure("a response parser yields no request heads")
         case .error(let error):
-            self.failed = true
-            self.inbound.removeAll()
             context.fireErrorCaught(error)
         }
     }
@@ -76,7 +65,7 @@ final class HTTP1ClientCodec: ChannelDuplexHandler {
     func channelInactive(context: ChannelHandlerContext) {
         // A body delimited by the close ends here; a response cut short is left to the handler,
         // which sees the connection close before the end.
-        if !self.failed, case .end = self.parser.inputEnded() {
+        if case .end = self.input.inputEnded() {
             self.handle(.end(trailers: nil), body: nil, context: context)
         }
         context.fireChannelInactive()
@@ -87,7 +76,7 @@ final class HTTP1ClientCodec: ChannelDuplexHandler {
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
         switch self.unwrapOutboundIn(data) {
         case .head(let head):
-            if head.method == .HEAD { self.parser.expectResponseToHEAD() }
+            if head.method == .HEAD { self.input.expectResponseToHEAD() }
             let (buffer, framing) = HTTP1Serializer.requestHead(head, into: &self.heads)
             self.body.framing = framing
             context.write(self.wrapOutboundOut(buffer), promise: promise)

@@ -19,36 +19,25 @@ final class HTTP1ServerCodec: ChannelDuplexHandler {
     typealias OutboundIn = HTTPServerResponsePart
     typealias OutboundOut = ByteBuffer
 
-    private var parser: HTTP1Parser
-    /// Received bytes not parsed yet (the start of a head, or a pipelined request behind the one
-    /// being delivered).
-    private var inbound = HTTP1InboundBytes()
-    /// Set while parts are being delivered, so that a read arriving re-entrantly only appends.
-    private var delivering = false
-    private var failed = false
+    /// The parser and the received bytes not parsed yet (the start of a head, or a pipelined
+    /// request behind the one being delivered).
+    private var input: HTTP1Input
     /// For each request parsed and not answered yet: whether its response has no body (`HEAD`, `CONNECT`).
     private var bodylessResponses = CircularBuffer<Bool>(initialCapacity: 4)
     private var body = HTTP1BodyWriter()
     private var heads = HTTP1HeadBuffer()
 
     init(maxHeadBytes: Int) {
-        self.parser = HTTP1Parser(kind: .request, limits: .init(maxHeadBytes: maxHeadBytes))
+        self.input = HTTP1Input(HTTP1Parser(kind: .request, limits: .init(maxHeadBytes: maxHeadBytes)))
     }
 
     // MARK: Inbound
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        guard !self.failed else { return }
-        self.inbound.append(self.unwrapInboundIn(data))
-        // A read that arrives while parts are delivered (re-entrantly) is parsed by the loop below.
-        guard !self.delivering else { return }
-        self.delivering = true
-        defer { self.delivering = false }
-        while !self.failed {
-            let (event, body) = self.inbound.next(&self.parser)
+        guard self.input.receive(self.unwrapInboundIn(data)) else { return }
+        defer { self.input.endDelivery() }
+        while let (event, body) = self.input.next() {
             switch event {
-            case .needMore:
-                return
             case .requestHead(let head, _):
                 self.bodylessResponses.append(head.method == "HEAD" || head.method == "CONNECT")
                 context.fireChannelRead(self.wrapInboundOut(.head(Self.makeHead(head))))
@@ -56,25 +45,19 @@ final class HTTP1ServerCodec: ChannelDuplexHandler {
                 context.fireChannelRead(self.wrapInboundOut(.body(body!)))
             case .end(let trailers):
                 context.fireChannelRead(self.wrapInboundOut(.end(trailers.map { HTTPHeaders($0) })))
-            case .responseHead:
-                preconditionFailure("a request parser yields no response heads")
             case .error(let error):
-                self.fail(error, context: context)
+                context.fireErrorCaught(error)
+            case .needMore, .responseHead:
+                preconditionFailure("a request parser yields no response heads, and the input no needMore")
             }
         }
     }
 
-    private func fail(_ error: HTTP1ParseError, context: ChannelHandlerContext) {
-        self.failed = true
-        self.inbound.removeAll()
-        context.fireErrorCaught(error)
-    }
-
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
-        if let event = event as? ChannelEvent, case .inputClosed = event, !self.failed {
+        if let event = event as? ChannelEvent, case .inputClosed = event {
             // Half-close: a request cut short is an error; a clean end between requests is not.
-            if case .error(let error) = self.parser.inputEnded() {
-                self.fail(error, context: context)
+            if case .error(let error) = self.input.inputEnded() {
+                context.fireErrorCaught(error)
             }
         }
         context.fireUserInboundEventTriggered(event)
