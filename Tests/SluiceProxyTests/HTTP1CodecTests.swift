@@ -211,6 +211,33 @@ struct HTTP1CodecTests {
         #expect(try Self.written(channel) == "GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nok")
     }
 
+    struct RequestFramingCase: Sendable, CustomTestStringConvertible {
+        var method: HTTPMethod
+        var headers: [(String, String)]
+        var wire: String
+        var testDescription: String { "\(self.method.rawValue) \(self.headers.map(\.0))" }
+    }
+
+    static let requestFramings: [RequestFramingCase] = [
+        // TRACE has no body: its framing headers go.
+        .init(method: .TRACE, headers: [("Content-Length", "3")], wire: "TRACE / HTTP/1.1\r\n\r\nabc"),
+        // A length wins over Transfer-Encoding, which goes.
+        .init(method: .PUT, headers: [("Content-Length", "3"), ("Transfer-Encoding", "chunked")], wire: "PUT / HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc"),
+        // A method where a body is unlikely is chunked only when it says so.
+        .init(method: .DELETE, headers: [("transfer-encoding", "chunked")], wire: "DELETE / HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"),
+        .init(method: .GET, headers: [], wire: "GET / HTTP/1.1\r\n\r\nabc"),
+    ]
+
+    /// Each request's framing headers are corrected as NIO's encoder did, and the body framed to match.
+    @Test(arguments: Self.requestFramings)
+    func requestFraming(_ framing: RequestFramingCase) throws {
+        let channel = try Self.client()
+        try channel.writeOutbound(HTTPClientRequestPart.head(HTTPRequestHead(version: .http1_1, method: framing.method, uri: "/", headers: HTTPHeaders(framing.headers))))
+        try channel.writeOutbound(HTTPClientRequestPart.body(.byteBuffer(ByteBuffer(string: "abc"))))
+        try channel.writeOutbound(HTTPClientRequestPart.end(nil))
+        #expect(try Self.written(channel) == framing.wire)
+    }
+
     /// A chunked response comes out de-chunked with its trailers; a 100 Continue before it is skipped.
     @Test func chunkedResponse() throws {
         let channel = try Self.client()

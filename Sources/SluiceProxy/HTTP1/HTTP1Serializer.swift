@@ -30,10 +30,7 @@ enum HTTP1Serializer {
             }
             framing = .suppressed
         } else if fields.contentLength {
-            if fields.transferEncoding {
-                headers.remove(name: "transfer-encoding")
-                fields = FieldScan(headers)
-            }
+            Self.keepLengthOnly(&headers, &fields)
             framing = suppressBody ? .suppressed : .raw
         } else if head.version.major == 1 && head.version.minor >= 1 {
             headers.replaceOrAdd(name: "transfer-encoding", value: "chunked")
@@ -68,36 +65,22 @@ enum HTTP1Serializer {
         var headers = head.headers
         var fields = FieldScan(headers)
         let framing: HTTP1BodyFraming
-        switch head.method {
-        case .TRACE:
+        if head.method == .TRACE {
             if fields.contentLength || fields.transferEncoding {
                 Self.removeFraming(&headers)
                 fields = FieldScan(headers)
             }
             framing = .raw
-        case .POST, .PUT, .PATCH:
-            if fields.contentLength {
-                if fields.transferEncoding {
-                    headers.remove(name: "transfer-encoding")
-                    fields = FieldScan(headers)
-                }
-                framing = .raw
-            } else {
-                headers.replaceOrAdd(name: "transfer-encoding", value: "chunked")
-                fields = FieldScan(headers)
-                framing = .chunked
-            }
-        default:
+        } else if fields.contentLength {
+            Self.keepLengthOnly(&headers, &fields)
+            framing = .raw
+        } else if head.method == .POST || head.method == .PUT || head.method == .PATCH {
+            headers.replaceOrAdd(name: "transfer-encoding", value: "chunked")
+            fields = FieldScan(headers)
+            framing = .chunked
+        } else {
             // A body is unlikely: chunked only when the headers say so.
-            if fields.contentLength {
-                if fields.transferEncoding {
-                    headers.remove(name: "transfer-encoding")
-                    fields = FieldScan(headers)
-                }
-                framing = .raw
-            } else {
-                framing = fields.firstTransferEncoding == "chunked" ? .chunked : .raw
-            }
+            framing = fields.firstTransferEncoding == "chunked" ? .chunked : .raw
         }
         let method = head.method.rawValue
         let size = method.utf8.count + head.uri.utf8.count + 12 + fields.bytes
@@ -151,6 +134,13 @@ enum HTTP1Serializer {
     }
 
     // MARK: Pieces
+
+    /// A length is declared: a `Transfer-Encoding` beside it goes (the body is sent as it is).
+    private static func keepLengthOnly(_ headers: inout HTTPHeaders, _ fields: inout FieldScan) {
+        guard fields.transferEncoding else { return }
+        headers.remove(name: "transfer-encoding")
+        fields = FieldScan(headers)
+    }
 
     private static func removeFraming(_ headers: inout HTTPHeaders) {
         if headers.contains(name: "content-length") { headers.remove(name: "content-length") }
