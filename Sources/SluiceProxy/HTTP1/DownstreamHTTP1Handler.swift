@@ -9,8 +9,7 @@ import SluiceCore
 /// It sits behind ``HTTP1ServerCodec`` (no pipelining handler: NIO's holds `read()` while every
 /// response is in flight, which costs two `epoll_ctl` calls per request). Pipelined requests are
 /// queued here instead and answered in order; reading pauses only when the queue grows past
-/// ``maxQueuedParts``. It translates; the
-/// decisions are elsewhere:
+/// ``maxQueuedParts``. It translates; the decisions are elsewhere:
 /// 1. whether a request is acceptable: ``RequestRules``; how headers change: ``HeaderRules``;
 /// 2. whether a response must carry `Connection: close` because of the drain: the loop's
 ///    ``ConnectionTable``;
