@@ -129,7 +129,7 @@ struct ErrorTests {
             request: "POST /digest HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n800\r\n\(String(repeating: "b", count: 2048))\r\n0\r\n\r\n",
             status: "413 Payload Too Large", body: "request body exceeds 1024 bytes\n"
         ),
-        .init(name: "CONNECT", request: "CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n", status: "405 Method Not Allowed", body: ""),  // NIO's encoder never sends a body after CONNECT
+        .init(name: "CONNECT", request: "CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n", status: "405 Method Not Allowed", body: "CONNECT is not supported: Sluice is a reverse proxy\n"),
         .init(
             name: "absolute form for another host", request: "GET http://example.com/ HTTP/1.1\r\nHost: a\r\n\r\n", status: "403 Forbidden",
             body: "absolute-form target for another host: Sluice is not a forward proxy\n"

@@ -162,6 +162,19 @@ struct HTTP1CodecTests {
         #expect(try Self.written(channel) == "HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nHTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello")
     }
 
+    /// A refused CONNECT keeps its body; a successful one would have none (it would become a tunnel).
+    @Test func connectResponsesHaveABodyOnlyWhenRefused() throws {
+        let channel = try Self.server()
+        try channel.writeInbound(ByteBuffer(string: "CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\nCONNECT b:443 HTTP/1.1\r\nHost: b:443\r\n\r\n"))
+        try channel.writeOutbound(Self.response(.methodNotAllowed, [("content-length", "2")]))
+        try channel.writeOutbound(HTTPServerResponsePart.body(.byteBuffer(ByteBuffer(string: "no"))))
+        try channel.writeOutbound(HTTPServerResponsePart.end(nil))
+        try channel.writeOutbound(Self.response(.ok, [("content-length", "2")]))
+        try channel.writeOutbound(HTTPServerResponsePart.body(.byteBuffer(ByteBuffer(string: "ok"))))
+        try channel.writeOutbound(HTTPServerResponsePart.end(nil))
+        #expect(try Self.written(channel) == "HTTP/1.1 405 Method Not Allowed\r\ncontent-length: 2\r\n\r\nnoHTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n")
+    }
+
     /// `100 Continue` does not take the request's place: the final response to a HEAD still has no body.
     @Test func interimResponseKeepsTheRequestsMethod() throws {
         let channel = try Self.server()

@@ -11,8 +11,9 @@ import SluiceCore
 /// ``HTTP1Serializer``. A parse error is fired as an ``HTTP1ParseError`` through `errorCaught`,
 /// and nothing more is parsed on the connection.
 ///
-/// Responses to `HEAD` and `CONNECT` requests carry no body whatever their headers say: the
-/// methods of the requests parsed are queued, and each final response head takes one.
+/// A response to `HEAD`, and a successful (2xx) response to `CONNECT`, carry no body whatever their
+/// headers say (RFC 9110 §9.3.2, §9.3.6); any other response to `CONNECT`, such as Sluice's 405,
+/// has its body. The methods of the requests parsed are queued, and each final response head takes one.
 final class HTTP1ServerCodec: ChannelDuplexHandler {
     typealias InboundIn = ByteBuffer
     typealias InboundOut = HTTPServerRequestPart
@@ -22,8 +23,16 @@ final class HTTP1ServerCodec: ChannelDuplexHandler {
     /// The parser and the received bytes not parsed yet (the start of a head, or a pipelined
     /// request behind the one being delivered).
     private var input: HTTP1Input
-    /// For each request parsed and not answered yet: whether its response has no body (`HEAD`, `CONNECT`).
-    private var bodylessResponses = CircularBuffer<Bool>(initialCapacity: 4)
+    /// For each request parsed and not answered yet, what its method says of the response's body.
+    private var pendingMethods = CircularBuffer<BodyRule>(initialCapacity: 4)
+
+    private enum BodyRule {
+        case asFramed
+        /// `HEAD`: never a body.
+        case never
+        /// `CONNECT`: no body when successful (the connection would become a tunnel).
+        case noneIfSuccessful
+    }
     private var body = HTTP1BodyWriter()
     private var heads = HTTP1HeadBuffer()
 
@@ -39,7 +48,7 @@ final class HTTP1ServerCodec: ChannelDuplexHandler {
         while let (event, body) = self.input.next() {
             switch event {
             case .requestHead(let head, _):
-                self.bodylessResponses.append(head.method == "HEAD" || head.method == "CONNECT")
+                self.pendingMethods.append(head.method == "HEAD" ? .never : head.method == "CONNECT" ? .noneIfSuccessful : .asFramed)
                 context.fireChannelRead(self.wrapInboundOut(.head(Self.makeHead(head))))
             case .body:
                 context.fireChannelRead(self.wrapInboundOut(.body(body!)))
@@ -80,7 +89,12 @@ final class HTTP1ServerCodec: ChannelDuplexHandler {
             let code = head.status.code
             let interim = code >= 100 && code < 200 && code != 101
             // A 1xx (but 101) is followed by the final response to the same request.
-            let suppress = interim ? false : (self.bodylessResponses.popFirst() ?? false)
+            let suppress: Bool
+            switch interim ? .asFramed : (self.pendingMethods.popFirst() ?? .asFramed) {
+            case .asFramed: suppress = false
+            case .never: suppress = true
+            case .noneIfSuccessful: suppress = code >= 200 && code < 300
+            }
             let (buffer, framing) = HTTP1Serializer.responseHead(head, suppressBody: suppress, into: &self.heads)
             if !interim { self.body.framing = framing }
             context.write(self.wrapOutboundOut(buffer), promise: promise)
