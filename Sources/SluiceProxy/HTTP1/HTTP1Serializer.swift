@@ -18,16 +18,13 @@ enum HTTP1BodyFraming: Equatable {
 /// is sent chunked on HTTP/1.1; one that must not have a body loses its framing headers.
 enum HTTP1Serializer {
     /// A response head for the wire, and the framing of the body after it.
-    /// - Parameter suppressBody: the request was `HEAD` or `CONNECT`.
+    /// - Parameter suppressBody: the request rules out a body (`HEAD`, or `CONNECT` answered with a 2xx).
     static func responseHead(_ head: HTTPResponseHead, suppressBody: Bool, into scratch: inout HTTP1HeadBuffer) -> (ByteBuffer, HTTP1BodyFraming) {
         var headers = head.headers
         var fields = FieldScan(headers)
         let framing: HTTP1BodyFraming
         if !head.status.mayHaveResponseBody {
-            if fields.contentLength || fields.transferEncoding {
-                Self.removeFraming(&headers)
-                fields = FieldScan(headers)
-            }
+            Self.removeFraming(&headers, &fields)
             framing = .suppressed
         } else if fields.contentLength {
             Self.keepLengthOnly(&headers, &fields)
@@ -66,10 +63,7 @@ enum HTTP1Serializer {
         var fields = FieldScan(headers)
         let framing: HTTP1BodyFraming
         if head.method == .TRACE {
-            if fields.contentLength || fields.transferEncoding {
-                Self.removeFraming(&headers)
-                fields = FieldScan(headers)
-            }
+            Self.removeFraming(&headers, &fields)
             framing = .raw
         } else if fields.contentLength {
             Self.keepLengthOnly(&headers, &fields)
@@ -142,9 +136,12 @@ enum HTTP1Serializer {
         fields = FieldScan(headers)
     }
 
-    private static func removeFraming(_ headers: inout HTTPHeaders) {
-        if headers.contains(name: "content-length") { headers.remove(name: "content-length") }
-        if headers.contains(name: "transfer-encoding") { headers.remove(name: "transfer-encoding") }
+    /// No body may follow: both framing headers go.
+    private static func removeFraming(_ headers: inout HTTPHeaders, _ fields: inout FieldScan) {
+        guard fields.contentLength || fields.transferEncoding else { return }
+        if fields.contentLength { headers.remove(name: "content-length") }
+        if fields.transferEncoding { headers.remove(name: "transfer-encoding") }
+        fields = FieldScan(headers)
     }
 }
 
