@@ -1,7 +1,10 @@
 import Foundation
 import Glibc
+import NIOCore
 import NIOPosix
 import Testing
+
+@testable import SluiceProxy
 
 /// The real `sluice` executable: flags, environment, config file, errors and exit codes.
 @Suite("Command line")
@@ -103,6 +106,26 @@ struct CommandLineTests {
             #expect(try await connected.waitForClose() == "")
             let status = await Task.detached { process.waitUntilExit(); return process.terminationStatus }.value
             #expect(status == 0)
+        }
+    }
+
+    /// The start-up probe only binds: nothing listens on the port after it (a listening probe once
+    /// accepted a client's connection onto a channel that never answered), and it fails, naming
+    /// the errno, on a port something listens on.
+    @Test func startupProbeBindsWithoutListening() async throws {
+        let port = try #require(Self.freePort(in: 20_000..<30_000))
+        try ProxyServer.probeBind(host: "127.0.0.1", port: port)
+        let fd = LoopbackSocket.make()
+        defer { close(fd) }
+        #expect(!LoopbackSocket.connect(fd, port: port))
+
+        let holder = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton).bind(host: "127.0.0.1", port: port).get()
+        defer { holder.close(promise: nil) }
+        do {
+            try ProxyServer.probeBind(host: "127.0.0.1", port: port)
+            Issue.record("the probe bound a port that has a listener")
+        } catch let error as IOError {
+            #expect(error.errnoCode == EADDRINUSE)
         }
     }
 

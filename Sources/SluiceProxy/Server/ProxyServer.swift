@@ -78,14 +78,7 @@ public final class ProxyServer: Sendable {
                 // A plain bind first, without SO_REUSEPORT: it fails if anyone else holds the port
                 // (a second Sluice would otherwise silently join the group and take half the traffic).
                 // Port 0 needs no probe: Linux never hands a port-0 bind a port another group uses.
-                let probe = try await ListenError.naming(address) {
-                    // SO_REUSEADDR (not SO_REUSEPORT): connections in TIME_WAIT from a previous run
-                    // must not stop a restart, a live listener must.
-                    try await ServerBootstrap(group: self.group.next())
-                        .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-                        .bind(host: address.host, port: address.port).get()
-                }
-                try await probe.close()
+                try await ListenError.naming(address) { try Self.probeBind(host: address.host, port: address.port) }
             }
             var port = address.port
             var first: SocketAddress?
@@ -105,6 +98,38 @@ public final class ProxyServer: Sendable {
             try await loop.eventLoop.submit { loop.value.startSweeping() }.get()
         }
         return BoundAddresses(listeners: bound, admin: admin)
+    }
+
+    /// Fails with `EADDRINUSE` when something listens on `host:port`. A bare `bind(2)` that never
+    /// listens: the probe used to be a `ServerBootstrap` bind, which listens, and a client connecting
+    /// in that moment was accepted onto the probe's handler-less child channel and hung there
+    /// (seen as a restart test's request getting no response). With `SO_REUSEADDR`, connections in
+    /// TIME_WAIT from a previous run do not stop a restart; a live listener does.
+    static func probeBind(host: String, port: Int) throws {
+        let address = try SocketAddress.makeAddressResolvingHost(host, port: port)
+        let fd = socket(address.protocol.rawValue, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { throw IOError(errnoCode: errno, reason: "socket") }
+        defer { close(fd) }
+        var one: Int32 = 1
+        guard setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size)) == 0 else {
+            throw IOError(errnoCode: errno, reason: "setsockopt")
+        }
+        let result: Int32
+        switch address {
+        case .v4(let v4):
+            var raw = v4.address
+            result = withUnsafePointer(to: &raw) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+            }
+        case .v6(let v6):
+            var raw = v6.address
+            result = withUnsafePointer(to: &raw) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in6>.size)) }
+            }
+        case .unixDomainSocket:
+            return
+        }
+        guard result == 0 else { throw IOError(errnoCode: errno, reason: "bind") }
     }
 
     private func bindListener(host: String, port: Int, loop: NIOLoopBound<LoopContext>) async throws -> any Channel {
