@@ -196,6 +196,22 @@ struct HTTP1CodecTests {
         #expect(try Self.written(channel) == "HTTP/1.1 \(status.code) \(status.reasonPhrase)\r\netag: \"a\"\r\n\r\n")
     }
 
+    /// Heads written before a flush each keep their bytes: the reused head buffer is not
+    /// overwritten while NIO still holds the previous head (pipelined responses, one flush).
+    @Test func headsQueuedBeforeAFlushAreNotOverwritten() throws {
+        let channel = try Self.server()
+        try channel.writeInbound(ByteBuffer(string: "GET /1 HTTP/1.1\r\nHost: x\r\n\r\nGET /2 HTTP/1.1\r\nHost: x\r\n\r\n"))
+        channel.write(Self.response(.ok, [("content-length", "0"), ("x-n", "first")]), promise: nil)
+        channel.write(HTTPServerResponsePart.end(nil), promise: nil)
+        channel.write(Self.response(.notFound, [("content-length", "0"), ("x-n", "second")]), promise: nil)
+        channel.write(HTTPServerResponsePart.end(nil), promise: nil)
+        channel.flush()
+        #expect(
+            try Self.written(channel)
+                == "HTTP/1.1 200 OK\r\ncontent-length: 0\r\nx-n: first\r\n\r\nHTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nx-n: second\r\n\r\n"
+        )
+    }
+
     /// A promise on the end completes even when nothing is written for it.
     @Test func endPromiseCompletes() throws {
         let channel = try Self.server()

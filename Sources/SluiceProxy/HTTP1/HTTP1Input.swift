@@ -53,22 +53,17 @@ struct HTTP1Input {
         var bytes = self.pending ?? Self.empty
         self.pending = nil
         let (event, consumed) = bytes.withUnsafeReadableBytes { self.parser.next($0) }
-        var body: ByteBuffer?
-        switch event {
-        case .needMore:
-            bytes.moveReaderIndex(forwardBy: consumed)
-            if bytes.readableBytes > 0 { self.pending = bytes }
-            return nil
-        case .body(let range):
-            body = bytes.getSlice(at: bytes.readerIndex + range.lowerBound, length: range.count)
-        case .error:
+        if case .error = event {
             self.failed = true
             return (event, nil)  // `bytes` (and so the rest of the input) is dropped
-        case .requestHead, .responseHead, .end:
-            break
+        }
+        var body: ByteBuffer?
+        if case .body(let range) = event {
+            body = bytes.getSlice(at: bytes.readerIndex + range.lowerBound, length: range.count)
         }
         bytes.moveReaderIndex(forwardBy: consumed)
         if bytes.readableBytes > 0 { self.pending = bytes }
+        if case .needMore = event { return nil }
         return (event, body)
     }
 
