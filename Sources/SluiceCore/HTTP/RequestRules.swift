@@ -72,18 +72,7 @@ public enum RequestRules {
             return .failure(.connectRefused)
         }
         guard head.versionMajor == 1 else { return .failure(.badRequest("unsupported HTTP version")) }
-        // The host (when there is exactly one) and how many there are, without an array for the
-        // common single plain `Host` value.
-        let hostCount: Int
-        let host: Substring?
-        if !present.contains(.host) {
-            (hostCount, host) = (0, nil)
-        } else if present.contains(.hostOnce), let value = headers.first(name: "host"), Self.isPlainToken(value) {
-            (hostCount, host) = (1, value[...])
-        } else {
-            let hosts = Self.hostTokens(headers, present: present)
-            (hostCount, host) = (hosts.count, hosts.first)
-        }
+        let (hostCount, host) = Self.hosts(headers, present: present)
         if head.versionMinor >= 1 && hostCount != 1 {
             return .failure(.badRequest(hostCount == 0 ? "missing Host header" : "more than one Host header"))
         }
@@ -123,14 +112,16 @@ public enum RequestRules {
         return .success(accepted)
     }
 
-    /// `tokens(name: "host")`, without splitting when the one `Host` value is a plain authority
-    /// (no comma, no surrounding whitespace: the tokens are then the value itself).
+    /// How many `Host` values there are, and the first: without splitting or an array when the one
+    /// `Host` value is a plain authority (no comma, no surrounding whitespace), as nearly all are.
     @inlinable
-    static func hostTokens<H: HeaderFields>(_ headers: H, present: HeaderNamesPresent) -> [Substring] {
+    static func hosts<H: HeaderFields>(_ headers: H, present: HeaderNamesPresent) -> (count: Int, first: Substring?) {
+        guard present.contains(.host) else { return (0, nil) }
         if present.contains(.hostOnce), let host = headers.first(name: "host"), Self.isPlainToken(host) {
-            return [host[...]]
+            return (1, host[...])
         }
-        return headers.tokens(name: "host")
+        let tokens = headers.tokens(name: "host")
+        return (tokens.count, tokens.first)
     }
 
     @inlinable
