@@ -54,6 +54,12 @@ struct ProxyOptions: ParsableArguments {
     var maxHeaderSize: String?
     @Option(name: .customLong("max-body-size"), help: "Largest request body; larger gets 413. Default unlimited.")
     var maxBodySize: String?
+    @Option(name: .customLong("request-body-timeout"), help: "Longest gap between request body bytes; then 408 (or abort). Default 30s.")
+    var requestBodyTimeout: String?
+    @Option(name: .customLong("stream-stall-timeout"), help: "HTTP/2 streams stalled on the client's flow control are reset after this. Default 30s.")
+    var streamStallTimeout: String?
+    @Option(name: .customLong("max-connections"), help: "Most client connections at once; past it accepting pauses. Default auto (from the open-file limit).")
+    var maxConnections: String?
     @Option(name: .customLong("upstream-connect-timeout"), help: "Upstream connect timeout (502 after). Default 5s.")
     var upstreamConnectTimeout: String?
     @Option(name: .customLong("response-header-timeout"), help: "Upstream response head timeout (504 after). Default 60s.")
@@ -82,6 +88,9 @@ struct ProxyOptions: ParsableArguments {
         set("idle-timeout", self.idleTimeout)
         set("max-header-size", self.maxHeaderSize)
         set("max-body-size", self.maxBodySize)
+        set("request-body-timeout", self.requestBodyTimeout)
+        set("stream-stall-timeout", self.streamStallTimeout)
+        set("max-connections", self.maxConnections)
         set("upstream-connect-timeout", self.upstreamConnectTimeout)
         set("response-header-timeout", self.responseHeaderTimeout)
         set("upstream-idle-timeout", self.upstreamIdleTimeout)

@@ -8,7 +8,7 @@ import Testing
     static let upstreamAccepted = "a URL such as http://127.0.0.1:3000 or h2c://127.0.0.1:50051 (scheme http or h2c, no path)"
     static let sizeAccepted = "a size such as 32768, 32KiB, 1MiB or 2GiB"
     static let knownKeys =
-        "listen, upstream, admin, threads, drain-delay, drain-timeout, termination-grace, drain-idle-quiet, request-header-timeout, idle-timeout, max-header-size, max-body-size, upstream-connect-timeout, response-header-timeout, upstream-idle-timeout, upstream-max-idle, log-level, log-format"
+        "listen, upstream, admin, threads, drain-delay, drain-timeout, termination-grace, drain-idle-quiet, request-header-timeout, idle-timeout, max-header-size, max-body-size, request-body-timeout, stream-stall-timeout, max-connections, upstream-connect-timeout, response-header-timeout, upstream-idle-timeout, upstream-max-idle, log-level, log-format"
 
     /// The error messages for `sources`, or `[]` when the configuration is valid.
     func messages(_ sources: ConfigSources, defaultThreads: Int = 2) -> [String] {
@@ -38,6 +38,10 @@ import Testing
         #expect(config.http.idleTimeout == .seconds(60))
         #expect(config.http.maxHeaderBytes == 32768)
         #expect(config.http.maxBodyBytes == nil)
+        #expect(config.http.requestBodyTimeout == .seconds(30))
+        #expect(config.http.streamStallTimeout == .seconds(30))
+        #expect(config.http.maxConnections == nil)
+        #expect(SluiceConfig.Drain.partialHeadGrace == .seconds(1))
         #expect(config.upstream.connectTimeout == .seconds(5))
         #expect(config.upstream.responseHeaderTimeout == .seconds(60))
         #expect(config.upstream.idleTimeout == .seconds(4))
@@ -70,6 +74,9 @@ import Testing
             "idle-timeout": ["2m"],
             "max-header-size": ["64KiB"],
             "max-body-size": ["10MiB"],
+            "request-body-timeout": ["5s"],
+            "stream-stall-timeout": ["10s"],
+            "max-connections": ["2000"],
             "upstream-connect-timeout": ["1s"],
             "response-header-timeout": ["30s"],
             "upstream-idle-timeout": ["3s"],
@@ -91,6 +98,9 @@ import Testing
         #expect(config.http.idleTimeout == .seconds(120))
         #expect(config.http.maxHeaderBytes == 65536)
         #expect(config.http.maxBodyBytes == 10 << 20)
+        #expect(config.http.requestBodyTimeout == .seconds(5))
+        #expect(config.http.streamStallTimeout == .seconds(10))
+        #expect(config.http.maxConnections == 2000)
         #expect(config.upstream.connectTimeout == .seconds(1))
         #expect(config.upstream.responseHeaderTimeout == .seconds(30))
         #expect(config.upstream.idleTimeout == .seconds(3))
@@ -192,6 +202,14 @@ import Testing
         BadValue(key: "max-header-size", value: "512", message: "invalid --max-header-size \"512\": expected \(sizeAccepted), at least 1KiB"),
         BadValue(key: "max-header-size", value: "lots", message: "invalid --max-header-size \"lots\": expected \(sizeAccepted), at least 1KiB"),
         BadValue(key: "max-body-size", value: "1.5MiB", message: "invalid --max-body-size \"1.5MiB\": expected \(sizeAccepted), or unlimited"),
+        BadValue(
+            key: "request-body-timeout", value: "0",
+            message: "invalid --request-body-timeout \"0\": expected \(durationAccepted), greater than zero"),
+        BadValue(
+            key: "stream-stall-timeout", value: "never",
+            message: "invalid --stream-stall-timeout \"never\": expected \(durationAccepted), greater than zero"),
+        BadValue(key: "max-connections", value: "0", message: "invalid --max-connections \"0\": expected a whole number from 1 to 10000000, or auto"),
+        BadValue(key: "max-connections", value: "-5", message: "invalid --max-connections \"-5\": expected a whole number from 1 to 10000000, or auto"),
         BadValue(key: "threads", value: "0", message: "invalid --threads \"0\": expected a whole number from 1 to 256"),
         BadValue(key: "threads", value: "257", message: "invalid --threads \"257\": expected a whole number from 1 to 256"),
         BadValue(key: "threads", value: "two", message: "invalid --threads \"two\": expected a whole number from 1 to 256"),

@@ -54,6 +54,7 @@ extension SluiceConfig {
     public static let keys: [String] = [
         "listen", "upstream", "admin", "threads", "drain-delay", "drain-timeout", "termination-grace",
         "drain-idle-quiet", "request-header-timeout", "idle-timeout", "max-header-size", "max-body-size",
+        "request-body-timeout", "stream-stall-timeout", "max-connections",
         "upstream-connect-timeout", "response-header-timeout", "upstream-idle-timeout", "upstream-max-idle",
         "log-level", "log-format",
     ]
@@ -89,6 +90,12 @@ extension SluiceConfig {
         reader.one("max-body-size", ByteSizeParser.accepted + ", or unlimited", into: &config.http.maxBodyBytes) { text -> Int?? in
             if text.lowercased() == "unlimited" { return .some(nil) }
             return ByteSizeParser.parse(text).map { .some($0) }
+        }
+        reader.duration("request-body-timeout", positive: true, into: &config.http.requestBodyTimeout)
+        reader.duration("stream-stall-timeout", positive: true, into: &config.http.streamStallTimeout)
+        reader.one("max-connections", "a whole number from 1 to 10000000, or auto", into: &config.http.maxConnections) { text -> Int?? in
+            if text.lowercased() == "auto" { return .some(nil) }
+            return Int(text).flatMap { (1...10_000_000).contains($0) ? .some($0) : nil }
         }
         reader.duration("upstream-connect-timeout", positive: true, into: &config.upstream.connectTimeout)
         reader.duration("response-header-timeout", positive: true, into: &config.upstream.responseHeaderTimeout)

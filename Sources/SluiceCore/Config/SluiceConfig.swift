@@ -31,6 +31,10 @@ public struct SluiceConfig: Sendable, Equatable {
         public var idleQuietPeriod: Duration = .milliseconds(250)
         /// The least time left between the end of `drain-timeout` and SIGKILL: 1 s.
         public static let margin: Duration = .seconds(1)
+        /// Once `draining` has begun, a connection that has sent part of a request head, and no whole
+        /// request, is closed after this long: slowloris connections cannot hold a rollout to its
+        /// deadline. A request whose head arrived (a slow upload) keeps its full time. 1 s.
+        public static let partialHeadGrace: Duration = .seconds(1)
 
         public init() {}
     }
@@ -45,6 +49,16 @@ public struct SluiceConfig: Sendable, Equatable {
         public var maxHeaderBytes: Int = 32 << 10
         /// The largest request body accepted; larger is answered with 413. Default `nil`: unlimited.
         public var maxBodyBytes: Int? = nil
+        /// The longest gap between two pieces of an HTTP/1 request body: past it the request is answered
+        /// with 408 (or, once its response has begun, aborted) and its upstream connection closed. Default 30 s.
+        public var requestBodyTimeout: Duration = .seconds(30)
+        /// An HTTP/2 stream whose response cannot move because the client's flow-control window stays
+        /// closed is reset (`RST_STREAM`, `CANCEL`) after this long. Default 30 s.
+        public var streamStallTimeout: Duration = .seconds(30)
+        /// At most this many downstream connections at once (every listener, every loop); past it
+        /// accepting pauses until one closes. Default `nil`: derived at start-up from `RLIMIT_NOFILE`
+        /// (raised to its hard limit), leaving room for upstream connections and the admin listener.
+        public var maxConnections: Int? = nil
 
         public init() {}
     }
