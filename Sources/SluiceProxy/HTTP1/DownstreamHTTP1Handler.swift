@@ -502,6 +502,10 @@ extension DownstreamHTTP1Handler: UpstreamLeaseRequester {
 }
 
 extension DownstreamHTTP1Handler: UpstreamResponseDelegate {
+    func upstreamInterimResponse(_ head: HTTPResponseHead) {
+        // TODO(issue 14 item 6)
+    }
+
     var downstreamIsWritable: Bool { self.context?.channel.isWritable ?? false }
 
     func upstreamResponseHead(_ head: HTTPResponseHead) {

@@ -200,6 +200,10 @@ extension HTTP2StreamForwarder: UpstreamLeaseRequester {
 }
 
 extension HTTP2StreamForwarder: UpstreamResponseDelegate {
+    func upstreamInterimResponse(_ head: HTTPResponseHead) {
+        // TODO(issue 14 item 6): forward to the HTTP/2 client as a non-final HEADERS frame.
+    }
+
     var downstreamIsWritable: Bool { self.connection.handler?.isWritable(streamID: self.streamID) ?? false }
 
     func upstreamResponseHead(_ head: HTTPResponseHead) {

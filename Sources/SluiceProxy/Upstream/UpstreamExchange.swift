@@ -32,3 +32,9 @@ protocol UpstreamExchange: AnyObject {
 extension UpstreamExchange {
     func sendEnd() { self.sendEnd(trailers: nil) }
 }
+
+enum UpstreamLimits {
+    /// How many interim (1xx) responses one response may have; past it the exchange fails with a 502
+    /// (RFC 9110 §15.2 sets no limit, and without one an upstream could send them forever).
+    static let maxInterimResponses = 32
+}

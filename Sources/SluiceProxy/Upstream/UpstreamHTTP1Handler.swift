@@ -6,6 +6,9 @@ import SluiceCore
 ///
 /// Called on the shared event loop, in order: head, body*, end; or `upstreamFailed` once.
 protocol UpstreamResponseDelegate: AnyObject {
+    /// An interim (1xx, never 101) response before the final head; at most
+    /// ``UpstreamLimits/maxInterimResponses`` of them (past it the exchange fails with a 502).
+    func upstreamInterimResponse(_ head: HTTPResponseHead)
     func upstreamResponseHead(_ head: HTTPResponseHead)
     func upstreamResponseBody(_ body: ByteBuffer)
     func upstreamResponseEnd(_ trailers: HTTPHeaders?)
