@@ -403,6 +403,52 @@ import Testing
         #expect(sweep(&table, at: t0 + .seconds(15)) == [id(1): .requestHeaderTimeout])
     }
 
+    /// A request body that stops arriving is closed after the body timeout, counted from its last
+    /// piece; each piece restarts it, and a body read whole (or a finished request) ends it.
+    @Test func sweepClosesAStalledRequestBodyAfterTheBodyTimeout() {
+        var table = Table(timeouts: .init(requestHeader: .seconds(10), idle: .seconds(60), drainQuiet: .milliseconds(250), requestBody: .seconds(5)))
+        add(&table, 1, at: t0)
+        add(&table, 2, at: t0)
+        add(&table, 3, at: t0)
+        for raw in 1...3 as ClosedRange<UInt64> {
+            table.requestStarted(id(raw), now: t0)
+            table.requestBodyRead(id(raw), now: t0)
+        }
+        table.requestBodyRead(id(1), now: t0 + .seconds(4))
+        table.requestBodyEnded(id(2))
+        #expect(sweep(&table, at: t0 + .seconds(5) - .nanoseconds(1)).isEmpty)
+        #expect(sweep(&table, at: t0 + .seconds(5)) == [id(3): .requestBodyTimeout])
+        #expect(sweep(&table, at: t0 + .seconds(9)) == [id(1): .requestBodyTimeout])
+        // The request whose body ended waits for its response, untimed (the upstream's timeout applies).
+        #expect(sweep(&table, at: t0 + .seconds(50)).isEmpty)
+        table.requestFinished(id(2), now: t0 + .seconds(50))
+        #expect(table[id(2)]?.bodyReadAt == nil)
+    }
+
+    /// Once draining has begun, a connection holding a partial request head (slowloris) is closed
+    /// after the grace period, counted from the drain or from the head's first byte if later; a
+    /// request whose head arrived (a slow upload) is not touched.
+    @Test func drainClosesPartialHeadsAfterTheGracePeriod() {
+        var table = Table(timeouts: .init(requestHeader: .seconds(30), idle: .seconds(60), drainQuiet: .milliseconds(250), drainPartialHead: .seconds(1)))
+        add(&table, 1, at: t0)
+        add(&table, 2, at: t0)
+        table.requestHeadBegan(id(1), now: t0)
+        table.requestStarted(id(2), now: t0)
+        table.requestBodyRead(id(2), now: t0)
+        // Not before the drain: the header timeout (30 s) still rules.
+        #expect(sweep(&table, at: t0 + .seconds(5)).isEmpty)
+        let drainAt = t0 + .seconds(10)
+        #expect(table.beginDraining(now: drainAt).isEmpty)
+        // Accepted from the queue as the listener closes; its head begins half a second later.
+        add(&table, 3, at: drainAt)
+        table.requestHeadBegan(id(3), now: drainAt + .milliseconds(500))
+        #expect(sweep(&table, at: drainAt + .seconds(1) - .nanoseconds(1)).isEmpty)
+        #expect(sweep(&table, at: drainAt + .seconds(1)) == [id(1): .drainPartialHead])
+        #expect(sweep(&table, at: drainAt + .milliseconds(1500)) == [id(3): .drainPartialHead])
+        table.requestBodyRead(id(2), now: drainAt + .seconds(20))
+        #expect(sweep(&table, at: drainAt + .seconds(21)).isEmpty)
+    }
+
     /// A connection with a request in flight is never swept, in normal mode or while draining.
     @Test func sweepNeverClosesABusyConnection() {
         var table = makeTable()
@@ -436,14 +482,23 @@ import Testing
         #expect(sweep(&table, at: t0 + .milliseconds(1350)) == [id(2): .drainIdle])
     }
 
-    /// While draining, a head being read is still timed by the header timeout, not the quiet period.
-    @Test func sweepWhileDrainingTimesAHeadByTheHeaderTimeout() {
+    /// While draining, a head being read is not closed by the quiet period but by the partial-head
+    /// grace (1 s), or the header timeout if that is shorter.
+    @Test func sweepWhileDrainingTimesAHeadByThePartialHeadGrace() {
         var table = makeTable()
         add(&table, 1, at: t0)
+        add(&table, 2, at: t0)
         table.requestHeadBegan(id(1), now: t0)
-        _ = table.beginDraining(now: t0)
-        #expect(sweep(&table, at: t0 + .seconds(5)).isEmpty)
-        #expect(sweep(&table, at: t0 + .seconds(10)) == [id(1): .requestHeaderTimeout])
+        table.requestHeadBegan(id(2), now: t0)
+        _ = table.beginDraining(now: t0 + .milliseconds(9500))
+        #expect(sweep(&table, at: t0 + .milliseconds(9900)).isEmpty)
+        #expect(sweep(&table, at: t0 + .seconds(10)) == [id(1): .requestHeaderTimeout, id(2): .requestHeaderTimeout])
+        var early = makeTable()
+        add(&early, 1, at: t0)
+        early.requestHeadBegan(id(1), now: t0)
+        _ = early.beginDraining(now: t0)
+        #expect(sweep(&early, at: t0 + .milliseconds(999)).isEmpty)
+        #expect(sweep(&early, at: t0 + .seconds(1)) == [id(1): .drainPartialHead])
     }
 
     /// While propagating, the sweep applies the normal timeouts only.

@@ -21,6 +21,7 @@ import Testing
     enum Recorded: Equatable, CustomStringConvertible {
         case request(String, String, Int, Int, [Field], Framing)
         case response(Int, String, Int, Int, [Field], Framing)
+        case interim(Int, [Field])
         case body([UInt8])
         case end([Field]?)
         case error(HTTP1ParseError)
@@ -29,6 +30,7 @@ import Testing
             switch self {
             case .request(let m, let t, let ma, let mi, let f, let fr): "request(\(m) \(t) \(ma).\(mi) \(f) \(fr))"
             case .response(let s, let r, let ma, let mi, let f, let fr): "response(\(s) \(r) \(ma).\(mi) \(f) \(fr))"
+            case .interim(let s, let f): "interim(\(s) \(f))"
             case .body(let b): "body(\(b.count) bytes)"
             case .end(let t): "end(\(t.map { $0.description } ?? "nil"))"
             case .error(let e): "error(\(e.kind) \(e.detail))"
@@ -181,6 +183,12 @@ import Testing
                     self.message = framing
                     self.bodyCount = 0
                     self.record(.request(head.method, head.target, head.versionMajor, head.versionMinor, HTTP1ParserFuzzTests.fields(head.fields), framing))
+                case .interimHead(let head):
+                    guard self.kind == .response else { return self.fail("interim head from a request parser") }
+                    guard self.message == nil else { return self.fail("interim head inside a message") }
+                    guard consumed > 0 else { return self.fail("interim head consumed 0") }
+                    guard (100...199).contains(head.status), head.status != 101 else { return self.fail("interim status \(head.status)") }
+                    self.record(.interim(head.status, HTTP1ParserFuzzTests.fields(head.fields)))
                 case .responseHead(let head, let framing):
                     guard self.kind == .response else { return self.fail("response head from a request parser") }
                     guard self.message == nil else { return self.fail("response head inside a message") }
@@ -430,9 +438,11 @@ import Testing
         mutating func request() -> [UInt8] {
             let method = self.chance(3) ? self.token(7) : Array(self.pick(["GET", "POST", "PUT", "HEAD", "DELETE", "OPTIONS"]).utf8)
             let target = [UInt8(ascii: "/")] + (0..<self.int(0...24)).map { _ in UInt8(self.int(0x21...0x7E)) }
-            var wire = (self.chance(8) ? self.eol() : []) + method + [0x20] + target + Array(" HTTP/1.\(self.int(0...1))".utf8) + self.eol()
+            let minor = self.int(0...1)
+            var wire = (self.chance(8) ? self.eol() : []) + method + [0x20] + target + Array(" HTTP/1.\(minor)".utf8) + self.eol()
             wire += self.fieldLines(self.fieldCount())
-            switch self.int(0...2) {
+            // HTTP/1.0 has no chunked framing (RFC 9112 §6.1).
+            switch self.int(0...(minor == 0 ? 1 : 2)) {
             case 0:
                 wire += self.eol()
             case 1:
@@ -456,14 +466,15 @@ import Testing
             }
             let status = self.chance(4) ? self.pick([204, 304]) : self.pick([200, 201, 206, 301, 404, 500, self.int(200...999)])
             let reason: [UInt8] = self.pick([Array(" OK".utf8), [0x20], [], Array(" Not\tFound \u{e9}".utf8)])
-            wire += Array("HTTP/1.\(self.int(0...1)) \(status)".utf8) + reason + self.eol()
+            let minor = self.int(0...1)
+            wire += Array("HTTP/1.\(minor) \(status)".utf8) + reason + self.eol()
             wire += self.fieldLines(self.fieldCount())
             let noBody = toHEAD || status == 204 || status == 304
             var body = self.body()
-            switch self.int(last ? 0...3 : 1...3) {
+            switch self.int(last ? 0...(minor == 0 ? 1 : 3) : 1...(minor == 0 ? 1 : 3)) {
             case 0:
                 // Until close (or no body at all).
-                if !noBody && self.chance(2) { wire += Array("Transfer-Encoding: gzip".utf8) + self.eol() }
+                if !noBody && minor == 1 && self.chance(2) { wire += Array("Transfer-Encoding: gzip".utf8) + self.eol() }
                 wire += self.eol()
                 if noBody { body = [] }
                 wire += body

@@ -9,6 +9,7 @@ import Testing
     enum Recorded: Equatable, CustomStringConvertible {
         case request(String, String, Int, Int, [String], Framing)
         case response(Int, String, Int, Int, [String], Framing)
+        case interim(Int, [String])
         case body([UInt8])
         case end([String]?)
         case error(HTTP1ParseError)
@@ -17,6 +18,7 @@ import Testing
             switch self {
             case .request(let m, let t, let ma, let mi, let f, let fr): "request(\(m) \(t) \(ma).\(mi) \(f) \(fr))"
             case .response(let s, let r, let ma, let mi, let f, let fr): "response(\(s) \(r) \(ma).\(mi) \(f) \(fr))"
+            case .interim(let s, let f): "interim(\(s) \(f))"
             case .body(let b): "body(\(String(decoding: b, as: UTF8.self).debugDescription))"
             case .end(let t): "end(\(t.map { $0.description } ?? "nil"))"
             case .error(let e): "error(\(e.kind) \(e.detail))"
@@ -93,6 +95,8 @@ import Testing
                     self.record(.request(head.method, head.target, head.versionMajor, head.versionMinor, HTTP1ParserTests.lines(head.fields), framing))
                 case .responseHead(let head, let framing):
                     self.record(.response(head.status, head.reason, head.versionMajor, head.versionMinor, HTTP1ParserTests.lines(head.fields), framing))
+                case .interimHead(let head):
+                    self.record(.interim(head.status, HTTP1ParserTests.lines(head.fields)))
                 case .body(let range):
                     #expect(!range.isEmpty && range.lowerBound >= 0 && range.upperBound <= consumed)
                     self.record(.body(bodyBytes))
@@ -312,13 +316,13 @@ import Testing
     }
 
     /// Valid length forms: identical repeated fields, an identical list with OWS, any name case,
-    /// leading zeros, 18 digits.
+    /// leading zeros, 18 digits. A repeat is passed on as one field.
     @Test func validContentLengths() {
         func framing(_ lines: String) -> Recorded? {
             Self.requests("POST / HTTP/1.1\r\n\(lines)\r\n").first
         }
-        #expect(framing("Content-Length: 5\r\ncontent-length: 5\r\n") == Self.request("POST", "/", ["Content-Length: 5", "content-length: 5"], .contentLength(5)))
-        #expect(framing("CONTENT-LENGTH: 5, 5,5\r\n") == Self.request("POST", "/", ["CONTENT-LENGTH: 5, 5,5"], .contentLength(5)))
+        #expect(framing("Content-Length: 5\r\ncontent-length: 5\r\n") == Self.request("POST", "/", ["Content-Length: 5"], .contentLength(5)))
+        #expect(framing("CONTENT-LENGTH: 5, 5,5\r\n") == Self.request("POST", "/", ["CONTENT-LENGTH: 5"], .contentLength(5)))
         #expect(framing("Content-Length: 007\r\n") == Self.request("POST", "/", ["Content-Length: 007"], .contentLength(7)))
         #expect(
             framing("Content-Length: 999999999999999999\r\n")
@@ -717,6 +721,35 @@ import Testing
         #expect(Array(recorded.dropFirst()) == [Self.body("abc"), .end(nil)])
     }
 
+    /// An HTTP/1.0 request or response with Transfer-Encoding has faulty framing (RFC 9112 §6.1): an
+    /// error, whatever else it says.
+    @Test func transferEncodingInHTTP10IsAnError() {
+        #expect(
+            Self.requests("POST / HTTP/1.0\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n")
+                == [Self.malformed("Transfer-Encoding in an HTTP/1.0 request")])
+        #expect(
+            Self.requests("POST / HTTP/1.0\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\nabc")
+                == [Self.malformed("Transfer-Encoding in an HTTP/1.0 request")])
+        #expect(
+            Self.responses("HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n")
+                == [Self.malformed("Transfer-Encoding in an HTTP/1.0 response")])
+        // HTTP/1.1 is unchanged.
+        #expect(Self.requests("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n") == [Self.request("POST", "/", ["Transfer-Encoding: chunked"], .chunked), .end(nil)])
+    }
+
+    /// Repeated equal Content-Lengths (two fields, or a list) frame the message and are passed on as
+    /// exactly one field, so no parser downstream sees the repeat; requests and responses alike.
+    @Test(arguments: [
+        ("Content-Length: 3\r\nContent-Length: 3\r\n", ["Content-Length: 3"]),
+        ("Content-Length: 3, 3\r\n", ["Content-Length: 3"]),
+        ("content-length: 3,3\r\nX-A: 1\r\nCONTENT-LENGTH: 3\r\n", ["content-length: 3", "X-A: 1"]),
+        ("X-B: 2\r\nContent-Length: 3\r\nContent-Length: 3, 3\r\n", ["X-B: 2", "Content-Length: 3"]),
+    ])
+    func equalContentLengthsArePassedOnAsOne(_ fields: String, _ expected: [String]) {
+        #expect(Self.requests("POST / HTTP/1.1\r\n\(fields)\r\nabc") == [Self.request("POST", "/", expected, .contentLength(3)), Self.body("abc"), .end(nil)])
+        #expect(Self.responses("HTTP/1.1 200 OK\r\n\(fields)\r\nabc") == [Self.response(200, "OK", expected, .contentLength(3)), Self.body("abc"), .end(nil)])
+    }
+
     /// Names that merely resemble the framing fields do not frame the request.
     @Test func lookalikeNamesDoNotFrame() {
         let text = "POST / HTTP/1.1\r\nContent-Length-X: 5\r\nX-Transfer-Encoding: chunked\r\nContent_Length: 7\r\nTransfer-Encodings: gzip\r\n\r\n"
@@ -768,6 +801,7 @@ import Testing
         driver.feed(Array("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi".utf8))
         #expect(
             driver.recorded == [
+                .interim(100, []),
                 Self.response(200, "OK", ["Content-Length: 1000"], .none), .end(nil),
                 Self.response(200, "OK", ["Content-Length: 2"], .contentLength(2)), Self.body("hi"), .end(nil),
             ])
@@ -777,22 +811,44 @@ import Testing
         #expect(chunked.recorded == [Self.response(200, "OK", ["Transfer-Encoding: chunked"], .none), .end(nil)])
     }
 
-    /// Interim 1xx responses (100, 103) are consumed and skipped, in one buffer and split at every
-    /// offset; the final response is reported alone.
-    @Test func interimResponsesAreSkipped() {
+    /// Interim 1xx responses (100, 103) are reported, each with its fields, before the final head
+    /// of the same response, in one buffer and split at every offset (a proxy forwards them: RFC 9110 §15.2).
+    @Test func interimResponsesAreReportedBeforeTheFinalHead() {
         let text = "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
-        let expected: [Recorded] = [Self.response(200, "OK", ["Content-Length: 2"], .contentLength(2)), Self.body("ok"), .end(nil)]
+        let expected: [Recorded] = [
+            .interim(100, []), .interim(103, ["Link: </a.css>; rel=preload"]),
+            Self.response(200, "OK", ["Content-Length: 2"], .contentLength(2)), Self.body("ok"), .end(nil),
+        ]
         #expect(Self.responses(text) == expected)
         Self.checkEverySplit(.response, Array(text.utf8), expected)
-        // An interim head alone is consumed: needMore with its length.
+        // An interim head alone is consumed with its event.
         let (event, consumed) = Self.first(.response, "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 2")
-        #expect(Self.isNeedMore(event) && consumed == 25)
+        guard case .interimHead(let head) = event else {
+            Issue.record("\(event)")
+            return
+        }
+        #expect(head.status == 100 && consumed == 25)
+    }
+
+    /// A response may have 32 interim heads; the 33rd is an error (an upstream cannot send them forever).
+    @Test func interimResponsesPastTheLimitAreAnError() {
+        let interim = "HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n"
+        let final = "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
+        let atLimit = Self.responses(String(repeating: interim, count: 32) + final)
+        #expect(atLimit.count == 34)
+        #expect(atLimit.suffix(2) == [Self.response(200, "OK", ["Content-Length: 0"], .contentLength(0)), .end(nil)])
+        let past = Self.responses(String(repeating: interim, count: 33) + final)
+        #expect(past.count == 33)
+        #expect(past.last == Self.malformed("more than 32 interim (1xx) responses"))
+        // The count is per response: 32 before each of two responses is fine.
+        let two = Self.responses(String(repeating: interim, count: 32) + final + String(repeating: interim, count: 32) + final)
+        #expect(two.count == 68 && two.last == .end(nil))
     }
 
     /// A 101 is an error: Sluice never forwards an upgrade.
     @Test func switchingProtocolsIsAnError() {
         #expect(Self.responses("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n") == [Self.malformed("unexpected 101 Switching Protocols")])
-        #expect(Self.responses("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 101 Switching Protocols\r\n\r\n") == [Self.malformed("unexpected 101 Switching Protocols")])
+        #expect(Self.responses("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 101 Switching Protocols\r\n\r\n") == [.interim(100, []), Self.malformed("unexpected 101 Switching Protocols")])
     }
 
     /// Without a length the body runs until the input ends, which gives `.end`.
@@ -819,7 +875,7 @@ import Testing
         #expect(
             framing("Transfer-Encoding: chunked\r\nContent-Length: 5\r\n")
                 == Self.response(200, "OK", ["Transfer-Encoding: chunked", "Content-Length: 5"], .chunked))
-        #expect(framing("Content-Length: 5, 5\r\n") == Self.response(200, "OK", ["Content-Length: 5, 5"], .contentLength(5)))
+        #expect(framing("Content-Length: 5, 5\r\n") == Self.response(200, "OK", ["Content-Length: 5"], .contentLength(5)))
         #expect(framing("") == Self.response(200, "OK", [], .untilClose))
         #expect(framing("Content-Length: 5\r\nContent-Length: 6\r\n") == Self.malformed("differing Content-Length values"))
         #expect(framing("Content-Length: five\r\n") == Self.malformed("invalid Content-Length"))
@@ -865,7 +921,7 @@ import Testing
                 Self.request("POST", "/", ["Transfer-Encoding: chunked"], .chunked), .error(.truncated),
             ])
         // After an interim response the final one is owed.
-        #expect(Self.parse(.response, ["HTTP/1.1 100 Continue\r\n\r\n"], end: true) == [.error(.truncated)])
+        #expect(Self.parse(.response, ["HTTP/1.1 100 Continue\r\n\r\n"], end: true) == [.interim(100, []), .error(.truncated)])
         #expect(HTTP1ParseError.truncated.kind == .truncated)
     }
 
@@ -969,7 +1025,8 @@ import Testing
             head += fieldWire
             let bodyLength = Int.random(in: 0...300, using: &rng)
             let body = (0..<bodyLength).map { _ in UInt8.random(in: 0...255, using: &rng) }
-            switch Int.random(in: 0..<3, using: &rng) {
+            // HTTP/1.0 has no chunked framing (RFC 9112 §6.1).
+            switch Int.random(in: 0..<(minor == 0 ? 2 : 3), using: &rng) {
             case 0:
                 wire += head + eol()
                 expected += [.request(method, target, 1, minor, fieldLines, .none), .end(nil)]

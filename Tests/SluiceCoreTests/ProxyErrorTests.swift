@@ -22,6 +22,9 @@ import Testing
             detail: "absolute-form target for another host: Sluice is not a forward proxy"),
         Mapping(name: "expectationFailed", error: .expectationFailed, status: 417, source: .downstream, closesConnection: true, detail: "only Expect: 100-continue is supported"),
         Mapping(
+            name: "requestTimeout", error: .requestTimeout("request body stalled for 30s"), status: 408, source: .downstream, closesConnection: true,
+            detail: "request body stalled for 30s"),
+        Mapping(
             name: "upstreamConnectFailed", error: .upstreamConnectFailed("connection refused"), status: 502, source: .upstream, closesConnection: false,
             detail: "upstream connect failed: connection refused"),
         Mapping(

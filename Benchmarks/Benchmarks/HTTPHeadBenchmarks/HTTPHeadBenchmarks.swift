@@ -125,7 +125,7 @@ func parsingBenchmarks() {
                         heads += 1
                     case .end:
                         return
-                    case .needMore, .responseHead, .body, .error:
+                    case .needMore, .responseHead, .interimHead, .body, .error:
                         preconditionFailure("a whole GET parses to a head and an end: \(event)")
                     }
                 }

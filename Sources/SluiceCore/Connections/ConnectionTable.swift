@@ -11,7 +11,9 @@
 /// 2. ``beginDraining(now:)``: busy connections close after their response; idle connections close
 ///    once they have been quiet for the quiet period (``sweep(now:)``), so a request the client sent
 ///    just before the close is not lost; HTTP/2 connections get their final GOAWAY.
-/// 3. ``sweep(now:)``: header-read timeouts, idle timeouts, and the quiet-idle closes of `draining`.
+/// 3. ``sweep(now:)``: header-read and body-read timeouts, idle timeouts, the quiet-idle closes of
+///    `draining`, and in `draining` the connections that have sent only part of a request head
+///    (slowloris) once ``Timeouts/drainPartialHead`` has passed.
 public struct ConnectionTable<Instant: InstantProtocol> where Instant.Duration == Duration {
     /// What `/status` shows per connection.
     public enum State: String, Sendable, CaseIterable {
@@ -32,6 +34,8 @@ public struct ConnectionTable<Instant: InstantProtocol> where Instant.Duration =
         public internal(set) var inFlight: Int
         /// Set from the first byte of a request head until the head is complete.
         public internal(set) var readingHeadSince: Instant?
+        /// While a request body is being read: when its last bytes arrived (or its head, before any).
+        public internal(set) var bodyReadAt: Instant?
         /// Responses started at or after this moment carry `Connection: close`.
         public internal(set) var closeAt: Instant?
         /// Set once the connection has been told to close (or decided to).
@@ -52,6 +56,7 @@ public struct ConnectionTable<Instant: InstantProtocol> where Instant.Duration =
         }
 
         mutating func requestFinished(now: Instant) {
+            self.bodyReadAt = nil
             self.inFlight = max(0, self.inFlight - 1)
             self.requestsServed += 1
             self.lastActivity = now
@@ -67,7 +72,7 @@ public struct ConnectionTable<Instant: InstantProtocol> where Instant.Duration =
     private enum Mode {
         case normal
         case propagating(windowEnd: Instant)
-        case draining
+        case draining(since: Instant)
     }
 
     /// Timeouts the sweep enforces.
@@ -76,10 +81,23 @@ public struct ConnectionTable<Instant: InstantProtocol> where Instant.Duration =
         public var idle: Duration
         /// In `draining`, an idle connection is closed only after this much quiet.
         public var drainQuiet: Duration
-        public init(requestHeader: Duration, idle: Duration, drainQuiet: Duration) {
+        /// The longest gap between pieces of a request body.
+        public var requestBody: Duration
+        /// In `draining`, a connection with only part of a request head is closed after this long
+        /// (from the start of `draining`, or from the head's first byte if that came later).
+        public var drainPartialHead: Duration
+        public init(
+            requestHeader: Duration,
+            idle: Duration,
+            drainQuiet: Duration,
+            requestBody: Duration = .seconds(30),
+            drainPartialHead: Duration = SluiceConfig.Drain.partialHeadGrace
+        ) {
             self.requestHeader = requestHeader
             self.idle = idle
             self.drainQuiet = drainQuiet
+            self.requestBody = requestBody
+            self.drainPartialHead = drainPartialHead
         }
     }
 
@@ -96,9 +114,14 @@ public struct ConnectionTable<Instant: InstantProtocol> where Instant.Duration =
     }
 
     public enum SweepReason: String, Equatable, Sendable {
+        /// A request head (or, on a new connection, its first byte) did not arrive in time.
         case requestHeaderTimeout
+        /// No piece of the request body arrived for ``Timeouts/requestBody``.
+        case requestBodyTimeout
         case idleTimeout
         case drainIdle
+        /// `draining`: only part of a request head arrived, and the grace period is over.
+        case drainPartialHead
     }
 
     public struct Counts: Equatable, Sendable {
@@ -143,7 +166,7 @@ public struct ConnectionTable<Instant: InstantProtocol> where Instant.Duration =
     ) {
         var entry = Entry(
             id: id, protocol: proto, peer: peer, acceptedAt: now, lastActivity: now, inFlight: 0,
-            readingHeadSince: nil, closeAt: nil, closing: false, requestsServed: 0
+            readingHeadSince: nil, bodyReadAt: nil, closeAt: nil, closing: false, requestsServed: 0
         )
         switch self.mode {
         case .normal: break
@@ -158,8 +181,8 @@ public struct ConnectionTable<Instant: InstantProtocol> where Instant.Duration =
         guard let old = self.entries[id] else { return }
         self.entries[id] = Entry(
             id: id, protocol: proto, peer: old.peer, acceptedAt: old.acceptedAt, lastActivity: old.lastActivity,
-            inFlight: old.inFlight, readingHeadSince: old.readingHeadSince, closeAt: old.closeAt, closing: old.closing,
-            requestsServed: old.requestsServed
+            inFlight: old.inFlight, readingHeadSince: old.readingHeadSince, bodyReadAt: old.bodyReadAt, closeAt: old.closeAt,
+            closing: old.closing, requestsServed: old.requestsServed
         )
     }
 
@@ -189,6 +212,19 @@ public struct ConnectionTable<Instant: InstantProtocol> where Instant.Duration =
     @_specialize(exported: true, where Instant == MonotonicInstant)
     public mutating func requestStarted(_ id: ConnectionID, now: Instant) {
         self.withEntry(id) { $0.requestStarted(now: now) }
+    }
+
+    /// Request body bytes arrived (or the head of a request with a body was read): the body timeout
+    /// runs from now.
+    @_specialize(exported: true, where Instant == MonotonicInstant)
+    public mutating func requestBodyRead(_ id: ConnectionID, now: Instant) {
+        self.withEntry(id) { $0.bodyReadAt = now }
+    }
+
+    /// The request body has been read whole: no body timeout any more.
+    @_specialize(exported: true, where Instant == MonotonicInstant)
+    public mutating func requestBodyEnded(_ id: ConnectionID) {
+        self.withEntry(id) { $0.bodyReadAt = nil }
     }
 
     /// Whether the response about to start must carry `Connection: close` because of the drain.
@@ -233,7 +269,7 @@ public struct ConnectionTable<Instant: InstantProtocol> where Instant.Duration =
     }
 
     public mutating func beginDraining(now: Instant) -> [(ConnectionID, DrainingAction)] {
-        self.mode = .draining
+        self.mode = .draining(since: now)
         var actions: [(ConnectionID, DrainingAction)] = []
         for id in self.entries.keys.sorted(by: { $0.rawValue < $1.rawValue }) {
             self.entries[id]!.closeAt = now
@@ -255,15 +291,24 @@ public struct ConnectionTable<Instant: InstantProtocol> where Instant.Duration =
     @_specialize(exported: true, where Instant == MonotonicInstant)
     public mutating func sweep(now: Instant) -> [(ConnectionID, SweepReason)] {
         var closes: [(ConnectionID, SweepReason)] = []
-        let draining: Bool
+        let drainingSince: Instant?
         switch self.mode {
-        case .draining: draining = true
-        case .normal, .propagating: draining = false
+        case .draining(let since): drainingSince = since
+        case .normal, .propagating: drainingSince = nil
         }
+        let draining = drainingSince != nil
         for (id, entry) in self.entries where !entry.closing && entry.protocol == .http1 {
             let reason: SweepReason?
             if let since = entry.readingHeadSince {
-                reason = since.duration(to: now) >= self.timeouts.requestHeader ? .requestHeaderTimeout : nil
+                if since.duration(to: now) >= self.timeouts.requestHeader {
+                    reason = .requestHeaderTimeout
+                } else if let drainingSince, max(drainingSince, since).duration(to: now) >= self.timeouts.drainPartialHead {
+                    reason = .drainPartialHead
+                } else {
+                    reason = nil
+                }
+            } else if let bodyReadAt = entry.bodyReadAt {
+                reason = bodyReadAt.duration(to: now) >= self.timeouts.requestBody ? .requestBodyTimeout : nil
             } else if entry.inFlight > 0 {
                 reason = nil
             } else if draining, entry.lastActivity.duration(to: now) >= self.timeouts.drainQuiet {

@@ -28,7 +28,9 @@
 ///   spaces and tabs and hold no control characters other than tab. Obsolete line folding is an error.
 /// - Framing (RFC 9112 §6): see ``Framing``. For requests: `Transfer-Encoding` other than exactly
 ///   `chunked`, `Content-Length` that is not digits, differing `Content-Length`s, or both headers
-///   together are errors. For responses: `Transfer-Encoding` wins over `Content-Length`.
+///   together are errors. For responses: `Transfer-Encoding` wins over `Content-Length`. For both,
+///   `Transfer-Encoding` in an HTTP/1.0 message is an error (RFC 9112 §6.1), and repeated equal
+///   `Content-Length`s are passed on as one field.
 /// - Chunked bodies: hexadecimal sizes (overflow is an error), extensions are skipped (bounded by
 ///   ``Limits/maxChunkLineBytes``), the CRLF after each chunk's data is required, trailers are
 ///   field lines as in a head.
@@ -48,10 +50,13 @@ public struct HTTP1Parser: Sendable {
         public var maxHeadBytes: Int
         /// The most bytes a chunk-size line may take, extensions and the line end included.
         public var maxChunkLineBytes: Int
+        /// Responses: the most interim (1xx) heads one response may have; one more is an error.
+        public var maxInterimResponses: Int
 
-        public init(maxHeadBytes: Int, maxChunkLineBytes: Int = 4096) {
+        public init(maxHeadBytes: Int, maxChunkLineBytes: Int = 4096, maxInterimResponses: Int = 32) {
             self.maxHeadBytes = maxHeadBytes
             self.maxChunkLineBytes = maxChunkLineBytes
+            self.maxInterimResponses = maxInterimResponses
         }
     }
 
@@ -108,8 +113,11 @@ public struct HTTP1Parser: Sendable {
         case needMore
         /// A request head (``Kind/request`` only), complete and valid.
         case requestHead(RequestHead, Framing)
-        /// A final response head (``Kind/response`` only). Interim 1xx responses other than 101 are
-        /// consumed and skipped (Sluice forwards none); a 101 is an error, since `Upgrade` is never forwarded.
+        /// An interim (1xx) response head (``Kind/response`` only): no body, and the final head of the
+        /// same response follows. More than ``Limits/maxInterimResponses`` of them is an error, and so
+        /// is a 101, since `Upgrade` is never forwarded.
+        case interimHead(ResponseHead)
+        /// A final response head (``Kind/response`` only).
         case responseHead(ResponseHead, Framing)
         /// Body bytes: these offsets of the bytes passed in (never empty).
         case body(Range<Int>)
@@ -123,8 +131,8 @@ public struct HTTP1Parser: Sendable {
     // MARK: - State
 
     /// Where the parser is in the current message. Legal transitions:
-    /// - `head` → `bodyLength` / `untilClose` / `chunkSize` when a head is parsed (a skipped 1xx
-    ///   head stays in `head`);
+    /// - `head` → `bodyLength` / `untilClose` / `chunkSize` when a head is parsed (after an
+    ///   interim 1xx head it stays in `head`);
     /// - `bodyLength(n)` → `bodyLength(m < n)` per body event, `bodyLength(0)` → `head` on `.end`;
     /// - `chunkSize` → `chunkData` → `chunkDataEnd` → `chunkSize` ..., `chunkSize` (size 0) →
     ///   `trailers` → `head` on `.end`;
@@ -164,9 +172,9 @@ public struct HTTP1Parser: Sendable {
     private var headStart = -1
     /// Responses: the next response head answers a HEAD request.
     private var nextResponseIsToHEAD = false
-    /// Responses: an interim (1xx) head of the current exchange has been skipped, so the exchange
-    /// has begun even though no byte of the final head has arrived.
-    private var skippedInterim = false
+    /// Responses: interim (1xx) heads of the current exchange so far; once there is one, the
+    /// exchange has begun even though no byte of the final head has arrived.
+    private var interimHeads = 0
 
     public init(kind: Kind, limits: Limits) {
         self.kind = kind
@@ -184,8 +192,7 @@ public struct HTTP1Parser: Sendable {
     ///
     /// - A head is consumed whole with its event, never in part: `.needMore` with consumed 0
     ///   while it is incomplete. Leading empty lines before a head count towards
-    ///   ``Limits/maxHeadBytes`` and are consumed with the head. Skipped interim (1xx) responses
-    ///   are consumed, so `.needMore` may then come with consumed > 0.
+    ///   ``Limits/maxHeadBytes`` and are consumed with the head.
     /// - Chunked bodies: chunk framing (size lines, the CRLF after the data) is consumed as it is
     ///   parsed, so `.needMore` may come with consumed > 0; a `.body` event's consumed covers its
     ///   data and the framing before and after it.
@@ -236,7 +243,7 @@ public struct HTTP1Parser: Sendable {
         case .inputEnded:
             return .needMore
         case .head:
-            if self.headStart < 0 && !self.skippedInterim {
+            if self.headStart < 0 && self.interimHeads == 0 {
                 self.state = .inputEnded
                 return .needMore
             }
@@ -270,90 +277,87 @@ public struct HTTP1Parser: Sendable {
         self.state = .head
         self.lineScanned = 0
         self.headStart = -1
-        self.skippedInterim = false
+        self.interimHeads = 0
     }
 
     // MARK: - Heads
 
     private mutating func nextHead(_ p: UnsafeRawBufferPointer) -> (event: Event, consumed: Int) {
         let count = p.count
-        // Offsets in `lineScanned` and `headStart` are relative to `base`: the start of the bytes
-        // passed, or the end of a skipped interim response.
-        var base = 0
-        while true {
-            let limit = min(count, base + self.limits.maxHeadBytes)
-            var i = base + self.lineScanned
-            if self.headStart < 0 {
-                // Leading empty lines (RFC 9112 §2.2).
-                while i < limit {
-                    let b = p[i]
-                    if b == Byte.lf {
-                        i += 1
-                    } else if b == Byte.cr {
-                        if i + 1 >= count { break }
-                        if p[i + 1] != Byte.lf { return self.fail(.malformed("bare CR")) }
-                        i += 2
-                    } else {
-                        self.headStart = i - base
-                        break
-                    }
-                }
-            }
-            var end = -1
-            if self.headStart >= 0 {
-                let start = base + self.headStart
-                // The start line is not empty, so the end is at start + 1 at the earliest.
-                if i <= start { i = start + 1 }
-                while i < limit {
-                    if p[i] == Byte.lf && Self.endsEmptyLine(p, lf: i, sectionStart: start) {
-                        end = i
-                        break
-                    }
+        let limit = min(count, self.limits.maxHeadBytes)
+        var i = self.lineScanned
+        if self.headStart < 0 {
+            // Leading empty lines (RFC 9112 §2.2).
+            while i < limit {
+                let b = p[i]
+                if b == Byte.lf {
                     i += 1
+                } else if b == Byte.cr {
+                    if i + 1 >= count { break }
+                    if p[i + 1] != Byte.lf { return self.fail(.malformed("bare CR")) }
+                    i += 2
+                } else {
+                    self.headStart = i
+                    break
                 }
             }
-            if end < 0 {
-                self.lineScanned = max(0, min(i, count) - base)
-                if count - base > self.limits.maxHeadBytes { return self.fail(.headTooLarge) }
-                return (.needMore, base)
+        }
+        var end = -1
+        if self.headStart >= 0 {
+            let start = self.headStart
+            // The start line is not empty, so the end is at start + 1 at the earliest.
+            if i <= start { i = start + 1 }
+            while i < limit {
+                if p[i] == Byte.lf && Self.endsEmptyLine(p, lf: i, sectionStart: start) {
+                    end = i
+                    break
+                }
+                i += 1
             }
+        }
+        if end < 0 {
+            self.lineScanned = max(0, min(i, count))
+            if count > self.limits.maxHeadBytes { return self.fail(.headTooLarge) }
+            return (.needMore, 0)
+        }
 
-            let start = base + self.headStart
-            switch self.kind {
-            case .request:
-                switch Self.parseRequestHead(p, start: start, end: end) {
-                case .failure(let error):
-                    return self.fail(error)
-                case .success(let (head, framing)):
-                    self.enterBody(framing)
-                    return (.requestHead(head, framing), end + 1)
+        let start = self.headStart
+        switch self.kind {
+        case .request:
+            switch Self.parseRequestHead(p, start: start, end: end) {
+            case .failure(let error):
+                return self.fail(error)
+            case .success(let (head, framing)):
+                self.enterBody(framing)
+                return (.requestHead(head, framing), end + 1)
+            }
+        case .response:
+            switch Self.parseResponseHead(p, start: start, end: end) {
+            case .failure(let error):
+                return self.fail(error)
+            case .success(let (head, framing)):
+                if head.status == 101 {
+                    return self.fail(.malformed("unexpected 101 Switching Protocols"))
                 }
-            case .response:
-                switch Self.parseResponseHead(p, start: start, end: end) {
-                case .failure(let error):
-                    return self.fail(error)
-                case .success(let (head, framing)):
-                    if head.status == 101 {
-                        return self.fail(.malformed("unexpected 101 Switching Protocols"))
+                if head.status < 200 {
+                    // Interim response: no body; the next head belongs to the same response.
+                    guard self.interimHeads < self.limits.maxInterimResponses else {
+                        return self.fail(.malformed("more than \(self.limits.maxInterimResponses) interim (1xx) responses"))
                     }
-                    if head.status < 200 {
-                        // Interim response: consume and skip it, read the next head.
-                        base = end + 1
-                        self.lineScanned = 0
-                        self.headStart = -1
-                        self.skippedInterim = true
-                        continue
-                    }
-                    let final: Framing
-                    if self.nextResponseIsToHEAD || head.status == 204 || head.status == 304 {
-                        final = .none
-                    } else {
-                        final = framing
-                    }
-                    self.nextResponseIsToHEAD = false
-                    self.enterBody(final)
-                    return (.responseHead(head, final), end + 1)
+                    self.interimHeads += 1
+                    self.lineScanned = 0
+                    self.headStart = -1
+                    return (.interimHead(head), end + 1)
                 }
+                let final: Framing
+                if self.nextResponseIsToHEAD || head.status == 204 || head.status == 304 {
+                    final = .none
+                } else {
+                    final = framing
+                }
+                self.nextResponseIsToHEAD = false
+                self.enterBody(final)
+                return (.responseHead(head, final), end + 1)
             }
         }
     }
@@ -361,7 +365,7 @@ public struct HTTP1Parser: Sendable {
     private mutating func enterBody(_ framing: Framing) {
         self.lineScanned = 0
         self.headStart = -1
-        self.skippedInterim = false
+        self.interimHeads = 0
         switch framing {
         case .none: self.state = .bodyLength(remaining: 0)
         case .contentLength(let n): self.state = .bodyLength(remaining: n)
@@ -431,6 +435,10 @@ public struct HTTP1Parser: Sendable {
         if let error = scan.error { return .failure(error) }
         let framing: Framing
         if scan.transferEncodingElements > 0 {
+            if major == 1 && minor == 0 {
+                // RFC 9112 §6.1: framing an HTTP/1.0 recipient may not understand is faulty.
+                return .failure(.malformed("Transfer-Encoding in an HTTP/1.0 request"))
+            }
             if scan.contentLength >= 0 {
                 return .failure(.malformed("both Content-Length and Transfer-Encoding"))
             }
@@ -508,6 +516,10 @@ public struct HTTP1Parser: Sendable {
         if let error = scan.error { return .failure(error) }
         let framing: Framing
         if scan.transferEncodingElements > 0 {
+            if major == 1 && minor == 0 {
+                // RFC 9112 §6.1: as for requests, this framing is faulty.
+                return .failure(.malformed("Transfer-Encoding in an HTTP/1.0 response"))
+            }
             framing = scan.lastTransferCodingIsChunked ? .chunked : .untilClose
         } else if scan.contentLength >= 0 {
             framing = .contentLength(scan.contentLength)
@@ -553,6 +565,8 @@ public struct HTTP1Parser: Sendable {
         var contentLength = -1
         /// The first framing error (invalid or differing Content-Length).
         var error: HTTP1ParseError?
+        /// Whether a Content-Length field held a list (`3, 3`) rather than one value.
+        var contentLengthIsList = false
         /// How many transfer-coding list elements (empty ones included) all TE fields held.
         var transferEncodingElements = 0
         var emptyTransferCoding = false
@@ -615,7 +629,15 @@ public struct HTTP1Parser: Sendable {
             }
             let nameLength = nameEnd - nameStart
             if nameLength == 14 && Self.equalsLowercased(p, nameStart, "content-length") {
+                let repeated = scan.contentLength >= 0
                 Self.scanContentLength(p, valueStart, valueEnd, into: &scan)
+                // Equal values (two fields, or a list `3, 3`) are one length (RFC 9110 §8.6): exactly
+                // one `Content-Length` field goes on, so no parser behind Sluice sees the repeat.
+                if repeated { continue }
+                if scan.contentLengthIsList {
+                    fields.append((Self.string(p, nameStart, nameEnd), String(scan.contentLength)))
+                    continue
+                }
             } else if nameLength == 17 && Self.equalsLowercased(p, nameStart, "transfer-encoding") {
                 Self.scanTransferEncoding(p, valueStart, valueEnd, into: &scan)
             }
@@ -655,6 +677,7 @@ public struct HTTP1Parser: Sendable {
             }
             scan.contentLength = value
             if i == end { return }
+            scan.contentLengthIsList = true
             i += 1  // the comma
         }
     }

@@ -10,6 +10,7 @@ public struct ProxyError: Error, Hashable, Sendable, CustomStringConvertible {
         case connectRefused
         case foreignAbsoluteTarget
         case expectationFailed
+        case requestTimeout
         case upstreamConnectFailed
         case upstreamResetBeforeResponse
         case upstreamTimeout
@@ -39,6 +40,8 @@ public struct ProxyError: Error, Hashable, Sendable, CustomStringConvertible {
     public static let connectRefused = ProxyError(.connectRefused, "CONNECT is not supported: Sluice is a reverse proxy")
     public static let foreignAbsoluteTarget = ProxyError(.foreignAbsoluteTarget, "absolute-form target for another host: Sluice is not a forward proxy")
     public static let expectationFailed = ProxyError(.expectationFailed, "only Expect: 100-continue is supported")
+    /// The client did not send its request head, or the next piece of its body, in time.
+    public static func requestTimeout(_ detail: String) -> ProxyError { ProxyError(.requestTimeout, detail) }
     public static func upstreamConnectFailed(_ detail: String) -> ProxyError { ProxyError(.upstreamConnectFailed, "upstream connect failed: \(detail)") }
     public static func upstreamResetBeforeResponse(_ detail: String) -> ProxyError { ProxyError(.upstreamResetBeforeResponse, "upstream closed before responding: \(detail)") }
     public static let upstreamTimeout = ProxyError(.upstreamTimeout, "upstream did not send a response head in time")
@@ -54,6 +57,7 @@ public struct ProxyError: Error, Hashable, Sendable, CustomStringConvertible {
         case .connectRefused: 405
         case .foreignAbsoluteTarget: 403
         case .expectationFailed: 417
+        case .requestTimeout: 408
         case .upstreamConnectFailed, .upstreamResetBeforeResponse, .upstreamBadResponse: 502
         case .upstreamTimeout: 504
         case .upstreamFailedMidResponse: nil
@@ -62,7 +66,8 @@ public struct ProxyError: Error, Hashable, Sendable, CustomStringConvertible {
 
     public var source: Source {
         switch self.code {
-        case .badRequest, .headersTooLarge, .bodyTooLarge, .connectRefused, .foreignAbsoluteTarget, .expectationFailed: .downstream
+        case .badRequest, .headersTooLarge, .bodyTooLarge, .connectRefused, .foreignAbsoluteTarget, .expectationFailed, .requestTimeout:
+            .downstream
         case .upstreamConnectFailed, .upstreamResetBeforeResponse, .upstreamTimeout, .upstreamFailedMidResponse, .upstreamBadResponse: .upstream
         }
     }
@@ -72,7 +77,7 @@ public struct ProxyError: Error, Hashable, Sendable, CustomStringConvertible {
     public var closesConnection: Bool {
         switch self.code {
         case .badRequest, .headersTooLarge, .bodyTooLarge, .connectRefused, .foreignAbsoluteTarget, .expectationFailed,
-            .upstreamFailedMidResponse:
+            .requestTimeout, .upstreamFailedMidResponse:
             true
         case .upstreamConnectFailed, .upstreamResetBeforeResponse, .upstreamTimeout, .upstreamBadResponse:
             false

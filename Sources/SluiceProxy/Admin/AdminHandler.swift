@@ -110,7 +110,7 @@ enum StatusDocument {
             "connections":{"total":\(counts.total),"by_state":{\(byState.joined(separator: ","))},"by_protocol":{\(byProtocol.joined(separator: ","))}},\
             "requests_in_flight":\(counts.requestsInFlight),\
             "responses":{\(responses.joined(separator: ","))},\
-            "forced_closes":\(stats.forcedCloses),"upstream_connect_errors":\(stats.upstreamConnectErrors),"retries":\(stats.retries),\
+            "forced_closes":\(stats.forcedCloses),"upstream_connect_errors":\(stats.upstreamConnectErrors),"upstream_unsolicited_bytes":\(stats.upstreamUnsolicitedBytes),"retries":\(stats.retries),\
             "http2_connection_errors":{\(http2Errors.joined(separator: ","))},\
             "upstreams":[\(upstreams.joined(separator: ","))]}
 

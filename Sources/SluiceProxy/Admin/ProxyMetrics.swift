@@ -17,6 +17,7 @@ public final class ProxyMetrics: Sendable {
     private let inFlightGauge: CoreMetrics.Gauge
     private let forcedCloses: CoreMetrics.Counter
     private let upstreamConnectErrors: CoreMetrics.Counter
+    private let upstreamUnsolicitedBytes: CoreMetrics.Counter
     private let aborted: CoreMetrics.Counter
     private let requestsByClass: [CoreMetrics.Counter]
     private let last = NIOLockedValueBox(RequestStats())
@@ -29,6 +30,7 @@ public final class ProxyMetrics: Sendable {
         self.inFlightGauge = CoreMetrics.Gauge(label: "sluice_requests_in_flight", factory: factory)
         self.forcedCloses = CoreMetrics.Counter(label: "sluice_forced_closes_total", factory: factory)
         self.upstreamConnectErrors = CoreMetrics.Counter(label: "sluice_upstream_connect_errors_total", factory: factory)
+        self.upstreamUnsolicitedBytes = CoreMetrics.Counter(label: "sluice_upstream_unsolicited_bytes_total", factory: factory)
         self.aborted = CoreMetrics.Counter(label: "sluice_responses_aborted_total", factory: factory)
         self.requestsByClass = ["other", "1xx", "2xx", "3xx", "4xx", "5xx"].map {
             CoreMetrics.Counter(label: "sluice_requests_total", dimensions: [("class", $0)], factory: factory)
@@ -54,6 +56,9 @@ public final class ProxyMetrics: Sendable {
         if stats.forcedCloses > previous.forcedCloses { self.forcedCloses.increment(by: stats.forcedCloses - previous.forcedCloses) }
         if stats.upstreamConnectErrors > previous.upstreamConnectErrors {
             self.upstreamConnectErrors.increment(by: stats.upstreamConnectErrors - previous.upstreamConnectErrors)
+        }
+        if stats.upstreamUnsolicitedBytes > previous.upstreamUnsolicitedBytes {
+            self.upstreamUnsolicitedBytes.increment(by: stats.upstreamUnsolicitedBytes - previous.upstreamUnsolicitedBytes)
         }
         if stats.aborted > previous.aborted { self.aborted.increment(by: stats.aborted - previous.aborted) }
         self.connectionsGauge.record(snapshot.connections.total)

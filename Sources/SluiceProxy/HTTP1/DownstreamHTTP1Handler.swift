@@ -97,26 +97,59 @@ final class DownstreamHTTP1Handler: ChannelDuplexHandler {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        switch self.state {
-        case .forwarding(let upstream):
-            // The client went away mid-exchange: the upstream connection is in an unknown state.
-            upstream.delegate = nil
-            upstream.release(reusable: false, now: .now())
-            if self.responseStarted || self.requestHasBody {
-                self.loop.stats.clientAborts += 1
-            }
-        case .idle, .connecting, .respondedLocally, .closed:
-            break
+        if case .forwarding = self.state, self.responseStarted || self.requestHasBody {
+            self.loop.stats.clientAborts += 1
         }
+        self.abandonUpstream()
         self.state = .closed
         if let id = self.id { self.loop.unregister(id) }
         context.fireChannelInactive()
     }
 
-    /// Closes the connection now (drain of an idle connection, timeout, or forced close).
+    /// Closes the connection now (drain of an idle connection, forced close, a client that went
+    /// away or broke the protocol). An exchange in progress is abandoned first: its upstream
+    /// connection is closed, not left busy until the response-header timeout.
     func close() {
+        self.abandonUpstream()
         self.state = .closed
         self.context?.close(promise: nil)
+    }
+
+    /// The exchange in progress is given up: the upstream connection, in an unknown state, is closed.
+    private func abandonUpstream() {
+        guard case .forwarding(let upstream) = self.state else { return }
+        upstream.delegate = nil
+        upstream.release(reusable: false, now: .now())
+    }
+
+    /// The connection table's sweep says time is up.
+    /// - A request head begun and not finished (its timeout, or the drain's grace for partial heads):
+    ///   408, then a lingering close, as nothing of a response has gone out.
+    /// - A request body that stalled: 408 if its response has not begun, else an abort.
+    /// - Otherwise (idle, silent since accept, the drain's idle close): closed at once, no response,
+    ///   as a browser's unused pre-connection would show a 408 as an error.
+    func timedOut(_ reason: ConnectionTable<MonotonicInstant>.SweepReason) {
+        guard let context = self.context else { return self.close() }
+        switch reason {
+        case .requestHeaderTimeout, .drainPartialHead:
+            guard self.headBegan, case .idle = self.state, self.queuedParts.isEmpty else { return self.close() }
+            let detail =
+                reason == .drainPartialHead
+                ? "request head not complete when the drain began"
+                : "request head not received within \(DurationParser.format(self.loop.table.timeouts.requestHeader))"
+            self.requestEnded = false
+            self.respondWithError(.requestTimeout(detail), context: context)
+        case .requestBodyTimeout:
+            switch self.state {
+            case .connecting, .forwarding:
+                let detail = "no request body bytes for \(DurationParser.format(self.loop.table.timeouts.requestBody))"
+                self.failRequest(.requestTimeout(detail), context: context)
+            case .idle, .respondedLocally, .closed:
+                self.close()
+            }
+        case .idleTimeout, .drainIdle:
+            self.close()
+        }
     }
 
     /// A read batch brought bytes but no request part while idle: the next request head is on
@@ -125,8 +158,10 @@ final class DownstreamHTTP1Handler: ChannelDuplexHandler {
     /// handler less on every connection and every read.)
     private func bytesArrivedWithoutPart() {
         guard !self.headBegan, case .idle = self.state, let id = self.id else { return }
+        let now = MonotonicInstant.now()
         self.headBegan = true
-        self.loop.table.requestHeadBegan(id, now: .now())
+        self.requestStartedAt = now
+        self.loop.table.requestHeadBegan(id, now: now)
     }
 
     // MARK: Requests in
@@ -165,7 +200,8 @@ final class DownstreamHTTP1Handler: ChannelDuplexHandler {
         guard case .idle = self.state, let id = self.id else { return }
         let now = MonotonicInstant.now()
         self.loop.table.requestStarted(id, now: now)
-        self.resetRequest(now: now)
+        // The request's duration runs from its first byte when that came in an earlier read.
+        self.resetRequest(startedAt: self.headBegan ? self.requestStartedAt : now)
         self.clientIsHTTP10 = head.version.major == 1 && head.version.minor == 0
         self.clientKeepAlive = !self.clientIsHTTP10 && head.isKeepAlive
         // One pass over the fields gives the size and the names the rules act on.
@@ -186,6 +222,8 @@ final class DownstreamHTTP1Handler: ChannelDuplexHandler {
         case .failure(let error): return self.respondWithError(error, context: context)
         }
         if accepted.contentLength == 0 { self.requestHasBody = false }
+        // A body to read: its timeout runs from now (reset by each piece, ended by its end).
+        if self.requestHasBody { self.loop.table.requestBodyRead(id, now: now) }
 
         // The received head, edited: a new `HTTPRequestHead`, or setting a field its storage box
         // holds (version, URI), would allocate; the headers are stored apart from that box.
@@ -201,6 +239,7 @@ final class DownstreamHTTP1Handler: ChannelDuplexHandler {
 
     private func requestBody(_ buffer: ByteBuffer, context: ChannelHandlerContext) {
         self.bodyBytes += buffer.readableBytes
+        if let id = self.id { self.loop.table.requestBodyRead(id, now: .now()) }
         if let max = self.loop.requestLimits.maxBodyBytes, self.bodyBytes > max {
             switch self.state {
             case .respondedLocally, .closed: return
@@ -220,6 +259,7 @@ final class DownstreamHTTP1Handler: ChannelDuplexHandler {
 
     private func requestEnd(trailers: HTTPHeaders?, context: ChannelHandlerContext) {
         self.requestEnded = true
+        if self.requestHasBody, let id = self.id { self.loop.table.requestBodyEnded(id) }
         switch self.state {
         case .forwarding(let upstream):
             upstream.sendEnd(trailers: trailers)
@@ -348,7 +388,7 @@ final class DownstreamHTTP1Handler: ChannelDuplexHandler {
 
     // MARK: Finishing
 
-    private func resetRequest(now: MonotonicInstant) {
+    private func resetRequest(startedAt: MonotonicInstant) {
         self.pendingParts.removeAll(keepingCapacity: true)
         self.requestEnded = false
         self.requestHasBody = false
@@ -358,7 +398,7 @@ final class DownstreamHTTP1Handler: ChannelDuplexHandler {
         self.responseStatus = 0
         self.closeAfterResponse = false
         self.retried = false
-        self.requestStartedAt = now
+        self.requestStartedAt = startedAt
         self.headBegan = false
     }
 
@@ -376,6 +416,11 @@ final class DownstreamHTTP1Handler: ChannelDuplexHandler {
     /// Answers the request ourselves; for errors found before or instead of an upstream response.
     private func respondWithError(_ error: ProxyError, context: ChannelHandlerContext) {
         let status = error.status ?? 502
+        if case .idle = self.state, !self.headBegan {
+            // No request was started (a bad or oversized head in one read): its clock starts now,
+            // or the duration recorded would run from the previous request, or from process start.
+            self.requestStartedAt = .now()
+        }
         self.loop.stats.recordError(error)
         if error.source == .downstream {
             self.loop.logger.info("rejected request", metadata: ["status": "\(status)", "reason": "\(error.detail)", "peer": "\(self.peerAddress ?? "?")"])
@@ -407,10 +452,7 @@ final class DownstreamHTTP1Handler: ChannelDuplexHandler {
 
     /// A failure while the request is in progress: answer with an error if nothing was sent yet, else abort.
     private func failRequest(_ error: ProxyError, context: ChannelHandlerContext) {
-        if case .forwarding(let upstream) = self.state {
-            upstream.delegate = nil
-            upstream.release(reusable: false, now: .now())
-        }
+        self.abandonUpstream()
         if self.responseStarted {
             self.abort(error)
         } else {
@@ -432,10 +474,20 @@ final class DownstreamHTTP1Handler: ChannelDuplexHandler {
         self.loop.stats.recordResponse(status: self.responseStatus, duration: self.requestStartedAt.duration(to: now))
         if let id = self.id { self.loop.table.requestFinished(id, now: now) }
         if self.closeAfterResponse {
+            // The client may still be sending (a request not read whole, bytes behind a bad one):
+            // closing now could reset the connection before it reads the response.
+            let linger = !self.requestEnded && !self.inputClosed
             self.state = .closed
+            self.queuedParts.removeAll()
             let promise = context.eventLoop.makePromise(of: Void.self)
             context.writeAndFlush(self.wrapOutboundOut(.end(trailers)), promise: promise)
-            promise.futureResult.assumeIsolated().whenComplete { _ in context.close(promise: nil) }
+            promise.futureResult.assumeIsolated().whenComplete { result in
+                if linger, case .success = result {
+                    LingeringCloseHandler.install(on: context)
+                } else {
+                    context.close(promise: nil)
+                }
+            }
         } else {
             self.state = .idle
             self.headBegan = false
@@ -502,8 +554,17 @@ extension DownstreamHTTP1Handler: UpstreamLeaseRequester {
 }
 
 extension DownstreamHTTP1Handler: UpstreamResponseDelegate {
+    /// Forwarded as they come (RFC 9110 §15.2), with the hop-by-hop fields removed; they do not
+    /// start the response (an error after them is still a whole error response). Not to an HTTP/1.0
+    /// client, which does not know them, and never a `100`: Sluice answers `Expect` itself and does
+    /// not forward it, so the upstream's `100` answers nothing the client asked.
     func upstreamInterimResponse(_ head: HTTPResponseHead) {
-        // TODO(issue 14 item 6)
+        guard case .forwarding = self.state, let context = self.context else { return }
+        guard !self.clientIsHTTP10, head.status != .continue else { return }
+        var head = head
+        HeaderRules.removeHopByHop(&head.headers)
+        if head.version != .http1_1 { head.version = .http1_1 }
+        context.writeAndFlush(self.wrapOutboundOut(.head(head)), promise: nil)
     }
 
     var downstreamIsWritable: Bool { self.context?.channel.isWritable ?? false }

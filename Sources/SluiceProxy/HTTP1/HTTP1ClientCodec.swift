@@ -7,10 +7,19 @@ import SluiceCore
 /// (behind a `ByteToMessageHandler`, which also had to observe every outbound part to learn of
 /// `HEAD` requests).
 ///
-/// Parsing is ``HTTP1Parser``; interim 1xx responses are skipped there. A response delimited by
-/// the connection's close (no length) ends when the input does, and its head says
-/// `connection: close` so that the connection is not parked for reuse. A parse error is fired as an
-/// ``HTTP1ParseError`` through `errorCaught`, and nothing more is parsed on the connection.
+/// Parsing is ``HTTP1Parser``; an interim 1xx response is passed on as a `.head` with its 1xx
+/// status, before the final head. A response delimited by the connection's close (no length) ends
+/// when the input does, and its head says `connection: close` so that the connection is not parked
+/// for reuse. A parse error is fired as an ``HTTP1ParseError`` through `errorCaught`, and nothing
+/// more is parsed on the connection.
+///
+/// Bytes no request asked for (RFC 9112 §6.3: a client must not forward them as a response) make
+/// the connection unusable, so that they can never answer the next request, another client's:
+/// - bytes left over after a complete response: ``UnsolicitedBytes`` is fired as an inbound user
+///   event before the response's `.end`, so the connection is closed rather than reused;
+/// - bytes that arrive while no request is outstanding: ``UnsolicitedBytes`` is fired through
+///   `errorCaught`.
+/// Either way the bytes are dropped unparsed and nothing more is read from the connection.
 final class HTTP1ClientCodec: ChannelDuplexHandler {
     typealias InboundIn = ByteBuffer
     typealias InboundOut = HTTPClientResponsePart
@@ -20,14 +29,27 @@ final class HTTP1ClientCodec: ChannelDuplexHandler {
     private var input: HTTP1Input
     private var body = HTTP1BodyWriter()
     private var heads = HTTP1HeadBuffer()
+    /// Requests written whose response has not ended (0 or 1: Sluice does not pipeline upstream).
+    private var outstanding = 0
 
-    init(maxHeadBytes: Int) {
-        self.input = HTTP1Input(HTTP1Parser(kind: .response, limits: .init(maxHeadBytes: maxHeadBytes)))
+    /// The upstream sent bytes no request asked for (see the type's documentation).
+    struct UnsolicitedBytes: Error, Equatable {
+        /// After a complete response (a user event), or with no request outstanding (an error).
+        var afterResponse: Bool
+    }
+
+    init(maxHeadBytes: Int, maxInterimResponses: Int = UpstreamLimits.maxInterimResponses) {
+        self.input = HTTP1Input(HTTP1Parser(kind: .response, limits: .init(maxHeadBytes: maxHeadBytes, maxInterimResponses: maxInterimResponses)))
     }
 
     // MARK: Inbound
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        if self.outstanding == 0, !self.input.failed {
+            self.input.fail()
+            context.fireErrorCaught(UnsolicitedBytes(afterResponse: false))
+            return
+        }
         guard self.input.receive(self.unwrapInboundIn(data)) else { return }
         defer { self.input.endDelivery() }
         while let (event, body) = self.input.next() {
@@ -51,9 +73,23 @@ final class HTTP1ClientCodec: ChannelDuplexHandler {
                 headers: headers
             )
             context.fireChannelRead(self.wrapInboundOut(.head(response)))
+        case .interimHead(let head):
+            let response = HTTPResponseHead(
+                version: HTTPVersion(major: head.versionMajor, minor: head.versionMinor),
+                status: HTTPResponseStatus(statusCode: head.status, reasonPhrase: head.reason),
+                headers: HTTPHeaders(head.fields)
+            )
+            context.fireChannelRead(self.wrapInboundOut(.head(response)))
         case .body:
             context.fireChannelRead(self.wrapInboundOut(.body(body!)))
         case .end(let trailers):
+            self.outstanding = max(0, self.outstanding - 1)
+            if self.input.hasUnparsedBytes {
+                // More bytes behind a complete response: whatever they look like, they answer
+                // nothing. Said before the `.end`, so the connection is not parked for reuse.
+                self.input.fail()
+                context.fireUserInboundEventTriggered(UnsolicitedBytes(afterResponse: true))
+            }
             context.fireChannelRead(self.wrapInboundOut(.end(trailers.map { HTTPHeaders($0) })))
         case .requestHead:
             preconditionFailure("a response parser yields no request heads")
@@ -76,6 +112,7 @@ final class HTTP1ClientCodec: ChannelDuplexHandler {
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
         switch self.unwrapOutboundIn(data) {
         case .head(let head):
+            self.outstanding += 1
             if head.method == .HEAD { self.input.expectResponseToHEAD() }
             let (buffer, framing) = HTTP1Serializer.requestHead(head, into: &self.heads)
             self.body.framing = framing

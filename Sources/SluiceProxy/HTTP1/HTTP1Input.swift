@@ -45,6 +45,15 @@ struct HTTP1Input {
 
     mutating func endDelivery() { self.delivering = false }
 
+    /// Whether received bytes wait that the parser has not consumed yet.
+    var hasUnparsedBytes: Bool { (self.pending?.readableBytes ?? 0) > 0 }
+
+    /// Drops the bytes not parsed yet and yields nothing more: the connection is not to be read any further.
+    mutating func fail() {
+        self.failed = true
+        self.pending = nil
+    }
+
     /// The next event, and for `.body` its bytes; `nil` once the parser needs more bytes (or the
     /// input failed). An event may consume nothing (the end after a head or a body).
     mutating func next() -> (HTTP1Parser.Event, body: ByteBuffer?)? {

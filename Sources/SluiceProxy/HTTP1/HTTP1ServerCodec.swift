@@ -56,7 +56,7 @@ final class HTTP1ServerCodec: ChannelDuplexHandler {
                 context.fireChannelRead(self.wrapInboundOut(.end(trailers.map { HTTPHeaders($0) })))
             case .error(let error):
                 context.fireErrorCaught(error)
-            case .needMore, .responseHead:
+            case .needMore, .responseHead, .interimHead:
                 preconditionFailure("a request parser yields no response heads, and the input no needMore")
             }
         }

@@ -4,8 +4,10 @@ import SluiceCore
 
 /// A downstream connection as the drain sees it.
 protocol DownstreamConnection: AnyObject {
-    /// Close now (idle drain close, timeout, forced close).
+    /// Close now (idle drain close, forced close).
     func close()
+    /// The connection table's sweep found the connection's time up; HTTP/1 may answer 408 first.
+    func timedOut(_ reason: ConnectionTable<MonotonicInstant>.SweepReason)
     /// `propagating` began: HTTP/2 sends the GOAWAY shutdown notice. HTTP/1 does nothing (its
     /// responses start carrying `Connection: close` by the connection table's decision).
     func sendShutdownNotice()
@@ -14,6 +16,7 @@ protocol DownstreamConnection: AnyObject {
 }
 
 extension DownstreamConnection {
+    func timedOut(_ reason: ConnectionTable<MonotonicInstant>.SweepReason) { self.close() }
     func sendShutdownNotice() {}
     func beginGracefulShutdown() {}
 }
@@ -59,7 +62,8 @@ final class LoopContext {
             timeouts: .init(
                 requestHeader: config.http.requestHeaderTimeout,
                 idle: config.http.idleTimeout,
-                drainQuiet: config.drain.idleQuietPeriod
+                drainQuiet: config.drain.idleQuietPeriod,
+                requestBody: config.http.requestBodyTimeout
             )
         )
         // Upstream IDs live in their own half of the ID space so they never equal a downstream ID.
@@ -119,7 +123,7 @@ final class LoopContext {
         let now = MonotonicInstant.now()
         for (id, reason) in self.table.sweep(now: now) {
             self.logger.debug("closing connection", metadata: ["connection": "\(id)", "reason": "\(reason.rawValue)"])
-            self.connections[id]?.close()
+            self.connections[id]?.timedOut(reason)
         }
         self.pool.sweep(now: now)
     }
@@ -181,6 +185,7 @@ final class LoopContext {
         self.eventLoop.assertInEventLoop()
         var stats = self.stats
         stats.upstreamConnectErrors = self.pool.connectErrors
+        stats.upstreamUnsolicitedBytes = self.pool.unsolicitedBytesCloses
         return LoopSnapshot(connections: self.table.counts(), stats: stats, upstreams: self.pool.counts().map { UpstreamCounts(idle: $0.idle, busy: $0.busy) })
     }
 }

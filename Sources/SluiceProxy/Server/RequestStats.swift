@@ -12,6 +12,8 @@ struct RequestStats: Sendable {
     var durationCounts = [Int](repeating: 0, count: RequestStats.durationBuckets.count + 1)
     var durationSumSeconds: Double = 0
     var upstreamConnectErrors = 0
+    /// Upstream connections closed because they sent bytes no request asked for (response desync).
+    var upstreamUnsolicitedBytes = 0
     var errorsByStatus: [Int: Int] = [:]
     var aborted = 0
     var clientAborts = 0
@@ -44,6 +46,7 @@ struct RequestStats: Sendable {
         for i in sum.durationCounts.indices { sum.durationCounts[i] += rhs.durationCounts[i] }
         sum.durationSumSeconds += rhs.durationSumSeconds
         sum.upstreamConnectErrors += rhs.upstreamConnectErrors
+        sum.upstreamUnsolicitedBytes += rhs.upstreamUnsolicitedBytes
         sum.errorsByStatus.merge(rhs.errorsByStatus, uniquingKeysWith: +)
         sum.aborted += rhs.aborted
         sum.clientAborts += rhs.clientAborts

@@ -111,6 +111,10 @@ final class UpstreamHTTP1Handler: ChannelDuplexHandler, UpstreamExchange {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         switch self.unwrapInboundIn(data) {
+        case .head(let head) where head.status.code < 200:
+            // Interim (the codec's parser caps how many): the response-header timeout keeps running.
+            guard let delegate = self.delegate else { return self.unexpectedResponse() }
+            delegate.upstreamInterimResponse(head)
         case .head(let head):
             self.awaitingHeadSince = nil
             self.responseKeepAlive = head.isKeepAlive
@@ -140,6 +144,16 @@ final class UpstreamHTTP1Handler: ChannelDuplexHandler, UpstreamExchange {
         }
     }
 
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if event is HTTP1ClientCodec.UnsolicitedBytes {
+            // Bytes behind the response that is ending: this connection is never reused.
+            self.responseKeepAlive = false
+            self.pool?.unsolicitedBytesSeen(on: self)
+            return
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
     func channelWritabilityChanged(context: ChannelHandlerContext) {
         self.delegate?.upstreamWritabilityChanged(isWritable: context.channel.isWritable)
         context.fireChannelWritabilityChanged()
@@ -156,6 +170,7 @@ final class UpstreamHTTP1Handler: ChannelDuplexHandler, UpstreamExchange {
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        if error is HTTP1ClientCodec.UnsolicitedBytes { self.pool?.unsolicitedBytesSeen(on: self) }
         let delegate = self.delegate
         self.delegate = nil
         self.close()

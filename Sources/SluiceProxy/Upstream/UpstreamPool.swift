@@ -44,6 +44,8 @@ final class UpstreamPool {
     private let settings: SluiceConfig.Upstream
     private let logger: Logger
     private(set) var connectErrors = 0
+    /// Connections closed because the upstream sent bytes no request asked for.
+    private(set) var unsolicitedBytesCloses = 0
 
     init(eventLoop: any EventLoop, loopIndex: Int, upstreams: [UpstreamURL], settings: SluiceConfig.Upstream, logger: Logger) {
         self.eventLoop = eventLoop
@@ -125,6 +127,15 @@ final class UpstreamPool {
             self.connections[connection.id] = nil
             connection.close()
         }
+    }
+
+    /// The upstream sent bytes that answer no request on `connection` (it is closed, never reused).
+    func unsolicitedBytesSeen(on connection: UpstreamHTTP1Handler) {
+        self.unsolicitedBytesCloses += 1
+        self.logger.warning(
+            "upstream sent bytes no request asked for; closing the connection",
+            metadata: ["upstream": "\(self.upstreams[connection.upstreamIndex])"]
+        )
     }
 
     /// The connection closed (either side): forget it.
