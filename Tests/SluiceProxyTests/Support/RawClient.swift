@@ -25,9 +25,12 @@ final class RawClient: Sendable {
         self.received = received
     }
 
-    static func connect(port: Int, group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton) async throws -> RawClient {
+    /// - Parameter halfClosable: the server's FIN ends only the reading side (``waitForClose()``
+    ///   returns then), and the client may go on sending, as a client still uploading does.
+    static func connect(port: Int, halfClosable: Bool = false, group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton) async throws -> RawClient {
         let received = NIOLockedValueBox(Received())
         let channel = try await ClientBootstrap(group: group)
+            .channelOption(.allowRemoteHalfClosure, value: halfClosable)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandler(Recorder(received: received))
@@ -50,6 +53,11 @@ final class RawClient: Sendable {
 
         func channelInactive(context: ChannelHandlerContext) {
             self.wake { $0.closed = true }
+        }
+
+        func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+            if let event = event as? ChannelEvent, case .inputClosed = event { self.wake { $0.closed = true } }
+            context.fireUserInboundEventTriggered(event)
         }
 
         private func wake(_ update: (inout Received) -> Void) {
