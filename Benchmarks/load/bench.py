@@ -495,7 +495,15 @@ class Sluice(Proxy):
             return "?"
 
 
-PROXY_CLASSES = {"nginx": Nginx, "haproxy": HAProxy, "sluice": Sluice}
+class SluiceB(Sluice):
+    """A second Sluice binary (`--sluice-bin-b`), measured in the same run: an A/B of two builds,
+    each with its own ratios to nginx and HAProxy."""
+    name = "sluice-b"
+    binary: str = ""  # `self.binary` in Sluice's methods reads this one
+
+
+PROXY_CLASSES = {"nginx": Nginx, "haproxy": HAProxy, "sluice": Sluice, "sluice-b": SluiceB}
+SLUICES = ("sluice", "sluice-b")
 
 
 # --------------------------------------------------------------------------------------
@@ -711,16 +719,22 @@ def summarise(cells: list[dict], scenarios: list[str], proxies: list[str]) -> di
 
 
 def ratios(summary: dict) -> dict:
+    """Per scenario, Sluice's CPU and p99 against nginx and HAProxy (`cpu_vs_nginx`, ...); with an
+    A/B run, the second build's under `sluice-b` (same keys)."""
     out: dict = {}
     for s, row in summary.items():
-        sl = row.get("sluice", {})
-        r = {}
-        for ref in ("nginx", "haproxy"):
-            rf = row.get(ref, {})
-            for m, key in (("cpu_per_10k", "cpu"), ("p99_ms", "p99")):
-                a, b = sl.get(m), rf.get(m)
-                r[f"{key}_vs_{ref}"] = (a / b) if (sl.get("status") == "ok" and rf.get("status") == "ok"
-                                                  and a is not None and b) else None
+        r: dict = {}
+        for name in SLUICES:
+            sl = row.get(name)
+            if sl is None:
+                continue
+            target = r if name == "sluice" else r.setdefault(name, {})
+            for ref in ("nginx", "haproxy"):
+                rf = row.get(ref, {})
+                for m, key in (("cpu_per_10k", "cpu"), ("p99_ms", "p99")):
+                    a, b = sl.get(m), rf.get(m)
+                    target[f"{key}_vs_{ref}"] = (a / b) if (sl.get("status") == "ok" and rf.get("status") == "ok"
+                                                           and a is not None and b) else None
         out[s] = r
     return out
 
@@ -736,8 +750,8 @@ def table(summary: dict, rat: dict, proxies: list[str]) -> str:
                 rows.append([s, p, "n/a", "n/a", "n/a", "n/a", "n/a", "n/a", "", "", "", ""])
                 continue
             extra = ["", "", "", ""]
-            if p == "sluice":
-                rr = rat.get(s, {})
+            if p in SLUICES:
+                rr = rat.get(s, {}) if p == "sluice" else rat.get(s, {}).get(p, {})
                 extra = [fmt(rr.get("cpu_vs_nginx"), ".2f") + ("x" if rr.get("cpu_vs_nginx") else ""),
                          fmt(rr.get("cpu_vs_haproxy"), ".2f") + ("x" if rr.get("cpu_vs_haproxy") else ""),
                          fmt(rr.get("p99_vs_nginx"), ".2f") + ("x" if rr.get("p99_vs_nginx") else ""),
@@ -761,7 +775,7 @@ def chart(summary: dict, proxies: list[str], path: Path, title: str) -> str | No
     except Exception as e:  # noqa: BLE001
         return f"matplotlib unavailable: {e}"
     scen = list(summary.keys())
-    colors = {"nginx": "#2b8a3e", "haproxy": "#1971c2", "sluice": "#e8590c"}
+    colors = {"nginx": "#2b8a3e", "haproxy": "#1971c2", "sluice": "#e8590c", "sluice-b": "#ae3ec9"}
     fig, axes = plt.subplots(2, 1, figsize=(max(8, 1.6 * len(scen) + 2), 8.5))
     width = 0.8 / max(1, len(proxies))
     for ax, metric, ylabel in ((axes[0], "cpu_per_10k", "proxy CPU seconds per 10k requests"),
@@ -884,10 +898,12 @@ def resolve_sluice(args) -> tuple[str | None, str]:
 def start_proxy(name: str, work: Path, origin_port: int, threads: int, core: str | None,
                 max_conns: int, tag: str = "") -> tuple[Proxy | None, str]:
     cls = PROXY_CLASSES[name]
-    if name != "sluice" and not shutil.which(cls.exe):
+    if name not in SLUICES and not shutil.which(cls.exe):
         return None, f"{cls.exe} not installed"
     if name == "sluice" and not Sluice.binary:
         return None, SLUICE_REASON
+    if name == "sluice-b" and not SluiceB.binary:
+        return None, "no --sluice-bin-b given"
     px = cls(work, origin_port, threads=threads, core=core, max_conns=max_conns, tag=tag)
     try:
         px.start()
@@ -1018,10 +1034,15 @@ def parse_args(argv=None):
                     help="also: RSS cost of N idle keep-alive connections (default N=10000)")
     ap.add_argument("--no-matrix", action="store_true", help="skip the main scenario x proxy matrix")
     ap.add_argument("--no-install", action="store_true", help="never apt-get/pip install anything")
+    ap.add_argument("--sluice-bin-b", metavar="PATH",
+                    help="A/B: a second sluice binary, measured as proxy `sluice-b` in the same rounds "
+                         "(added to --proxies), with its own ratios")
     a = ap.parse_args(argv)
     a.rounds = a.rounds or (1 if a.quick else 3)
     a.duration = a.duration or (5 if a.quick else 12)
     a.proxies = [p for p in a.proxies.split(",") if p]
+    if a.sluice_bin_b and "sluice-b" not in a.proxies:
+        a.proxies.append("sluice-b")
     a.scenarios = [s for s in a.scenarios.split(",") if s]
     for p in a.proxies:
         if p not in PROXY_CLASSES:
@@ -1053,6 +1074,11 @@ def main(argv=None) -> int:
 
     sbin, SLUICE_REASON = resolve_sluice(args)
     Sluice.binary = sbin or ""
+    if args.sluice_bin_b:
+        b = Path(args.sluice_bin_b).resolve()
+        SluiceB.binary = str(b) if b.is_file() and os.access(b, os.X_OK) else ""
+        if not SluiceB.binary:
+            warn(f"--sluice-bin-b {b}: not an executable; sluice-b cells will be n/a")
     if not sbin and "sluice" in args.proxies:
         warn(SLUICE_REASON + " (build it with `make release`, pass --sluice-bin "
              "or SLUICE_BIN, or add --build-sluice); Sluice cells will be n/a")
@@ -1128,8 +1154,8 @@ def main(argv=None) -> int:
             for name, px in running.items():
                 code = px.stop()
                 results["proxies"][name]["exit_code"] = code
-                if name == "sluice":
-                    log(f"  sluice stopped on SIGTERM, exit code {code}")
+                if name in SLUICES:
+                    log(f"  {name} stopped on SIGTERM, exit code {code}")
         summ = summarise(cells, args.scenarios, args.proxies)
         rat = ratios(summ)
         results.update(cells=cells, summary=summ, ratios=rat)

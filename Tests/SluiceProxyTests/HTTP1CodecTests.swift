@@ -267,12 +267,28 @@ struct HTTP1CodecTests {
         #expect(try Self.written(channel) == framing.wire)
     }
 
-    /// A chunked response comes out de-chunked with its trailers; a 100 Continue before it is skipped.
+    /// A chunked response comes out de-chunked with its trailers; a 100 Continue before it is passed
+    /// on as a head of its own (the handler decides what to forward).
     @Test func chunkedResponse() throws {
         let channel = try Self.client()
         try channel.writeOutbound(HTTPClientRequestPart.head(HTTPRequestHead(version: .http1_1, method: .GET, uri: "/")))
         try channel.writeInbound(ByteBuffer(string: "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\ngrpc-status: 0\r\n\r\n"))
-        #expect(try Self.responseParts(channel) == ["head 200 HTTP/1.1 Transfer-Encoding=chunked", "body abc", "end grpc-status=0"])
+        #expect(try Self.responseParts(channel) == ["head 100 HTTP/1.1 ", "head 200 HTTP/1.1 Transfer-Encoding=chunked", "body abc", "end grpc-status=0"])
+    }
+
+    /// Bytes behind a complete response are announced before its end (so the connection is not
+    /// reused) and never parsed; bytes with no request outstanding are an error. Neither becomes a response.
+    @Test func bytesNoRequestAskedForAreNeverAResponse() throws {
+        let channel = try Self.client()
+        let events = UserEventRecorder()
+        try channel.pipeline.syncOperations.addHandler(events)
+        try channel.writeOutbound(HTTPClientRequestPart.head(HTTPRequestHead(version: .http1_1, method: .GET, uri: "/")))
+        try channel.writeInbound(ByteBuffer(string: "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nX"))
+        #expect(try Self.responseParts(channel) == ["head 200 HTTP/1.1 Content-Length=2", "body ok", "end -"])
+        #expect(events.events == ["unsolicited after response", "read"])
+        let idle = try Self.client()
+        #expect(throws: HTTP1ClientCodec.UnsolicitedBytes(afterResponse: false)) { try idle.writeInbound(ByteBuffer(string: "HTTP/1.1 200 OK\r\n")) }
+        #expect(try Self.responseParts(idle) == [])
     }
 
     /// The response to HEAD has no body whatever its length says, and the next response parses after it.
@@ -308,5 +324,23 @@ struct HTTP1CodecTests {
         #expect(throws: HTTP1ParseError.self) {
             try channel.writeInbound(ByteBuffer(string: "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n"))
         }
+    }
+}
+
+/// Records the user events and reads that pass it, in order (after ``HTTP1ClientCodec``).
+private final class UserEventRecorder: ChannelInboundHandler {
+    typealias InboundIn = HTTPClientResponsePart
+    var events: [String] = []
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        if case .end = self.unwrapInboundIn(data) { self.events.append("read") }
+        context.fireChannelRead(data)
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if let event = event as? HTTP1ClientCodec.UnsolicitedBytes {
+            self.events.append(event.afterResponse ? "unsolicited after response" : "unsolicited")
+        }
+        context.fireUserInboundEventTriggered(event)
     }
 }
