@@ -260,9 +260,9 @@ public final class HTTP2ServerConnectionHandler: ChannelDuplexHandler, Removable
         self.context?.eventLoop.preconditionInEventLoop()
         let action = self.shutdown.deadlineReached()
         switch action {
-        case .resetStreamsAndClose(let streams, let lastStreamID):
+        case .resetStreamsAndClose(let streams, let finalGoAway):
             for id in streams { self.session.submitReset(streamID: id, errorCode: .cancel) }
-            try? self.session.submitGoAway(lastStreamID: lastStreamID, errorCode: .noError)
+            if let finalGoAway { try? self.session.submitGoAway(lastStreamID: finalGoAway, errorCode: .noError) }
             for id in streams { self.delegate?.streamClosed(id, errorCode: .cancel, on: self) }
             self.closeConnection()
         case .none:

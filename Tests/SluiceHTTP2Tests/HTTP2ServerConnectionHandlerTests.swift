@@ -225,6 +225,22 @@ final class EmbeddedConnection {
         #expect(connection.delegate.calls.suffix(3) == [.closed(first, .cancel), .closed(second, .cancel), .connectionClosed])
     }
 
+    /// Issue 14 item 12b: a drain that reaches its deadline after the final GOAWAY resets the streams
+    /// but does not send the final GOAWAY a second time: the wire carries the notice and one final GOAWAY.
+    @Test func deadlineAfterFinalGoAwaySendsItOnlyOnce() throws {
+        let connection = try EmbeddedConnection()
+        let id = try connection.get("/slow")
+        try connection.exchange()
+        connection.handler.beginGracefulShutdown(deadline: .seconds(5))
+        try connection.exchange()
+        #expect(connection.goAwaysWritten == [[UInt32(Int32.max), 0], [UInt32(id.rawValue), 0]])
+        connection.channel.embeddedEventLoop.advanceTime(by: .seconds(5))
+        try connection.serverToClient()
+        #expect(connection.clientEvents.contains(.streamClosed(id, .cancel)))
+        #expect(connection.goAwaysWritten == [[UInt32(Int32.max), 0], [UInt32(id.rawValue), 0]])
+        #expect(!connection.channel.isActive)
+    }
+
     /// The peer going away closes every open stream with CANCEL, then the connection.
     @Test func peerCloseReportsStreamsThenConnection() throws {
         let connection = try EmbeddedConnection()

@@ -344,7 +344,7 @@ struct HTTP2ProxyLoopbackTests {
             $0.drain.delay = .zero
             $0.drain.timeout = .milliseconds(500)
         }
-        let client = Task { try await PythonH2Script.run(port: proxy.port, ["get", "/slow-head?ms=10000"]) }
+        let client = Task { try await PythonH2Script.run(port: proxy.port, ["get-wait", "/slow-head?ms=10000"]) }
         #expect(await ProxyHarness.eventually {
             (try? await proxy.server.snapshot().get().connections.requestsInFlight) == 1
         })
@@ -354,6 +354,8 @@ struct HTTP2ProxyLoopbackTests {
         await proxy.server.shutdown()
         #expect(events.contains(PythonH2Script.Event(type: "RST", stream: 1, error: 8)), "\(events)")
         #expect(events.status(of: 1) == nil)
-        #expect(events.goAways.last?.last == 1)
+        // Issue 14 item 12b: the notice and one final GOAWAY, not the final one again at the deadline.
+        #expect(events.goAways.map(\.last) == [Int(Int32.max), 1], "\(events)")
+        #expect(events.last?.type == "EOF")
     }
 }
