@@ -16,6 +16,8 @@ final class RecordingDelegate: HTTP2StreamDelegate {
     }
 
     var calls: [Call] = []
+    /// The error codes of the GOAWAYs the handler reported sending.
+    var goAwaysSent: [HTTP2ErrorCode] = []
 
     func streamOpened(_ streamID: HTTP2StreamID, head: HTTP2RequestHead, endStream: Bool, on connection: HTTP2ServerConnectionHandler) {
         self.calls.append(.opened(streamID, path: head.path, endStream: endStream))
@@ -34,6 +36,9 @@ final class RecordingDelegate: HTTP2StreamDelegate {
     }
     func goAwayReceived(lastStreamID: HTTP2StreamID, errorCode: HTTP2ErrorCode, on connection: HTTP2ServerConnectionHandler) {
         self.calls.append(.goAway(lastStreamID, errorCode))
+    }
+    func goAwaySent(lastStreamID: HTTP2StreamID, errorCode: HTTP2ErrorCode, on connection: HTTP2ServerConnectionHandler) {
+        self.goAwaysSent.append(errorCode)
     }
     func connectionClosed(_ connection: HTTP2ServerConnectionHandler) {
         self.calls.append(.connectionClosed)
@@ -352,6 +357,25 @@ final class EmbeddedConnection {
         #expect(!connection.channel.isActive)
         #expect(connection.delegate.calls.suffix(2) == [.closed(id, .cancel), .connectionClosed])
         #expect(!connection.handler.sendResponseHead(streamID: id, status: 200, headers: [], endStream: true))
+    }
+
+    /// Issue 14 item 8: a header block with more than 8 CONTINUATION frames ends the connection with
+    /// GOAWAY ENHANCE_YOUR_CALM (reported to the delegate, which counts it), not a bare FIN; a block
+    /// with 8 is served.
+    @Test func continuationFloodGetsGoAwayEnhanceYourCalm() throws {
+        let connection = try EmbeddedConnection()
+        try connection.exchange()
+        try connection.channel.writeInbound(ByteBuffer(bytes: RawFrame.headersWithContinuations(streamID: 1, continuations: 8)))
+        connection.channel.embeddedEventLoop.run()
+        #expect(connection.delegate.calls == [.opened(HTTP2StreamID(1), path: "/", endStream: true)])
+
+        try connection.channel.writeInbound(ByteBuffer(bytes: RawFrame.headersWithContinuations(streamID: 3, continuations: 9)))
+        connection.channel.embeddedEventLoop.run()
+        try connection.serverToClient()
+        #expect(connection.goAwaysWritten.map { $0[1] } == [HTTP2ErrorCode.enhanceYourCalm.rawValue])
+        #expect(connection.delegate.goAwaysSent == [.enhanceYourCalm])
+        #expect(!connection.channel.isActive)
+        #expect(connection.delegate.calls.last == .connectionClosed)
     }
 
     /// HTTP/1 bytes on the HTTP/2 port close the connection without telling the delegate anything but the close.
