@@ -127,7 +127,8 @@ public final class HTTP2ServerConnectionHandler: ChannelDuplexHandler, Removable
         self.submit(streamID) { try $0.submitResponse(streamID: streamID, status: status, headers: headers, endStream: endStream) }
     }
 
-    /// Sends an informational head (1xx), e.g. 100 Continue.
+    /// Sends an informational head (1xx), e.g. 100 Continue or 103 Early Hints: a HEADERS frame without
+    /// END_STREAM, before the final head.
     @discardableResult
     public func sendInformationalHead(streamID: HTTP2StreamID, status: Int, headers: [HTTP2HeaderField] = []) -> Bool {
         self.submit(streamID) { try $0.submitInformationalResponse(streamID: streamID, status: status, headers: headers) }
@@ -448,7 +449,7 @@ public final class HTTP2ServerConnectionHandler: ChannelDuplexHandler, Removable
             }
         case .goAwaySent(let lastStreamID, let errorCode):
             self.delegate?.goAwaySent(lastStreamID: lastStreamID, errorCode: errorCode, on: self)
-        case .responseHead:
+        case .responseHead, .interimResponseHead:
             // A server session receives no responses.
             break
         }

@@ -13,6 +13,9 @@ public enum HTTP2SessionEvent: Equatable, Sendable {
     case requestHead(HTTP2StreamID, HTTP2RequestHead, endStream: Bool)
     /// A final response head (status 200 or more) arrived on a client session.
     case responseHead(HTTP2StreamID, HTTP2ResponseHead, endStream: Bool)
+    /// An informational (1xx) response head arrived on a client session; the final head follows on the
+    /// same stream.
+    case interimResponseHead(HTTP2StreamID, HTTP2ResponseHead)
     /// Body bytes. They count against the flow-control windows until passed to
     /// ``NGHTTP2Session/consume(streamID:bytes:)``.
     case data(HTTP2StreamID, ByteBuffer)

@@ -250,7 +250,8 @@ public final class NGHTTP2Session {
         if !endStream { self.outbound[streamID.rawValue] = OutboundStream() }
     }
 
-    /// Submits an informational (1xx) response head, e.g. 100 Continue (server role).
+    /// Submits an informational (1xx) response head, e.g. 100 Continue or 103 Early Hints (server role):
+    /// a HEADERS frame without END_STREAM, before the final head. Any number may precede it.
     public func submitInformationalResponse(streamID: HTTP2StreamID, status: Int, headers: [HTTP2HeaderField] = []) throws {
         precondition((100..<200).contains(status), "informational responses are 1xx, got \(status)")
         let rv = Self.withHeaderBlock(pseudo: [(":status", String(status))], headers) { nva, count in
@@ -542,7 +543,10 @@ public final class NGHTTP2Session {
         case .client:
             if let status = block.status {
                 // 1xx heads are informational; the final head follows on the same stream.
-                guard status >= 200 else { return }
+                guard status >= 200 else {
+                    self.events.append(.interimResponseHead(streamID, HTTP2ResponseHead(status: status, headers: block.fields)))
+                    return
+                }
                 self.unconsumed[block.streamID] = self.unconsumed[block.streamID] ?? 0
                 self.events.append(.responseHead(streamID, HTTP2ResponseHead(status: status, headers: block.fields), endStream: endStream))
             } else {

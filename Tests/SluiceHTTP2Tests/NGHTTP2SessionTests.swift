@@ -85,6 +85,44 @@ func buffer(_ string: String) -> ByteBuffer { ByteBuffer(string: string) }
         #expect(pair.serverEvents.last == .streamClosed(id, .noError))
     }
 
+    /// Issue 14 item 6: informational heads (103 with its `link`, 100) go out as HEADERS frames without
+    /// END_STREAM and reach the client session as interim heads, in order, before the final head.
+    @Test func informationalHeadsReachTheClientBeforeTheFinalHead() throws {
+        let pair = try SessionPair()
+        let id = try pair.client.submitRequest(self.get, endStream: true)
+        try pair.pump()
+        let link = HTTP2HeaderField(name: "link", value: "</style.css>; rel=preload; as=style")
+        try pair.server.submitInformationalResponse(streamID: id, status: 103, headers: [link])
+        try pair.server.submitInformationalResponse(streamID: id, status: 100)
+        try pair.server.submitResponse(streamID: id, status: 200, headers: [], endStream: false)
+        try pair.server.submitData(streamID: id, buffer("body"), endStream: true)
+        try pair.pump()
+        let events = SessionPair.streamEvents(pair.clientEvents)
+        #expect(Array(events.prefix(3)) == [
+            .interimResponseHead(id, HTTP2ResponseHead(status: 103, headers: [link])),
+            .interimResponseHead(id, HTTP2ResponseHead(status: 100)),
+            .responseHead(id, HTTP2ResponseHead(status: 200), endStream: false),
+        ])
+        #expect(SessionPair.body(events, stream: id) == "body")
+        #expect(events.last == .streamClosed(id, .noError))
+    }
+
+    /// Any number of interim heads pass the session (the cap is the proxy's): 40 × 103, then the final head.
+    @Test func manyInformationalHeadsPass() throws {
+        let pair = try SessionPair()
+        let id = try pair.client.submitRequest(self.get, endStream: true)
+        try pair.pump()
+        for _ in 0..<40 {
+            try pair.server.submitInformationalResponse(streamID: id, status: 103, headers: [HTTP2HeaderField(name: "link", value: "</a.css>; rel=preload")])
+        }
+        try pair.pump()
+        try pair.server.submitResponse(streamID: id, status: 204, headers: [], endStream: true)
+        try pair.pump()
+        let interim = pair.clientEvents.filter { if case .interimResponseHead = $0 { true } else { false } }
+        #expect(interim.count == 40, "\(pair.clientEvents)")
+        #expect(pair.clientEvents.contains(.responseHead(id, HTTP2ResponseHead(status: 204), endStream: true)))
+    }
+
     /// A POST body arrives as data events followed by endStream.
     @Test func requestBodyArrivesThenEndStream() throws {
         let pair = try SessionPair()
