@@ -242,7 +242,7 @@ public final class HTTP2ClientConnectionHandler: ChannelInboundHandler, Removabl
         case .goAwayReceived(let lastStreamID, let errorCode):
             self.goAwayReceived = true
             self.delegate?.goAwayReceived(lastStreamID: lastStreamID, errorCode: errorCode, on: self)
-        case .requestHead, .resetReceived, .pingReceived, .pingAckReceived, .settingsAckReceived, .settingsSent, .goAwaySent:
+        case .requestHead, .resetReceived, .streamFlowControlChanged, .pingReceived, .pingAckReceived, .settingsAckReceived, .settingsSent, .goAwaySent:
             // libnghttp2 answers PINGs and SETTINGS itself; a reset shows up as `streamClosed`.
             break
         }

@@ -27,9 +27,13 @@ public enum HTTP2SessionEvent: Equatable, Sendable {
     case resetReceived(HTTP2StreamID, HTTP2ErrorCode)
     /// The stream is closed (both sides ended: `noError`; or reset, by either side: the reset's code).
     case streamClosed(HTTP2StreamID, HTTP2ErrorCode)
-    /// The stream's send queue crossed a watermark: above the high one it is not writable, at or below
-    /// half of it it is writable again.
+    /// The stream stopped or started taking more bytes: its send queue went above the stream's (or all
+    /// queues above the connection's) high watermark, or bytes wait behind a closed flow-control window;
+    /// writable again at or below half the watermarks with the window open.
     case streamWritabilityChanged(HTTP2StreamID, isWritable: Bool)
+    /// Bytes (or the end) wait on the stream and the peer's flow-control window is closed (`true`); or
+    /// some of them went out (`false`: the stream made progress).
+    case streamFlowControlChanged(HTTP2StreamID, isBlocked: Bool)
     /// The peer sent GOAWAY.
     case goAwayReceived(lastStreamID: HTTP2StreamID, errorCode: HTTP2ErrorCode)
     /// A GOAWAY of ours was serialised into the output.
