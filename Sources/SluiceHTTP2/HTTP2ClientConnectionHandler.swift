@@ -2,12 +2,15 @@ import NIOCore
 
 /// Receives what happens on an ``HTTP2ClientConnectionHandler``'s streams, on its event loop.
 ///
-/// A stream's response arrives in order: ``responseHead(_:head:endStream:on:)``, then data, then
+/// A stream's response arrives in order: any ``interimResponseHead(_:head:on:)`` (1xx), then
+/// ``responseHead(_:head:endStream:on:)``, then data, then
 /// ``responseEnded(_:trailers:on:)`` (unless the head had `endStream`); every stream opened with
 /// ``HTTP2ClientConnectionHandler/openStream(_:endStream:)`` ends with exactly one
 /// ``streamClosed(_:errorCode:on:)`` (`noError` when both sides ended, else the reset's code), or
 /// with ``connectionClosed(_:)`` for all streams still open.
 public protocol HTTP2ClientConnectionDelegate: AnyObject {
+    /// An informational (1xx) head, before the stream's final ``responseHead(_:head:endStream:on:)``.
+    func interimResponseHead(_ streamID: HTTP2StreamID, head: HTTP2ResponseHead, on connection: HTTP2ClientConnectionHandler)
     func responseHead(_ streamID: HTTP2StreamID, head: HTTP2ResponseHead, endStream: Bool, on connection: HTTP2ClientConnectionHandler)
     /// Body bytes; they hold the stream's window until ``HTTP2ClientConnectionHandler/consumed(streamID:bytes:)``.
     func responseData(_ streamID: HTTP2StreamID, data: ByteBuffer, on connection: HTTP2ClientConnectionHandler)
@@ -213,6 +216,9 @@ public final class HTTP2ClientConnectionHandler: ChannelInboundHandler, Removabl
 
     private func handle(_ event: HTTP2SessionEvent) {
         switch event {
+        case .interimResponseHead(let id, let head):
+            guard self.openStreams.contains(id) else { return }
+            self.delegate?.interimResponseHead(id, head: head, on: self)
         case .responseHead(let id, let head, let endStream):
             guard self.openStreams.contains(id) else { return }
             self.delegate?.responseHead(id, head: head, endStream: endStream, on: self)
@@ -236,7 +242,7 @@ public final class HTTP2ClientConnectionHandler: ChannelInboundHandler, Removabl
         case .goAwayReceived(let lastStreamID, let errorCode):
             self.goAwayReceived = true
             self.delegate?.goAwayReceived(lastStreamID: lastStreamID, errorCode: errorCode, on: self)
-        case .requestHead, .resetReceived, .pingReceived, .pingAckReceived, .settingsAckReceived, .settingsSent, .goAwaySent:
+        case .requestHead, .resetReceived, .streamFlowControlChanged, .pingReceived, .pingAckReceived, .settingsAckReceived, .settingsSent, .goAwaySent:
             // libnghttp2 answers PINGs and SETTINGS itself; a reset shows up as `streamClosed`.
             break
         }

@@ -11,6 +11,11 @@ import NIOCore
 ///    remembers the IDs skipped over as ranges; clients rarely skip any. At most
 ///    ``maxRememberedGaps`` ranges are kept (the oldest are forgotten), so a client that skips IDs on
 ///    purpose costs bounded memory and, past the bound, gets libnghttp2's leniency.
+/// 3. A header block split over more than ``maxContinuationFrames`` CONTINUATION frames is a connection
+///    error `ENHANCE_YOUR_CALM` (a CONTINUATION flood, CVE-2024-27316 and kin). Debian's libnghttp2
+///    1.52.0-1+deb12u2 and later stop at the same count (upstream 1.59's `max_continuations`) but with a
+///    fatal error that leaves no GOAWAY to send, so the connection ended in a bare FIN; upstream 1.52
+///    has no bound at all. Checking here first gives the client a GOAWAY either way.
 ///
 /// Everything else (lengths, flags, stream states, HPACK) is libnghttp2's to check. The first 24 bytes
 /// are the client connection preface and are not frames. Pure: bytes in, a decision out.
@@ -35,11 +40,16 @@ public struct HTTP2FrameRulesStateMachine: Sendable {
 
     /// How many ranges of skipped stream IDs are remembered.
     public static let maxRememberedGaps = 64
+    /// How many CONTINUATION frames one header block may have (libnghttp2's `max_continuations`
+    /// default, so that the library never meets one more).
+    public static let maxContinuationFrames = 8
 
     private static let prefaceLength = 24
     private static let frameHeaderLength = 9
     private static let headersType: UInt8 = 0x1
     private static let priorityType: UInt8 = 0x2
+    private static let continuationType: UInt8 = 0x9
+    private static let endHeadersFlag: UInt8 = 0x4
 
     private enum State: Sendable {
         /// Skipping the client connection preface: `remaining` bytes of it to go.
@@ -62,6 +72,9 @@ public struct HTTP2FrameRulesStateMachine: Sendable {
     private var highestStreamID: UInt32 = 0
     /// Odd stream IDs below `highestStreamID` that no HEADERS frame used, as ranges, oldest first.
     private var gaps: [ClosedRange<UInt32>] = []
+    /// Inside a header block (a HEADERS frame without END_HEADERS, then CONTINUATIONs): how many
+    /// CONTINUATION frames it had so far; nil outside one.
+    private var continuations: Int?
 
     public init() {}
 
@@ -87,11 +100,12 @@ public struct HTTP2FrameRulesStateMachine: Sendable {
             case .frameHeader(var partial):
                 let frameStart = offset - partial.count
                 let type: UInt8
+                let flags: UInt8
                 let length: Int
                 let streamID: UInt32
                 if partial.isEmpty && bytes.count - offset >= Self.frameHeaderLength {
                     // The usual case: the whole header is in this buffer; read it in place.
-                    (type, length, streamID) = Self.parseHeader(UnsafeRawBufferPointer(rebasing: bytes[offset..<(offset + Self.frameHeaderLength)]))
+                    (type, flags, length, streamID) = Self.parseHeader(UnsafeRawBufferPointer(rebasing: bytes[offset..<(offset + Self.frameHeaderLength)]))
                     offset += Self.frameHeaderLength
                 } else {
                     // Split across reads: keep the first part (rare, so the array is fine).
@@ -102,9 +116,9 @@ public struct HTTP2FrameRulesStateMachine: Sendable {
                         self.state = .frameHeader(bytes: partial)
                         continue
                     }
-                    (type, length, streamID) = partial.withUnsafeBytes { Self.parseHeader($0) }
+                    (type, flags, length, streamID) = partial.withUnsafeBytes { Self.parseHeader($0) }
                 }
-                if let errorCode = self.frameHeaderReceived(type: type, streamID: streamID) {
+                if let errorCode = self.frameHeaderReceived(type: type, flags: flags, streamID: streamID) {
                     self.state = .violated
                     // The frame began in an earlier buffer when `frameStart` is negative: those bytes
                     // were forwarded already, and nothing of this buffer may be.
@@ -116,14 +130,26 @@ public struct HTTP2FrameRulesStateMachine: Sendable {
         return .forward
     }
 
-    private static func parseHeader(_ header: UnsafeRawBufferPointer) -> (type: UInt8, length: Int, streamID: UInt32) {
+    private static func parseHeader(_ header: UnsafeRawBufferPointer) -> (type: UInt8, flags: UInt8, length: Int, streamID: UInt32) {
         let length = Int(header[0]) << 16 | Int(header[1]) << 8 | Int(header[2])
         let streamID = UInt32(header[5]) << 24 | UInt32(header[6]) << 16 | UInt32(header[7]) << 8 | UInt32(header[8])
-        return (header[3], length, streamID & 0x7FFF_FFFF)
+        return (header[3], header[4], length, streamID & 0x7FFF_FFFF)
     }
 
     /// Checks one frame header; returns the connection error it causes, if any.
-    private mutating func frameHeaderReceived(type: UInt8, streamID: UInt32) -> HTTP2ErrorCode? {
+    private mutating func frameHeaderReceived(type: UInt8, flags: UInt8, streamID: UInt32) -> HTTP2ErrorCode? {
+        switch type {
+        case Self.headersType:
+            // A block left open (a frame other than CONTINUATION after it) is libnghttp2's to reject.
+            self.continuations = flags & Self.endHeadersFlag == 0 ? 0 : nil
+        case Self.continuationType:
+            if let count = self.continuations {
+                guard count < Self.maxContinuationFrames else { return .enhanceYourCalm }
+                self.continuations = flags & Self.endHeadersFlag == 0 ? count + 1 : nil
+            }
+        default:
+            break
+        }
         switch type {
         case Self.priorityType where streamID == 0:
             return .protocolError

@@ -12,7 +12,8 @@
 /// 3. Open streams finish. When the final GOAWAY is out and none is left, the action says
 ///    `closeConnection`.
 /// 4. ``deadlineReached()`` (the drain timeout, or a forced close) resets whatever is still open and
-///    closes: `.resetStreamsAndClose`.
+///    closes: `.resetStreamsAndClose`, with the final GOAWAY only if it has not gone out yet (it is sent
+///    once per connection).
 ///
 /// Sluice's process drain (DESIGN.md §2) splits step 1 from step 2 by seconds: in `propagating`,
 /// ``sendShutdownNotice(now:)`` sends the notice and the PING but keeps serving; in `draining`,
@@ -298,18 +299,25 @@ public struct HTTP2GracefulShutdownStateMachine<C: Clock>: Sendable where C.Dura
 
     /// What to do when the drain deadline passes (or the connection is force-closed).
     public enum DeadlineReachedAction: Equatable, Sendable {
-        /// Reset `streams` (`CANCEL`), send a GOAWAY with `lastStreamID`, and close. `streams.count` is
-        /// the number of streams cut.
-        case resetStreamsAndClose(streams: [HTTP2StreamID], lastStreamID: HTTP2StreamID)
+        /// Reset `streams` (`CANCEL`), send the final GOAWAY with `finalGoAway` unless it is nil (the
+        /// final GOAWAY went out already: a connection sends it once), and close. `streams.count` is the
+        /// number of streams cut.
+        case resetStreamsAndClose(streams: [HTTP2StreamID], finalGoAway: HTTP2StreamID?)
         /// Already closed.
         case none
     }
 
     /// The drain ran out of time: cut what is left.
     public mutating func deadlineReached() -> DeadlineReachedAction {
-        guard let streams = self.streams else { return .none }
+        let finalGoAwaySent: Bool
+        switch self.state {
+        case .active, .noticeSent, .waitingForPingAck: finalGoAwaySent = false
+        case .finalGoAwaySent: finalGoAwaySent = true
+        case .closed: return .none
+        }
+        guard let streams = self.streams else { preconditionFailure("every state but closed has streams") }
         self.state = .closed
-        return .resetStreamsAndClose(streams: streams.open.sorted(), lastStreamID: streams.lastStreamID)
+        return .resetStreamsAndClose(streams: streams.open.sorted(), finalGoAway: finalGoAwaySent ? nil : streams.lastStreamID)
     }
 
     /// What to do when the channel went away.

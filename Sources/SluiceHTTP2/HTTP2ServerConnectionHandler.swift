@@ -20,7 +20,12 @@ import NIOCore
 ///    fire a ``Command`` as a user inbound event.
 /// 5. Floods (``HTTP2AbuseLimits``) end the connection with GOAWAY `ENHANCE_YOUR_CALM`, an
 ///    unacknowledged SETTINGS with `SETTINGS_TIMEOUT`; the frame rules libnghttp2 leaves unchecked
-///    (``HTTP2FrameRulesStateMachine``) with GOAWAY `PROTOCOL_ERROR`.
+///    (``HTTP2FrameRulesStateMachine``) with GOAWAY `PROTOCOL_ERROR` (`ENHANCE_YOUR_CALM` for a
+///    CONTINUATION flood).
+/// 6. A stream whose response waits behind the client's closed flow-control window without progress
+///    for ``Configuration/streamStallTimeout`` is reset (`CANCEL`; ``HTTP2StreamStallStateMachine``),
+///    and its delegate hears ``HTTP2StreamDelegate/streamStalled(_:on:)`` before the close. Its queued
+///    bytes are dropped at once.
 ///
 /// Every method must be called on the channel's event loop.
 ///
@@ -49,17 +54,22 @@ public final class HTTP2ServerConnectionHandler: ChannelDuplexHandler, Removable
         /// How long the last bytes (a GOAWAY) may take to be written before the socket is closed anyway.
         /// Default 2 s.
         public var closeTimeout: Duration
+        /// How long a stream's response may wait behind the client's closed flow-control window without
+        /// any byte going out before the stream is reset; nil: never. Default 30 s.
+        public var streamStallTimeout: Duration?
 
         public init(
             session: HTTP2SessionConfiguration = .init(),
             shutdown: HTTP2GracefulShutdownStateMachine<ContinuousClock>.Configuration = .init(),
             abuseLimits: HTTP2AbuseLimits = .init(),
-            closeTimeout: Duration = .seconds(2)
+            closeTimeout: Duration = .seconds(2),
+            streamStallTimeout: Duration? = .seconds(30)
         ) {
             self.session = session
             self.shutdown = shutdown
             self.abuseLimits = abuseLimits
             self.closeTimeout = closeTimeout
+            self.streamStallTimeout = streamStallTimeout
         }
     }
 
@@ -69,6 +79,7 @@ public final class HTTP2ServerConnectionHandler: ChannelDuplexHandler, Removable
     private var shutdown: HTTP2GracefulShutdownStateMachine<ContinuousClock>
     private var limits: HTTP2AbuseLimitsStateMachine<ContinuousClock>
     private var frameRules = HTTP2FrameRulesStateMachine()
+    private var stalls: HTTP2StreamStallStateMachine<ContinuousClock>?
     private var context: ChannelHandlerContext?
 
     /// Inside `channelRead`…`channelReadComplete`: output waits for `channelReadComplete`.
@@ -88,6 +99,7 @@ public final class HTTP2ServerConnectionHandler: ChannelDuplexHandler, Removable
     private var deadlineTimer: Scheduled<Void>?
     private var settingsAckTimer: Scheduled<Void>?
     private var closeTimer: Scheduled<Void>?
+    private var stallTimer: Scheduled<Void>?
 
     /// Creates the handler; `delegate` is held until the connection closes.
     public init(configuration: Configuration = Configuration(), delegate: any HTTP2StreamDelegate) throws {
@@ -96,6 +108,7 @@ public final class HTTP2ServerConnectionHandler: ChannelDuplexHandler, Removable
         self.delegate = delegate
         self.shutdown = HTTP2GracefulShutdownStateMachine(configuration: configuration.shutdown)
         self.limits = HTTP2AbuseLimitsStateMachine(limits: configuration.abuseLimits, now: .now)
+        self.stalls = configuration.streamStallTimeout.map { HTTP2StreamStallStateMachine(timeout: $0) }
     }
 
     // MARK: - Queries
@@ -115,6 +128,10 @@ public final class HTTP2ServerConnectionHandler: ChannelDuplexHandler, Removable
     /// Response bytes queued on `streamID` and not yet written.
     public func queuedBytes(streamID: HTTP2StreamID) -> Int { self.session.queuedBytes(streamID: streamID) }
 
+    /// Response bytes queued on all streams and not yet written: what the connection holds for clients
+    /// that read slowly (bounded by the session's watermarks plus one upstream read per stream).
+    public var queuedBytes: Int { self.session.totalQueuedBytes }
+
     // MARK: - Answering streams
 
     /// Sends the response head. With `endStream: false`, the body follows with ``sendData(streamID:_:endStream:)``
@@ -127,7 +144,8 @@ public final class HTTP2ServerConnectionHandler: ChannelDuplexHandler, Removable
         self.submit(streamID) { try $0.submitResponse(streamID: streamID, status: status, headers: headers, endStream: endStream) }
     }
 
-    /// Sends an informational head (1xx), e.g. 100 Continue.
+    /// Sends an informational head (1xx), e.g. 100 Continue or 103 Early Hints: a HEADERS frame without
+    /// END_STREAM, before the final head.
     @discardableResult
     public func sendInformationalHead(streamID: HTTP2StreamID, status: Int, headers: [HTTP2HeaderField] = []) -> Bool {
         self.submit(streamID) { try $0.submitInformationalResponse(streamID: streamID, status: status, headers: headers) }
@@ -260,13 +278,30 @@ public final class HTTP2ServerConnectionHandler: ChannelDuplexHandler, Removable
         self.context?.eventLoop.preconditionInEventLoop()
         let action = self.shutdown.deadlineReached()
         switch action {
-        case .resetStreamsAndClose(let streams, let lastStreamID):
+        case .resetStreamsAndClose(let streams, let finalGoAway):
             for id in streams { self.session.submitReset(streamID: id, errorCode: .cancel) }
-            try? self.session.submitGoAway(lastStreamID: lastStreamID, errorCode: .noError)
+            if let finalGoAway { try? self.session.submitGoAway(lastStreamID: finalGoAway, errorCode: .noError) }
             for id in streams { self.delegate?.streamClosed(id, errorCode: .cancel, on: self) }
             self.closeConnection()
         case .none:
             self.closeConnection()
+        }
+    }
+
+    /// Resets the streams stalled on flow control for the timeout; their bytes are dropped at once, and
+    /// `streamClosed` follows when the RST_STREAM is sent.
+    private func stallTimerFired() {
+        self.stallTimer = nil
+        guard let action = self.stalls?.timerFired(now: .now), !self.isClosing else { return }
+        switch action {
+        case .resetStreams(let streams, let rescheduleAfter):
+            for id in streams where self.shutdown.isOpen(id) {
+                self.delegate?.streamStalled(id, on: self)
+                self.session.submitReset(streamID: id, errorCode: .cancel)
+            }
+            if let rescheduleAfter {
+                self.stallTimer = self.schedule(after: rescheduleAfter) { $0.stallTimerFired() }
+            }
         }
     }
 
@@ -410,6 +445,7 @@ public final class HTTP2ServerConnectionHandler: ChannelDuplexHandler, Removable
             self.delegate?.streamEnded(id, trailers: trailers, on: self)
         case .streamClosed(let id, let errorCode):
             guard self.shutdown.isOpen(id) else { return }
+            self.stalls?.streamClosed(id)
             self.delegate?.streamClosed(id, errorCode: errorCode, on: self)
             switch self.shutdown.streamClosed(id) {
             case .closeConnection: self.closeConnection()
@@ -418,6 +454,13 @@ public final class HTTP2ServerConnectionHandler: ChannelDuplexHandler, Removable
         case .streamWritabilityChanged(let id, let isWritable):
             guard self.shutdown.isOpen(id) else { return }
             self.delegate?.streamWritabilityChanged(id, isWritable: isWritable, on: self)
+        case .streamFlowControlChanged(let id, let isBlocked):
+            guard self.shutdown.isOpen(id) else { return }
+            if !isBlocked {
+                self.stalls?.streamUnblocked(id)
+            } else if case .scheduleTimer(let delay)? = self.stalls?.streamBlocked(id, now: .now) {
+                self.stallTimer = self.schedule(after: delay) { $0.stallTimerFired() }
+            }
         case .goAwayReceived(let lastStreamID, let errorCode):
             self.delegate?.goAwayReceived(lastStreamID: lastStreamID, errorCode: errorCode, on: self)
         case .resetReceived:
@@ -448,7 +491,7 @@ public final class HTTP2ServerConnectionHandler: ChannelDuplexHandler, Removable
             }
         case .goAwaySent(let lastStreamID, let errorCode):
             self.delegate?.goAwaySent(lastStreamID: lastStreamID, errorCode: errorCode, on: self)
-        case .responseHead:
+        case .responseHead, .interimResponseHead:
             // A server session receives no responses.
             break
         }
@@ -560,6 +603,8 @@ public final class HTTP2ServerConnectionHandler: ChannelDuplexHandler, Removable
         self.deadlineTimer?.cancel()
         self.settingsAckTimer?.cancel()
         self.closeTimer?.cancel()
+        self.stallTimer?.cancel()
+        self.stallTimer = nil
         self.pingTimer = nil
         self.deadlineTimer = nil
         self.settingsAckTimer = nil

@@ -19,6 +19,9 @@ public struct HTTP2SessionConfiguration: Sendable, Equatable {
     public var headerTableSize: UInt32
     /// Queued response bytes per stream above which the stream reports not writable. Default 64 KiB.
     public var streamHighWatermark: Int
+    /// Queued response bytes of all streams together above which a stream that queues more reports
+    /// not writable. Default 1 MiB.
+    public var connectionHighWatermark: Int
     /// Pending SETTINGS and PING acks above which libnghttp2 treats the peer as flooding. Default 1000.
     public var maxOutboundAcks: Int
     /// SETTINGS entries per frame above which libnghttp2 treats the peer as misbehaving. Default 32.
@@ -33,6 +36,7 @@ public struct HTTP2SessionConfiguration: Sendable, Equatable {
         maxHeaderListSize: UInt32 = 64 << 10,
         headerTableSize: UInt32 = 4096,
         streamHighWatermark: Int = 64 << 10,
+        connectionHighWatermark: Int = 1 << 20,
         maxOutboundAcks: Int = 1000,
         maxSettingsEntries: Int = 32,
         outputBatchSize: Int = 64 << 10
@@ -43,6 +47,7 @@ public struct HTTP2SessionConfiguration: Sendable, Equatable {
         self.maxHeaderListSize = maxHeaderListSize
         self.headerTableSize = headerTableSize
         self.streamHighWatermark = streamHighWatermark
+        self.connectionHighWatermark = connectionHighWatermark
         self.maxOutboundAcks = maxOutboundAcks
         self.maxSettingsEntries = maxSettingsEntries
         self.outputBatchSize = outputBatchSize

@@ -13,6 +13,9 @@ public enum HTTP2SessionEvent: Equatable, Sendable {
     case requestHead(HTTP2StreamID, HTTP2RequestHead, endStream: Bool)
     /// A final response head (status 200 or more) arrived on a client session.
     case responseHead(HTTP2StreamID, HTTP2ResponseHead, endStream: Bool)
+    /// An informational (1xx) response head arrived on a client session; the final head follows on the
+    /// same stream.
+    case interimResponseHead(HTTP2StreamID, HTTP2ResponseHead)
     /// Body bytes. They count against the flow-control windows until passed to
     /// ``NGHTTP2Session/consume(streamID:bytes:)``.
     case data(HTTP2StreamID, ByteBuffer)
@@ -24,9 +27,13 @@ public enum HTTP2SessionEvent: Equatable, Sendable {
     case resetReceived(HTTP2StreamID, HTTP2ErrorCode)
     /// The stream is closed (both sides ended: `noError`; or reset, by either side: the reset's code).
     case streamClosed(HTTP2StreamID, HTTP2ErrorCode)
-    /// The stream's send queue crossed a watermark: above the high one it is not writable, at or below
-    /// half of it it is writable again.
+    /// The stream stopped or started taking more bytes: its send queue went above the stream's (or all
+    /// queues above the connection's) high watermark, or bytes wait behind a closed flow-control window;
+    /// writable again at or below half the watermarks with the window open.
     case streamWritabilityChanged(HTTP2StreamID, isWritable: Bool)
+    /// Bytes (or the end) wait on the stream and the peer's flow-control window is closed (`true`); or
+    /// some of them went out (`false`: the stream made progress).
+    case streamFlowControlChanged(HTTP2StreamID, isBlocked: Bool)
     /// The peer sent GOAWAY.
     case goAwayReceived(lastStreamID: HTTP2StreamID, errorCode: HTTP2ErrorCode)
     /// A GOAWAY of ours was serialised into the output.

@@ -12,9 +12,12 @@ import NIOCore
 /// 4. ``streamClosed(_:errorCode:on:)`` comes once per opened stream, last: `noError` after both sides
 ///    ended, otherwise the reset's code (the client cancelled, or the connection went away: `cancel`).
 /// 5. ``streamWritabilityChanged(_:isWritable:on:)``: stop reading the upstream while the stream is
-///    not writable (more than ``HTTP2SessionConfiguration/streamHighWatermark`` bytes queued), resume
-///    when it is again.
-/// 6. ``connectionClosed(_:)`` comes once, after the last ``streamClosed(_:errorCode:on:)``; the handler
+///    not writable (more than ``HTTP2SessionConfiguration/streamHighWatermark`` bytes queued, all
+///    streams over ``HTTP2SessionConfiguration/connectionHighWatermark``, or bytes waiting behind a
+///    closed flow-control window), resume when it is again.
+/// 6. ``streamStalled(_:on:)``: the stream is being reset (`CANCEL`) because its response waited behind
+///    the client's closed flow-control window for the stall timeout; its `streamClosed` follows.
+/// 7. ``connectionClosed(_:)`` comes once, after the last ``streamClosed(_:errorCode:on:)``; the handler
 ///    drops its reference to the delegate then.
 ///
 /// Calls into `connection` from inside a callback are allowed.
@@ -27,13 +30,15 @@ public protocol HTTP2StreamDelegate: AnyObject {
     func streamEnded(_ streamID: HTTP2StreamID, trailers: [HTTP2HeaderField]?, on connection: HTTP2ServerConnectionHandler)
     /// The stream is gone. No call for it follows, and sends on it are ignored.
     func streamClosed(_ streamID: HTTP2StreamID, errorCode: HTTP2ErrorCode, on connection: HTTP2ServerConnectionHandler)
-    /// The stream's send queue went above the high watermark (`false`) or back under half of it (`true`).
+    /// The stream stopped (`false`) or started again (`true`) taking more response bytes.
     func streamWritabilityChanged(_ streamID: HTTP2StreamID, isWritable: Bool, on connection: HTTP2ServerConnectionHandler)
     /// The client sent GOAWAY (it is going away; open streams may still finish).
     func goAwayReceived(lastStreamID: HTTP2StreamID, errorCode: HTTP2ErrorCode, on connection: HTTP2ServerConnectionHandler)
     /// A GOAWAY of ours went out. With an error code it ends the connection for a protocol error or
     /// a flood (PROTOCOL_ERROR, ENHANCE_YOUR_CALM, SETTINGS_TIMEOUT, …): count it.
     func goAwaySent(lastStreamID: HTTP2StreamID, errorCode: HTTP2ErrorCode, on connection: HTTP2ServerConnectionHandler)
+    /// The stream stalled on flow control for the stall timeout and is being reset (`CANCEL`).
+    func streamStalled(_ streamID: HTTP2StreamID, on connection: HTTP2ServerConnectionHandler)
     /// The connection closed; every stream was closed before this call.
     func connectionClosed(_ connection: HTTP2ServerConnectionHandler)
 }
@@ -43,4 +48,5 @@ extension HTTP2StreamDelegate {
     public func streamWritabilityChanged(_ streamID: HTTP2StreamID, isWritable: Bool, on connection: HTTP2ServerConnectionHandler) {}
     public func goAwayReceived(lastStreamID: HTTP2StreamID, errorCode: HTTP2ErrorCode, on connection: HTTP2ServerConnectionHandler) {}
     public func connectionClosed(_ connection: HTTP2ServerConnectionHandler) {}
+    public func streamStalled(_ streamID: HTTP2StreamID, on connection: HTTP2ServerConnectionHandler) {}
 }

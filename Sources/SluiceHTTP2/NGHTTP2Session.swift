@@ -25,6 +25,13 @@ public enum NGHTTP2Library {
 ///    automatic WINDOW_UPDATE is off, so a client can send only as fast as the proxy forwards.
 /// 5. Body bytes to send wait in a per-stream queue of `ByteBuffer`s. libnghttp2 pulls from it as the
 ///    peer's windows allow; an empty queue defers the stream until more data (or its end) is submitted.
+/// 6. A stream is writable (its owner may read more from wherever the bytes come from) while its queue
+///    is under ``HTTP2SessionConfiguration/streamHighWatermark``, the queues of all streams together are
+///    under ``HTTP2SessionConfiguration/connectionHighWatermark``, and the peer's flow-control window
+///    is open whenever bytes wait: a peer that never opens its window holds back the bytes it already
+///    has, not ever more of them. Changes come as ``HTTP2SessionEvent/streamWritabilityChanged(_:isWritable:)``
+///    (writable again at half the watermarks), and a window that holds waiting bytes back as
+///    ``HTTP2SessionEvent/streamFlowControlChanged(_:isBlocked:)``.
 ///
 /// Not thread-safe: one session belongs to one event loop.
 ///
@@ -74,6 +81,11 @@ public final class NGHTTP2Session {
         /// The data provider returned NGHTTP2_ERR_DEFERRED; needs `nghttp2_session_resume_data`.
         var deferred = false
         var isWritable = true
+        /// Bytes (or the end) wait, and the peer's window (stream or connection) is closed.
+        var flowBlocked = false
+
+        /// Something is left to send: body bytes, or the end of the stream.
+        var hasPending: Bool { self.queuedBytes > 0 || self.ended }
     }
 
     public let role: Role
@@ -83,6 +95,11 @@ public final class NGHTTP2Session {
     private var events = CircularBuffer<HTTP2SessionEvent>(initialCapacity: 16)
     private var inboundHeaders: InboundHeaderBlock?
     private var outbound: [Int32: OutboundStream] = [:]
+    /// Body bytes queued on all streams and not yet serialised.
+    public private(set) var totalQueuedBytes = 0
+    /// The queues together went over ``HTTP2SessionConfiguration/connectionHighWatermark`` and some
+    /// stream was held for it: every stream's writability is looked at again once they are back under half.
+    private var overConnectionBudget = false
     /// Body bytes delivered but not yet consumed, per stream.
     private var unconsumed: [Int32: Int] = [:]
     /// The buffer `receive` is feeding to libnghttp2, and its base address, so that DATA payloads can
@@ -250,7 +267,8 @@ public final class NGHTTP2Session {
         if !endStream { self.outbound[streamID.rawValue] = OutboundStream() }
     }
 
-    /// Submits an informational (1xx) response head, e.g. 100 Continue (server role).
+    /// Submits an informational (1xx) response head, e.g. 100 Continue or 103 Early Hints (server role):
+    /// a HEADERS frame without END_STREAM, before the final head. Any number may precede it.
     public func submitInformationalResponse(streamID: HTTP2StreamID, status: Int, headers: [HTTP2HeaderField] = []) throws {
         precondition((100..<200).contains(status), "informational responses are 1xx, got \(status)")
         let rv = Self.withHeaderBlock(pseudo: [(":status", String(status))], headers) { nva, count in
@@ -298,12 +316,11 @@ public final class NGHTTP2Session {
         if data.readableBytes > 0 {
             stream.queue.append(data)
             stream.queuedBytes += data.readableBytes
+            self.totalQueuedBytes += data.readableBytes
         }
         stream.ended = endStream
-        if stream.isWritable && stream.queuedBytes > self.configuration.streamHighWatermark {
-            stream.isWritable = false
-            self.events.append(.streamWritabilityChanged(streamID, isWritable: false))
-        }
+        self.checkFlowControl(streamID.rawValue, stream, sent: 0)
+        self.updateWritability(streamID.rawValue, stream)
         try self.resumeIfDeferred(streamID, stream)
         return true
     }
@@ -319,6 +336,7 @@ public final class NGHTTP2Session {
         }
         stream.ended = true
         stream.trailers = trailers
+        self.checkFlowControl(streamID.rawValue, stream, sent: 0)
         try self.resumeIfDeferred(streamID, stream)
         return true
     }
@@ -337,16 +355,78 @@ public final class NGHTTP2Session {
         self.outbound[streamID.rawValue]?.queuedBytes ?? 0
     }
 
-    /// Whether `streamID`'s send queue is under the high watermark (true for an unknown stream).
+    /// Whether `streamID` may take more bytes (see point 6 above; true for an unknown stream).
     public func isWritable(streamID: HTTP2StreamID) -> Bool {
         self.outbound[streamID.rawValue]?.isWritable ?? true
     }
 
-    /// Resets a stream. Resetting a stream that is already gone does nothing.
+    /// Whether bytes wait on `streamID` behind a closed flow-control window.
+    public func isFlowControlBlocked(streamID: HTTP2StreamID) -> Bool {
+        self.outbound[streamID.rawValue]?.flowBlocked ?? false
+    }
+
+    /// Resets a stream. Resetting a stream that is already gone does nothing. Its queued bytes are
+    /// dropped at once.
     public func submitReset(streamID: HTTP2StreamID, errorCode: HTTP2ErrorCode) {
         // nghttp2_submit_rst_stream only fails for stream 0; a closed stream is ignored when sent.
         _ = nghttp2_submit_rst_stream(self.raw, UInt8(NGHTTP2_FLAG_NONE.rawValue), streamID.rawValue, errorCode.rawValue)
-        self.outbound[streamID.rawValue] = nil
+        self.dropOutbound(streamID.rawValue)
+    }
+
+    /// Forgets a stream's send queue (reset, closed, or fully sent).
+    private func dropOutbound(_ streamID: Int32) {
+        guard let stream = self.outbound.removeValue(forKey: streamID) else { return }
+        self.totalQueuedBytes -= stream.queuedBytes
+        stream.queue.removeAll()
+        stream.queuedBytes = 0
+        self.connectionBudgetMayHaveFreed()
+    }
+
+    /// The peer's send window for `streamID`: the smaller of the stream's and the connection's.
+    private func sendWindow(_ streamID: Int32) -> Int {
+        let stream = nghttp2_session_get_stream_remote_window_size(self.raw, streamID)
+        return Int(min(stream, nghttp2_session_get_remote_window_size(self.raw)))
+    }
+
+    /// Flow control after `sent` bytes were serialised (0: after a submission): the stream is blocked
+    /// when something waits and the window left is closed; serialising bytes unblocks it.
+    private func checkFlowControl(_ streamID: Int32, _ stream: OutboundStream, sent: Int) {
+        // libnghttp2 takes a DATA frame's length off the windows after the read callback returns.
+        let blocked = stream.hasPending && self.sendWindow(streamID) - sent <= 0
+        if stream.flowBlocked && (sent > 0 || !blocked) {
+            stream.flowBlocked = false
+            self.events.append(.streamFlowControlChanged(HTTP2StreamID(streamID), isBlocked: false))
+        }
+        if blocked && !stream.flowBlocked {
+            stream.flowBlocked = true
+            self.events.append(.streamFlowControlChanged(HTTP2StreamID(streamID), isBlocked: true))
+        }
+    }
+
+    /// Writability, with hysteresis: lost above a watermark or behind a closed window, regained at half
+    /// the watermarks with the window open.
+    private func updateWritability(_ streamID: Int32, _ stream: OutboundStream) {
+        let streamLimit = self.configuration.streamHighWatermark
+        let connectionLimit = self.configuration.connectionHighWatermark
+        let writable: Bool
+        if stream.isWritable {
+            if self.totalQueuedBytes > connectionLimit && stream.queuedBytes > 0 { self.overConnectionBudget = true }
+            writable = stream.queuedBytes <= streamLimit && !stream.flowBlocked
+                && (self.totalQueuedBytes <= connectionLimit || stream.queuedBytes == 0)
+        } else {
+            writable = stream.queuedBytes <= streamLimit / 2 && !stream.flowBlocked
+                && (!self.overConnectionBudget || self.totalQueuedBytes <= connectionLimit / 2 || stream.queuedBytes == 0)
+        }
+        guard writable != stream.isWritable else { return }
+        stream.isWritable = writable
+        self.events.append(.streamWritabilityChanged(HTTP2StreamID(streamID), isWritable: writable))
+    }
+
+    /// The queues shrank: streams held for the connection's budget may go on once it is half used.
+    private func connectionBudgetMayHaveFreed() {
+        guard self.overConnectionBudget, self.totalQueuedBytes <= self.configuration.connectionHighWatermark / 2 else { return }
+        self.overConnectionBudget = false
+        for (id, stream) in self.outbound where !stream.isWritable { self.updateWritability(id, stream) }
     }
 
     /// Submits the graceful-shutdown notice: GOAWAY with last-stream-id 2^31-1 (server role); then, if
@@ -542,7 +622,10 @@ public final class NGHTTP2Session {
         case .client:
             if let status = block.status {
                 // 1xx heads are informational; the final head follows on the same stream.
-                guard status >= 200 else { return }
+                guard status >= 200 else {
+                    self.events.append(.interimResponseHead(streamID, HTTP2ResponseHead(status: status, headers: block.fields)))
+                    return
+                }
                 self.unconsumed[block.streamID] = self.unconsumed[block.streamID] ?? 0
                 self.events.append(.responseHead(streamID, HTTP2ResponseHead(status: status, headers: block.fields), endStream: endStream))
             } else {
@@ -571,7 +654,7 @@ public final class NGHTTP2Session {
     }
 
     private func onStreamClose(streamID: Int32, errorCode: UInt32) -> Int32 {
-        self.outbound[streamID] = nil
+        self.dropOutbound(streamID)
         if let pending = self.unconsumed.removeValue(forKey: streamID) {
             // Return what the consumer never will, so the connection window does not shrink for good.
             if pending > 0 { _ = nghttp2_session_consume_connection(self.raw, pending) }
@@ -618,10 +701,18 @@ public final class NGHTTP2Session {
             written += count
         }
         stream.queuedBytes -= written
-        if !stream.isWritable && stream.queuedBytes <= self.configuration.streamHighWatermark / 2 {
-            stream.isWritable = true
-            self.events.append(.streamWritabilityChanged(HTTP2StreamID(streamID), isWritable: true))
+        self.totalQueuedBytes -= written
+        if stream.queue.isEmpty && stream.ended {
+            // The end goes out with this frame: progress, and nothing is left to block.
+            if stream.flowBlocked {
+                stream.flowBlocked = false
+                self.events.append(.streamFlowControlChanged(HTTP2StreamID(streamID), isBlocked: false))
+            }
+        } else {
+            self.checkFlowControl(streamID, stream, sent: written)
+            self.updateWritability(streamID, stream)
         }
+        self.connectionBudgetMayHaveFreed()
         if stream.queue.isEmpty && stream.ended {
             flags.pointee |= NGHTTP2_DATA_FLAG_EOF.rawValue
             if let trailers = stream.trailers {
@@ -631,7 +722,7 @@ public final class NGHTTP2Session {
                 }
                 if rv != 0 { return Int(NGHTTP2_ERR_CALLBACK_FAILURE.rawValue) }
             }
-            self.outbound[streamID] = nil
+            self.dropOutbound(streamID)
             return written
         }
         if written == 0 {

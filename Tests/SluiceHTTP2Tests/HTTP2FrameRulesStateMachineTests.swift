@@ -3,7 +3,7 @@ import SluiceHTTP2
 import Testing
 
 /// Raw frames, written by hand so they can break the rules.
-private enum RawFrame {
+enum RawFrame {
     static let preface = Array("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".utf8)
 
     static func frame(type: UInt8, flags: UInt8 = 0, streamID: UInt32, payload: [UInt8] = []) -> [UInt8] {
@@ -29,6 +29,27 @@ private enum RawFrame {
     static func data(streamID: UInt32, _ payload: [UInt8]) -> [UInt8] {
         frame(type: 0x0, streamID: streamID, payload: payload)
     }
+
+    /// A GET / (END_STREAM) whose header block is split over a HEADERS frame and `continuations`
+    /// CONTINUATION frames, the last one with END_HEADERS. The block carries `x-pad` with 100 bytes, so
+    /// every frame has a piece of it.
+    static func headersWithContinuations(streamID: UInt32, continuations: Int) -> [UInt8] {
+        Self.headerBlockFrames(streamID: streamID, continuations: continuations).flatMap { $0 }
+    }
+
+    /// The frames of ``headersWithContinuations(streamID:continuations:)``, one array each.
+    static func headerBlockFrames(streamID: UInt32, continuations: Int) -> [[UInt8]] {
+        let block: [UInt8] = [0x82, 0x86, 0x84, 0x41, 0x01, 0x74, 0x00, 0x05] + Array("x-pad".utf8) + [100] + Array(repeating: UInt8(ascii: "a"), count: 100)
+        let pieceCount = continuations + 1
+        let size = (block.count + pieceCount - 1) / pieceCount
+        return (0..<pieceCount).map { index in
+            let piece = Array(block[min(block.count, index * size)..<min(block.count, (index + 1) * size)])
+            let endHeaders: UInt8 = index == pieceCount - 1 ? 0x4 : 0
+            return index == 0
+                ? frame(type: 0x1, flags: 0x1 | endHeaders, streamID: streamID, payload: piece)
+                : frame(type: 0x9, flags: endHeaders, streamID: streamID, payload: piece)
+        }
+    }
 }
 
 @Suite struct HTTP2FrameRulesStateMachineTests {
@@ -44,6 +65,36 @@ private enum RawFrame {
         let valid = RawFrame.preface + RawFrame.settings + RawFrame.priority(streamID: 1)
         let action = Self.feed(&machine, valid + RawFrame.priority(streamID: 0) + RawFrame.settings)
         #expect(action == .violation(validBytes: valid.count, errorCode: .protocolError))
+    }
+
+    /// Issue 14 item 8: a header block may take 8 CONTINUATION frames, block after block; the 9th
+    /// CONTINUATION of one block is a connection error ENHANCE_YOUR_CALM, before libnghttp2 sees it.
+    @Test func ninthContinuationOfABlockIsAViolation() {
+        var machine = Machine()
+        let allowed = RawFrame.preface + RawFrame.settings
+            + RawFrame.headersWithContinuations(streamID: 1, continuations: 8)
+            + RawFrame.headersWithContinuations(streamID: 3, continuations: 8)
+        #expect(Self.feed(&machine, allowed) == .forward)
+
+        let flood = RawFrame.headerBlockFrames(streamID: 5, continuations: 9)
+        // Valid: the HEADERS frame and 8 CONTINUATIONs; the 9th (the last frame) is the violation.
+        let valid = flood.dropLast().reduce(0) { $0 + $1.count }
+        #expect(Self.feed(&machine, flood.flatMap { $0 }) == .violation(validBytes: valid, errorCode: .enhanceYourCalm))
+    }
+
+    /// The count is per block and survives reads that split frames anywhere.
+    @Test func continuationCountSurvivesSplitReads() {
+        var machine = Machine()
+        let bytes = RawFrame.preface + RawFrame.settings + RawFrame.headersWithContinuations(streamID: 1, continuations: 9)
+        var actions: [Machine.BytesReceivedAction] = []
+        var offset = 0
+        while offset < bytes.count {
+            let end = min(bytes.count, offset + 7)
+            actions.append(Self.feed(&machine, Array(bytes[offset..<end])))
+            offset = end
+        }
+        #expect(actions.filter { $0 != .forward }.count == 1)
+        #expect(actions.contains { if case .violation(_, .enhanceYourCalm) = $0 { true } else { false } })
     }
 
     /// Well-behaved traffic passes: consecutive stream IDs, trailers on an open stream, PRIORITY anywhere

@@ -133,10 +133,30 @@ import Testing
         _ = machine.streamOpened(HTTP2StreamID(1))
         _ = machine.beginShutdown(now: clock.now)
         _ = machine.pingAckReceived(payload: payload, now: clock.now)
-        #expect(machine.deadlineReached() == .resetStreamsAndClose(streams: [HTTP2StreamID(1), HTTP2StreamID(5)], lastStreamID: HTTP2StreamID(5)))
+        #expect(machine.deadlineReached() == .resetStreamsAndClose(streams: [HTTP2StreamID(1), HTTP2StreamID(5)], finalGoAway: nil))
         #expect(machine.deadlineReached() == .none)
         #expect(machine.streamOpened(HTTP2StreamID(7)) == .refuse)
         #expect(machine.connectionClosed() == .streamsLost([]))
+    }
+
+    /// Issue 14 item 12b: the deadline after the final GOAWAY cuts the streams without a second final
+    /// GOAWAY; the final GOAWAY goes out once per connection, whichever way the drain ends.
+    @Test func deadlineAfterFinalGoAwayDoesNotSendItAgain() {
+        var acked = Machine()
+        _ = acked.streamOpened(HTTP2StreamID(3))
+        _ = acked.sendShutdownNotice(now: clock.now)
+        _ = acked.pingAckReceived(payload: payload, now: clock.now)
+        #expect(acked.beginShutdown(now: clock.now) == .sendFinalGoAway(lastStreamID: HTTP2StreamID(3), closeConnection: false))
+        #expect(acked.deadlineReached() == .resetStreamsAndClose(streams: [HTTP2StreamID(3)], finalGoAway: nil))
+
+        var timedOut = Machine()
+        _ = timedOut.streamOpened(HTTP2StreamID(1))
+        _ = timedOut.beginShutdown(now: clock.now)
+        #expect(timedOut.pingTimedOut() == .sendFinalGoAway(lastStreamID: HTTP2StreamID(1), closeConnection: false))
+        #expect(timedOut.pingAckReceived(payload: payload, now: clock.now) == .none)
+        #expect(timedOut.beginShutdown(now: clock.now) == .none)
+        #expect(timedOut.deadlineReached() == .resetStreamsAndClose(streams: [HTTP2StreamID(1)], finalGoAway: nil))
+        #expect(timedOut.deadlineReached() == .none)
     }
 
     /// A forced close (deadline) while still waiting for the ack cuts streams too.
@@ -144,7 +164,7 @@ import Testing
         var machine = Machine()
         _ = machine.streamOpened(HTTP2StreamID(1))
         _ = machine.beginShutdown(now: clock.now)
-        #expect(machine.deadlineReached() == .resetStreamsAndClose(streams: [HTTP2StreamID(1)], lastStreamID: HTTP2StreamID(1)))
+        #expect(machine.deadlineReached() == .resetStreamsAndClose(streams: [HTTP2StreamID(1)], finalGoAway: HTTP2StreamID(1)))
         #expect(machine.pingAckReceived(payload: payload, now: clock.now) == .none)
         #expect(machine.pingTimedOut() == .none)
     }
@@ -153,7 +173,7 @@ import Testing
     @Test func deadlineWhileActive() {
         var machine = Machine()
         _ = machine.streamOpened(HTTP2StreamID(1))
-        #expect(machine.deadlineReached() == .resetStreamsAndClose(streams: [HTTP2StreamID(1)], lastStreamID: HTTP2StreamID(1)))
+        #expect(machine.deadlineReached() == .resetStreamsAndClose(streams: [HTTP2StreamID(1)], finalGoAway: HTTP2StreamID(1)))
         #expect(machine.beginShutdown(now: clock.now) == .none)
     }
 
@@ -242,6 +262,6 @@ import Testing
         var noticed = Machine()
         _ = noticed.sendShutdownNotice(now: clock.now)
         _ = noticed.streamOpened(HTTP2StreamID(9))
-        #expect(noticed.deadlineReached() == .resetStreamsAndClose(streams: [HTTP2StreamID(9)], lastStreamID: HTTP2StreamID(9)))
+        #expect(noticed.deadlineReached() == .resetStreamsAndClose(streams: [HTTP2StreamID(9)], finalGoAway: HTTP2StreamID(9)))
     }
 }

@@ -16,6 +16,8 @@ final class RecordingDelegate: HTTP2StreamDelegate {
     }
 
     var calls: [Call] = []
+    /// The error codes of the GOAWAYs the handler reported sending.
+    var goAwaysSent: [HTTP2ErrorCode] = []
 
     func streamOpened(_ streamID: HTTP2StreamID, head: HTTP2RequestHead, endStream: Bool, on connection: HTTP2ServerConnectionHandler) {
         self.calls.append(.opened(streamID, path: head.path, endStream: endStream))
@@ -34,6 +36,9 @@ final class RecordingDelegate: HTTP2StreamDelegate {
     }
     func goAwayReceived(lastStreamID: HTTP2StreamID, errorCode: HTTP2ErrorCode, on connection: HTTP2ServerConnectionHandler) {
         self.calls.append(.goAway(lastStreamID, errorCode))
+    }
+    func goAwaySent(lastStreamID: HTTP2StreamID, errorCode: HTTP2ErrorCode, on connection: HTTP2ServerConnectionHandler) {
+        self.goAwaysSent.append(errorCode)
     }
     func connectionClosed(_ connection: HTTP2ServerConnectionHandler) {
         self.calls.append(.connectionClosed)
@@ -225,6 +230,22 @@ final class EmbeddedConnection {
         #expect(connection.delegate.calls.suffix(3) == [.closed(first, .cancel), .closed(second, .cancel), .connectionClosed])
     }
 
+    /// Issue 14 item 12b: a drain that reaches its deadline after the final GOAWAY resets the streams
+    /// but does not send the final GOAWAY a second time: the wire carries the notice and one final GOAWAY.
+    @Test func deadlineAfterFinalGoAwaySendsItOnlyOnce() throws {
+        let connection = try EmbeddedConnection()
+        let id = try connection.get("/slow")
+        try connection.exchange()
+        connection.handler.beginGracefulShutdown(deadline: .seconds(5))
+        try connection.exchange()
+        #expect(connection.goAwaysWritten == [[UInt32(Int32.max), 0], [UInt32(id.rawValue), 0]])
+        connection.channel.embeddedEventLoop.advanceTime(by: .seconds(5))
+        try connection.serverToClient()
+        #expect(connection.clientEvents.contains(.streamClosed(id, .cancel)))
+        #expect(connection.goAwaysWritten == [[UInt32(Int32.max), 0], [UInt32(id.rawValue), 0]])
+        #expect(!connection.channel.isActive)
+    }
+
     /// The peer going away closes every open stream with CANCEL, then the connection.
     @Test func peerCloseReportsStreamsThenConnection() throws {
         let connection = try EmbeddedConnection()
@@ -336,6 +357,25 @@ final class EmbeddedConnection {
         #expect(!connection.channel.isActive)
         #expect(connection.delegate.calls.suffix(2) == [.closed(id, .cancel), .connectionClosed])
         #expect(!connection.handler.sendResponseHead(streamID: id, status: 200, headers: [], endStream: true))
+    }
+
+    /// Issue 14 item 8: a header block with more than 8 CONTINUATION frames ends the connection with
+    /// GOAWAY ENHANCE_YOUR_CALM (reported to the delegate, which counts it), not a bare FIN; a block
+    /// with 8 is served.
+    @Test func continuationFloodGetsGoAwayEnhanceYourCalm() throws {
+        let connection = try EmbeddedConnection()
+        try connection.exchange()
+        try connection.channel.writeInbound(ByteBuffer(bytes: RawFrame.headersWithContinuations(streamID: 1, continuations: 8)))
+        connection.channel.embeddedEventLoop.run()
+        #expect(connection.delegate.calls == [.opened(HTTP2StreamID(1), path: "/", endStream: true)])
+
+        try connection.channel.writeInbound(ByteBuffer(bytes: RawFrame.headersWithContinuations(streamID: 3, continuations: 9)))
+        connection.channel.embeddedEventLoop.run()
+        try connection.serverToClient()
+        #expect(connection.goAwaysWritten.map { $0[1] } == [HTTP2ErrorCode.enhanceYourCalm.rawValue])
+        #expect(connection.delegate.goAwaysSent == [.enhanceYourCalm])
+        #expect(!connection.channel.isActive)
+        #expect(connection.delegate.calls.last == .connectionClosed)
     }
 
     /// HTTP/1 bytes on the HTTP/2 port close the connection without telling the delegate anything but the close.

@@ -85,6 +85,44 @@ func buffer(_ string: String) -> ByteBuffer { ByteBuffer(string: string) }
         #expect(pair.serverEvents.last == .streamClosed(id, .noError))
     }
 
+    /// Issue 14 item 6: informational heads (103 with its `link`, 100) go out as HEADERS frames without
+    /// END_STREAM and reach the client session as interim heads, in order, before the final head.
+    @Test func informationalHeadsReachTheClientBeforeTheFinalHead() throws {
+        let pair = try SessionPair()
+        let id = try pair.client.submitRequest(self.get, endStream: true)
+        try pair.pump()
+        let link = HTTP2HeaderField(name: "link", value: "</style.css>; rel=preload; as=style")
+        try pair.server.submitInformationalResponse(streamID: id, status: 103, headers: [link])
+        try pair.server.submitInformationalResponse(streamID: id, status: 100)
+        try pair.server.submitResponse(streamID: id, status: 200, headers: [], endStream: false)
+        try pair.server.submitData(streamID: id, buffer("body"), endStream: true)
+        try pair.pump()
+        let events = SessionPair.streamEvents(pair.clientEvents)
+        #expect(Array(events.prefix(3)) == [
+            .interimResponseHead(id, HTTP2ResponseHead(status: 103, headers: [link])),
+            .interimResponseHead(id, HTTP2ResponseHead(status: 100)),
+            .responseHead(id, HTTP2ResponseHead(status: 200), endStream: false),
+        ])
+        #expect(SessionPair.body(events, stream: id) == "body")
+        #expect(events.last == .streamClosed(id, .noError))
+    }
+
+    /// Any number of interim heads pass the session (the cap is the proxy's): 40 × 103, then the final head.
+    @Test func manyInformationalHeadsPass() throws {
+        let pair = try SessionPair()
+        let id = try pair.client.submitRequest(self.get, endStream: true)
+        try pair.pump()
+        for _ in 0..<40 {
+            try pair.server.submitInformationalResponse(streamID: id, status: 103, headers: [HTTP2HeaderField(name: "link", value: "</a.css>; rel=preload")])
+        }
+        try pair.pump()
+        try pair.server.submitResponse(streamID: id, status: 204, headers: [], endStream: true)
+        try pair.pump()
+        let interim = pair.clientEvents.filter { if case .interimResponseHead = $0 { true } else { false } }
+        #expect(interim.count == 40, "\(pair.clientEvents)")
+        #expect(pair.clientEvents.contains(.responseHead(id, HTTP2ResponseHead(status: 204), endStream: true)))
+    }
+
     /// A POST body arrives as data events followed by endStream.
     @Test func requestBodyArrivesThenEndStream() throws {
         let pair = try SessionPair()
@@ -113,6 +151,88 @@ func buffer(_ string: String) -> ByteBuffer { ByteBuffer(string: string) }
         let events = SessionPair.streamEvents(pair.clientEvents)
         #expect(SessionPair.body(events, stream: id) == "late")
         #expect(events.suffix(2) == [.endStream(id), .streamClosed(id, .noError)])
+    }
+
+    /// The server session's events about `stream`'s flow control and writability, in order.
+    private static func sendSide(_ events: [HTTP2SessionEvent], _ stream: HTTP2StreamID) -> [HTTP2SessionEvent] {
+        events.filter {
+            switch $0 {
+            case .streamFlowControlChanged(let id, _), .streamWritabilityChanged(let id, _): id == stream
+            default: false
+            }
+        }
+    }
+
+    /// Issue 14 item 5: a client that advertises SETTINGS_INITIAL_WINDOW_SIZE 0 and never opens it:
+    /// the first bytes submitted make the stream blocked and not writable (its owner stops reading
+    /// the upstream), nothing is sent, and a reset drops the queued bytes at once.
+    @Test func closedWindowBlocksTheStreamAndHoldsOnlyWhatWasSubmitted() throws {
+        let pair = try SessionPair(client: .init(initialWindowSize: 0))
+        try pair.pump()
+        let id = try pair.client.submitRequest(self.get, endStream: true)
+        try pair.pump()
+        try pair.server.submitResponse(streamID: id, status: 200, headers: [], endStream: false)
+        try pair.server.submitData(streamID: id, ByteBuffer(repeating: 1, count: 2048), endStream: false)
+        #expect(!pair.server.isWritable(streamID: id))
+        #expect(pair.server.isFlowControlBlocked(streamID: id))
+        try pair.pump()
+        #expect(Self.sendSide(pair.serverEvents, id) == [.streamFlowControlChanged(id, isBlocked: true), .streamWritabilityChanged(id, isWritable: false)])
+        #expect(SessionPair.body(pair.clientEvents, stream: id).isEmpty)
+        #expect(pair.server.totalQueuedBytes == 2048)
+
+        pair.server.submitReset(streamID: id, errorCode: .cancel)
+        #expect(pair.server.totalQueuedBytes == 0)
+        try pair.pump()
+        #expect(pair.clientEvents.last == .streamClosed(id, .cancel))
+        #expect(pair.serverEvents.last == .streamClosed(id, .cancel))
+    }
+
+    /// Each window the client opens is progress (unblocked) and, with bytes left over, blocked again;
+    /// the last bytes end the stream.
+    @Test func openingTheWindowIsProgress() throws {
+        let pair = try SessionPair(client: .init(initialWindowSize: 1000))
+        try pair.pump()
+        let id = try pair.client.submitRequest(self.get, endStream: true)
+        try pair.pump()
+        try pair.server.submitResponse(streamID: id, status: 200, headers: [], endStream: false)
+        try pair.server.submitData(streamID: id, ByteBuffer(repeating: 1, count: 2500), endStream: true)
+        #expect(pair.server.isWritable(streamID: id))  // The window is open when the bytes are submitted.
+        try pair.pump()
+        #expect(SessionPair.body(pair.clientEvents, stream: id).count == 1000)
+        #expect(Self.sendSide(pair.serverEvents, id) == [.streamFlowControlChanged(id, isBlocked: true), .streamWritabilityChanged(id, isWritable: false)])
+        for _ in 0..<2 {
+            try pair.client.consume(streamID: id, bytes: 1000)
+            try pair.pump()
+        }
+        #expect(SessionPair.body(pair.clientEvents, stream: id).count == 2500)
+        #expect(Self.sendSide(pair.serverEvents, id) == [
+            .streamFlowControlChanged(id, isBlocked: true), .streamWritabilityChanged(id, isWritable: false),
+            .streamFlowControlChanged(id, isBlocked: false), .streamFlowControlChanged(id, isBlocked: true),
+            .streamFlowControlChanged(id, isBlocked: false),
+        ])
+        #expect(pair.serverEvents.last == .streamClosed(id, .noError))
+        #expect(pair.server.totalQueuedBytes == 0)
+    }
+
+    /// Over the connection's budget a stream that queues more is not writable, even with its own queue
+    /// under the stream watermark; it is writable again once the queues are back under half the budget.
+    @Test func connectionBudgetHoldsStreamsUntilHalfOfItIsFree() throws {
+        let pair = try SessionPair(server: .init(connectionHighWatermark: 10_000))
+        try pair.pump()
+        let first = try pair.client.submitRequest(self.get, endStream: true)
+        let second = try pair.client.submitRequest(self.get, endStream: true)
+        try pair.pump()
+        for id in [first, second] {
+            try pair.server.submitResponse(streamID: id, status: 200, headers: [], endStream: false)
+            try pair.server.submitData(streamID: id, ByteBuffer(repeating: 1, count: 6000), endStream: false)
+        }
+        #expect(pair.server.totalQueuedBytes == 12_000)
+        #expect(pair.server.isWritable(streamID: first))
+        #expect(!pair.server.isWritable(streamID: second))
+        try pair.pump()
+        #expect(pair.server.totalQueuedBytes == 0)
+        #expect(Self.sendSide(pair.serverEvents, second) == [.streamWritabilityChanged(second, isWritable: false), .streamWritabilityChanged(second, isWritable: true)])
+        #expect(Self.sendSide(pair.serverEvents, first).isEmpty)
     }
 
     /// The receive window opens only as bytes are consumed: a 1000-byte window lets 1000 bytes through,

@@ -118,6 +118,58 @@ struct HTTP2ProxyLoopbackTests {
         }
     }
 
+    /// Issue 14 item 5: streams whose client never opens its flow-control window
+    /// (SETTINGS_INITIAL_WINDOW_SIZE 0) hold only what the first upstream read brought (the upstream's
+    /// reads stop while the window is closed), are reset with RST_STREAM(CANCEL) after the stall
+    /// timeout, and leave no byte buffered and no upstream connection behind.
+    @Test(.enabled(if: ProcessRunner.pythonH2Available, "needs python3 with the h2 package (pip install h2)"))
+    func stalledStreamsHoldBoundedBytesAndAreResetAfterTheStallTimeout() async throws {
+        let streams = 20
+        try await Self.withProxy({ $0.http.streamStallTimeout = .milliseconds(500) }) { proxy, _ in
+            let client = Task { try await PythonH2Script.run(port: proxy.port, ["stall", String(streams), "/big?bytes=65536", "reset"]) }
+            // Sample what the proxy holds until the streams are gone (bounded: 20 s); not a sync point.
+            var peak = 0
+            var sawAll = false
+            for _ in 0..<1000 {
+                let snapshot = try await proxy.server.snapshot().get()
+                peak = max(peak, snapshot.http2BufferedBytes)
+                if snapshot.connections.requestsInFlight == streams { sawAll = true }
+                if sawAll && snapshot.connections.requestsInFlight == 0 { break }
+                try await Task.sleep(for: .milliseconds(20))
+            }
+            let events = try await client.value
+            print("stalled streams: peak \(peak) bytes buffered for \(streams) streams of 64 KiB")
+            #expect(sawAll)
+            #expect(peak > 0)
+            // Before the fix every body was read whole: 20 × 64 KiB = 1.25 MiB.
+            #expect(peak <= streams * 8 << 10, "\(peak) bytes buffered")
+            let resets = events.filter { $0.type == "RST" }
+            #expect(Set(resets.compactMap(\.stream)) == Set((0..<streams).map { 1 + 2 * $0 }), "\(events)")
+            #expect(resets.allSatisfy { $0.error == 8 })
+            #expect(!events.contains { $0.type == "DATA" })
+            #expect(await ProxyHarness.eventually {
+                guard let snapshot = try? await proxy.server.snapshot().get() else { return false }
+                return snapshot.http2BufferedBytes == 0 && snapshot.upstreams[0].busy == 0 && snapshot.upstreams[0].idle == 0
+            })
+        }
+    }
+
+    /// Issue 14 item 5: a client that leaves with its streams stalled on flow control frees what they
+    /// held, and their upstream connections are closed, not parked in the pool with half-read responses.
+    @Test(.enabled(if: ProcessRunner.pythonH2Available, "needs python3 with the h2 package (pip install h2)"))
+    func clientLeavingStalledStreamsClosesTheirUpstreamConnections() async throws {
+        let streams = 20
+        try await Self.withProxy({ $0.upstream.idleTimeout = .seconds(60) }) { proxy, _ in
+            let events = try await PythonH2Script.run(port: proxy.port, ["stall", String(streams), "/big?bytes=65536", "close"])
+            #expect(events.last?.type == "READY", "\(events)")
+            #expect(await ProxyHarness.eventually {
+                guard let snapshot = try? await proxy.server.snapshot().get() else { return false }
+                return snapshot.connections.total == 0 && snapshot.http2BufferedBytes == 0
+                    && snapshot.upstreams[0].busy == 0 && snapshot.upstreams[0].idle == 0
+            })
+        }
+    }
+
     /// An upstream that refuses connections: the stream is answered 502, the connection stays usable.
     @Test(.enabled(if: ProcessRunner.isExecutable(HTTP2Tools.curl), "needs /usr/bin/curl"))
     func refusedUpstreamIsA502() async throws {
@@ -344,7 +396,7 @@ struct HTTP2ProxyLoopbackTests {
             $0.drain.delay = .zero
             $0.drain.timeout = .milliseconds(500)
         }
-        let client = Task { try await PythonH2Script.run(port: proxy.port, ["get", "/slow-head?ms=10000"]) }
+        let client = Task { try await PythonH2Script.run(port: proxy.port, ["get-wait", "/slow-head?ms=10000"]) }
         #expect(await ProxyHarness.eventually {
             (try? await proxy.server.snapshot().get().connections.requestsInFlight) == 1
         })
@@ -354,6 +406,8 @@ struct HTTP2ProxyLoopbackTests {
         await proxy.server.shutdown()
         #expect(events.contains(PythonH2Script.Event(type: "RST", stream: 1, error: 8)), "\(events)")
         #expect(events.status(of: 1) == nil)
-        #expect(events.goAways.last?.last == 1)
+        // Issue 14 item 12b: the notice and one final GOAWAY, not the final one again at the deadline.
+        #expect(events.goAways.map(\.last) == [Int(Int32.max), 1], "\(events)")
+        #expect(events.last?.type == "EOF")
     }
 }

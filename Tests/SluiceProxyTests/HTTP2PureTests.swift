@@ -276,6 +276,26 @@ struct HTTP2StreamForwarderStateMachineTests {
         #expect(leasing.upstreamConnected() == .decline)
     }
 
+    /// Issue 14 item 6: interim (1xx) heads are forwarded up to the cap and do not start the response:
+    /// one more is answered with a status (502), not a reset; after the final head they are ignored.
+    @Test func interimResponsesAreForwardedUpToTheCap() {
+        var machine = HTTP2StreamForwarder.StateMachine(requestEnded: true, expectsContinue: false, maxBodyBytes: nil, maxInterimResponses: 2)
+        #expect(machine.interimResponse() == .none)  // no upstream yet
+        _ = machine.upstreamConnected()
+        #expect(machine.interimResponse() == .forward)
+        #expect(machine.interimResponse() == .forward)
+        #expect(!machine.responseStarted)
+        #expect(machine.interimResponse() == .fail(.respond(releaseUpstream: true)))
+        #expect(machine.responseHead() == .none)
+
+        var hinted = HTTP2StreamForwarder.StateMachine(requestEnded: true, expectsContinue: false, maxBodyBytes: nil)
+        _ = hinted.upstreamConnected()
+        #expect(hinted.interimResponse() == .forward)
+        #expect(hinted.responseHead() == .send)
+        #expect(hinted.interimResponse() == .none)
+        #expect(hinted.responseEnd() == .finish(reusable: true))
+    }
+
     /// A body over the limit is answered with 413 before the response, and discarded after.
     @Test func bodyLimit() {
         var machine = HTTP2StreamForwarder.StateMachine(requestEnded: false, expectsContinue: false, maxBodyBytes: 15)

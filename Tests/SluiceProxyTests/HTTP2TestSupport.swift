@@ -42,6 +42,9 @@ enum HTTP2Tools {
 ///   valid GET /hello; until stream 5 ends.
 /// - `reset PATH`: a GET on stream 1, RST_STREAM(CANCEL) on it 300 ms later, then GET /hello on
 ///   stream 3, until it ends.
+/// - `stall N PATH reset|close`: SETTINGS_INITIAL_WINDOW_SIZE 0, never opened, and N GETs (streams 1,
+///   3, …): every response waits on flow control. `reset`: until every stream is reset; `close`: once
+///   every stream's HEADERS arrived, prints `READY` and closes the connection.
 enum PythonH2Script {
     struct Event: Decodable, Equatable, CustomStringConvertible {
         var type: String
@@ -131,6 +134,11 @@ enum PythonH2Script {
              request(3, "/hello", [("te", "gzip")]),
              request(5, "/hello"))
         last_stream = 5
+    elif scenario == "stall":
+        stall_count, stall_mode = int(args[0]), args[2]
+        send(hf.SettingsFrame(0, settings={4: 0}))  # SETTINGS_INITIAL_WINDOW_SIZE = 0
+        send(*[request(1 + 2 * i, args[1]) for i in range(stall_count)])
+        stall_heads, stall_resets = set(), set()
     elif scenario == "reset":
         send(request(1, args[0]))
         time.sleep(0.3)
@@ -170,6 +178,17 @@ enum PythonH2Script {
             emit(type="DATA", stream=frame.stream_id, data=frame.data.decode("utf-8", "replace"), end="END_STREAM" in frame.flags)
         elif isinstance(frame, hf.RstStreamFrame):
             emit(type="RST", stream=frame.stream_id, error=frame.error_code)
+        if scenario == "stall":
+            if isinstance(frame, hf.HeadersFrame):
+                stall_heads.add(frame.stream_id)
+            if isinstance(frame, hf.RstStreamFrame):
+                stall_resets.add(frame.stream_id)
+            if stall_mode == "close" and len(stall_heads) == stall_count:
+                emit(type="READY")
+                break
+            if stall_mode == "reset" and len(stall_resets) == stall_count:
+                break
+            continue
         ended = isinstance(frame, (hf.DataFrame, hf.HeadersFrame)) and "END_STREAM" in frame.flags and frame.stream_id == last_stream
         ended = ended or (isinstance(frame, hf.RstStreamFrame) and frame.stream_id == last_stream)
         if scenario not in ("drain", "get-wait", "late") and ended:

@@ -100,6 +100,28 @@ struct HTTP2UpstreamTests {
         #expect(result.stdout == "body=abc trailers=x-checksum: 900150983cd24fb0")
     }
 
+    /// Issue 14 item 6: interim heads from an h2c upstream (103 Early Hints with `link`) reach an HTTP/2
+    /// client as HEADERS frames without END_STREAM, before the 200; more than 32 of them are a 502
+    /// (the interim heads did not start the response) and the upstream stream is reset.
+    @Test(.enabled(if: ProcessRunner.pythonH2Available, "needs python3 with the h2 package (pip install h2)"))
+    func interimResponsesFromAnH2CUpstreamReachAnHTTP2Client() async throws {
+        try await Self.withProxy { proxy, upstream in
+            let hinted = try await PythonH2Script.run(port: proxy.port, ["get", "/early-hints?n=2"])
+            let heads = hinted.filter { $0.type == "HEADERS" && $0.stream == 1 }
+            #expect(heads.map(\.status) == ["103", "103", "200"], "\(hinted)")
+            #expect(heads.prefix(2).allSatisfy { $0.end == false && $0.fields?["link"] == "</style.css>; rel=preload; as=style" })
+            #expect(hinted.body(of: 1) == "hinted")
+
+            let looping = try await PythonH2Script.run(port: proxy.port, ["get", "/only-hints?n=33"])
+            let loopingHeads = looping.filter { $0.type == "HEADERS" && $0.stream == 1 }
+            #expect(loopingHeads.map(\.status) == Array(repeating: "103", count: 32) + ["502"], "\(looping)")
+            #expect(looping.body(of: 1).contains("interim (1xx) responses"))
+            // The upstream stream is reset. (On a reused connection the shared retry policy tries a
+            // bodiless GET once more; that try's first 1xx is one too many for the stream: 502 at once.)
+            #expect(await ProxyHarness.eventually { upstream.streamsReset.value >= 1 }, "\(upstream.streamsReset.value) resets")
+        }
+    }
+
     /// The upstream is down: HTTP/1 and HTTP/2 clients get 502 at once, not a hang.
     @Test(.enabled(if: ProcessRunner.isExecutable(HTTP2Tools.curl), "needs /usr/bin/curl"))
     func refusedH2CUpstreamIsA502() async throws {
@@ -200,11 +222,16 @@ struct HTTP2UpstreamTests {
 /// An h2c upstream built on Sluice's own ``HTTP2ServerConnectionHandler``: every response is 200 with
 /// what the request carried (`x-method`, `x-scheme`, `x-authority`, `x-path`, `x-te`, forwarded
 /// headers), the request body echoed (or its size, `x-body-bytes`, in the trailers when over 64 KiB),
-/// and the trailers `x-request-trailers`, `grpc-status: 0`, `grpc-message: fine`.
+/// and the trailers `x-request-trailers`, `grpc-status: 0`, `grpc-message: fine`. Except:
+/// - `/big?bytes=N`: N pattern bytes, sent while the stream is writable;
+/// - `/early-hints?n=N`: N × 103 (with a `link`), then 200 `hinted`;
+/// - `/only-hints?n=N`: N × 103 and no final response (an upstream looping on 1xx).
 struct H2CUpstream: Sendable {
     let server: TestServer
     let connectionsAccepted: Counter
     let streamsServed: Counter
+    /// Streams the proxy reset.
+    let streamsReset: Counter
     /// Body bytes of `/big` responses submitted (the upstream submits only while the stream is writable).
     let bytesSent: Counter
 
@@ -212,11 +239,12 @@ struct H2CUpstream: Sendable {
         let connections = Counter()
         let streams = Counter()
         let sent = Counter()
+        let reset = Counter()
         let server = try await TestServer.start { channel in
             connections.add()
-            try channel.pipeline.syncOperations.addHandler(try HTTP2ServerConnectionHandler(delegate: Delegate(streamsServed: streams, bytesSent: sent)))
+            try channel.pipeline.syncOperations.addHandler(try HTTP2ServerConnectionHandler(delegate: Delegate(streamsServed: streams, streamsReset: reset, bytesSent: sent)))
         }
-        return H2CUpstream(server: server, connectionsAccepted: connections, streamsServed: streams, bytesSent: sent)
+        return H2CUpstream(server: server, connectionsAccepted: connections, streamsServed: streams, streamsReset: reset, bytesSent: sent)
     }
 
     var port: Int { self.server.port }
@@ -230,13 +258,15 @@ struct H2CUpstream: Sendable {
             var trailers: [HTTP2HeaderField] = []
         }
         let streamsServed: Counter
+        let streamsReset: Counter
         let bytesSent: Counter
         var requests: [HTTP2StreamID: Request] = [:]
         /// `/big` responses: bytes still to send.
         var remaining: [HTTP2StreamID: Int] = [:]
 
-        init(streamsServed: Counter, bytesSent: Counter) {
+        init(streamsServed: Counter, streamsReset: Counter, bytesSent: Counter) {
             self.streamsServed = streamsServed
+            self.streamsReset = streamsReset
             self.bytesSent = bytesSent
         }
 
@@ -278,6 +308,7 @@ struct H2CUpstream: Sendable {
         }
 
         func streamClosed(_ streamID: HTTP2StreamID, errorCode: HTTP2ErrorCode, on connection: HTTP2ServerConnectionHandler) {
+            if errorCode != .noError { self.streamsReset.add() }
             self.requests[streamID] = nil
             self.remaining[streamID] = nil
             self.sentOn[streamID] = nil
@@ -291,6 +322,17 @@ struct H2CUpstream: Sendable {
                 connection.sendResponseHead(streamID: streamID, status: 200, headers: [], endStream: false)
                 self.remaining[streamID] = total
                 return self.pump(streamID, on: connection)
+            }
+            if let path = head.path, path.hasPrefix("/early-hints?n=") || path.hasPrefix("/only-hints?n="),
+                let count = path.split(separator: "=").last.flatMap({ Int($0) })
+            {
+                for _ in 0..<count {
+                    connection.sendInformationalHead(streamID: streamID, status: 103, headers: [HTTP2HeaderField(name: "link", value: "</style.css>; rel=preload; as=style")])
+                }
+                if path.hasPrefix("/only-hints") { return }
+                connection.sendResponseHead(streamID: streamID, status: 200, headers: [HTTP2HeaderField(name: "content-length", value: "6")], endStream: false)
+                connection.sendData(streamID: streamID, ByteBuffer(string: "hinted"), endStream: true)
+                return
             }
             var fields = [
                 HTTP2HeaderField(name: "x-method", value: head.method),

@@ -65,3 +65,28 @@ def test_floods_and_protocol_errors_close_the_connection_and_are_counted(sluice)
     assert _metrics(sluice) == {"ENHANCE_YOUR_CALM": 3, "PROTOCOL_ERROR": 1}
     status, body = h2.ru.http_get(sluice.admin_port, "/status", timeout=5)
     assert json.loads(body)["http2_connection_errors"] == {"ENHANCE_YOUR_CALM": 3, "PROTOCOL_ERROR": 1}
+
+
+def test_continuation_flood_gets_goaway_enhance_your_calm_and_is_counted(sluice):
+    """Issue 14 item 8: a header block split over more than 8 CONTINUATION frames ends the connection
+    with GOAWAY ENHANCE_YOUR_CALM before the close (RFC 9113 §5.4.1), not a bare FIN, and is counted;
+    a block of 8 CONTINUATIONs is served."""
+    before = _metrics(sluice).get("ENHANCE_YOUR_CALM", 0)
+
+    def split_block(stream_id: int, continuations: int) -> bytes:
+        payload = h2.block(h2.request(path="/") + [("x-pad", "a" * 200)])
+        size = -(-len(payload) // (continuations + 1))
+        pieces = [payload[i * size:(i + 1) * size] for i in range(continuations + 1)]
+        frames = [h2.frame(T.HEADERS, 0x1, stream_id, pieces[0])]
+        frames += [h2.frame(T.CONTINUATION, 0x4 if i == continuations else 0, stream_id, pieces[i])
+                   for i in range(1, continuations + 1)]
+        return b"".join(frames)
+
+    with sluice.client() as fine:
+        fine.send(split_block(1, 8))
+        assert fine.expect_response(1).status == 200
+    with sluice.client() as flood:
+        flood.send(split_block(1, 9))
+        flood.expect_connection_error(E.ENHANCE_YOUR_CALM)
+
+    assert _metrics(sluice).get("ENHANCE_YOUR_CALM", 0) == before + 1

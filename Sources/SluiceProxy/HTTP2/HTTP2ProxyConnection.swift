@@ -158,6 +158,13 @@ extension HTTP2ProxyConnection: HTTP2StreamDelegate {
         if isWritable { self.streams[streamID]?.resumeUpstreamReading() }
     }
 
+    func streamStalled(_ streamID: HTTP2StreamID, on connection: HTTP2ServerConnectionHandler) {
+        self.loop.logger.info(
+            "resetting HTTP/2 stream stalled on flow control",
+            metadata: ["stream": "\(streamID)", "queued": "\(connection.queuedBytes(streamID: streamID))", "peer": "\(self.peerAddress ?? "?")"]
+        )
+    }
+
     func goAwaySent(lastStreamID: HTTP2StreamID, errorCode: HTTP2ErrorCode, on connection: HTTP2ServerConnectionHandler) {
         guard errorCode != .noError else { return }
         self.loop.stats.http2ConnectionErrors[errorCode.description, default: 0] += 1
@@ -180,6 +187,8 @@ extension HTTP2ProxyConnection: HTTP2StreamDelegate {
 // MARK: - Drain
 
 extension HTTP2ProxyConnection: DownstreamConnection {
+    var bufferedResponseBytes: Int { self.handler?.queuedBytes ?? 0 }
+
     /// Forced close (drain deadline, SIGQUIT): open streams are reset and the socket closed.
     func close() {
         self.handler?.forceClose()

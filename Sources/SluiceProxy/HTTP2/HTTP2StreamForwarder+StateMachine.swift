@@ -64,6 +64,14 @@ extension HTTP2StreamForwarder {
             case none
         }
 
+        enum InterimResponseAction: Equatable, Sendable {
+            /// Pass the 1xx head to the client (a HEADERS frame without END_STREAM).
+            case forward
+            /// One interim head too many: fail (a 502, as no final head was sent).
+            case fail(Failure)
+            case none
+        }
+
         enum ResponseHeadAction: Equatable, Sendable {
             case send
             case none
@@ -90,9 +98,12 @@ extension HTTP2StreamForwarder {
         private let expectsContinue: Bool
         private let maxBodyBytes: Int?
         private var bodyBytes = 0
+        private let maxInterimResponses: Int
+        private var interimResponses = 0
 
         /// A stream whose head was accepted. `requestEnded`: the head carried END_STREAM.
-        init(requestEnded: Bool, expectsContinue: Bool, maxBodyBytes: Int?) {
+        init(requestEnded: Bool, expectsContinue: Bool, maxBodyBytes: Int?, maxInterimResponses: Int = UpstreamLimits.maxInterimResponses) {
+            self.maxInterimResponses = maxInterimResponses
             self.requestEnded = requestEnded
             self.requestHasBody = !requestEnded
             self.expectsContinue = expectsContinue
@@ -143,6 +154,20 @@ extension HTTP2StreamForwarder {
                 }
                 return .fail(self.fail())
             case .forwarding, .done, .closed:
+                return .none
+            }
+        }
+
+        /// An interim (1xx) head arrived before the final one. Interim heads do not start the response:
+        /// a failure after them is still answered with a status.
+        mutating func interimResponse() -> InterimResponseAction {
+            switch self.state {
+            case .forwarding:
+                guard !self.responseStarted else { return .none }
+                self.interimResponses += 1
+                guard self.interimResponses <= self.maxInterimResponses else { return .fail(self.fail()) }
+                return .forward
+            case .leasing, .done, .closed:
                 return .none
             }
         }

@@ -200,8 +200,20 @@ extension HTTP2StreamForwarder: UpstreamLeaseRequester {
 }
 
 extension HTTP2StreamForwarder: UpstreamResponseDelegate {
+    /// RFC 9110 §15.2: a proxy forwards 1xx responses (101 never reaches here, and has no meaning in
+    /// HTTP/2); past ``UpstreamLimits/maxInterimResponses`` the stream is answered 502.
     func upstreamInterimResponse(_ head: HTTPResponseHead) {
-        // TODO(issue 14 item 6): forward to the HTTP/2 client as a non-final HEADERS frame.
+        guard head.status.code != 101 else { return }
+        switch self.machine.interimResponse() {
+        case .forward:
+            self.connection.handler?.sendInformationalHead(
+                streamID: self.streamID, status: Int(head.status.code), headers: HTTP2RequestTranslation.responseFields(head)
+            )
+        case .fail(let failure):
+            self.run(failure, error: .upstreamBadResponse("more than \(UpstreamLimits.maxInterimResponses) interim (1xx) responses"))
+        case .none:
+            break
+        }
     }
 
     var downstreamIsWritable: Bool { self.connection.handler?.isWritable(streamID: self.streamID) ?? false }

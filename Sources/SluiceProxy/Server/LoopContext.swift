@@ -13,12 +13,15 @@ protocol DownstreamConnection: AnyObject {
     func sendShutdownNotice()
     /// `draining` began: HTTP/2 sends the final GOAWAY and closes when its streams are done.
     func beginGracefulShutdown()
+    /// Response bytes the connection holds for its client (HTTP/2: queued on its streams).
+    var bufferedResponseBytes: Int { get }
 }
 
 extension DownstreamConnection {
     func timedOut(_ reason: ConnectionTable<MonotonicInstant>.SweepReason) { self.close() }
     func sendShutdownNotice() {}
     func beginGracefulShutdown() {}
+    var bufferedResponseBytes: Int { 0 }
 }
 
 extension DownstreamHTTP1Handler: DownstreamConnection {}
@@ -186,7 +189,12 @@ final class LoopContext {
         var stats = self.stats
         stats.upstreamConnectErrors = self.pool.connectErrors
         stats.upstreamUnsolicitedBytes = self.pool.unsolicitedBytesCloses
-        return LoopSnapshot(connections: self.table.counts(), stats: stats, upstreams: self.pool.counts().map { UpstreamCounts(idle: $0.idle, busy: $0.busy) })
+        let buffered = self.connections.values.reduce(0) { $0 + $1.bufferedResponseBytes }
+        return LoopSnapshot(
+            connections: self.table.counts(), stats: stats,
+            upstreams: self.pool.counts().map { UpstreamCounts(idle: $0.idle, busy: $0.busy) },
+            http2BufferedBytes: buffered
+        )
     }
 }
 
@@ -200,12 +208,15 @@ struct LoopSnapshot: Sendable {
     var connections: ConnectionTable<MonotonicInstant>.Counts
     var stats: RequestStats
     var upstreams: [UpstreamCounts]
+    /// Response bytes queued on HTTP/2 streams, not yet sent to their clients.
+    var http2BufferedBytes = 0
 
     static func + (lhs: LoopSnapshot, rhs: LoopSnapshot) -> LoopSnapshot {
         LoopSnapshot(
             connections: lhs.connections + rhs.connections,
             stats: lhs.stats + rhs.stats,
-            upstreams: zip(lhs.upstreams, rhs.upstreams).map { UpstreamCounts(idle: $0.idle + $1.idle, busy: $0.busy + $1.busy) }
+            upstreams: zip(lhs.upstreams, rhs.upstreams).map { UpstreamCounts(idle: $0.idle + $1.idle, busy: $0.busy + $1.busy) },
+            http2BufferedBytes: lhs.http2BufferedBytes + rhs.http2BufferedBytes
         )
     }
 }

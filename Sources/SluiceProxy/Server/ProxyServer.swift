@@ -135,7 +135,7 @@ public final class ProxyServer: Sendable {
     private func bindListener(host: String, port: Int, loop: NIOLoopBound<LoopContext>) async throws -> any Channel {
         // The parser's bound leaves room for the request line; RequestRules applies the exact limit (431).
         let maxHeadBytes = self.config.http.maxHeaderBytes + 1024
-        let http2 = HTTP2ServerConnectionHandler.Configuration.sluice(maxHeaderBytes: self.config.http.maxHeaderBytes)
+        let http2 = HTTP2ServerConnectionHandler.Configuration.sluice(http: self.config.http)
         let channel = try await ServerBootstrap(group: loop.eventLoop)
             .serverChannelOption(.backlog, value: 1024)
             .serverChannelOption(.tcpOption(.tcp_nodelay), value: 1)
@@ -238,10 +238,13 @@ public final class ProxyServer: Sendable {
 
 extension HTTP2ServerConnectionHandler.Configuration {
     /// HTTP/2 downstream settings: 100 concurrent streams, 64 KiB stream windows that reopen only as
-    /// the upstream takes the bytes, a 1 MiB connection window, the header limit of HTTP/1.
-    static func sluice(maxHeaderBytes: Int) -> HTTP2ServerConnectionHandler.Configuration {
+    /// the upstream takes the bytes, a 1 MiB connection window, the header limit of HTTP/1; at most
+    /// 64 KiB of response queued per stream and 1 MiB per connection (plus one upstream read per
+    /// stream), and streams stalled on the client's flow control reset after `stream-stall-timeout`.
+    static func sluice(http: SluiceConfig.HTTP) -> HTTP2ServerConnectionHandler.Configuration {
         var configuration = HTTP2ServerConnectionHandler.Configuration()
-        configuration.session.maxHeaderListSize = UInt32(clamping: maxHeaderBytes)
+        configuration.session.maxHeaderListSize = UInt32(clamping: http.maxHeaderBytes)
+        configuration.streamStallTimeout = http.streamStallTimeout
         return configuration
     }
 }

@@ -63,6 +63,12 @@ final class UpstreamHTTP2Connection {
 }
 
 extension UpstreamHTTP2Connection: HTTP2ClientConnectionDelegate {
+    func interimResponseHead(_ streamID: HTTP2StreamID, head: HTTP2ResponseHead, on connection: HTTP2ClientConnectionHandler) {
+        guard let stream = self.streams[streamID] else { return }
+        self.noteRead(stream)
+        stream.interimResponseHead(head)
+    }
+
     func responseHead(_ streamID: HTTP2StreamID, head: HTTP2ResponseHead, endStream: Bool, on connection: HTTP2ClientConnectionHandler) {
         guard let stream = self.streams[streamID] else { return }
         self.noteRead(stream)
@@ -129,6 +135,9 @@ extension UpstreamHTTP2Connection: HTTP2ClientConnectionDelegate {
 /// 2. Response bytes are consumed (the upstream's window reopens) once handed downstream while the
 ///    downstream is writable; otherwise when it is writable again (``resumeReading()``).
 /// 3. Response trailers (`grpc-status`, `grpc-message`) go to the downstream as trailers.
+/// 4. Interim (1xx) heads go to the downstream as they come, at most
+///    ``UpstreamLimits/maxInterimResponses`` of them; one more resets the stream (`CANCEL`) and fails
+///    the exchange as a bad response (502: interim heads do not start the response).
 final class UpstreamHTTP2Stream: UpstreamExchange {
     private let connection: UpstreamHTTP2Connection
     let isReused: Bool
@@ -142,6 +151,8 @@ final class UpstreamHTTP2Stream: UpstreamExchange {
     private var released = false
     /// Response bytes handed downstream but not yet consumed (the downstream was not writable).
     private var unconsumed = 0
+    /// Interim (1xx) heads received on this stream.
+    private var interimResponses = 0
 
     fileprivate init(connection: UpstreamHTTP2Connection, isReused: Bool) {
         self.connection = connection
@@ -232,11 +243,30 @@ final class UpstreamHTTP2Stream: UpstreamExchange {
 
     // MARK: Response in
 
+    fileprivate func interimResponseHead(_ head: HTTP2ResponseHead) {
+        guard let delegate = self.delegate else { return }
+        self.interimResponses += 1
+        guard self.interimResponses <= UpstreamLimits.maxInterimResponses else {
+            // An upstream looping on 1xx: the stream goes, the exchange fails before its response began.
+            self.delegate = nil
+            self.awaitingHeadSince = nil
+            if let id = self.streamID { self.connection.handler?.resetStream(streamID: id, errorCode: .cancel) }
+            delegate.upstreamFailed(.upstreamBadResponse("more than \(UpstreamLimits.maxInterimResponses) interim (1xx) responses"))
+            return
+        }
+        delegate.upstreamInterimResponse(HTTPResponseHead(version: HTTPVersion(major: 2, minor: 0), status: .init(statusCode: head.status), headers: Self.headers(head.headers)))
+    }
+
+    private static func headers(_ fields: [HTTP2HeaderField]) -> HTTPHeaders {
+        var headers = HTTPHeaders()
+        headers.reserveCapacity(fields.count)
+        for field in fields { headers.add(name: field.name, value: field.value) }
+        return headers
+    }
+
     fileprivate func responseHead(_ head: HTTP2ResponseHead, endStream: Bool) {
         self.awaitingHeadSince = nil
-        var headers = HTTPHeaders()
-        headers.reserveCapacity(head.headers.count)
-        for field in head.headers { headers.add(name: field.name, value: field.value) }
+        let headers = Self.headers(head.headers)
         // Version 2: the response was received over HTTP/2 (its `Via` entry says so).
         self.delegate?.upstreamResponseHead(HTTPResponseHead(version: HTTPVersion(major: 2, minor: 0), status: .init(statusCode: head.status), headers: headers))
         if endStream { self.responseEnded(trailers: nil) }
