@@ -51,6 +51,13 @@ import Testing
         #expect(mapping.error.description == "\(mapping.source.rawValue) error: \(mapping.detail)")
     }
 
+    /// Only a reset before the response may be a keep-alive race (retried once when idempotent):
+    /// not a timeout, an invalid response (the app answered), or a failed connect (retried apart).
+    @Test func onlyAResetBeforeTheResponseMayBeAKeepAliveRace() {
+        let races = Self.mappings.filter { $0.error.mayBeKeepAliveRace }.map(\.name)
+        #expect(races == ["upstreamResetBeforeResponse"])
+    }
+
     /// Errors are equal when kind and detail are equal, and differ otherwise.
     @Test func errorsAreEqualByKindAndDetail() {
         #expect(ProxyError.badRequest("a") == .badRequest("a"))

@@ -243,23 +243,23 @@ struct HTTP2StreamForwarderStateMachineTests {
     @Test func upstreamFailures() {
         var retried = HTTP2StreamForwarder.StateMachine(requestEnded: true, expectsContinue: false, maxBodyBytes: nil)
         _ = retried.upstreamConnected()
-        #expect(retried.upstreamFailed(isTimeout: false, reusedConnection: true, idempotent: true) == .retry)
+        #expect(retried.upstreamFailed(mayBeKeepAliveRace: true, reusedConnection: true, idempotent: true) == .retry)
         #expect(retried.upstreamConnected() == .startForwarding(sendContinue: false))
-        #expect(retried.upstreamFailed(isTimeout: false, reusedConnection: true, idempotent: true) == .fail(.respond(releaseUpstream: true)))
+        #expect(retried.upstreamFailed(mayBeKeepAliveRace: true, reusedConnection: true, idempotent: true) == .fail(.respond(releaseUpstream: true)))
 
         var timeout = HTTP2StreamForwarder.StateMachine(requestEnded: true, expectsContinue: false, maxBodyBytes: nil)
         _ = timeout.upstreamConnected()
-        #expect(timeout.upstreamFailed(isTimeout: true, reusedConnection: true, idempotent: true) == .fail(.respond(releaseUpstream: true)))
+        #expect(timeout.upstreamFailed(mayBeKeepAliveRace: false, reusedConnection: true, idempotent: true) == .fail(.respond(releaseUpstream: true)))
 
         var post = HTTP2StreamForwarder.StateMachine(requestEnded: false, expectsContinue: false, maxBodyBytes: nil)
         _ = post.upstreamConnected()
         _ = post.endReceived()
-        #expect(post.upstreamFailed(isTimeout: false, reusedConnection: true, idempotent: false) == .fail(.respond(releaseUpstream: true)))
+        #expect(post.upstreamFailed(mayBeKeepAliveRace: true, reusedConnection: true, idempotent: false) == .fail(.respond(releaseUpstream: true)))
 
         var midResponse = HTTP2StreamForwarder.StateMachine(requestEnded: true, expectsContinue: false, maxBodyBytes: nil)
         _ = midResponse.upstreamConnected()
         _ = midResponse.responseHead()
-        #expect(midResponse.upstreamFailed(isTimeout: false, reusedConnection: true, idempotent: true) == .fail(.reset(releaseUpstream: true)))
+        #expect(midResponse.upstreamFailed(mayBeKeepAliveRace: true, reusedConnection: true, idempotent: true) == .fail(.reset(releaseUpstream: true)))
         #expect(midResponse.dataReceived(bytes: 1) == .discard)
     }
 
@@ -269,7 +269,7 @@ struct HTTP2StreamForwarderStateMachineTests {
         var forwarding = HTTP2StreamForwarder.StateMachine(requestEnded: true, expectsContinue: false, maxBodyBytes: nil)
         _ = forwarding.upstreamConnected()
         #expect(forwarding.streamClosed() == .releaseUpstream)
-        #expect(forwarding.upstreamFailed(isTimeout: false, reusedConnection: false, idempotent: true) == .none)
+        #expect(forwarding.upstreamFailed(mayBeKeepAliveRace: true, reusedConnection: false, idempotent: true) == .none)
 
         var leasing = HTTP2StreamForwarder.StateMachine(requestEnded: true, expectsContinue: false, maxBodyBytes: nil)
         #expect(leasing.streamClosed() == .none)

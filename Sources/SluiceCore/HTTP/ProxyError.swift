@@ -84,6 +84,13 @@ public struct ProxyError: Error, Hashable, Sendable, CustomStringConvertible {
         }
     }
 
+    /// Whether the failure may be a keep-alive race: a reused upstream connection that the upstream
+    /// closed as the request was sent, so the request never reached the app and an idempotent one
+    /// may be retried once. A timeout, or an invalid response (the app did answer), is not.
+    public var mayBeKeepAliveRace: Bool {
+        self.code == .upstreamResetBeforeResponse
+    }
+
     /// The plain-text body of the error response.
     public var responseBody: String { self.detail + "\n" }
 

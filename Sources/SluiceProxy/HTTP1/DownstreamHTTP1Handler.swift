@@ -613,9 +613,8 @@ extension DownstreamHTTP1Handler: UpstreamResponseDelegate {
         if self.responseStarted {
             return self.abort(.upstreamFailedMidResponse(error.detail))
         }
-        let isTimeout = error.status == 504
         let method = self.upstreamHead.method.rawValue
-        if !isTimeout, !self.retried, upstream.isReused, !self.requestHasBody, self.requestEnded, RequestRules.isIdempotent(method) {
+        if error.mayBeKeepAliveRace, !self.retried, upstream.isReused, !self.requestHasBody, self.requestEnded, RequestRules.isIdempotent(method) {
             // A reused keep-alive connection closed under the request (the upstream's idle close
             // raced it): the request did not reach the app, so an idempotent one is retried once.
             self.retried = true

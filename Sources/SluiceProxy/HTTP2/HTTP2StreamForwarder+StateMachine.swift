@@ -193,11 +193,12 @@ extension HTTP2StreamForwarder {
         }
 
         /// The upstream connection failed or timed out before the response ended.
-        /// `reusedConnection`: it had served a response before (its close may have raced the request).
-        mutating func upstreamFailed(isTimeout: Bool, reusedConnection: Bool, idempotent: Bool) -> RetryOrFailAction {
+        /// `reusedConnection`: it had served a response before (its close may have raced the request);
+        /// `mayBeKeepAliveRace`: the failure is of the kind such a race gives (``ProxyError/mayBeKeepAliveRace``).
+        mutating func upstreamFailed(mayBeKeepAliveRace: Bool, reusedConnection: Bool, idempotent: Bool) -> RetryOrFailAction {
             switch self.state {
             case .forwarding:
-                if !self.responseStarted, !isTimeout, !self.retried, reusedConnection, !self.requestHasBody, self.requestEnded, idempotent {
+                if !self.responseStarted, mayBeKeepAliveRace, !self.retried, reusedConnection, !self.requestHasBody, self.requestEnded, idempotent {
                     // A keep-alive connection closed under the request: it did not reach the app, so an
                     // idempotent one is retried once, as on HTTP/1.
                     self.retried = true

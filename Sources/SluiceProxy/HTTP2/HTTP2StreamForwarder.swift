@@ -262,7 +262,7 @@ extension HTTP2StreamForwarder: UpstreamResponseDelegate {
     func upstreamFailed(_ error: ProxyError) {
         guard let upstream = self.upstream else { return }
         let action = self.machine.upstreamFailed(
-            isTimeout: error.status == 504,
+            mayBeKeepAliveRace: error.mayBeKeepAliveRace,
             reusedConnection: upstream.isReused,
             idempotent: RequestRules.isIdempotent(self.upstreamHead.method.rawValue)
         )
