@@ -47,7 +47,8 @@ final class AdminHandler: ChannelInboundHandler {
             }
         case "/status":
             self.server.snapshot().hop(to: context.eventLoop).assumeIsolated().whenSuccess { snapshot in
-                let body = StatusDocument.render(phase: phase, snapshot: snapshot, config: self.server.config)
+                let limits = StatusDocument.Limits(maxConnections: self.server.maxConnections, pausedListeners: self.server.budget.pausedListeners)
+                let body = StatusDocument.render(phase: phase, snapshot: snapshot, config: self.server.config, limits: limits)
                 self.respond(context, head, status: .ok, body: body, contentType: "application/json")
             }
         case "/metrics":
@@ -84,7 +85,13 @@ final class AdminHandler: ChannelInboundHandler {
 
 /// The `/status` JSON document.
 enum StatusDocument {
-    static func render(phase: ProxyServer.PhaseState, snapshot: LoopSnapshot, config: SluiceConfig) -> String {
+    struct Limits {
+        var maxConnections: Int
+        /// Listeners not accepting now (at the connection limit, or out of descriptors).
+        var pausedListeners: Int
+    }
+
+    static func render(phase: ProxyServer.PhaseState, snapshot: LoopSnapshot, config: SluiceConfig, limits: Limits) -> String {
         let now = MonotonicInstant.now()
         let left = phase.deadline.map { max(0, now.duration(to: $0).secondsDouble) }
         let counts = snapshot.connections
@@ -112,7 +119,8 @@ enum StatusDocument {
             "responses":{\(responses.joined(separator: ","))},\
             "forced_closes":\(stats.forcedCloses),"upstream_connect_errors":\(stats.upstreamConnectErrors),"retries":\(stats.retries),\
             "http2_connection_errors":{\(http2Errors.joined(separator: ","))},\
-            "upstreams":[\(upstreams.joined(separator: ","))]}
+            "upstreams":[\(upstreams.joined(separator: ","))],\
+            "max_connections":\(limits.maxConnections),"listeners_paused":\(limits.pausedListeners)}
 
             """
     }
