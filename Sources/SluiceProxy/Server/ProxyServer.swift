@@ -182,6 +182,9 @@ public final class ProxyServer: Sendable {
         return channel
     }
 
+    /// The largest admin request head (request line included); larger is answered with 431.
+    static let adminMaxHeadBytes = 16 << 10
+
     /// Descriptors the admin listener keeps on `/dev/null` to accept with when the process has none.
     static let adminReservedDescriptors = 3
 
@@ -200,7 +203,9 @@ public final class ProxyServer: Sendable {
             }
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
+                    // Sluice's own strict codec, as on the proxy port: NIO's server pipeline answered a
+                    // parse error with a 400 saying `Connection: close` and left the connection open.
+                    try channel.pipeline.syncOperations.addHandler(HTTP1ServerCodec(maxHeadBytes: Self.adminMaxHeadBytes))
                     try channel.pipeline.syncOperations.addHandler(AdminHandler(server: server))
                 }
             }
