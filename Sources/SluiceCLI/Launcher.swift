@@ -18,6 +18,9 @@ enum Launcher {
         // Ctrl-C sends SIGINT); SIGQUIT means "stop now". Installed before binding so that a signal
         // during start-up is not the default "die at once".
         let signals = SignalSource.install()
+        // Every client connection costs a descriptor (and usually one upstream): use what the hard
+        // limit allows. The automatic --max-connections is derived from the raised limit.
+        DescriptorLimit.raiseToHard()
         let server = ProxyServer(config: config, logger: logger)
         let bound: ProxyServer.BoundAddresses
         do {
@@ -34,6 +37,8 @@ enum Launcher {
                 "admin": "\(Self.describe(bound.admin))",
                 "upstreams": "\(config.upstreams.map(\.description).joined(separator: ","))",
                 "threads": "\(server.loopCount)",
+                "max_connections": "\(server.maxConnections)\(config.http.maxConnections == nil ? " (auto)" : "")",
+                "open_file_limit": "\(server.descriptorLimit == Int.max ? "unlimited" : String(server.descriptorLimit))",
                 "drain_delay": "\(DurationParser.format(config.drain.delay))",
                 "drain_timeout": "\(DurationParser.format(config.drain.timeout))",
                 "termination_grace": "\(DurationParser.format(config.drain.terminationGrace))",
@@ -41,6 +46,15 @@ enum Launcher {
                 "version": "\(SluiceVersion.current)",
             ]
         )
+        let automatic = ConnectionLimit.automatic(descriptorLimit: server.descriptorLimit, threads: server.loopCount)
+        if server.maxConnections > automatic {
+            logger.warning(
+                "max-connections is more than the open-file limit leaves room for: when descriptors run out, accepting backs off",
+                metadata: [
+                    "max_connections": "\(server.maxConnections)", "open_file_limit": "\(server.descriptorLimit)", "auto_max_connections": "\(automatic)",
+                ]
+            )
+        }
         onStarted(bound)
         let narrator = narrate ? Task { await Self.narrate(server) } : nil
         let outcome = await DrainCoordinator(server: server, logger: logger).run(signals: signals)

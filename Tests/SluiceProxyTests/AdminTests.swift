@@ -1,3 +1,4 @@
+import Foundation
 import NIOPosix
 import Testing
 
@@ -30,5 +31,87 @@ struct AdminTests {
 
         #expect(try await Curl.run(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", "POST", proxy.adminURL + "/readyz"]).stdout == "405")
         #expect(try await Curl.run(["-s", "-o", "/dev/null", "-w", "%{http_code}", proxy.adminURL + "/other"]).stdout == "404")
+    }
+
+    // MARK: Framing (issue 14, item 10)
+
+    /// A request that does not parse gets a framed 400 with `Connection: close`, and the server closes.
+    @Test func malformedRequestGetsFramed400AndTheConnectionCloses() async throws {
+        try await Self.withAdmin { proxy in
+            let client = try await RawClient.connect(port: proxy.adminPort)
+            defer { Task { await client.close() } }
+            try await client.send("GET /livez HTTP/1.1\r\nHost\r\n\r\n")
+            let text = try await client.waitForClose(timeout: .seconds(5))
+            let body = "bad request: missing colon in field line\n"
+            #expect(
+                text == "HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: \(body.utf8.count)\r\n"
+                    + "cache-control: no-store\r\nconnection: close\r\n\r\n" + body
+            )
+        }
+    }
+
+    /// CONNECT gets a framed 405 with `Allow` and `Connection: close`, and the server closes; `curl -X
+    /// CONNECT` returns at once with 405 instead of hanging.
+    @Test func connectGetsFramed405AndTheConnectionCloses() async throws {
+        try await Self.withAdmin { proxy in
+            let client = try await RawClient.connect(port: proxy.adminPort)
+            defer { Task { await client.close() } }
+            try await client.send("CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n")
+            let text = try await client.waitForClose(timeout: .seconds(5))
+            let body = "only GET and HEAD are supported\n"
+            #expect(
+                text == "HTTP/1.1 405 Method Not Allowed\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: \(body.utf8.count)\r\n"
+                    + "cache-control: no-store\r\nallow: GET, HEAD\r\nconnection: close\r\n\r\n" + body
+            )
+
+            let started = ContinuousClock.now
+            let curl = try await Curl.run(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", "CONNECT", proxy.adminURL + "/livez"], timeout: .seconds(5))
+            #expect(curl.exitCode == 0)
+            #expect(curl.stdout == "405")
+            #expect(ContinuousClock.now - started < .seconds(3))
+        }
+    }
+
+    /// A 100 KB request line gets a framed 431 with `Connection: close`, and the server closes.
+    @Test func hugeRequestLineGetsFramed431AndTheConnectionCloses() async throws {
+        try await Self.withAdmin { proxy in
+            let client = try await RawClient.connect(port: proxy.adminPort)
+            defer { Task { await client.close() } }
+            // The server may answer and close before it has read everything: the send may then fail.
+            try? await client.send("GET /" + String(repeating: "a", count: 100_000) + " HTTP/1.1\r\nHost: a\r\n\r\n")
+            let text = try await client.waitForClose(timeout: .seconds(5))
+            let body = "request head too large\n"
+            #expect(
+                text == "HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: text/plain; charset=utf-8\r\n"
+                    + "content-length: \(body.utf8.count)\r\ncache-control: no-store\r\nconnection: close\r\n\r\n" + body
+            )
+        }
+    }
+
+    /// Keep-alive and pipelining still work: two pipelined requests get two framed answers in order on
+    /// one connection, which stays open; `Connection: close` is honoured, HEAD has no body.
+    @Test func pipelinedRequestsAreAnsweredInOrderAndCloseIsHonoured() async throws {
+        try await Self.withAdmin { proxy in
+            let client = try await RawClient.connect(port: proxy.adminPort)
+            defer { Task { await client.close() } }
+            let (text, closed) = try await client.exchange("GET /status HTTP/1.1\r\nHost: a\r\n\r\nGET /livez HTTP/1.1\r\nHost: a\r\n\r\n") {
+                $0.hasCompleteResponses(2)
+            }
+            #expect(!closed)
+            #expect(text.hasPrefix("HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"))
+            #expect(text.hasSuffix("\r\n\r\nok\n"))
+            let (head, _) = try await client.exchange("HEAD /livez HTTP/1.1\r\nHost: a\r\n\r\n") { $0.hasSuffix("\r\n\r\n") }
+            #expect(head == "HTTP/1.1 200 OK\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: 3\r\ncache-control: no-store\r\n\r\n")
+            try await client.send("GET /livez HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+            #expect(
+                try await client.waitForClose(timeout: .seconds(5))
+                    == "HTTP/1.1 200 OK\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: 3\r\ncache-control: no-store\r\nconnection: close\r\n\r\nok\n"
+            )
+        }
+    }
+
+    static func withAdmin(_ body: (ProxyHarness) async throws -> Void) async throws {
+        let upstream = try await TestUpstream.start(group: MultiThreadedEventLoopGroup.singleton)
+        try await ProxyHarness.withProxy(upstreams: [upstream.url], cleanup: { await upstream.stop() }, body)
     }
 }

@@ -10,12 +10,19 @@ import SluiceCore
 /// 4. `GET /metrics`: Prometheus text.
 ///
 /// None of them changes state; anything that would is for loopback peers only.
+///
+/// Behind Sluice's own ``HTTP1ServerCodec``, as on the proxy port: every response is framed
+/// (`Content-Length`), a request that cannot be parsed gets 400 (431 when its head is too large)
+/// and the connection closes, as it does after `CONNECT` (405) and after a request that asks to
+/// close. ``AdminConnectionStateMachine`` decides the order and the closes.
 final class AdminHandler: ChannelInboundHandler {
     typealias InboundIn = HTTPServerRequestPart
     typealias OutboundOut = HTTPServerResponsePart
+    typealias Machine = AdminConnectionStateMachine<HTTPRequestHead>
 
     private let server: ProxyServer
     private var request: HTTPRequestHead?
+    private var machine = Machine()
 
     init(server: ProxyServer) { self.server = server }
 
@@ -26,65 +33,108 @@ final class AdminHandler: ChannelInboundHandler {
         case .end:
             guard let head = self.request else { return }
             self.request = nil
-            self.route(head, context: context)
+            self.run(self.machine.requestReceived(head, keepAlive: head.isKeepAlive, isConnect: head.method == .CONNECT), context: context)
         }
     }
 
-    private func route(_ head: HTTPRequestHead, context: ChannelHandlerContext) {
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        guard let parseError = error as? HTTP1ParseError else {
+            context.close(promise: nil)
+            return
+        }
+        switch parseError.kind {
+        case .truncated: self.run(self.machine.inputTruncated(), context: context)
+        case .headTooLarge: self.run(self.machine.parseFailed(.headTooLarge), context: context)
+        case .malformed: self.run(self.machine.parseFailed(.malformed(parseError.detail)), context: context)
+        }
+    }
+
+    private func run(_ action: Machine.Action, context: ChannelHandlerContext) {
+        switch action {
+        case .none:
+            break
+        case .answer(let head, let close):
+            self.route(head, close: close, context: context)
+        case .fail(.malformed(let detail)):
+            self.respond(context, nil, status: .badRequest, body: "bad request: \(detail)\n", close: true)
+        case .fail(.headTooLarge):
+            self.respond(context, nil, status: .requestHeaderFieldsTooLarge, body: "request head too large\n", close: true)
+        case .close:
+            context.close(promise: nil)
+        }
+    }
+
+    private func route(_ head: HTTPRequestHead, close: Bool, context: ChannelHandlerContext) {
         let path = head.uri.split(separator: "?", maxSplits: 1).first.map(String.init) ?? head.uri
         guard head.method == .GET || head.method == .HEAD else {
-            return self.respond(context, head, status: .methodNotAllowed, body: "only GET and HEAD are supported\n", extra: [("allow", "GET, HEAD")])
+            return self.respond(
+                context, head, status: .methodNotAllowed, body: "only GET and HEAD are supported\n", close: close, extra: [("allow", "GET, HEAD")]
+            )
         }
         let phase = self.server.phase.withLockedValue { $0 }
         switch path {
         case "/livez":
-            self.respond(context, head, status: .ok, body: "ok\n")
+            self.respond(context, head, status: .ok, body: "ok\n", close: close)
         case "/readyz":
             if phase.phase.isReady {
-                self.respond(context, head, status: .ok, body: "ready\n")
+                self.respond(context, head, status: .ok, body: "ready\n", close: close)
             } else {
-                self.respond(context, head, status: .serviceUnavailable, body: "not ready: \(phase.phase.rawValue)\n")
+                self.respond(context, head, status: .serviceUnavailable, body: "not ready: \(phase.phase.rawValue)\n", close: close)
             }
         case "/status":
             self.server.snapshot().hop(to: context.eventLoop).assumeIsolated().whenSuccess { snapshot in
-                let body = StatusDocument.render(phase: phase, snapshot: snapshot, config: self.server.config)
-                self.respond(context, head, status: .ok, body: body, contentType: "application/json")
+                let limits = StatusDocument.Limits(maxConnections: self.server.maxConnections, pausedListeners: self.server.budget.pausedListeners)
+                let body = StatusDocument.render(phase: phase, snapshot: snapshot, config: self.server.config, limits: limits)
+                self.respond(context, head, status: .ok, body: body, close: close, contentType: "application/json")
             }
         case "/metrics":
             self.server.snapshot().hop(to: context.eventLoop).assumeIsolated().whenSuccess { snapshot in
                 let body = self.server.metrics.render(snapshot)
-                self.respond(context, head, status: .ok, body: body, contentType: "text/plain; version=0.0.4")
+                self.respond(context, head, status: .ok, body: body, close: close, contentType: "text/plain; version=0.0.4")
             }
         default:
-            self.respond(context, head, status: .notFound, body: "not found; try /livez, /readyz, /status or /metrics\n")
+            self.respond(context, head, status: .notFound, body: "not found; try /livez, /readyz, /status or /metrics\n", close: close)
         }
     }
 
+    /// Writes one framed response; `request` is nil for an answer to bytes that did not parse.
     private func respond(
         _ context: ChannelHandlerContext,
-        _ request: HTTPRequestHead,
+        _ request: HTTPRequestHead?,
         status: HTTPResponseStatus,
         body: String,
+        close: Bool,
         contentType: String = "text/plain; charset=utf-8",
         extra: [(String, String)] = []
     ) {
         var headers = HTTPHeaders([("content-type", contentType), ("content-length", String(body.utf8.count)), ("cache-control", "no-store")])
         headers.add(contentsOf: extra)
-        if !request.isKeepAlive { headers.add(name: "connection", value: "close") }
-        context.write(self.wrapOutboundOut(.head(HTTPResponseHead(version: request.version, status: status, headers: headers))), promise: nil)
-        if request.method != .HEAD {
+        if close { headers.add(name: "connection", value: "close") }
+        // An HTTP/1.0 request gets an HTTP/1.0 status line; anything else, and bytes that did not parse, 1.1.
+        let version = request?.version == .http1_0 ? HTTPVersion.http1_0 : .http1_1
+        context.write(self.wrapOutboundOut(.head(HTTPResponseHead(version: version, status: status, headers: headers))), promise: nil)
+        if request?.method != .HEAD {
             context.write(self.wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(string: body)))), promise: nil)
         }
-        let keepAlive = request.isKeepAlive
         context.writeAndFlush(self.wrapOutboundOut(.end(nil))).assumeIsolated().whenComplete { _ in
-            if !keepAlive { context.close(promise: nil) }
+            if close {
+                context.close(promise: nil)
+            } else {
+                self.run(self.machine.answerSent(), context: context)
+            }
         }
     }
 }
 
 /// The `/status` JSON document.
 enum StatusDocument {
-    static func render(phase: ProxyServer.PhaseState, snapshot: LoopSnapshot, config: SluiceConfig) -> String {
+    struct Limits {
+        var maxConnections: Int
+        /// Listeners not accepting now (at the connection limit, or out of descriptors).
+        var pausedListeners: Int
+    }
+
+    static func render(phase: ProxyServer.PhaseState, snapshot: LoopSnapshot, config: SluiceConfig, limits: Limits) -> String {
         let now = MonotonicInstant.now()
         let left = phase.deadline.map { max(0, now.duration(to: $0).secondsDouble) }
         let counts = snapshot.connections
@@ -112,7 +162,8 @@ enum StatusDocument {
             "responses":{\(responses.joined(separator: ","))},\
             "forced_closes":\(stats.forcedCloses),"upstream_connect_errors":\(stats.upstreamConnectErrors),"upstream_unsolicited_bytes":\(stats.upstreamUnsolicitedBytes),"retries":\(stats.retries),\
             "http2_connection_errors":{\(http2Errors.joined(separator: ","))},\
-            "upstreams":[\(upstreams.joined(separator: ","))]}
+            "upstreams":[\(upstreams.joined(separator: ","))],\
+            "max_connections":\(limits.maxConnections),"listeners_paused":\(limits.pausedListeners)}
 
             """
     }

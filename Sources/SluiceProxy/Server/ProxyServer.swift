@@ -36,6 +36,13 @@ public final class ProxyServer: Sendable {
     let phase: NIOLockedValueBox<PhaseState>
     let metrics: ProxyMetrics
     private let adminChannel = NIOLockedValueBox<(any Channel)?>(nil)
+    /// The most downstream connections served at once, over every listener and loop
+    /// (`--max-connections`, or derived from ``descriptorLimit``; see ``ConnectionLimit``).
+    public let maxConnections: Int
+    /// The open-file limit when the server was created.
+    public let descriptorLimit: Int
+    let budget: ConnectionBudget
+    private let acceptLogs = AcceptGate.Logs()
     /// Loop events for the drain coordinator.
     let events: AsyncStream<LoopEvent>
     private let eventsContinuation: AsyncStream<LoopEvent>.Continuation
@@ -53,6 +60,9 @@ public final class ProxyServer: Sendable {
         self.metrics = metrics
         self.phase = NIOLockedValueBox(PhaseState())
         self.group = MultiThreadedEventLoopGroup(numberOfThreads: config.threads)
+        self.descriptorLimit = DescriptorLimit.current
+        self.maxConnections = ConnectionLimit.effective(configured: config.http.maxConnections, descriptorLimit: self.descriptorLimit, threads: config.threads)
+        self.budget = ConnectionBudget(limit: self.maxConnections)
         (self.events, self.eventsContinuation) = AsyncStream.makeStream(of: LoopEvent.self)
         let continuation = self.eventsContinuation
         var loops: [NIOLoopBound<LoopContext>] = []
@@ -136,11 +146,18 @@ public final class ProxyServer: Sendable {
         // The parser's bound leaves room for the request line; RequestRules applies the exact limit (431).
         let maxHeadBytes = self.config.http.maxHeaderBytes + 1024
         let http2 = HTTP2ServerConnectionHandler.Configuration.sluice(http: self.config.http)
+        let gate = self.acceptShared(budget: self.budget)
         let channel = try await ServerBootstrap(group: loop.eventLoop)
             .serverChannelOption(.backlog, value: 1024)
             .serverChannelOption(.tcpOption(.tcp_nodelay), value: 1)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .serverChannelOption(ChannelOptions.Types.SocketOption(level: .socket, name: .init(rawValue: SO_REUSEPORT)), value: 1)
+            // Pauses accepting at --max-connections and backs off when descriptors run out.
+            .serverChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(AcceptGate(role: "proxy", shared: gate))
+                }
+            }
             // TCP_NODELAY is set on the listener: Linux accepted sockets inherit it, so there is no
             // setsockopt per connection. The one child option is set synchronously in the
             // initializer (the bootstrap applies child options through a chain of futures per accept).
@@ -165,13 +182,30 @@ public final class ProxyServer: Sendable {
         return channel
     }
 
+    /// The largest admin request head (request line included); larger is answered with 431.
+    static let adminMaxHeadBytes = 16 << 10
+
+    /// Descriptors the admin listener keeps on `/dev/null` to accept with when the process has none.
+    static let adminReservedDescriptors = 3
+
     private func bindAdmin() async throws -> SocketAddress {
         let server = self
+        let gate = self.acceptShared(budget: nil)
         let channel = try await ServerBootstrap(group: self.group.next())
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            // Probes must get through when the proxy has run out of descriptors: the admin
+            // listener holds a few in reserve and frees one to accept (DescriptorReserve).
+            .serverChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    let reserve = DescriptorReserve(capacity: Self.adminReservedDescriptors)
+                    try channel.pipeline.syncOperations.addHandler(AcceptGate(role: "admin", shared: gate, reserve: reserve))
+                }
+            }
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
+                    // Sluice's own strict codec, as on the proxy port: NIO's server pipeline answered a
+                    // parse error with a 400 saying `Connection: close` and left the connection open.
+                    try channel.pipeline.syncOperations.addHandler(HTTP1ServerCodec(maxHeadBytes: Self.adminMaxHeadBytes))
                     try channel.pipeline.syncOperations.addHandler(AdminHandler(server: server))
                 }
             }
@@ -179,6 +213,22 @@ public final class ProxyServer: Sendable {
             .get()
         self.adminChannel.withLockedValue { $0 = channel }
         return channel.localAddress!
+    }
+
+    /// What every listener's ``AcceptGate`` shares; `budget` `nil` for the admin listener.
+    private func acceptShared(budget: ConnectionBudget?) -> AcceptGate.Shared {
+        AcceptGate.Shared(budget: budget, logger: self.logger, logs: self.acceptLogs) { [weak self] in self?.wakeListeners() }
+    }
+
+    /// A connection closed while some listener was paused: every loop's gates look at the slots again.
+    private func wakeListeners() {
+        for loop in self.loops {
+            loop.eventLoop.execute {
+                for listener in loop.value.listeners where listener.isActive {
+                    (try? listener.pipeline.syncOperations.handler(type: AcceptGate.self))?.slotFreed()
+                }
+            }
+        }
     }
 
     // MARK: Phase changes
