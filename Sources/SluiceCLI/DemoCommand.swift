@@ -8,7 +8,13 @@ struct DemoCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "demo",
         abstract: "Start a small built-in app and Sluice in front of it; Ctrl-C shows the drain.",
-        discussion: "Takes the same settings as `sluice run`; --upstream defaults to the built-in app, --listen to 127.0.0.1:8080, --admin to 127.0.0.1:9901."
+        usage: "sluice demo [--FLAG VALUE ...]",
+        discussion: """
+            Takes the same settings as `sluice run`; --upstream defaults to the built-in app, --listen to \
+            127.0.0.1:8080, --admin to 127.0.0.1:9901.
+
+
+            """ + ProxyOptions.flagsHelp
     )
 
     @OptionGroup var options: ProxyOptions

@@ -9,10 +9,19 @@ import Glibc
 #endif
 
 /// `sluice`: the proxy (the default subcommand) and `sluice demo`.
+///
+/// ArgumentParser picks the subcommand and answers `--help` and `--version`; the proxy's flags are
+/// read by ``ParsedCommandLine`` from the one table ``SluiceConfig/commandLineSettings``, so a bad
+/// command line is reported like every other configuration error: all problems at once, exit 1.
 public struct SluiceCommand: AsyncParsableCommand {
     public static let configuration = CommandConfiguration(
         commandName: "sluice",
         abstract: "A graceful-draining HTTP reverse proxy: zero dropped requests when Kubernetes stops the pod.",
+        usage: """
+            sluice [run] [--FLAG VALUE ...]
+            sluice demo [--FLAG VALUE ...]
+            """,
+        discussion: ProxyOptions.flagsHelp + "\n\n" + ProxyOptions.sources,
         version: SluiceVersion.current,
         subcommands: [RunCommand.self, DemoCommand.self],
         defaultSubcommand: RunCommand.self
@@ -25,95 +34,82 @@ public enum SluiceVersion {
     public static let current = "0.1.0"
 }
 
-/// The settings every way of running the proxy shares, as the command line gives them: text, not yet
-/// checked. ``SluiceConfig/read(_:defaultThreads:)`` checks them together with the environment and file.
+/// The settings every way of running the proxy shares, as the command line gives them: the raw
+/// arguments, read and checked together with the environment and file by ``resolve(environment:defaults:)``.
 struct ProxyOptions: ParsableArguments {
-    @Option(name: .customLong("config"), help: "YAML file with the same keys as these flags (also SLUICE_CONFIG).")
-    var config: String?
-    @Option(name: .customLong("listen"), help: "HOST:PORT to accept clients on; repeatable. Default 0.0.0.0:8080.")
-    var listen: [String] = []
-    @Option(name: .customLong("upstream"), help: "Upstream URL, e.g. http://127.0.0.1:3000, or h2c://127.0.0.1:50051 for HTTP/2 (gRPC); repeatable, round-robin.")
-    var upstream: [String] = []
-    @Option(name: .customLong("admin"), help: "HOST:PORT of /livez, /readyz, /status, /metrics. Default 0.0.0.0:9901.")
-    var admin: String?
-    @Option(name: .customLong("drain-delay"), help: "How long readiness fails while traffic is still served. Default 5s.")
-    var drainDelay: String?
-    @Option(name: .customLong("drain-timeout"), help: "How long in-flight requests may finish once listeners close. Default 20s.")
-    var drainTimeout: String?
-    @Option(name: .customLong("termination-grace"), help: "The pod's terminationGracePeriodSeconds; the drain must fit. Default 30s.")
-    var terminationGrace: String?
-    @Option(name: .customLong("drain-idle-quiet"), help: "While draining, an idle connection closes after this much quiet. Default 250ms.")
-    var drainIdleQuiet: String?
-    @Option(name: .customLong("threads"), help: "Event loops. Default: the CPUs this process may run on.")
-    var threads: String?
-    @Option(name: .customLong("request-header-timeout"), help: "A request head must arrive within this. Default 30s.")
-    var requestHeaderTimeout: String?
-    @Option(name: .customLong("idle-timeout"), help: "Idle keep-alive client connections close after this. Default 60s.")
-    var idleTimeout: String?
-    @Option(name: .customLong("max-header-size"), help: "Largest request head; larger gets 431. Default 32KiB.")
-    var maxHeaderSize: String?
-    @Option(name: .customLong("max-body-size"), help: "Largest request body; larger gets 413. Default unlimited.")
-    var maxBodySize: String?
-    @Option(name: .customLong("request-body-timeout"), help: "Longest gap between request body bytes; then 408 (or abort). Default 30s.")
-    var requestBodyTimeout: String?
-    @Option(name: .customLong("stream-stall-timeout"), help: "HTTP/2 streams stalled on the client's flow control are reset after this. Default 30s.")
-    var streamStallTimeout: String?
-    @Option(name: .customLong("max-connections"), help: "Most client connections at once; past it accepting pauses. Default auto (from the open-file limit).")
-    var maxConnections: String?
-    @Option(name: .customLong("upstream-connect-timeout"), help: "Upstream connect timeout (502 after). Default 5s.")
-    var upstreamConnectTimeout: String?
-    @Option(name: .customLong("response-header-timeout"), help: "Upstream response head timeout (504 after). Default 60s.")
-    var responseHeaderTimeout: String?
-    @Option(name: .customLong("upstream-idle-timeout"), help: "Pooled upstream connections close after this idle time. Default 4s.")
-    var upstreamIdleTimeout: String?
-    @Option(name: .customLong("upstream-max-idle"), help: "Idle upstream connections kept per upstream and loop. Default 512.")
-    var upstreamMaxIdle: String?
-    @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical. Default info.")
-    var logLevel: String?
-    @Option(name: .customLong("log-format"), help: "text or json. Default text.")
-    var logFormat: String?
+    /// Everything ArgumentParser did not take itself (it takes `--help`, `-h` and `--version`).
+    @Argument(parsing: .allUnrecognized, help: .hidden)
+    var arguments: [String] = []
 
-    var flags: [String: [String]] {
-        var flags: [String: [String]] = [:]
-        func set(_ key: String, _ value: String?) { if let value { flags[key] = [value] } }
-        if !self.listen.isEmpty { flags["listen"] = self.listen }
-        if !self.upstream.isEmpty { flags["upstream"] = self.upstream }
-        set("admin", self.admin)
-        set("drain-delay", self.drainDelay)
-        set("drain-timeout", self.drainTimeout)
-        set("termination-grace", self.terminationGrace)
-        set("drain-idle-quiet", self.drainIdleQuiet)
-        set("threads", self.threads)
-        set("request-header-timeout", self.requestHeaderTimeout)
-        set("idle-timeout", self.idleTimeout)
-        set("max-header-size", self.maxHeaderSize)
-        set("max-body-size", self.maxBodySize)
-        set("request-body-timeout", self.requestBodyTimeout)
-        set("stream-stall-timeout", self.streamStallTimeout)
-        set("max-connections", self.maxConnections)
-        set("upstream-connect-timeout", self.upstreamConnectTimeout)
-        set("response-header-timeout", self.responseHeaderTimeout)
-        set("upstream-idle-timeout", self.upstreamIdleTimeout)
-        set("upstream-max-idle", self.upstreamMaxIdle)
-        set("log-level", self.logLevel)
-        set("log-format", self.logFormat)
-        return flags
+    /// The flags for `--help`, one block each, wrapped to fit 80 columns.
+    static let flagsHelp: String = {
+        var lines = ["FLAGS:"]
+        for setting in SluiceConfig.commandLineSettings {
+            lines.append("  --\(setting.name) \(setting.value)")
+            lines += wrap(setting.help, width: 78 - 6).map { "      " + $0 }
+        }
+        return lines.joined(separator: "\n")
+    }()
+
+    /// Where else the settings come from, for `--help`.
+    static let sources = """
+        Every flag is also an environment variable SLUICE_<FLAG> (dashes as underscores; repeated values \
+        comma-separated) and a key of the --config YAML file. Precedence: flags, environment, file, \
+        defaults. Durations: 500ms, 5s, 1m30s or bare seconds; sizes: 32768, 32KiB, 1MiB. A bad \
+        setting anywhere is reported with all the others; the exit code is then 1.
+        """
+
+    /// `text` broken at spaces into lines of at most `width` characters (longer words stay whole).
+    static func wrap(_ text: String, width: Int) -> [String] {
+        var lines: [String] = []
+        var line = ""
+        for word in text.split(separator: " ") {
+            if !line.isEmpty && line.count + 1 + word.count > width {
+                lines.append(line)
+                line = ""
+            }
+            line += (line.isEmpty ? "" : " ") + word
+        }
+        if !line.isEmpty { lines.append(line) }
+        return lines
     }
 
-    /// Flags over environment over file over defaults, every error reported at once.
+    /// Flags over environment over file over defaults, every error reported at once: the command
+    /// line's own (unknown flags, missing values) first, then the values'.
     func resolve(environment: [String: String], defaults: [String: [String]] = [:]) throws(ConfigErrors) -> SluiceConfig {
-        var sources = ConfigSources(flags: self.flags, environment: environment)
-        let path = self.config ?? environment["SLUICE_CONFIG"]
-        if let path {
+        let commandLine = ParsedCommandLine(self.arguments)
+        var errors = commandLine.errors
+        if let app = commandLine.appArguments {
+            errors.append(
+                ConfigError(
+                    "running an app after -- is not supported yet (got \"\(app.joined(separator: " "))\"): start it on its own and point --upstream at it"
+                )
+            )
+        }
+        var flags = commandLine.flags
+        let configPaths = flags.removeValue(forKey: SluiceConfig.configFileSetting.name) ?? []
+        if configPaths.count > 1 {
+            errors.append(ConfigError("--config is given \(configPaths.count) times but takes one value"))
+        }
+        var sources = ConfigSources(flags: flags, environment: environment)
+        if let path = configPaths.last ?? environment["SLUICE_CONFIG"] {
             do {
                 sources.file = try ConfigFile.load(path: path)
                 sources.fileName = path
             } catch {
-                throw ConfigErrors(errors: [error])
+                // Without the file the settings cannot be judged: its values are missing, not wrong.
+                throw ConfigErrors(errors: errors + [error])
             }
         }
         for (key, value) in defaults where sources.flags[key] == nil { sources.flags[key] = value }
-        return try SluiceConfig.read(sources, defaultThreads: System.coreCount)
+        let config: SluiceConfig
+        do {
+            config = try SluiceConfig.read(sources, defaultThreads: System.coreCount)
+        } catch {
+            throw ConfigErrors(errors: errors + error.errors)
+        }
+        if !errors.isEmpty { throw ConfigErrors(errors: errors) }
+        return config
     }
 }
 
@@ -122,13 +118,10 @@ struct RunCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "run",
         abstract: "Run the proxy (the default).",
-        discussion: """
-            Every flag is also an environment variable SLUICE_<FLAG> (dashes as underscores; repeated
-            values comma-separated) and a key of the --config YAML file. Precedence: flags, environment,
-            file, defaults. Durations: 500ms, 5s, 1m30s or bare seconds.
-
-            Signals: SIGTERM/SIGINT start the drain (readiness fails at once, traffic is still served for
-            --drain-delay, then listeners close and connections finish within --drain-timeout); a second
+        usage: "sluice [run] [--FLAG VALUE ...]",
+        discussion: ProxyOptions.flagsHelp + "\n\n" + ProxyOptions.sources + "\n\n" + """
+            Signals: SIGTERM/SIGINT start the drain (readiness fails at once, traffic is still served for \
+            --drain-delay, then listeners close and connections finish within --drain-timeout); a second \
             one skips the rest of the delay; a third one, or SIGQUIT, closes everything at once.
             Exit codes: 0 clean drain, 1 start-up or configuration error, 3 drain deadline reached.
             """

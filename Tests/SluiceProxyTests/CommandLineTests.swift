@@ -2,6 +2,7 @@ import Foundation
 import Glibc
 import NIOCore
 import NIOPosix
+import SluiceCore
 import Testing
 
 @testable import SluiceProxy
@@ -38,6 +39,78 @@ struct CommandLineTests {
 
                 """
         )
+    }
+
+    static let knownFlags = SluiceConfig.commandLineSettings.map { "--\($0.name)" }.joined(separator: ", ")
+
+    /// Bad values that start with a dash and an unknown flag are all reported at once, one `sluice:` line
+    /// each, exit 1. (Issue 14: `-5` and `-1` were taken for unknown flags; exit 64 with only the first problem.)
+    @Test(.enabled(if: FileManager.default.fileExists(atPath: CommandLineTests.binary.path)))
+    func badCommandLineIsReportedWholeAndExitsOne() async throws {
+        let result = try await Self.run(["--max-header-size", "-5", "--upstream-max-idle", "-1", "--bogus", "x", "--upstream", "http://127.0.0.1:1"])
+        #expect(result.exitCode == 1)
+        #expect(
+            result.stderr == """
+                sluice: unknown flag --bogus; known flags: \(Self.knownFlags)
+                sluice: invalid --max-header-size "-5": expected a size such as 32768, 32KiB, 1MiB or 2GiB, at least 1KiB
+                sluice: invalid --upstream-max-idle "-1": expected a whole number from 0 to 100000
+
+                """
+        )
+    }
+
+    /// A typo of a flag names the flag meant, `--flag=value` is read, and a flag missing its value says what it takes; exit 1.
+    @Test(.enabled(if: FileManager.default.fileExists(atPath: CommandLineTests.binary.path)))
+    func typoAttachedValueAndMissingValueAreReportedTogether() async throws {
+        let result = try await Self.run(["--drain-dely", "5s", "--upstream=http://127.0.0.1:1", "--threads=-2", "--log-level"])
+        #expect(result.exitCode == 1)
+        #expect(
+            result.stderr == """
+                sluice: unknown flag --drain-dely; did you mean --drain-delay?
+                sluice: --log-level needs a value: --log-level LEVEL
+                sluice: invalid --threads "-2": expected a whole number from 1 to 256
+
+                """
+        )
+    }
+
+    /// `sluice demo` reads its flags the same way: an unknown flag is a configuration error, exit 1.
+    @Test(.enabled(if: FileManager.default.fileExists(atPath: CommandLineTests.binary.path)))
+    func demoReportsBadFlagsLikeRun() async throws {
+        let result = try await Self.run(["demo", "--drain-timeout", "-3s", "--bogus"])
+        #expect(result.exitCode == 1)
+        #expect(
+            result.stderr == """
+                sluice: unknown flag --bogus; known flags: \(Self.knownFlags)
+                sluice: invalid --drain-timeout "-3s": expected a duration such as 500ms, 5s, 1m30s or a bare number of seconds
+
+                """
+        )
+    }
+
+    /// An app after `--` is refused with a configuration error (running one is not supported yet), not an argument-parser error.
+    @Test(.enabled(if: FileManager.default.fileExists(atPath: CommandLineTests.binary.path)))
+    func appAfterTerminatorIsAConfigurationError() async throws {
+        let result = try await Self.run(["--upstream", "http://127.0.0.1:1", "--", "node", "server.js", "--port", "3000"])
+        #expect(result.exitCode == 1)
+        #expect(
+            result.stderr
+                == "sluice: running an app after -- is not supported yet (got \"node server.js --port 3000\"): start it on its own and point --upstream at it\n"
+        )
+    }
+
+    /// `--help` (and `run --help`, `demo --help`) lists every flag with its value and help text; exit 0.
+    @Test(.enabled(if: FileManager.default.fileExists(atPath: CommandLineTests.binary.path)))
+    func helpListsEveryFlagWithItsHelpText() async throws {
+        for arguments in [["--help"], ["run", "--help"], ["demo", "--help"], ["--upstream", "http://127.0.0.1:1", "-h"]] {
+            let result = try await Self.run(arguments)
+            #expect(result.exitCode == 0, "\(arguments)")
+            #expect(result.stderr == "", "\(arguments)")
+            let text = result.stdout.split(whereSeparator: \.isWhitespace).joined(separator: " ")
+            for setting in SluiceConfig.commandLineSettings {
+                #expect(text.contains("--\(setting.name) \(setting.value) \(setting.help)"), "\(arguments): --\(setting.name)")
+            }
+        }
     }
 
     /// A drain budget that does not fit the grace period is refused, naming the numbers.

@@ -50,18 +50,6 @@ public struct ConfigErrors: Error, Equatable, Sendable, CustomStringConvertible 
 }
 
 extension SluiceConfig {
-    /// The keys a config file may hold; also the flag names.
-    public static let keys: [String] = [
-        "listen", "upstream", "admin", "threads", "drain-delay", "drain-timeout", "termination-grace",
-        "drain-idle-quiet", "request-header-timeout", "idle-timeout", "max-header-size", "max-body-size",
-        "request-body-timeout", "stream-stall-timeout", "max-connections",
-        "upstream-connect-timeout", "response-header-timeout", "upstream-idle-timeout", "upstream-max-idle",
-        "log-level", "log-format",
-    ]
-
-    /// Keys that may be given more than once.
-    public static let repeatableKeys: Set<String> = ["listen", "upstream"]
-
     /// Resolves the configuration from its sources, reporting every error at once.
     ///
     /// - Parameter defaultThreads: the CPUs this process may run on (the caller reads its affinity mask).

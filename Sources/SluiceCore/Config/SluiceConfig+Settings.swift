@@ -1,0 +1,72 @@
+extension SluiceConfig {
+    /// One setting as a person gives it, written once: the command line, the environment, the config
+    /// file, `--help` and the list of known keys all derive from ``SluiceConfig/settings``.
+    ///
+    /// 1. `--<name>` is the flag, `SLUICE_<NAME>` (upper-cased, dashes as underscores) the environment
+    ///    variable and `<name>` the config file key.
+    /// 2. A repeatable setting may be given more than once (comma-separated in the environment, a list
+    ///    in the file); any other is an error when given twice.
+    /// 3. What a value means and which values are accepted is the reader's business
+    ///    (``SluiceConfig/read(_:defaultThreads:)``); here is only what `--help` says about it.
+    ///
+    /// ```swift
+    /// SluiceConfig.settings.map { "--\($0.name) \($0.value)" }  // ["--listen HOST:PORT", "--upstream URL", ...]
+    /// ```
+    public struct Setting: Sendable, Equatable {
+        /// The flag name without dashes in front, e.g. `drain-delay`.
+        public var name: String
+        /// What a value looks like, for `--help`: `DURATION`, `HOST:PORT`.
+        public var value: String
+        /// One or two sentences for `--help`, ending with the default.
+        public var help: String
+        /// Whether the setting may be given more than once.
+        public var repeatable: Bool
+
+        public init(_ name: String, _ value: String, _ help: String, repeatable: Bool = false) {
+            self.name = name
+            self.value = value
+            self.help = help
+            self.repeatable = repeatable
+        }
+    }
+
+    /// Every setting, in the order `--help` and error messages list them.
+    public static let settings: [Setting] = [
+        Setting("listen", "HOST:PORT", "Where clients connect; repeatable. Default 0.0.0.0:8080.", repeatable: true),
+        Setting(
+            "upstream", "URL",
+            "Upstream URL, e.g. http://127.0.0.1:3000, or h2c://127.0.0.1:50051 for HTTP/2 (gRPC); repeatable, round-robin.",
+            repeatable: true),
+        Setting("admin", "HOST:PORT", "Where /livez, /readyz, /status and /metrics are served. Default 0.0.0.0:9901."),
+        Setting("threads", "N", "Event loops. Default: the CPUs this process may run on."),
+        Setting("drain-delay", "DURATION", "How long readiness fails while traffic is still served. Default 5s."),
+        Setting("drain-timeout", "DURATION", "How long in-flight requests may finish once listeners close. Default 20s."),
+        Setting("termination-grace", "DURATION", "The pod's terminationGracePeriodSeconds; the drain must fit. Default 30s."),
+        Setting("drain-idle-quiet", "DURATION", "While draining, an idle connection closes after this much quiet. Default 250ms."),
+        Setting("request-header-timeout", "DURATION", "A request head must arrive within this. Default 30s."),
+        Setting("idle-timeout", "DURATION", "Idle keep-alive client connections close after this. Default 60s."),
+        Setting("max-header-size", "SIZE", "Largest request head; larger gets 431. Default 32KiB."),
+        Setting("max-body-size", "SIZE", "Largest request body; larger gets 413. Default unlimited."),
+        Setting("request-body-timeout", "DURATION", "Longest gap between request body bytes; then 408 (or abort). Default 30s."),
+        Setting("stream-stall-timeout", "DURATION", "HTTP/2 streams stalled on the client's flow control are reset after this. Default 30s."),
+        Setting("max-connections", "N", "Most client connections at once; past it accepting pauses. Default auto (from the open-file limit)."),
+        Setting("upstream-connect-timeout", "DURATION", "Upstream connect timeout (502 after). Default 5s."),
+        Setting("response-header-timeout", "DURATION", "Upstream response head timeout (504 after). Default 60s."),
+        Setting("upstream-idle-timeout", "DURATION", "Pooled upstream connections close after this idle time. Default 4s."),
+        Setting("upstream-max-idle", "N", "Idle upstream connections kept per upstream and loop. Default 512."),
+        Setting("log-level", "LEVEL", "trace, debug, info, notice, warning, error or critical. Default info."),
+        Setting("log-format", "FORMAT", "text or json. Default text."),
+    ]
+
+    /// `--config FILE` (also `SLUICE_CONFIG`): where the file comes from, so a flag but not a file key.
+    public static let configFileSetting = Setting("config", "FILE", "YAML file with the same keys as these flags (also SLUICE_CONFIG).")
+
+    /// The flags of the proxy's command line: `--config` and every setting.
+    public static let commandLineSettings: [Setting] = [configFileSetting] + settings
+
+    /// The keys a config file may hold; also the flag names.
+    public static let keys: [String] = settings.map(\.name)
+
+    /// Keys that may be given more than once.
+    public static let repeatableKeys: Set<String> = Set(settings.filter(\.repeatable).map(\.name))
+}
