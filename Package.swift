@@ -54,10 +54,12 @@ let package = Package(
             dependencies: ["CNghttp2", "SluiceCore", nioCore],
             swiftSettings: strictSettings
         ),
+        /// glibc's `mallinfo2` and `malloc_trim`, seen only by SluiceProxy's `MemoryRelease`.
+        .systemLibrary(name: "CGlibcMalloc"),
         /// Listeners, HTTP/1 front end, forwarder, upstream pools, admin endpoints, metrics.
         .target(
             name: "SluiceProxy",
-            dependencies: ["SluiceCore", "SluiceHTTP2", nioCore, nioPosix, nioHTTP1, logging, metrics, prometheus],
+            dependencies: ["SluiceCore", "SluiceHTTP2", "CGlibcMalloc", nioCore, nioPosix, nioHTTP1, logging, metrics, prometheus],
             swiftSettings: strictSettings
         ),
         /// Command line, environment and YAML into a typed `Config`; `sluice demo`.

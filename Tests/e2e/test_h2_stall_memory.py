@@ -24,7 +24,9 @@ STALL_TIMEOUT_S = 3
 # Per stalled stream: its upstream connection (socket, pipeline), the nghttp2 stream, the forwarder
 # and one upstream read (2 KiB on a fresh connection); 1000 of them. Before the fix: 72 MB.
 ALLOWED_PEAK_GROWTH_KIB = 32 * 1024
-ALLOWED_AFTER_GROWTH_KIB = 12 * 1024
+# Once the clients are gone: what is left is freed heap memory, which Sluice gives back to the
+# system within 5 s (MemoryRelease: malloc_trim); measured +1 MB, +7 MB without the trim.
+ALLOWED_AFTER_GROWTH_KIB = 4 * 1024
 
 
 def _rss_kib(pid: int) -> int:
@@ -142,8 +144,11 @@ def test_stalled_streams_hold_bounded_memory_are_reset_and_give_it_back(tmp_path
             time.sleep(0.1)
         assert status["connections"]["total"] == 0 and status["requests_in_flight"] == 0, status
         assert pools == {**pools, "idle": 0, "busy": 0}, status
-        time.sleep(0.5)
+        deadline = time.monotonic() + 15
         after = _rss_kib(pid)
+        while after - baseline > ALLOWED_AFTER_GROWTH_KIB and time.monotonic() < deadline:
+            time.sleep(0.25)
+            after = _rss_kib(pid)
         print(f"\nRSS: baseline {baseline} KiB, {CONNECTIONS * STREAMS} stalled streams {peak} KiB "
               f"(+{peak - baseline}), after {after} KiB (+{after - baseline})")
         assert peak - baseline <= ALLOWED_PEAK_GROWTH_KIB, (baseline, peak)

@@ -53,6 +53,7 @@ final class LoopContext {
     private var drainedReported = false
     private let report: @Sendable (LoopEvent) -> Void
     private var sweepTask: Scheduled<Void>?
+    private var lastMemoryRelease = MonotonicInstant.now()
     static let sweepInterval: TimeAmount = .milliseconds(100)
 
     init(index: Int, eventLoop: any EventLoop, config: SluiceConfig, logger: Logger, report: @escaping @Sendable (LoopEvent) -> Void) {
@@ -124,11 +125,21 @@ final class LoopContext {
     func sweep() {
         self.eventLoop.assertInEventLoop()
         let now = MonotonicInstant.now()
+        if self.index == 0 { self.releaseMemoryIfDue(now: now) }
         for (id, reason) in self.table.sweep(now: now) {
             self.logger.debug("closing connection", metadata: ["connection": "\(id)", "reason": "\(reason.rawValue)"])
             self.connections[id]?.timedOut(reason)
         }
         self.pool.sweep(now: now)
+    }
+
+    /// Loop 0 gives free heap memory back to the system every ``MemoryRelease/interval``.
+    private func releaseMemoryIfDue(now: MonotonicInstant) {
+        guard self.lastMemoryRelease.duration(to: now) >= MemoryRelease.interval else { return }
+        self.lastMemoryRelease = now
+        if let free = MemoryRelease.releaseIfWorthIt() {
+            self.logger.debug("returned free heap memory to the system", metadata: ["free_bytes": "\(free)"])
+        }
     }
 
     // MARK: Drain
