@@ -201,9 +201,11 @@ extension HTTP2StreamForwarder: UpstreamLeaseRequester {
 
 extension HTTP2StreamForwarder: UpstreamResponseDelegate {
     /// RFC 9110 §15.2: a proxy forwards 1xx responses (101 never reaches here, and has no meaning in
-    /// HTTP/2); past ``UpstreamLimits/maxInterimResponses`` the stream is answered 502.
+    /// HTTP/2); past ``UpstreamLimits/maxInterimResponses`` the stream is answered 502. A `100` is
+    /// not forwarded, as on HTTP/1: Sluice answers `Expect` itself and does not pass it on, so the
+    /// upstream's `100` answers nothing the client asked.
     func upstreamInterimResponse(_ head: HTTPResponseHead) {
-        guard head.status.code != 101 else { return }
+        guard head.status.code != 101, head.status != .continue else { return }
         switch self.machine.interimResponse() {
         case .forward:
             self.connection.handler?.sendInformationalHead(
