@@ -144,6 +144,9 @@ def test_stalled_streams_hold_bounded_memory_are_reset_and_give_it_back(tmp_path
             time.sleep(0.1)
         assert status["connections"]["total"] == 0 and status["requests_in_flight"] == 0, status
         assert pools == {**pools, "idle": 0, "busy": 0}, status
+        assert status["http2_stream_stall_resets"] == CONNECTIONS * STREAMS, status
+        metrics = h2.ru.http_get(sluice.admin_port, "/metrics", timeout=5)[1].decode()
+        assert f"sluice_http2_stream_stall_resets_total {CONNECTIONS * STREAMS}\n" in metrics, metrics[-800:]
         deadline = time.monotonic() + 15
         after = _rss_kib(pid)
         while after - baseline > ALLOWED_AFTER_GROWTH_KIB and time.monotonic() < deadline:

@@ -160,7 +160,7 @@ enum StatusDocument {
             "connections":{"total":\(counts.total),"by_state":{\(byState.joined(separator: ","))},"by_protocol":{\(byProtocol.joined(separator: ","))}},\
             "requests_in_flight":\(counts.requestsInFlight),\
             "responses":{\(responses.joined(separator: ","))},\
-            "forced_closes":\(stats.forcedCloses),"upstream_connect_errors":\(stats.upstreamConnectErrors),"upstream_unsolicited_bytes":\(stats.upstreamUnsolicitedBytes),"retries":\(stats.retries),\
+            "forced_closes":\(stats.forcedCloses),"upstream_connect_errors":\(stats.upstreamConnectErrors),"upstream_unsolicited_bytes":\(stats.upstreamUnsolicitedBytes),"http2_stream_stall_resets":\(stats.http2StreamStallResets),"retries":\(stats.retries),\
             "http2_connection_errors":{\(http2Errors.joined(separator: ","))},\
             "upstreams":[\(upstreams.joined(separator: ","))],\
             "max_connections":\(limits.maxConnections),"listeners_paused":\(limits.pausedListeners)}

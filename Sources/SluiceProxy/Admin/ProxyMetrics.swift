@@ -16,6 +16,7 @@ public final class ProxyMetrics: Sendable {
     private let connectionsGauge: CoreMetrics.Gauge
     private let inFlightGauge: CoreMetrics.Gauge
     private let forcedCloses: CoreMetrics.Counter
+    private let http2StreamStallResets: CoreMetrics.Counter
     private let upstreamConnectErrors: CoreMetrics.Counter
     private let upstreamUnsolicitedBytes: CoreMetrics.Counter
     private let aborted: CoreMetrics.Counter
@@ -29,6 +30,7 @@ public final class ProxyMetrics: Sendable {
         self.connectionsGauge = CoreMetrics.Gauge(label: "sluice_connections_active", factory: factory)
         self.inFlightGauge = CoreMetrics.Gauge(label: "sluice_requests_in_flight", factory: factory)
         self.forcedCloses = CoreMetrics.Counter(label: "sluice_forced_closes_total", factory: factory)
+        self.http2StreamStallResets = CoreMetrics.Counter(label: "sluice_http2_stream_stall_resets_total", factory: factory)
         self.upstreamConnectErrors = CoreMetrics.Counter(label: "sluice_upstream_connect_errors_total", factory: factory)
         self.upstreamUnsolicitedBytes = CoreMetrics.Counter(label: "sluice_upstream_unsolicited_bytes_total", factory: factory)
         self.aborted = CoreMetrics.Counter(label: "sluice_responses_aborted_total", factory: factory)
@@ -54,6 +56,9 @@ public final class ProxyMetrics: Sendable {
             if delta > 0 { self.requestsByClass[index].increment(by: delta) }
         }
         if stats.forcedCloses > previous.forcedCloses { self.forcedCloses.increment(by: stats.forcedCloses - previous.forcedCloses) }
+        if stats.http2StreamStallResets > previous.http2StreamStallResets {
+            self.http2StreamStallResets.increment(by: stats.http2StreamStallResets - previous.http2StreamStallResets)
+        }
         if stats.upstreamConnectErrors > previous.upstreamConnectErrors {
             self.upstreamConnectErrors.increment(by: stats.upstreamConnectErrors - previous.upstreamConnectErrors)
         }

@@ -159,6 +159,7 @@ extension HTTP2ProxyConnection: HTTP2StreamDelegate {
     }
 
     func streamStalled(_ streamID: HTTP2StreamID, on connection: HTTP2ServerConnectionHandler) {
+        self.loop.stats.http2StreamStallResets += 1
         self.loop.logger.info(
             "resetting HTTP/2 stream stalled on flow control",
             metadata: ["stream": "\(streamID)", "queued": "\(connection.queuedBytes(streamID: streamID))", "peer": "\(self.peerAddress ?? "?")"]

@@ -19,6 +19,9 @@ struct RequestStats: Sendable {
     var clientAborts = 0
     var retries = 0
     var forcedCloses = 0
+    /// HTTP/2 streams reset because the client's flow-control window held their response back past
+    /// `stream-stall-timeout`.
+    var http2StreamStallResets = 0
     /// HTTP/2 connections ended by a GOAWAY of ours with an error code, by code (`PROTOCOL_ERROR`, …).
     var http2ConnectionErrors: [String: Int] = [:]
 
@@ -52,6 +55,7 @@ struct RequestStats: Sendable {
         sum.clientAborts += rhs.clientAborts
         sum.retries += rhs.retries
         sum.forcedCloses += rhs.forcedCloses
+        sum.http2StreamStallResets += rhs.http2StreamStallResets
         sum.http2ConnectionErrors.merge(rhs.http2ConnectionErrors, uniquingKeysWith: +)
         return sum
     }
