@@ -1,5 +1,6 @@
 import Foundation
 import NIOPosix
+import SluiceCore
 import Testing
 
 @testable import SluiceProxy
@@ -110,8 +111,26 @@ struct AdminTests {
         }
     }
 
-    static func withAdmin(_ body: (ProxyHarness) async throws -> Void) async throws {
+    static func withAdmin(_ configure: @escaping (inout SluiceConfig) -> Void = { _ in }, _ body: (ProxyHarness) async throws -> Void) async throws {
         let upstream = try await TestUpstream.start(group: MultiThreadedEventLoopGroup.singleton)
-        try await ProxyHarness.withProxy(upstreams: [upstream.url], cleanup: { await upstream.stop() }, body)
+        try await ProxyHarness.withProxy(upstreams: [upstream.url], configure, cleanup: { await upstream.stop() }, body)
+    }
+
+    /// An admin connection that sends nothing, or half a head, is closed after the request-header
+    /// timeout: slow clients cannot hold the probes' listener.
+    @Test func silentAndSlowAdminConnectionsAreClosed() async throws {
+        try await Self.withAdmin({ $0.http.requestHeaderTimeout = .milliseconds(400) }) { proxy in
+            let silent = try await RawClient.connect(port: proxy.adminPort)
+            let slow = try await RawClient.connect(port: proxy.adminPort)
+            defer { Task { await silent.close(); await slow.close() } }
+            try await slow.send("GET /status HTTP/1.1\r\nHo")
+            let start = ContinuousClock.now
+            #expect(try await silent.waitForClose(timeout: .seconds(5)) == "")
+            #expect(try await slow.waitForClose(timeout: .seconds(5)) == "")
+            #expect(ContinuousClock.now - start >= .milliseconds(300))
+            // A prompt client is still served.
+            let result = try await Curl.run(["-s", proxy.adminURL + "/livez"])
+            #expect(result.stdout == "ok\n")
+        }
     }
 }

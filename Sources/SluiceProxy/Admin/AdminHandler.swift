@@ -37,6 +37,17 @@ final class AdminHandler: ChannelInboundHandler {
         }
     }
 
+    /// The connection has received nothing for `request-header-timeout` (``IdleStateHandler`` ahead of
+    /// the codec): a client holding an admin connection open, idle or mid-head, is let go, so a few slow
+    /// clients cannot keep the probes' listener busy.
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if event is IdleStateHandler.IdleStateEvent {
+            context.close(promise: nil)
+            return
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
         guard let parseError = error as? HTTP1ParseError else {
             context.close(promise: nil)

@@ -191,6 +191,7 @@ public final class ProxyServer: Sendable {
     private func bindAdmin() async throws -> SocketAddress {
         let server = self
         let gate = self.acceptShared(budget: nil)
+        let idleTimeout = self.config.http.requestHeaderTimeout.timeAmount
         let channel = try await ServerBootstrap(group: self.group.next())
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             // Probes must get through when the proxy has run out of descriptors: the admin
@@ -205,6 +206,7 @@ public final class ProxyServer: Sendable {
                 channel.eventLoop.makeCompletedFuture {
                     // Sluice's own strict codec, as on the proxy port: NIO's server pipeline answered a
                     // parse error with a 400 saying `Connection: close` and left the connection open.
+                    try channel.pipeline.syncOperations.addHandler(IdleStateHandler(readTimeout: idleTimeout))
                     try channel.pipeline.syncOperations.addHandler(HTTP1ServerCodec(maxHeadBytes: Self.adminMaxHeadBytes))
                     try channel.pipeline.syncOperations.addHandler(AdminHandler(server: server))
                 }
