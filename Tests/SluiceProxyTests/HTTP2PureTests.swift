@@ -276,17 +276,17 @@ struct HTTP2StreamForwarderStateMachineTests {
         #expect(leasing.upstreamConnected() == .decline)
     }
 
-    /// Issue 14 item 6: interim (1xx) heads are forwarded up to the cap and do not start the response:
-    /// one more is answered with a status (502), not a reset; after the final head they are ignored.
-    @Test func interimResponsesAreForwardedUpToTheCap() {
-        var machine = HTTP2StreamForwarder.StateMachine(requestEnded: true, expectsContinue: false, maxBodyBytes: nil, maxInterimResponses: 2)
+    /// Issue 14 item 6: interim (1xx) heads are forwarded and do not start the response: a failure
+    /// after them (the upstream side's cap) is answered with a status (502), not a reset; after the
+    /// final head they are ignored.
+    @Test func interimResponsesAreForwardedAndDoNotStartTheResponse() {
+        var machine = HTTP2StreamForwarder.StateMachine(requestEnded: true, expectsContinue: false, maxBodyBytes: nil)
         #expect(machine.interimResponse() == .none)  // no upstream yet
         _ = machine.upstreamConnected()
         #expect(machine.interimResponse() == .forward)
         #expect(machine.interimResponse() == .forward)
         #expect(!machine.responseStarted)
-        #expect(machine.interimResponse() == .fail(.respond(releaseUpstream: true)))
-        #expect(machine.responseHead() == .none)
+        #expect(machine.upstreamFailed(mayBeKeepAliveRace: false, reusedConnection: false, idempotent: true) == .fail(.respond(releaseUpstream: true)))
 
         var hinted = HTTP2StreamForwarder.StateMachine(requestEnded: true, expectsContinue: false, maxBodyBytes: nil)
         _ = hinted.upstreamConnected()

@@ -67,8 +67,6 @@ extension HTTP2StreamForwarder {
         enum InterimResponseAction: Equatable, Sendable {
             /// Pass the 1xx head to the client (a HEADERS frame without END_STREAM).
             case forward
-            /// One interim head too many: fail (a 502, as no final head was sent).
-            case fail(Failure)
             case none
         }
 
@@ -98,12 +96,9 @@ extension HTTP2StreamForwarder {
         private let expectsContinue: Bool
         private let maxBodyBytes: Int?
         private var bodyBytes = 0
-        private let maxInterimResponses: Int
-        private var interimResponses = 0
 
         /// A stream whose head was accepted. `requestEnded`: the head carried END_STREAM.
-        init(requestEnded: Bool, expectsContinue: Bool, maxBodyBytes: Int?, maxInterimResponses: Int = UpstreamLimits.maxInterimResponses) {
-            self.maxInterimResponses = maxInterimResponses
+        init(requestEnded: Bool, expectsContinue: Bool, maxBodyBytes: Int?) {
             self.requestEnded = requestEnded
             self.requestHasBody = !requestEnded
             self.expectsContinue = expectsContinue
@@ -159,14 +154,12 @@ extension HTTP2StreamForwarder {
         }
 
         /// An interim (1xx) head arrived before the final one. Interim heads do not start the response:
-        /// a failure after them is still answered with a status.
+        /// a failure after them is still answered with a status. How many may come is the upstream
+        /// side's to cap (the HTTP/1 parser, the h2c stream): past it the exchange fails as a bad response.
         mutating func interimResponse() -> InterimResponseAction {
             switch self.state {
             case .forwarding:
-                guard !self.responseStarted else { return .none }
-                self.interimResponses += 1
-                guard self.interimResponses <= self.maxInterimResponses else { return .fail(self.fail()) }
-                return .forward
+                return self.responseStarted ? .none : .forward
             case .leasing, .done, .closed:
                 return .none
             }

@@ -201,7 +201,7 @@ extension HTTP2StreamForwarder: UpstreamLeaseRequester {
 
 extension HTTP2StreamForwarder: UpstreamResponseDelegate {
     /// RFC 9110 §15.2: a proxy forwards 1xx responses (101 never reaches here, and has no meaning in
-    /// HTTP/2); past ``UpstreamLimits/maxInterimResponses`` the stream is answered 502. A `100` is
+    /// HTTP/2); the upstream side caps them (``UpstreamLimits/maxInterimResponses``, then a 502). A `100` is
     /// not forwarded, as on HTTP/1: Sluice answers `Expect` itself and does not pass it on, so the
     /// upstream's `100` answers nothing the client asked.
     func upstreamInterimResponse(_ head: HTTPResponseHead) {
@@ -211,8 +211,6 @@ extension HTTP2StreamForwarder: UpstreamResponseDelegate {
             self.connection.handler?.sendInformationalHead(
                 streamID: self.streamID, status: Int(head.status.code), headers: HTTP2RequestTranslation.responseFields(head)
             )
-        case .fail(let failure):
-            self.run(failure, error: .upstreamBadResponse("more than \(UpstreamLimits.maxInterimResponses) interim (1xx) responses"))
         case .none:
             break
         }
