@@ -118,6 +118,10 @@ extension SluiceConfig {
             }
         }
         if !errors.isEmpty { throw ConfigErrors(errors: errors) }
+        var group = UpstreamGroup(name: UpstreamGroup.defaultName, endpoints: config.upstreams)
+        group.connection = config.upstream
+        config.groups = [group]
+        config.routes = [Route(upstream: UpstreamGroup.defaultName)]
         return config
     }
 

@@ -7,6 +7,13 @@ public struct SluiceConfig: Sendable, Equatable {
     public var listen: [HostPort] = [HostPort(host: "0.0.0.0", port: 8080)]
     /// Where requests go, round-robin. No default: at least one is required.
     public var upstreams: [UpstreamURL] = []
+    /// The upstream groups, by name (`upstreams:` in the file; `--upstream` makes the one group
+    /// ``UpstreamGroup/defaultName``).
+    public var groups: [UpstreamGroup] = []
+    /// The routes, first match wins (`routes:`; the flags' short form is `/` to the default group).
+    public var routes: [Route] = []
+    /// `/readyz` stays 503 until each of these groups has a healthy endpoint (`ready-requires:`). Default none.
+    public var readyRequires: [String] = []
     /// The admin listener (`/livez`, `/readyz`, `/status`, `/metrics`). Default `0.0.0.0:9901`.
     public var admin: HostPort = HostPort(host: "0.0.0.0", port: 9901)
     /// Event loops, one listener and one upstream pool each. Default: the CPUs this process may run on.
