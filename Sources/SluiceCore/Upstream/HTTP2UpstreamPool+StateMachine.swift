@@ -1,27 +1,49 @@
-/// Decides, for one event loop, which HTTP/2 (h2c) upstream connection carries a request's stream.
+/// Decides, for one endpoint on one event loop, which HTTP/2 (h2c) connection carries a request's
+/// stream.
+///
+/// There is one machine per (group, endpoint, event loop). Which endpoint a request goes to (and,
+/// on a retry, which other endpoint) is the group's `Balancer`'s decision; by the time a request
+/// reaches this machine the endpoint is chosen, and the machine only spreads streams over the
+/// connections to it.
 ///
 /// Pure: it names connections by ``ConnectionID`` and counts streams; the loop's pool executor
 /// connects, opens streams and closes. Unlike HTTP/1.1, a connection is shared: a request leases a
 /// *stream slot* on it, not the connection.
-/// 1. ``lease(now:)`` picks the next upstream round-robin, then its usable connection (connecting or
-///    ready, not going away) with the fewest streams, if that one has a free slot under the peer's
-///    `SETTINGS_MAX_CONCURRENT_STREAMS`. Without a free slot it asks for a new connection, up to
-///    `maxConnectionsPerUpstream`; past that the least loaded connection takes the stream anyway
-///    (libnghttp2 queues it until a slot frees). A connection still connecting counts as having
-///    ``assumedMaxConcurrentStreams`` slots, so a burst waits on one connect instead of opening many.
+/// 1. ``lease(now:)`` takes the usable connection (connecting or ready, not going away) with the
+///    fewest streams, if that one has a free slot under the peer's `SETTINGS_MAX_CONCURRENT_STREAMS`.
+///    Without a free slot it asks for a new connection, up to `maxConnections`; past that the least
+///    loaded connection takes the stream anyway (libnghttp2 queues it until a slot frees). A
+///    connection still connecting counts as having ``assumedMaxConcurrentStreams`` slots, so a burst
+///    waits on one connect instead of opening many.
 /// 2. ``streamClosed(_:now:)`` frees the slot; a connection that is going away (the upstream sent
 ///    GOAWAY) or belongs to a pool shutting down is closed when its last stream ends.
 /// 3. ``sweep(now:)`` closes ready connections without streams for `idleTimeout`.
 /// 4. ``connectionClosed(_:)`` forgets a connection that closed or failed to connect; the streams
 ///    waiting on it fail (the executor tells their requests).
+/// 5. ``shutdown()`` drains the pool on the upstream side (the process drains, or the endpoint left
+///    the group): connections without streams close now, the others when their last stream ends.
+///
+/// ```swift
+/// var pool = HTTP2UpstreamPoolStateMachine<MonotonicInstant>(
+///     maxConnections: 4, idleTimeout: .seconds(60), idGenerator: ConnectionID.Generator(loopIndex: 0))
+/// switch pool.lease(now: now) {
+/// case .use(let id): openStream(on: id)
+/// case .wait(let id): openStreamWhenUp(id)
+/// case .connect(let id): connect(naming: id); openStreamWhenUp(id)
+/// }
+/// // The connection's SETTINGS arrived:
+/// pool.connected(id, maxConcurrentStreams: 128, now: now)
+/// // The stream ended:
+/// if pool.streamClosed(id, now: now) == .close { close(id) }
+/// ```
 public struct HTTP2UpstreamPoolStateMachine<Instant: InstantProtocol> where Instant.Duration == Duration {
     public enum LeaseAction: Equatable, Sendable {
         /// Open the stream on this connection now.
         case use(ConnectionID)
         /// The connection is still connecting: open the stream when it is up.
         case wait(ConnectionID)
-        /// Open a new connection to `upstream`, name it `id`, and open the stream when it is up.
-        case connect(ConnectionID, upstream: Int)
+        /// Open a new connection to the endpoint, name it with this ID, and open the stream when it is up.
+        case connect(ConnectionID)
     }
 
     public enum CloseAction: Equatable, Sendable {
@@ -39,7 +61,6 @@ public struct HTTP2UpstreamPoolStateMachine<Instant: InstantProtocol> where Inst
     }
 
     private struct Connection {
-        var upstream: Int
         var state: ConnectionState
         /// Streams leased on it (open, or waiting for the connect).
         var streams: Int
@@ -52,39 +73,36 @@ public struct HTTP2UpstreamPoolStateMachine<Instant: InstantProtocol> where Inst
     /// at least 100 as the advertised value).
     public static var assumedMaxConcurrentStreams: Int { 100 }
 
+    /// The connections the pool knows. Valid transitions: `.connecting` to `.ready`
+    /// (``connected(_:maxConcurrentStreams:now:)``) or to `.goingAway` (``goAwayReceived(_:)``);
+    /// `.ready` to `.goingAway`; any state to forgotten (a `.close` action, ``sweep(now:)``,
+    /// ``shutdown()``, ``connectionClosed(_:)``).
     private var connections: [ConnectionID: Connection] = [:]
-    /// Per upstream, its connections in the order they were opened.
-    private var byUpstream: [[ConnectionID]]
-    private var nextUpstream = 0
+    /// The known connections in the order they were opened (ties in ``lease(now:)`` go to the oldest).
+    private var opened: [ConnectionID] = []
     private var generator: ConnectionID.Generator
     private var shuttingDown = false
-    public let maxConnectionsPerUpstream: Int
+    /// At most this many usable (not going away) connections to the endpoint are opened from this loop.
+    public let maxConnections: Int
+    /// A ready connection without streams is closed by the sweep after idling this long.
     public let idleTimeout: Duration
 
-    public init(upstreamCount: Int, maxConnectionsPerUpstream: Int, idleTimeout: Duration, idGenerator: ConnectionID.Generator) {
-        precondition(upstreamCount > 0, "the config reader requires an upstream")
-        precondition(maxConnectionsPerUpstream > 0, "at least one connection per upstream")
-        self.byUpstream = Array(repeating: [], count: upstreamCount)
-        self.maxConnectionsPerUpstream = maxConnectionsPerUpstream
+    public init(maxConnections: Int, idleTimeout: Duration, idGenerator: ConnectionID.Generator) {
+        precondition(maxConnections > 0, "at least one connection per endpoint")
+        self.maxConnections = maxConnections
         self.idleTimeout = idleTimeout
         self.generator = idGenerator
     }
 
-    /// A stream slot for the next request, round-robin over upstreams.
+    /// A stream slot for the next request (also for a retry on the same endpoint). Works after
+    /// ``shutdown()`` too: a request accepted before the drain began, or already routed here before
+    /// the endpoint was removed, still needs a stream.
     public mutating func lease(now: Instant) -> LeaseAction {
-        let upstream = self.nextUpstream
-        self.nextUpstream = (self.nextUpstream + 1) % self.byUpstream.count
-        return self.lease(upstream: upstream, now: now)
-    }
-
-    /// A stream slot on a connection to one upstream; used for the retry on another upstream.
-    public mutating func lease(upstream: Int, now: Instant) -> LeaseAction {
-        precondition(self.byUpstream.indices.contains(upstream), "upstream index in range")
         // The least loaded connection with a free slot; failing that, the least loaded one at all.
         var withRoom: (id: ConnectionID, streams: Int)?
         var least: (id: ConnectionID, streams: Int)?
         var usable = 0
-        for id in self.byUpstream[upstream] {
+        for id in self.opened {
             guard let connection = self.connections[id], connection.state != .goingAway else { continue }
             usable += 1
             if connection.streams < connection.maxStreams, connection.streams < (withRoom?.streams ?? .max) {
@@ -92,25 +110,21 @@ public struct HTTP2UpstreamPoolStateMachine<Instant: InstantProtocol> where Inst
             }
             if connection.streams < (least?.streams ?? .max) { least = (id, connection.streams) }
         }
-        if let id = withRoom?.id ?? (usable >= self.maxConnectionsPerUpstream ? least?.id : nil) {
+        if let id = withRoom?.id ?? (usable >= self.maxConnections ? least?.id : nil) {
             self.connections[id]!.streams += 1
             self.connections[id]!.idleSince = nil
             return self.connections[id]!.state == .connecting ? .wait(id) : .use(id)
         }
         let id = self.generator.make()
         self.connections[id] = Connection(
-            upstream: upstream,
             state: .connecting,
             streams: 1,
             maxStreams: Self.assumedMaxConcurrentStreams,
             idleSince: nil
         )
-        self.byUpstream[upstream].append(id)
-        return .connect(id, upstream: upstream)
+        self.opened.append(id)
+        return .connect(id)
     }
-
-    /// The index after `upstream`, for a retry on another upstream (the same one when there is one).
-    public func upstream(after upstream: Int) -> Int { (upstream + 1) % self.byUpstream.count }
 
     /// The connection is up and the peer allows `maxConcurrentStreams` streams.
     public mutating func connected(_ id: ConnectionID, maxConcurrentStreams: Int, now: Instant) {
@@ -176,9 +190,15 @@ public struct HTTP2UpstreamPoolStateMachine<Instant: InstantProtocol> where Inst
         return expired
     }
 
-    /// Stop keeping idle connections: returns those without streams to close now; the others close
-    /// when their last stream ends. Leasing still works (a request accepted before the listeners
-    /// closed may still need a stream).
+    /// Drains the endpoint on the upstream side; returns the ready connections without streams to
+    /// close now.
+    ///
+    /// Serves both the process's drain and an endpoint that left its group (a DNS change, a config
+    /// reload): from now on no connection is kept idle, so each connection with streams closes when
+    /// its last stream ends (``streamClosed(_:now:)`` returns `.close`). A connection still connecting
+    /// is left to its streams; if they all went away before it came up, the sweep closes it.
+    /// Leasing still works for the requests that were already on their way here. Calling it again
+    /// returns nothing.
     public mutating func shutdown() -> [ConnectionID] {
         self.shuttingDown = true
         var idle: [ConnectionID] = []
@@ -195,21 +215,22 @@ public struct HTTP2UpstreamPoolStateMachine<Instant: InstantProtocol> where Inst
         self.connections[id].map { ($0.state, $0.streams, $0.maxStreams) }
     }
 
-    /// Per upstream: connections without streams (idle) and with streams or connecting (busy), for `/status`.
-    public func counts() -> [(idle: Int, busy: Int)] {
-        self.byUpstream.map { ids in
-            var idle = 0
-            var busy = 0
-            for id in ids {
-                guard let connection = self.connections[id] else { continue }
-                if connection.state == .ready && connection.streams == 0 { idle += 1 } else { busy += 1 }
-            }
-            return (idle, busy)
+    /// Whether ``shutdown()`` was called. A pool shutting down whose ``counts()`` are both zero holds
+    /// no connection any more.
+    public var isShuttingDown: Bool { self.shuttingDown }
+
+    /// Connections without streams (idle) and with streams or connecting (busy), for `/status`.
+    public func counts() -> (idle: Int, busy: Int) {
+        var idle = 0
+        var busy = 0
+        for connection in self.connections.values {
+            if connection.state == .ready && connection.streams == 0 { idle += 1 } else { busy += 1 }
         }
+        return (idle, busy)
     }
 
     private mutating func forget(_ id: ConnectionID) {
-        guard let connection = self.connections.removeValue(forKey: id) else { return }
-        self.byUpstream[connection.upstream].removeAll { $0 == id }
+        guard self.connections.removeValue(forKey: id) != nil else { return }
+        self.opened.removeAll { $0 == id }
     }
 }

@@ -1,21 +1,38 @@
-/// Decides, for one event loop, which upstream connection a request uses and what happens to a
-/// connection when a request is done with it.
+/// Decides, for one endpoint on one event loop, which HTTP/1.1 connection a request uses and what
+/// happens to a connection when a request is done with it.
+///
+/// There is one machine per (group, endpoint, event loop). Which endpoint a request goes to (and,
+/// on a retry, which other endpoint) is the group's `Balancer`'s decision; by the time a request
+/// reaches this machine the endpoint is chosen, and the machine only manages the connections to it.
 ///
 /// Pure: it names connections by ``ConnectionID`` and returns actions; the loop's pool executor
 /// connects, writes and closes.
-/// 1. ``lease(now:)`` picks the next upstream round-robin and reuses its most recently parked idle
-///    connection (LIFO keeps the warmest connection busy and lets the rest time out), or asks for a
-///    new connection.
-/// 2. ``release(_:reusable:now:)`` parks a reusable connection unless the upstream already has
-///    `maxIdle` idle ones or the pool is shutting down.
+/// 1. ``lease(now:)`` reuses the most recently parked idle connection (LIFO keeps the warmest
+///    connection busy and lets the rest time out), or asks for a new connection.
+/// 2. ``release(_:reusable:now:)`` parks a reusable connection unless `maxIdle` are already idle or
+///    the pool is shutting down.
 /// 3. ``sweep(now:)`` closes connections idle longer than `idleTimeout`.
 /// 4. ``connectionClosed(_:)`` forgets a connection the upstream (or an error) closed.
+/// 5. ``shutdown()`` drains the pool on the upstream side (the process drains, or the endpoint left
+///    the group): idle connections close now, busy ones close when their request ends.
+///
+/// ```swift
+/// var pool = UpstreamPoolStateMachine<MonotonicInstant>(
+///     maxIdle: 32, idleTimeout: .seconds(60), idGenerator: ConnectionID.Generator(loopIndex: 0))
+/// let id: ConnectionID
+/// switch pool.lease(now: now) {
+/// case .useIdle(let idle): id = idle
+/// case .connect(let new): id = new; connect(naming: new)
+/// }
+/// // … the request goes out on `id`; its response ends and the connection may carry another:
+/// if pool.release(id, reusable: true, now: now) == .close { close(id) }
+/// ```
 public struct UpstreamPoolStateMachine<Instant: InstantProtocol> where Instant.Duration == Duration {
     public enum LeaseAction: Equatable, Sendable {
-        /// Use this idle connection to `upstream` (an index into the configured upstreams).
-        case useIdle(ConnectionID, upstream: Int)
-        /// Open a new connection to `upstream` and name it `id`.
-        case connect(ConnectionID, upstream: Int)
+        /// Use this idle connection to the endpoint.
+        case useIdle(ConnectionID)
+        /// Open a new connection to the endpoint and name it with this ID.
+        case connect(ConnectionID)
     }
 
     public enum ReleaseAction: Equatable, Sendable {
@@ -30,105 +47,91 @@ public struct UpstreamPoolStateMachine<Instant: InstantProtocol> where Instant.D
         var since: Instant
     }
 
-    private struct UpstreamState {
-        /// Parked connections, most recent last.
-        var idle: [IdleConnection] = []
-        /// Connections leased to requests or connecting.
-        var busy: Set<ConnectionID> = []
-    }
-
-    private var upstreams: [UpstreamState]
-    private var owner: [ConnectionID: Int] = [:]
-    private var nextUpstream = 0
+    /// Parked connections, most recent last. Valid transitions: to `busy` (``lease(now:)``), or
+    /// forgotten (``sweep(now:)``, ``shutdown()``, ``connectionClosed(_:)``).
+    private var idle: [IdleConnection] = []
+    /// Connections leased to requests or connecting. Valid transitions: to `idle`
+    /// (``release(_:reusable:now:)`` with `.park`), or forgotten (`.close`, ``connectionClosed(_:)``).
+    private var busy: Set<ConnectionID> = []
     private var generator: ConnectionID.Generator
     private var shuttingDown = false
+    /// At most this many idle connections are kept.
     public let maxIdle: Int
+    /// An idle connection is closed by the sweep after idling this long.
     public let idleTimeout: Duration
 
-    public init(upstreamCount: Int, maxIdle: Int, idleTimeout: Duration, idGenerator: ConnectionID.Generator) {
-        precondition(upstreamCount > 0, "the config reader requires an upstream")
-        self.upstreams = Array(repeating: UpstreamState(), count: upstreamCount)
+    public init(maxIdle: Int, idleTimeout: Duration, idGenerator: ConnectionID.Generator) {
         self.maxIdle = maxIdle
         self.idleTimeout = idleTimeout
         self.generator = idGenerator
     }
 
-    /// A connection for the next request, round-robin over upstreams.
+    /// A connection to the endpoint for the next request (also for a retry on another connection
+    /// to the same endpoint). Works after ``shutdown()`` too: a request accepted before the drain
+    /// began, or already routed here before the endpoint was removed, still needs a connection.
     @_specialize(exported: true, where Instant == MonotonicInstant)
     public mutating func lease(now: Instant) -> LeaseAction {
-        let upstream = self.nextUpstream
-        self.nextUpstream = (self.nextUpstream + 1) % self.upstreams.count
-        return self.lease(upstream: upstream, now: now)
-    }
-
-    /// A connection to one upstream; used for the retry on another connection.
-    @_specialize(exported: true, where Instant == MonotonicInstant)
-    public mutating func lease(upstream: Int, now: Instant) -> LeaseAction {
-        precondition(self.upstreams.indices.contains(upstream), "upstream index in range")
-        if let idle = self.upstreams[upstream].idle.popLast() {
-            self.upstreams[upstream].busy.insert(idle.id)
-            return .useIdle(idle.id, upstream: upstream)
+        if let idle = self.idle.popLast() {
+            self.busy.insert(idle.id)
+            return .useIdle(idle.id)
         }
         let id = self.generator.make()
-        self.upstreams[upstream].busy.insert(id)
-        self.owner[id] = upstream
-        return .connect(id, upstream: upstream)
+        self.busy.insert(id)
+        return .connect(id)
     }
-
-    /// The index after `upstream`, for a retry on another upstream (the same one when there is one).
-    public func upstream(after upstream: Int) -> Int { (upstream + 1) % self.upstreams.count }
 
     /// A request is done with the connection.
     @_specialize(exported: true, where Instant == MonotonicInstant)
     public mutating func release(_ id: ConnectionID, reusable: Bool, now: Instant) -> ReleaseAction {
-        guard let upstream = self.owner[id], self.upstreams[upstream].busy.remove(id) != nil else {
+        guard self.busy.remove(id) != nil else {
             preconditionFailure("released a connection that was not leased: \(id)")
         }
-        guard reusable, !self.shuttingDown, self.upstreams[upstream].idle.count < self.maxIdle else {
-            self.owner[id] = nil
+        guard reusable, !self.shuttingDown, self.idle.count < self.maxIdle else {
             return .close
         }
-        self.upstreams[upstream].idle.append(IdleConnection(id: id, since: now))
+        self.idle.append(IdleConnection(id: id, since: now))
         return .park
     }
 
     /// The connection is gone (closed by the upstream, failed to connect, or closed by us).
     @_specialize(exported: true, where Instant == MonotonicInstant)
     public mutating func connectionClosed(_ id: ConnectionID) {
-        guard let upstream = self.owner.removeValue(forKey: id) else { return }
-        self.upstreams[upstream].busy.remove(id)
-        self.upstreams[upstream].idle.removeAll { $0.id == id }
+        if self.busy.remove(id) == nil {
+            self.idle.removeAll { $0.id == id }
+        }
     }
 
     /// Idle connections to close because they idled longer than `idleTimeout`.
     @_specialize(exported: true, where Instant == MonotonicInstant)
     public mutating func sweep(now: Instant) -> [ConnectionID] {
         var expired: [ConnectionID] = []
-        for index in self.upstreams.indices {
-            self.upstreams[index].idle.removeAll { connection in
-                guard connection.since.duration(to: now) >= self.idleTimeout else { return false }
-                expired.append(connection.id)
-                return true
-            }
+        self.idle.removeAll { connection in
+            guard connection.since.duration(to: now) >= self.idleTimeout else { return false }
+            expired.append(connection.id)
+            return true
         }
-        for id in expired { self.owner[id] = nil }
         return expired
     }
 
-    /// Stop parking connections; returns the idle ones to close.
+    /// Drains the endpoint on the upstream side; returns the idle connections to close now.
+    ///
+    /// Serves both the process's drain and an endpoint that left its group (a DNS change, a config
+    /// reload): from now on nothing is parked, so each busy connection closes when its request ends
+    /// (``release(_:reusable:now:)`` returns `.close`). Leasing still works for the requests that
+    /// were already on their way here. Calling it again returns nothing.
     public mutating func shutdown() -> [ConnectionID] {
         self.shuttingDown = true
-        var idle: [ConnectionID] = []
-        for index in self.upstreams.indices {
-            idle += self.upstreams[index].idle.map(\.id)
-            self.upstreams[index].idle.removeAll()
-        }
-        for id in idle { self.owner[id] = nil }
+        let idle = self.idle.map(\.id)
+        self.idle.removeAll()
         return idle
     }
 
-    /// Idle and busy connections per upstream, for `/status`.
-    public func counts() -> [(idle: Int, busy: Int)] {
-        self.upstreams.map { ($0.idle.count, $0.busy.count) }
+    /// Whether ``shutdown()`` was called. A pool shutting down whose ``counts()`` are both zero holds
+    /// no connection any more.
+    public var isShuttingDown: Bool { self.shuttingDown }
+
+    /// Idle and busy connections, for `/status`.
+    public func counts() -> (idle: Int, busy: Int) {
+        (self.idle.count, self.busy.count)
     }
 }
