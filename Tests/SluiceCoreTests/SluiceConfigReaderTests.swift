@@ -51,6 +51,7 @@ import Testing
         var expected = SluiceConfig()
         expected.upstreams = [UpstreamURL(host: "127.0.0.1", port: 3000)]
         expected.threads = 4
+        expected.applyShortForm()
         #expect(config == expected)
     }
 

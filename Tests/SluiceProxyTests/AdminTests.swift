@@ -21,7 +21,7 @@ struct AdminTests {
         let status = try await Curl.run(["-s", proxy.adminURL + "/status"]).stdout
         #expect(status.hasPrefix("{\"phase\":\"serving\",\"ready\":true,\"phase_seconds_left\":null,"))
         #expect(status.contains("\"responses\":{\"other\":0,\"1xx\":0,\"2xx\":1,\"3xx\":0,\"4xx\":1,\"5xx\":0}"))
-        #expect(status.contains("\"upstreams\":[{\"url\":\"\(upstream.url)\",\"idle\":1,\"busy\":0}]"))
+        #expect(status.contains("\"upstreams\":[{\"url\":\"\(upstream.url)\",\"group\":\"default\",\"idle\":1,\"busy\":0}]"))
 
         let metrics = try await Curl.run(["-s", proxy.adminURL + "/metrics"]).stdout
         #expect(metrics.contains("sluice_requests_total{class=\"2xx\"} 1\n"))

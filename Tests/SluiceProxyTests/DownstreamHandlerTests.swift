@@ -23,14 +23,15 @@ struct DownstreamHandlerTests {
             config.upstreams = [UpstreamURL(host: "127.0.0.1", port: 3000)]
             config.drain.idleQuietPeriod = .zero
             configure(&config)
+            config.applyShortForm()
             self.context = LoopContext(index: 0, eventLoop: self.loop, config: config, logger: Logger(label: "test") { _ in SwiftLogNoOpLogHandler() }) { _ in }
 
             self.upstream = EmbeddedChannel(loop: self.loop)
-            try self.upstream.pipeline.syncOperations.addHandler(HTTP1ClientCodec(maxHeadBytes: UpstreamPool.maxResponseHeadBytes))
+            try self.upstream.pipeline.syncOperations.addHandler(HTTP1ClientCodec(maxHeadBytes: HTTP1EndpointPool.maxResponseHeadBytes))
             let context = self.context
             let upstreamChannel = self.upstream
-            _ = self.context.pool.adoptIdle(upstream: 0, now: .now()) { id in
-                let handler = UpstreamHTTP1Handler(id: id, upstreamIndex: 0)
+            _ = (context.routing.groups[0].pools[0] as! HTTP1EndpointPool).adoptIdle(now: .now()) { id in
+                let handler = UpstreamHTTP1Handler(id: id)
                 try! upstreamChannel.pipeline.syncOperations.addHandler(handler)
                 return handler
             }
@@ -61,7 +62,10 @@ struct DownstreamHandlerTests {
             return text
         }
 
-        var idleUpstreams: Int { self.context.pool.counts()[0].idle }
+        /// The one endpoint's pool of the one group.
+        var pool: HTTP1EndpointPool { self.context.routing.groups[0].pools[0] as! HTTP1EndpointPool }
+
+        var idleUpstreams: Int { self.pool.counts().idle }
     }
 
     /// A keep-alive exchange: the request goes upstream rewritten, the response comes back with
@@ -244,7 +248,7 @@ struct DownstreamHandlerTests {
         let h = try Harness()
         try h.clientSends("GET /slow HTTP/1.1\r\nHost: a\r\n\r\n")
         _ = try h.upstreamReceived()
-        h.context.pool.sweep(now: MonotonicInstant.now().advanced(by: .seconds(61)))
+        h.context.routing.sweep(now: MonotonicInstant.now().advanced(by: .seconds(61)))
         #expect(try h.clientReceived().hasPrefix("HTTP/1.1 504 Gateway Timeout\r\n"))
         #expect(!h.upstream.isActive)
     }

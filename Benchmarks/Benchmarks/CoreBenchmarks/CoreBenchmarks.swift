@@ -159,21 +159,20 @@ func drainLifecycleBenchmarks() {
 // MARK: - UpstreamPoolStateMachine
 
 func upstreamPoolBenchmarks() {
-    /// The per-request path of a warm pool: lease an idle connection round-robin, release it
-    /// reusable (parked again).
+    /// The per-request path of a warm endpoint pool: lease an idle connection, release it reusable
+    /// (parked again).
     Benchmark("UpstreamPool.leaseIdleAndRelease") { benchmark in
         let start = Instant.now()
         var pool = UpstreamPoolStateMachine<Instant>(
-            upstreamCount: 2,
             maxIdle: defaults.upstream.maxIdle,
             idleTimeout: defaults.upstream.idleTimeout,
             idGenerator: ConnectionID.Generator(loopIndex: 1)
         )
-        // Warm: four connections per upstream, all parked.
+        // Warm: four connections, all parked.
         var warm: [ConnectionID] = []
-        for _ in 0..<8 {
+        for _ in 0..<4 {
             switch pool.lease(now: start) {
-            case .connect(let id, _), .useIdle(let id, _): warm.append(id)
+            case .connect(let id), .useIdle(let id): warm.append(id)
             }
         }
         for id in warm { _ = pool.release(id, reusable: true, now: start) }
@@ -181,9 +180,9 @@ func upstreamPoolBenchmarks() {
         for index in benchmark.scaledIterations {
             let now = start.advanced(by: .microseconds(index))
             switch pool.lease(now: now) {
-            case .useIdle(let id, _):
+            case .useIdle(let id):
                 blackHole(pool.release(id, reusable: true, now: now))
-            case .connect(let id, _):
+            case .connect(let id):
                 preconditionFailure("a warm pool reuses: \(id)")
             }
         }

@@ -118,10 +118,7 @@ extension SluiceConfig {
             }
         }
         if !errors.isEmpty { throw ConfigErrors(errors: errors) }
-        var group = UpstreamGroup(name: UpstreamGroup.defaultName, endpoints: config.upstreams)
-        group.connection = config.upstream
-        config.groups = [group]
-        config.routes = [Route(upstream: UpstreamGroup.defaultName)]
+        config.applyShortForm()
         return config
     }
 

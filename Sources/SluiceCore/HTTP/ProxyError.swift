@@ -11,6 +11,7 @@ public struct ProxyError: Error, Hashable, Sendable, CustomStringConvertible {
         case foreignAbsoluteTarget
         case expectationFailed
         case requestTimeout
+        case noRoute
         case upstreamConnectFailed
         case upstreamResetBeforeResponse
         case upstreamTimeout
@@ -42,6 +43,10 @@ public struct ProxyError: Error, Hashable, Sendable, CustomStringConvertible {
     public static let expectationFailed = ProxyError(.expectationFailed, "only Expect: 100-continue is supported")
     /// The client did not send its request head, or the next piece of its body, in time.
     public static func requestTimeout(_ detail: String) -> ProxyError { ProxyError(.requestTimeout, detail) }
+    /// No route matches the request's host and path.
+    public static func noRoute(host: String?, path: String) -> ProxyError {
+        ProxyError(.noRoute, "no route for host \(host.map { "\"\($0)\"" } ?? "(none)") path \"\(path.prefix(200))\"")
+    }
     public static func upstreamConnectFailed(_ detail: String) -> ProxyError { ProxyError(.upstreamConnectFailed, "upstream connect failed: \(detail)") }
     public static func upstreamResetBeforeResponse(_ detail: String) -> ProxyError { ProxyError(.upstreamResetBeforeResponse, "upstream closed before responding: \(detail)") }
     public static let upstreamTimeout = ProxyError(.upstreamTimeout, "upstream did not send a response head in time")
@@ -58,6 +63,7 @@ public struct ProxyError: Error, Hashable, Sendable, CustomStringConvertible {
         case .foreignAbsoluteTarget: 403
         case .expectationFailed: 417
         case .requestTimeout: 408
+        case .noRoute: 404
         case .upstreamConnectFailed, .upstreamResetBeforeResponse, .upstreamBadResponse: 502
         case .upstreamTimeout: 504
         case .upstreamFailedMidResponse: nil
@@ -66,7 +72,7 @@ public struct ProxyError: Error, Hashable, Sendable, CustomStringConvertible {
 
     public var source: Source {
         switch self.code {
-        case .badRequest, .headersTooLarge, .bodyTooLarge, .connectRefused, .foreignAbsoluteTarget, .expectationFailed, .requestTimeout:
+        case .badRequest, .headersTooLarge, .bodyTooLarge, .connectRefused, .foreignAbsoluteTarget, .expectationFailed, .requestTimeout, .noRoute:
             .downstream
         case .upstreamConnectFailed, .upstreamResetBeforeResponse, .upstreamTimeout, .upstreamFailedMidResponse, .upstreamBadResponse: .upstream
         }
@@ -79,7 +85,7 @@ public struct ProxyError: Error, Hashable, Sendable, CustomStringConvertible {
         case .badRequest, .headersTooLarge, .bodyTooLarge, .connectRefused, .foreignAbsoluteTarget, .expectationFailed,
             .requestTimeout, .upstreamFailedMidResponse:
             true
-        case .upstreamConnectFailed, .upstreamResetBeforeResponse, .upstreamTimeout, .upstreamBadResponse:
+        case .noRoute, .upstreamConnectFailed, .upstreamResetBeforeResponse, .upstreamTimeout, .upstreamBadResponse:
             false
         }
     }

@@ -158,9 +158,8 @@ enum StatusDocument {
             byProtocol.append("\"\(proto.rawValue)\":\(counts.byProtocol[proto] ?? 0)")
         }
         var upstreams: [String] = []
-        for (index, upstream) in config.upstreams.enumerated() {
-            let pool = index < snapshot.upstreams.count ? snapshot.upstreams[index] : UpstreamCounts(idle: 0, busy: 0)
-            upstreams.append("{\"url\":\"\(upstream)\",\"idle\":\(pool.idle),\"busy\":\(pool.busy)}")
+        for pool in snapshot.upstreams {
+            upstreams.append("{\"url\":\"\(pool.endpoint)\",\"group\":\"\(pool.group)\",\"idle\":\(pool.idle),\"busy\":\(pool.busy)}")
         }
         let stats = snapshot.stats
         let http2Errors = stats.http2ConnectionErrors.sorted(by: { $0.key < $1.key }).map { "\"\($0.key)\":\($0.value)" }

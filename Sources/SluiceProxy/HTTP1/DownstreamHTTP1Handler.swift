@@ -13,7 +13,9 @@ import SluiceCore
 /// 1. whether a request is acceptable: ``RequestRules``; how headers change: ``HeaderRules``;
 /// 2. whether a response must carry `Connection: close` because of the drain: the loop's
 ///    ``ConnectionTable``;
-/// 3. which upstream connection to use and whether to keep it: the loop's ``UpstreamPool``.
+/// 3. which group serves the request: the loop's routes (``LoopRouting``); which endpoint: the
+///    group's balancer (``LoopUpstreamGroup``); which connection and whether to keep it: the
+///    endpoint's pool (``EndpointPool``).
 ///
 /// Back-pressure: `read()` is held while the upstream connection cannot take more request bytes
 /// (or is still connecting), and the upstream handler holds its `read()` while this connection
@@ -72,7 +74,10 @@ final class DownstreamHTTP1Handler: ChannelDuplexHandler {
     private var responseStarted = false
     private var responseStatus = 0
     private var closeAfterResponse = false
-    private var retried = false
+    /// The group the request was routed to and the endpoints it tried; `nil` until routed.
+    private var attempt: UpstreamAttempt?
+    /// The body limit of the request's route (`max-body-size`, else `--max-body-size`).
+    private var maxBodyBytes: Int?
     private var requestStartedAt = MonotonicInstant(nanoseconds: 0)
 
     /// - Parameter adopting: the connection-table entry the protocol detector made at accept, which
@@ -117,9 +122,17 @@ final class DownstreamHTTP1Handler: ChannelDuplexHandler {
 
     /// The exchange in progress is given up: the upstream connection, in an unknown state, is closed.
     private func abandonUpstream() {
-        guard case .forwarding(let upstream) = self.state else { return }
-        upstream.delegate = nil
-        upstream.release(reusable: false, now: .now())
+        switch self.state {
+        case .forwarding(let upstream):
+            upstream.delegate = nil
+            upstream.release(reusable: false, now: .now())
+            self.attempt?.end(.abandoned)
+        case .connecting:
+            // The connect goes on; its connection is parked when it comes (we decline it).
+            self.attempt?.end(.abandoned)
+        case .idle, .respondedLocally, .closed:
+            break
+        }
     }
 
     /// The connection table's sweep says time is up.
@@ -221,6 +234,16 @@ final class DownstreamHTTP1Handler: ChannelDuplexHandler {
         case .success(let value): accepted = value
         case .failure(let error): return self.respondWithError(error, context: context)
         }
+        let target = accepted.rewrittenURI ?? head.uri
+        let routing = self.loop.routing
+        guard let routed = routing.route(host: routing.matchesHosts ? head.headers.first(name: "host") : nil, path: target) else {
+            return self.respondWithError(.noRoute(host: head.headers.first(name: "host"), path: target), context: context)
+        }
+        self.attempt = UpstreamAttempt(group: routed.group)
+        self.maxBodyBytes = routed.maxBodyBytes
+        if let length = accepted.contentLength, let max = routed.maxBodyBytes, length > max {
+            return self.respondWithError(.bodyTooLarge(limit: max), context: context)
+        }
         if accepted.contentLength == 0 { self.requestHasBody = false }
         // A body to read: its timeout runs from now (reset by each piece, ended by its end).
         if self.requestHasBody { self.loop.table.requestBodyRead(id, now: now) }
@@ -229,18 +252,25 @@ final class DownstreamHTTP1Handler: ChannelDuplexHandler {
         // holds (version, URI), would allocate; the headers are stored apart from that box.
         var upstreamHead = head
         if accepted.expectsContinue { upstreamHead.headers.remove(name: "expect") }
-        HeaderRules.rewriteRequest(&upstreamHead.headers, present: present, clientAddress: self.peerAddress, upstreamAuthority: self.loop.pool.fallbackHost)
-        if let uri = accepted.rewrittenURI { upstreamHead.uri = uri }
+        let route = routed.route
+        HeaderRules.rewriteRequest(
+            &upstreamHead.headers, present: present, clientAddress: self.peerAddress, upstreamAuthority: route.hostRewrite ?? routed.group.fallbackHost)
+        if let host = route.hostRewrite { upstreamHead.headers.replaceOrAdd(name: "host", value: host) }
+        if route.stripPrefix {
+            upstreamHead.uri = routed.upstreamTarget(target)
+        } else if let uri = accepted.rewrittenURI {
+            upstreamHead.uri = uri
+        }
         if head.version != .http1_1 { upstreamHead.version = .http1_1 }
         self.upstreamHead = upstreamHead
         self.expectsContinue = accepted.expectsContinue
-        self.lease(upstream: nil, context: context)
+        self.lease(context: context)
     }
 
     private func requestBody(_ buffer: ByteBuffer, context: ChannelHandlerContext) {
         self.bodyBytes += buffer.readableBytes
         if let id = self.id { self.loop.table.requestBodyRead(id, now: .now()) }
-        if let max = self.loop.requestLimits.maxBodyBytes, self.bodyBytes > max {
+        if let max = self.maxBodyBytes, self.bodyBytes > max {
             switch self.state {
             case .respondedLocally, .closed: return
             case .idle, .connecting, .forwarding: return self.failRequest(.bodyTooLarge(limit: max), context: context)
@@ -345,10 +375,13 @@ final class DownstreamHTTP1Handler: ChannelDuplexHandler {
 
     // MARK: Upstream leasing
 
-    private func lease(upstream: Int?, context: ChannelHandlerContext) {
+    /// Leases a connection for the next attempt, on the endpoint the group's balancer picks.
+    private func lease(context: ChannelHandlerContext) {
+        guard self.attempt != nil else { preconditionFailure("a request is routed before it is leased") }
         // Set first: a connect that fails at once reports back before `lease` returns.
         self.state = .connecting
-        switch self.loop.pool.lease(for: self, upstream: upstream, now: .now()) {
+        let pool = self.attempt!.begin()
+        switch pool.lease(for: self, now: .now()) {
         case .ready(let connection):
             self.startForwarding(connection, context: context)
         case .connecting:
@@ -397,7 +430,9 @@ final class DownstreamHTTP1Handler: ChannelDuplexHandler {
         self.responseStarted = false
         self.responseStatus = 0
         self.closeAfterResponse = false
-        self.retried = false
+        self.attempt?.end(.abandoned)
+        self.attempt = nil
+        self.maxBodyBytes = nil
         self.requestStartedAt = startedAt
         self.headBegan = false
     }
@@ -541,12 +576,12 @@ extension DownstreamHTTP1Handler: UpstreamLeaseRequester {
         return true
     }
 
-    func upstreamConnectFailed(_ error: ProxyError, upstream: Int) {
-        guard case .connecting = self.state, let context = self.context else { return }
-        if !self.retried {
-            // Nothing reached the upstream: retrying on another connection is safe for any method.
-            self.retried = true
-            self.lease(upstream: self.loop.pool.upstream(after: upstream), context: context)
+    func upstreamConnectFailed(_ error: ProxyError) {
+        guard case .connecting = self.state, let context = self.context, let attempt = self.attempt else { return }
+        self.attempt!.end(.failure)
+        if attempt.count <= attempt.group.config.retries {
+            // Nothing reached the upstream: retrying on another endpoint is safe for any method.
+            self.lease(context: context)
         } else {
             self.respondWithError(error, context: context)
         }
@@ -594,6 +629,7 @@ extension DownstreamHTTP1Handler: UpstreamResponseDelegate {
     func upstreamResponseEnd(_ trailers: HTTPHeaders?) {
         guard case .forwarding(let upstream) = self.state, let context = self.context else { return }
         upstream.release(reusable: self.requestEnded, now: .now())
+        self.attempt?.end(self.responseStatus >= 500 ? .failure : .success)
         if !self.requestEnded {
             // The upstream answered before the request body ended; the rest of it is discarded.
             self.closeAfterResponse = true
@@ -608,19 +644,21 @@ extension DownstreamHTTP1Handler: UpstreamResponseDelegate {
     }
 
     func upstreamFailed(_ error: ProxyError) {
-        guard case .forwarding(let upstream) = self.state, let context = self.context else { return }
+        guard case .forwarding(let upstream) = self.state, let context = self.context, let attempt = self.attempt else { return }
         upstream.release(reusable: false, now: .now())
+        self.attempt!.end(.failure)
         if self.responseStarted {
             return self.abort(.upstreamFailedMidResponse(error.detail))
         }
         let method = self.upstreamHead.method.rawValue
-        if error.mayBeKeepAliveRace, !self.retried, upstream.isReused, !self.requestHasBody, self.requestEnded, RequestRules.isIdempotent(method) {
+        if error.mayBeKeepAliveRace, attempt.count <= attempt.group.config.retries, upstream.isReused, !self.requestHasBody, self.requestEnded,
+            RequestRules.isIdempotent(method)
+        {
             // A reused keep-alive connection closed under the request (the upstream's idle close
-            // raced it): the request did not reach the app, so an idempotent one is retried once.
-            self.retried = true
+            // raced it): the request did not reach the app, so an idempotent one is retried.
             self.loop.stats.retries += 1
             self.pendingParts = [.end(nil)]
-            self.lease(upstream: nil, context: context)
+            self.lease(context: context)
             return
         }
         self.respondWithError(error, context: context)

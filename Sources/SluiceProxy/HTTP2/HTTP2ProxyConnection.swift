@@ -106,22 +106,35 @@ extension HTTP2ProxyConnection: HTTP2StreamDelegate {
         self.loop.eventLoop.assertInEventLoop()
         let now = MonotonicInstant.now()
         self.loop.table.requestStarted(self.id, now: now)
+        let path = head.path ?? "/"
+        let routing = self.loop.routing
+        let host = routing.matchesHosts ? head.authority ?? head.headers.first(where: { $0.name == "host" })?.value : nil
+        guard let routed = routing.route(host: host, path: path) else {
+            return self.respond(streamID: streamID, with: .noRoute(host: host ?? head.authority, path: path), uri: path, startedAt: now)
+        }
+        let group = routed.group
         let translation = HTTP2RequestTranslation.translate(
             head,
             endStream: endStream,
             clientAddress: self.peerAddress,
-            upstreamAuthority: self.loop.pool.fallbackHost,
+            upstreamAuthority: routed.route.hostRewrite ?? group.fallbackHost,
             limits: self.loop.requestLimits,
-            upstreamIsHTTP2: self.loop.pool.isHTTP2
+            upstreamIsHTTP2: group.isHTTP2
         )
         switch translation {
-        case .success(let translated):
+        case .success(var translated):
+            if let max = routed.maxBodyBytes, let length = translated.head.headers.first(name: "content-length").flatMap({ Int($0) }), length > max {
+                return self.respond(streamID: streamID, with: .bodyTooLarge(limit: max), uri: path, startedAt: now)
+            }
+            if let host = routed.route.hostRewrite { translated.head.headers.replaceOrAdd(name: "host", value: host) }
+            if routed.route.stripPrefix { translated.head.uri = routed.upstreamTarget(translated.head.uri) }
             let machine = HTTP2StreamForwarder.StateMachine(
                 requestEnded: endStream,
                 expectsContinue: translated.expectsContinue,
-                maxBodyBytes: self.loop.requestLimits.maxBodyBytes
+                maxBodyBytes: routed.maxBodyBytes
             )
-            let forwarder = HTTP2StreamForwarder(streamID: streamID, connection: self, head: translated.head, machine: machine, startedAt: now)
+            let forwarder = HTTP2StreamForwarder(
+                streamID: streamID, connection: self, head: translated.head, attempt: UpstreamAttempt(group: group), machine: machine, startedAt: now)
             self.streams[streamID] = forwarder
             forwarder.start()
         case .failure(.malformed(let reason)):

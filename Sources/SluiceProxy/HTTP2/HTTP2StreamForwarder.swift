@@ -20,6 +20,8 @@ final class HTTP2StreamForwarder {
     private var machine: StateMachine
     private let upstreamHead: HTTPRequestHead
     private let startedAt: MonotonicInstant
+    /// The group the stream was routed to and the endpoints it tried.
+    private var attempt: UpstreamAttempt
 
     /// Request body that arrived while leasing.
     private var queued: [ByteBuffer] = []
@@ -31,10 +33,14 @@ final class HTTP2StreamForwarder {
     private var responseStatus = 0
     private var requestTrailers: HTTPHeaders?
 
-    init(streamID: HTTP2StreamID, connection: HTTP2ProxyConnection, head: HTTPRequestHead, machine: StateMachine, startedAt: MonotonicInstant) {
+    init(
+        streamID: HTTP2StreamID, connection: HTTP2ProxyConnection, head: HTTPRequestHead, attempt: UpstreamAttempt, machine: StateMachine,
+        startedAt: MonotonicInstant
+    ) {
         self.streamID = streamID
         self.connection = connection
         self.upstreamHead = head
+        self.attempt = attempt
         self.machine = machine
         self.startedAt = startedAt
     }
@@ -42,11 +48,13 @@ final class HTTP2StreamForwarder {
     private var loop: LoopContext { self.connection.loop }
 
     func start() {
-        self.lease(upstream: nil)
+        self.lease()
     }
 
-    private func lease(upstream index: Int?) {
-        switch self.loop.pool.lease(for: self, upstream: index, now: .now()) {
+    /// Leases a connection (or stream) for the next attempt, on the endpoint the group's balancer picks.
+    private func lease() {
+        let pool = self.attempt.begin()
+        switch pool.lease(for: self, now: .now()) {
         case .ready(let connection):
             if !self.upstreamConnected(connection) {
                 connection.release(reusable: true, now: .now())
@@ -103,6 +111,8 @@ final class HTTP2StreamForwarder {
         case .none:
             break
         }
+        // Whatever was in progress says nothing about the endpoint.
+        self.attempt.end(.abandoned)
         self.queued.removeAll()
     }
 
@@ -154,6 +164,8 @@ final class HTTP2StreamForwarder {
             self.loop.logger.warning("resetting stream", metadata: ["reason": "\(error.detail)", "uri": "\(self.upstreamHead.uri)"])
             self.connection.handler?.resetStream(streamID: self.streamID, errorCode: .internalError)
         }
+        // A failure of ours or the client's (an upstream failure ended its attempt already).
+        self.attempt.end(.abandoned)
         self.giveBackWindow()
     }
 
@@ -190,9 +202,10 @@ extension HTTP2StreamForwarder: UpstreamLeaseRequester {
         }
     }
 
-    func upstreamConnectFailed(_ error: ProxyError, upstream: Int) {
+    func upstreamConnectFailed(_ error: ProxyError) {
+        self.attempt.end(.failure)
         switch self.machine.upstreamConnectFailed() {
-        case .retry: self.lease(upstream: self.loop.pool.upstream(after: upstream))
+        case .retry: self.lease()
         case .fail(let failure): self.run(failure, error: error)
         case .none: break
         }
@@ -244,6 +257,7 @@ extension HTTP2StreamForwarder: UpstreamResponseDelegate {
         self.upstream = nil
         upstream.delegate = nil
         upstream.release(reusable: reusable, now: .now())
+        self.attempt.end(self.responseStatus >= 500 ? .failure : .success)
         let trailerFields = trailers.map(HTTP2RequestTranslation.trailerFields) ?? []
         if self.heldHead != nil {
             self.sendHeldHead(endStream: trailerFields.isEmpty)
@@ -261,6 +275,7 @@ extension HTTP2StreamForwarder: UpstreamResponseDelegate {
 
     func upstreamFailed(_ error: ProxyError) {
         guard let upstream = self.upstream else { return }
+        self.attempt.end(.failure)
         let action = self.machine.upstreamFailed(
             mayBeKeepAliveRace: error.mayBeKeepAliveRace,
             reusedConnection: upstream.isReused,
@@ -270,7 +285,7 @@ extension HTTP2StreamForwarder: UpstreamResponseDelegate {
         case .retry:
             self.releaseUpstream()
             self.loop.stats.retries += 1
-            self.lease(upstream: nil)
+            self.lease()
         case .fail(let failure):
             self.run(failure, error: self.machine.responseStarted ? .upstreamFailedMidResponse(error.detail) : error)
         case .none:

@@ -32,14 +32,15 @@ enum LoopEvent: Sendable {
     case drained(loop: Int)
 }
 
-/// Everything one event loop owns: its listener, its share of the connection table, its upstream
-/// pool and its counters. Confined to the loop (every method asserts it); other threads reach it
+/// Everything one event loop owns: its listener, its share of the connection table, its routes and
+/// upstream groups (with their pools) and its counters. Confined to the loop (every method asserts it); other threads reach it
 /// through `NIOLoopBound` and `eventLoop.execute`.
 final class LoopContext {
     let index: Int
     let eventLoop: any EventLoop
     var table: ConnectionTable<MonotonicInstant>
-    let pool: UpstreamPool
+    /// The routes and upstream groups of the configuration in force; replaced whole on reload.
+    private(set) var routing: LoopRouting
     var stats = RequestStats()
     let requestLimits: RequestRules.Limits
     let logger: Logger
@@ -70,9 +71,9 @@ final class LoopContext {
                 requestBody: config.http.requestBodyTimeout
             )
         )
-        // Upstream IDs live in their own half of the ID space so they never equal a downstream ID.
-        self.pool = UpstreamPool(eventLoop: eventLoop, loopIndex: index | 0x8000, upstreams: config.upstreams, settings: config.upstream, logger: logger)
-        self.requestLimits = RequestRules.Limits(maxHeaderBytes: config.http.maxHeaderBytes, maxBodyBytes: config.http.maxBodyBytes)
+        self.routing = LoopRouting(config: config, eventLoop: eventLoop, loopIndex: index, logger: logger)
+        // The body limit is the route's (``RouteTarget/maxBodyBytes``), applied once the request is routed.
+        self.requestLimits = RequestRules.Limits(maxHeaderBytes: config.http.maxHeaderBytes, maxBodyBytes: nil)
     }
 
     // MARK: Connections
@@ -130,7 +131,7 @@ final class LoopContext {
             self.logger.debug("closing connection", metadata: ["connection": "\(id)", "reason": "\(reason.rawValue)"])
             self.connections[id]?.timedOut(reason)
         }
-        self.pool.sweep(now: now)
+        self.routing.sweep(now: now)
     }
 
     /// Loop 0 gives free heap memory back to the system every ``MemoryRelease/interval``.
@@ -182,14 +183,14 @@ final class LoopContext {
         self.stats.forcedCloses += cut
         for connection in Array(self.connections.values) { connection.close() }
         for listener in self.listeners { listener.close(promise: nil) }
-        self.pool.shutdown()
+        self.routing.shutdown()
         return cut
     }
 
     private func reportIfDrained() {
         guard self.phase == .draining, self.listenersClosed, self.table.isEmpty, !self.drainedReported else { return }
         self.drainedReported = true
-        self.pool.shutdown()
+        self.routing.shutdown()
         self.report(.drained(loop: self.index))
     }
 
@@ -198,18 +199,24 @@ final class LoopContext {
     func snapshot() -> LoopSnapshot {
         self.eventLoop.assertInEventLoop()
         var stats = self.stats
-        stats.upstreamConnectErrors = self.pool.connectErrors
-        stats.upstreamUnsolicitedBytes = self.pool.unsolicitedBytesCloses
+        let poolStats = self.routing.stats
+        stats.upstreamConnectErrors = poolStats.connectErrors
+        stats.upstreamUnsolicitedBytes = poolStats.unsolicitedBytesCloses
         let buffered = self.connections.values.reduce(0) { $0 + $1.bufferedResponseBytes }
         return LoopSnapshot(
             connections: self.table.counts(), stats: stats,
-            upstreams: self.pool.counts().map { UpstreamCounts(idle: $0.idle, busy: $0.busy) },
+            upstreams: self.routing.groups.flatMap { group in
+                group.pools.map { UpstreamCounts(group: group.name, endpoint: $0.endpoint, idle: $0.counts().idle, busy: $0.counts().busy) }
+            },
             http2BufferedBytes: buffered
         )
     }
 }
 
+/// One endpoint's pooled connections on a loop (summed over loops for `/status`).
 struct UpstreamCounts: Sendable {
+    var group: String
+    var endpoint: UpstreamURL
     var idle: Int
     var busy: Int
 }
@@ -226,7 +233,7 @@ struct LoopSnapshot: Sendable {
         LoopSnapshot(
             connections: lhs.connections + rhs.connections,
             stats: lhs.stats + rhs.stats,
-            upstreams: zip(lhs.upstreams, rhs.upstreams).map { UpstreamCounts(idle: $0.idle + $1.idle, busy: $0.busy + $1.busy) },
+            upstreams: zip(lhs.upstreams, rhs.upstreams).map { UpstreamCounts(group: $0.group, endpoint: $0.endpoint, idle: $0.idle + $1.idle, busy: $0.busy + $1.busy) },
             http2BufferedBytes: lhs.http2BufferedBytes + rhs.http2BufferedBytes
         )
     }

@@ -31,9 +31,8 @@ final class UpstreamHTTP1Handler: ChannelDuplexHandler, UpstreamExchange {
     typealias OutboundOut = HTTPClientRequestPart
 
     let id: ConnectionID
-    let upstreamIndex: Int
     /// Set by the pool once the connection is up.
-    weak var pool: UpstreamPool?
+    weak var pool: HTTP1EndpointPool?
     private(set) var context: ChannelHandlerContext?
     /// The request now using this connection.
     var delegate: (any UpstreamResponseDelegate)?
@@ -46,9 +45,8 @@ final class UpstreamHTTP1Handler: ChannelDuplexHandler, UpstreamExchange {
     private var pendingRead = false
     private var closed = false
 
-    init(id: ConnectionID, upstreamIndex: Int) {
+    init(id: ConnectionID) {
         self.id = id
-        self.upstreamIndex = upstreamIndex
     }
 
     var isReused: Bool { self.responsesCompleted > 0 }

@@ -5,14 +5,13 @@ import SluiceHTTP2
 
 /// One h2c connection to an upstream, shared by the requests whose streams it carries: the
 /// ``HTTP2ClientConnectionDelegate`` of its ``HTTP2ClientConnectionHandler``, routing each stream's
-/// events to its ``UpstreamHTTP2Stream``. The loop's ``UpstreamPool`` decides which connection a
+/// events to its ``UpstreamHTTP2Stream``. Its ``HTTP2EndpointPool`` decides which connection a
 /// request uses (``HTTP2UpstreamPoolStateMachine``) and hears when streams end or the connection goes.
 final class UpstreamHTTP2Connection {
     let id: ConnectionID
-    let upstreamIndex: Int
     let eventLoop: any EventLoop
     private(set) weak var handler: HTTP2ClientConnectionHandler?
-    weak var pool: UpstreamPool?
+    weak var pool: HTTP2EndpointPool?
     /// Streams opened on the wire, by ID.
     private var streams: [HTTP2StreamID: UpstreamHTTP2Stream] = [:]
     /// Streams that received response bytes in this read batch (told `upstreamReadComplete`).
@@ -21,9 +20,8 @@ final class UpstreamHTTP2Connection {
     private(set) var completedStreams = 0
     private(set) var isClosed = false
 
-    init(id: ConnectionID, upstreamIndex: Int, eventLoop: any EventLoop) {
+    init(id: ConnectionID, eventLoop: any EventLoop) {
         self.id = id
-        self.upstreamIndex = upstreamIndex
         self.eventLoop = eventLoop
     }
 
@@ -51,7 +49,7 @@ final class UpstreamHTTP2Connection {
             self.handler?.resetStream(streamID: id, errorCode: .cancel)
         }
         if completed { self.completedStreams += 1 }
-        self.pool?.http2StreamReleased(on: self)
+        self.pool?.streamReleased(on: self)
     }
 
     /// Streams waiting for their response head since before `limit`.
@@ -96,11 +94,11 @@ extension UpstreamHTTP2Connection: HTTP2ClientConnectionDelegate {
     }
 
     func settingsReceived(maxConcurrentStreams: Int, on connection: HTTP2ClientConnectionHandler) {
-        self.pool?.http2SettingsReceived(on: self, maxConcurrentStreams: maxConcurrentStreams)
+        self.pool?.settingsReceived(on: self, maxConcurrentStreams: maxConcurrentStreams)
     }
 
     func goAwayReceived(lastStreamID: HTTP2StreamID, errorCode: HTTP2ErrorCode, on connection: HTTP2ClientConnectionHandler) {
-        self.pool?.http2GoAwayReceived(on: self)
+        self.pool?.goAwayReceived(on: self)
     }
 
     /// Each stream once per batch (the check is linear, over the few streams one read touched).
@@ -120,7 +118,7 @@ extension UpstreamHTTP2Connection: HTTP2ClientConnectionDelegate {
         let streams = self.streams.values
         self.streams.removeAll()
         self.readInBatch.removeAll()
-        self.pool?.http2ConnectionClosed(self)
+        self.pool?.connectionClosed(self)
         for stream in streams { stream.closed(errorCode: nil) }
     }
 }

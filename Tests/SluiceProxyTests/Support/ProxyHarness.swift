@@ -20,6 +20,7 @@ final class ProxyHarness: Sendable {
         config.upstreams = upstreams.map { UpstreamURL(parsing: $0)! }
         config.threads = threads
         configure(&config)
+        if config.groups.isEmpty { config.applyShortForm() }
         // SLUICE_TEST_LOG=debug shows the proxy's log while a test runs.
         let level = ProcessInfo.processInfo.environment["SLUICE_TEST_LOG"].flatMap(Logger.Level.init(rawValue:))
         let logger = Logger(label: "sluice-test") { label in
