@@ -36,14 +36,19 @@ struct CheckConfigCommand: AsyncParsableCommand {
             effective settings, every route) and the drain budget on stdout; exit 0. Invalid: one line per \
             problem on stderr; exit 1.
 
-            CHECK-CONFIG FLAGS:
-              --format FORMAT
-                  \(formatSetting.help)
-              --grace-period DURATION
-                  \(gracePeriodSetting.help)
 
-            """ + ProxyOptions.flagsHelp
+            """ + checkFlagsHelp + "\n\n" + ProxyOptions.flagsHelp + "\n\n" + ProxyOptions.sources
     )
+
+    /// check-config's own flags for `--help`, wrapped like the proxy's.
+    static let checkFlagsHelp: String = {
+        var lines = ["CHECK-CONFIG FLAGS:"]
+        for setting in ownSettings {
+            lines.append("  --\(setting.name) \(setting.value)")
+            lines += ProxyOptions.wrap(setting.help, width: 78 - 6).map { "      " + $0 }
+        }
+        return lines.joined(separator: "\n")
+    }()
 
     @OptionGroup var options: ProxyOptions
 
