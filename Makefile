@@ -37,8 +37,10 @@ test-swift:
 test-e2e:
 	SLUICE_BIN=$(DEBUG_BIN) python3 -m pytest -q -p no:cacheprovider Tests/e2e
 
+# The drain-budget check asks the binary (`sluice check-config`) to judge each manifest's settings.
 lint-deploy:
-	bash scripts/lint-deploy.sh
+	$(SWIFT) build --product sluice
+	SLUICE_BIN=$(DEBUG_BIN) bash scripts/lint-deploy.sh
 
 ## make bench: the load comparison with nginx and HAProxy (BENCH_ARGS=--quick for ~2 minutes).
 bench: release

@@ -2,46 +2,53 @@
 """Check that every Sluice container in the deployment files can drain before it is killed.
 
 Usage:
-    scripts/check_drain_budget.py [--min-margin SECONDS] [FILE ...]
-    scripts/check_drain_budget.py --self-test
+    scripts/check_drain_budget.py [--sluice-bin PATH] [--min-margin SECONDS] [FILE ...]
+    scripts/check_drain_budget.py [--sluice-bin PATH] --self-test
 
 With no FILE, checks docker/kubernetes/*.yaml and docker/compose.yaml (relative to the repository).
 
-Kubernetes manifests (multi-document YAML; Pod, Deployment, StatefulSet, DaemonSet, ReplicaSet,
-ReplicationController, Job, CronJob, PodTemplate and List) and Compose files are read. A container
-(or compose service) is a Sluice one when its image contains "sluice" or it is named "sluice".
+This script only does what the binary cannot: it walks Kubernetes manifests (multi-document YAML;
+Pod, Deployment, StatefulSet, DaemonSet, ReplicaSet, ReplicationController, Job, CronJob, PodTemplate
+and List) and Compose files, and takes each Sluice container's settings as the container would get
+them: its arguments (`command` and `args`, also inside `sh -c` strings, with Kubernetes' $(VAR)
+expansion), its SLUICE_* environment (literal values, ConfigMap references and envFrom ConfigMaps),
+and its `--config` / SLUICE_CONFIG file when it is mounted from a ConfigMap found in the checked files
+(or, for Compose, bind-mounted from a file). A container (or compose service) is a Sluice one when its
+image contains "sluice" or it is named "sluice".
 
-Its drain settings are read from the command line (`--drain-delay 5s` or `--drain-delay=5s`, in
-`command` and `args`, also inside `sh -c` strings), from SLUICE_* environment variables (literal
-values, ConfigMap references and envFrom ConfigMaps) and from the YAML config file given with
-`--config` / SLUICE_CONFIG when it is mounted from a ConfigMap found in the checked files (or, for
-Compose, bind-mounted from a file). Defaults: drain-delay 5s, drain-timeout 20s,
-termination-grace 30s, admin port 9901. A setting given in two places with different values is
-reported, so the result does not depend on which source Sluice gives precedence to.
+The rules are the binary's: the settings are given to `sluice check-config --format json
+--grace-period GRACE`, where GRACE is the pod's terminationGracePeriodSeconds (default 30) or the
+Compose service's stop_grace_period (default 10s). Sluice reads, validates and judges them exactly as
+it would at start-up (durations, defaults, precedence, the drain budget and its margin), and also
+checks that the budget fits GRACE and that its termination-grace is not longer. The binary is
+--sluice-bin, else $SLUICE_BIN, else .build/debug/sluice in the repository (`swift build --product
+sluice` builds it).
 
-Findings (one line each, naming file, object, container and the numbers):
-  - drain-delay + drain-timeout + margin does not fit in terminationGracePeriodSeconds (default 30;
-    Compose: stop_grace_period, default 10s);
-  - drain-delay + drain-timeout + 1 s does not fit in Sluice's own --termination-grace (Sluice refuses
-    to start, exit 1), or --termination-grace is longer than the pod's grace period (Sluice would plan with time
-    it does not have);
+Findings (one line each, naming file, object and container):
+  - every error `sluice check-config` reports: a setting Sluice refuses (it would exit 1), a drain
+    budget that does not fit its termination-grace or the grace period, a termination-grace longer
+    than the grace period;
+  - every warning it reports: a setting given in two places with different values;
   - a lifecycle.preStop hook on the Sluice container (it delays SIGTERM, so the drain starts late and
     the grace period is spent sleeping);
   - no readiness probe, a readiness probe that is not an httpGet of /readyz, or one on another port
-    than Sluice's admin port;
+    than Sluice's admin port (as the binary reports it);
   - a Compose stop_signal other than SIGTERM;
-  - a setting that cannot be read or parsed.
+  - settings that cannot be read (a config file not mounted from a checked ConfigMap, an environment
+    variable from a Secret).
 
-Exit status: 0 no finding, 1 findings, 2 usage or file error.
+Exit status: 0 no finding, 1 findings, 2 usage or file error (or no binary).
 """
 
 from __future__ import annotations
 
 import argparse
 import glob
+import json
 import os
 import re
 import shlex
+import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass, field
@@ -53,19 +60,17 @@ except ImportError:  # pragma: no cover - reported to the user
     sys.stderr.write("check_drain_budget.py needs PyYAML: pip install pyyaml\n")
     sys.exit(2)
 
-DEFAULT_DRAIN_DELAY = 5.0
-DEFAULT_DRAIN_TIMEOUT = 20.0
-DEFAULT_TERMINATION_GRACE = 30.0  # Sluice's --termination-grace default
-DEFAULT_POD_GRACE = 30.0  # Kubernetes terminationGracePeriodSeconds default
-DEFAULT_COMPOSE_GRACE = 10.0  # Docker's stop timeout default
-DEFAULT_ADMIN_PORT = 9901
-DEFAULT_MIN_MARGIN = 1.0
-SLUICE_MARGIN = 1.0  # Sluice refuses to start unless delay + timeout + 1 s <= --termination-grace
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEFAULT_BINARY = os.path.join(ROOT, ".build", "debug", "sluice")
+DEFAULT_POD_GRACE = "30"  # Kubernetes' terminationGracePeriodSeconds default, in seconds
+DEFAULT_COMPOSE_GRACE = "10s"  # Docker's stop timeout default
 READINESS_PATH = "/readyz"
-
-# Setting name (as in flags and the YAML config) -> environment variable.
-SETTINGS = ("drain-delay", "drain-timeout", "termination-grace", "config", "admin")
-ENV_NAMES = {s: "SLUICE_" + s.upper().replace("-", "_") for s in SETTINGS}
+# What this script must know of Sluice's interface to find a container's settings: where its config
+# file is named, and which environment variables are Sluice's. Everything else is the binary's.
+CONFIG_FLAG = "--config"
+CONFIG_ENV = "SLUICE_CONFIG"
+ENV_PREFIX = "SLUICE_"
+SHELL_OPERATORS = {";", "&&", "||", "|", "&"}
 
 POD_TEMPLATE_PATHS = {
     "Pod": ("spec",),
@@ -79,43 +84,13 @@ POD_TEMPLATE_PATHS = {
     "PodTemplate": ("template", "spec"),
 }
 
-# ---------------------------------------------------------------------------------------------------
-# Durations
-# ---------------------------------------------------------------------------------------------------
 
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-
-
-def parse_duration(value: Any) -> float:
-    """Seconds in `500ms`, `5s`, `1m30s`, `2h`, or a bare number of seconds (string or YAML number)."""
-    if isinstance(value, bool) or value is None:
-        raise ValueError(f"not a duration: {value!r}")
-    if isinstance(value, (int, float)):
-        if value < 0:
-            raise ValueError(f"negative duration: {value!r}")
-        return float(value)
-    text = str(value).strip()
-    if re.fullmatch(r"\d+(?:\.\d+)?", text):
-        return float(text)
-    total, position = 0.0, 0
-    for match in _DURATION_PART.finditer(text):
-        if match.start() != position:
-            break
-        total += float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
-        position = match.end()
-    if position == 0 or position != len(text):
-        raise ValueError(f"not a duration: {value!r} (use 500ms, 5s, 1m30s or a number of seconds)")
-    return total
-
-
-def fmt(seconds: float) -> str:
-    """A duration as the shortest plain text: 25s, 1.5s, 0.5s."""
-    return f"{seconds:g}s"
+class BinaryMissing(Exception):
+    pass
 
 
 # ---------------------------------------------------------------------------------------------------
-# Findings and sources
+# Findings, a container's settings, and the binary's verdict
 # ---------------------------------------------------------------------------------------------------
 
 
@@ -131,20 +106,76 @@ class Finding:
 
 
 @dataclass
-class Setting:
-    value: Any
-    source: str  # "args", "env SLUICE_X", "config /etc/sluice/sluice.yaml"
+class Container:
+    """A Sluice container's settings as it would get them."""
+
+    args: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+    # Config file path inside the container -> its text, when it could be read.
+    files: dict[str, str] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+
+    def config_paths(self) -> set[str]:
+        paths = set()
+        for index, word in enumerate(self.args):
+            if word == CONFIG_FLAG and index + 1 < len(self.args):
+                paths.add(self.args[index + 1])
+            elif word.startswith(CONFIG_FLAG + "="):
+                paths.add(word[len(CONFIG_FLAG) + 1 :])
+        if CONFIG_ENV in self.env:
+            paths.add(self.env[CONFIG_ENV])
+        return paths
 
 
 @dataclass
-class Settings:
-    """Every value seen for each setting, with where it came from."""
+class Checker:
+    binary: str
+    workdir: str
+    min_margin: float | None = None
 
-    seen: dict[str, list[Setting]] = field(default_factory=lambda: {s: [] for s in SETTINGS})
-    problems: list[str] = field(default_factory=list)
-
-    def add(self, name: str, value: Any, source: str) -> None:
-        self.seen[name].append(Setting(value, source))
+    def judge(self, container: Container, grace: str, grace_name: str) -> tuple[list[str], int | None]:
+        """(findings, admin port) from `sluice check-config` on the container's settings."""
+        args = list(container.args)
+        env = dict(container.env)
+        local_names: dict[str, str] = {}
+        for index, (path, text) in enumerate(sorted(container.files.items())):
+            local = os.path.join(self.workdir, f"config-{os.getpid()}-{id(container)}-{index}.yaml")
+            with open(local, "w", encoding="utf-8") as handle:
+                handle.write(text)
+            args = [local if a == path else (f"{CONFIG_FLAG}={local}" if a == f"{CONFIG_FLAG}={path}" else a) for a in args]
+            if env.get(CONFIG_ENV) == path:
+                env[CONFIG_ENV] = local
+            local_names[local] = path
+        base = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR")}
+        command = [self.binary, "check-config", "--format", "json", "--grace-period", grace] + args
+        try:
+            result = subprocess.run(command, env={**base, **env}, capture_output=True, text=True, timeout=60)
+        except FileNotFoundError as error:
+            raise BinaryMissing(str(error)) from error
+        except subprocess.TimeoutExpired:
+            return ["sluice check-config did not answer within 60 s"], None
+        try:
+            report = json.loads(result.stdout)
+        except ValueError:
+            detail = (result.stderr or result.stdout).strip().splitlines()
+            return [f"sluice check-config failed (exit {result.returncode}): {' '.join(detail[-3:])}"], None
+        # The binary names the grace period neutrally; say which one it was. Its messages name the
+        # config file by the copy it read: name the container's path instead.
+        messages = [e.replace("the grace period", grace_name) for e in report.get("errors", [])]
+        messages += [f"set twice: {w}" for w in report.get("warnings", [])]
+        for local, name in local_names.items():
+            messages = [m.replace(local, name) for m in messages]
+        config = report.get("config") or {}
+        drain = config.get("drain")
+        grace_seconds = report.get("grace_period_seconds")
+        if self.min_margin is not None and drain and grace_seconds is not None:
+            needed = drain["budget_seconds"] - drain["margin_seconds"] + self.min_margin
+            if needed > grace_seconds:
+                messages.append(
+                    f"drain-delay {drain['delay']} + drain-timeout {drain['timeout']} + margin {self.min_margin:g}s"
+                    f" = {needed:g}s exceeds {grace_name} {grace_seconds:g}s (--min-margin)"
+                )
+        return messages, config.get("admin_port")
 
 
 class ConfigMaps:
@@ -170,7 +201,7 @@ class ConfigMaps:
 
 
 # ---------------------------------------------------------------------------------------------------
-# Reading settings
+# Reading a container's settings
 # ---------------------------------------------------------------------------------------------------
 
 _VAR_REF = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)")
@@ -181,43 +212,29 @@ def expand_k8s_vars(token: str, env: dict[str, str]) -> str:
     return _VAR_REF.sub(lambda m: env.get(m.group(1), m.group(0)), token)
 
 
-def scan_tokens(tokens: list[str], settings: Settings, source: str) -> None:
-    """Flags in a command line; tokens holding spaces (`sh -c "sluice ..."`) are split and scanned."""
+def sluice_arguments(tokens: list[str]) -> list[str]:
+    """The arguments Sluice gets: after a `sluice` word when there is one (`command: [sluice, ...]`,
+    `sh -c "exec sluice ..."`, up to a shell operator), else all of them (the image's entrypoint is
+    Sluice); tokens holding spaces (`sh -c` scripts) are split into words; a leading `run` is dropped."""
     words: list[str] = []
     for token in tokens:
         if any(c.isspace() for c in token):
+            lexer = shlex.shlex(token, posix=True, punctuation_chars=True)
+            lexer.whitespace_split = True
             try:
-                words.extend(shlex.split(token))
+                words.extend(lexer)
             except ValueError:
                 words.append(token)
         else:
             words.append(token)
-    for index, word in enumerate(words):
-        for name in SETTINGS:
-            flag = "--" + name
-            if word == flag:
-                if index + 1 < len(words):
-                    settings.add(name, words[index + 1], source)
-                else:
-                    settings.problems.append(f"{flag} has no value in {source}")
-            elif word.startswith(flag + "="):
-                settings.add(name, word[len(flag) + 1 :], source)
-
-
-def scan_config_text(text: str, settings: Settings, source: str) -> None:
-    try:
-        config = yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        settings.problems.append(f"{source} is not valid YAML: {error}")
-        return
-    if config is None:
-        return
-    if not isinstance(config, dict):
-        settings.problems.append(f"{source} is not a YAML mapping")
-        return
-    for name in ("drain-delay", "drain-timeout", "termination-grace", "admin"):
-        if name in config:
-            settings.add(name, config[name], source)
+    start = next((i + 1 for i, w in enumerate(words) if os.path.basename(w) == "sluice"), None)
+    if start is not None:
+        words = words[start:]
+        end = next((i for i, w in enumerate(words) if w in SHELL_OPERATORS), len(words))
+        words = words[:end]
+    if words and words[0] == "run":
+        words = words[1:]
+    return words
 
 
 def resolve_k8s_config_file(
@@ -260,10 +277,8 @@ def resolve_k8s_config_file(
     return None
 
 
-def k8s_settings(
-    container: dict[str, Any], pod: dict[str, Any], namespace: str | None, maps: ConfigMaps
-) -> Settings:
-    settings = Settings()
+def k8s_container(container: dict[str, Any], pod: dict[str, Any], namespace: str | None, maps: ConfigMaps) -> Container:
+    settings = Container()
     literal_env: dict[str, str] = {}
     for source in container.get("envFrom") or []:
         ref = source.get("configMapRef")
@@ -277,62 +292,76 @@ def k8s_settings(
         name = entry.get("name")
         if "value" in entry:
             literal_env[name] = str(entry["value"])
-        elif name in ENV_NAMES.values():
+        elif name.startswith(ENV_PREFIX):
             ref = (entry.get("valueFrom") or {}).get("configMapKeyRef")
             data = maps.get(namespace, ref.get("name", "")) if ref else None
             if ref and data is not None and ref.get("key") in data:
                 literal_env[name] = str(data[ref["key"]])
             else:
                 settings.problems.append(f"env {name} comes from a source this check cannot read")
-    for setting, env_name in ENV_NAMES.items():
-        if env_name in literal_env:
-            settings.add(setting, literal_env[env_name], f"env {env_name}")
+    settings.env = {k: v for k, v in literal_env.items() if k.startswith(ENV_PREFIX)}
     tokens = [expand_k8s_vars(str(t), literal_env) for t in (container.get("command") or [])]
     tokens += [expand_k8s_vars(str(t), literal_env) for t in (container.get("args") or [])]
-    scan_tokens(tokens, settings, "args")
-    for config in {str(s.value) for s in settings.seen["config"]}:
+    settings.args = sluice_arguments(tokens)
+    for config in sorted(settings.config_paths()):
         text = resolve_k8s_config_file(config, container, pod, namespace, maps)
         if text is None:
             settings.problems.append(
                 f"config file {config} is not mounted from a ConfigMap in the checked files, "
-                "so its drain settings cannot be verified"
+                "so its settings cannot be verified"
             )
         else:
-            scan_config_text(text, settings, f"config {config}")
+            settings.files[config] = text
     return settings
 
 
-def effective(settings: Settings, name: str, default: float) -> tuple[float | None, str, list[str]]:
-    """(seconds, where from, problems) for a duration setting."""
-    values = settings.seen[name]
-    problems: list[str] = []
-    parsed: list[tuple[float, str]] = []
-    for item in values:
+def compose_container(service: dict[str, Any], base_dir: str, top: dict[str, Any]) -> Container:
+    settings = Container()
+    env_block = service.get("environment") or {}
+    env: dict[str, str] = {}
+    if isinstance(env_block, dict):
+        env = {k: "" if v is None else str(v) for k, v in env_block.items()}
+    else:
+        for entry in env_block:
+            key, _, value = str(entry).partition("=")
+            env[key] = value
+    settings.env = {k: v for k, v in env.items() if k.startswith(ENV_PREFIX)}
+    tokens: list[str] = []
+    for key in ("entrypoint", "command"):
+        part = service.get(key)
+        if isinstance(part, str):
+            tokens += shlex.split(part)
+        elif isinstance(part, list):
+            tokens += [str(t) for t in part]
+    settings.args = sluice_arguments(tokens)
+    # Files mounted into the container: short and long bind syntax, and top-level configs.
+    files: dict[str, str] = {}
+    for volume in service.get("volumes") or []:
+        if isinstance(volume, str):
+            parts = volume.split(":")
+            if len(parts) >= 2 and parts[0].startswith((".", "/", "~")):
+                files[parts[1]] = parts[0]
+        elif isinstance(volume, dict) and volume.get("type") == "bind":
+            files[volume.get("target", "")] = volume.get("source", "")
+    top_configs = top.get("configs") or {}
+    for config in service.get("configs") or []:
+        name = config if isinstance(config, str) else config.get("source")
+        target = f"/{name}" if isinstance(config, str) else config.get("target", f"/{name}")
+        source_file = (top_configs.get(name) or {}).get("file")
+        if source_file:
+            files[target] = source_file
+    for config in sorted(settings.config_paths()):
+        host = files.get(config)
+        if host is None:
+            settings.problems.append(f"config file {config} is not bind-mounted from a file")
+            continue
+        host_path = os.path.normpath(os.path.join(base_dir, os.path.expanduser(host)))
         try:
-            parsed.append((parse_duration(item.value), item.source))
-        except ValueError as error:
-            problems.append(f"{name} in {item.source}: {error}")
-    if problems:
-        return None, "", problems
-    if not parsed:
-        return default, "default", []
-    distinct = {seconds for seconds, _ in parsed}
-    if len(distinct) > 1:
-        listing = ", ".join(f"{fmt(s)} in {src}" for s, src in parsed)
-        return None, "", [f"{name} is set to different values: {listing}"]
-    return parsed[0][0], parsed[0][1], []
-
-
-def admin_port(settings: Settings) -> tuple[int | None, list[str]]:
-    ports: set[int] = set()
-    for item in settings.seen["admin"]:
-        match = re.search(r":(\d+)$", str(item.value).strip())
-        if not match:
-            return None, [f"admin address {item.value!r} in {item.source} has no port"]
-        ports.add(int(match.group(1)))
-    if len(ports) > 1:
-        return None, [f"admin is set to different ports: {sorted(ports)}"]
-    return (ports.pop() if ports else DEFAULT_ADMIN_PORT), []
+            with open(host_path, encoding="utf-8") as handle:
+                settings.files[config] = handle.read()
+        except OSError as error:
+            settings.problems.append(f"config file {config} ({host_path}) cannot be read: {error}")
+    return settings
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -344,39 +373,12 @@ def is_sluice(name: str, image: str) -> bool:
     return name == "sluice" or "sluice" in (image or "").lower()
 
 
-def budget_findings(
-    settings: Settings, grace: float, grace_name: str, min_margin: float
-) -> list[str]:
-    messages = list(settings.problems)
-    delay, delay_src, problems = effective(settings, "drain-delay", DEFAULT_DRAIN_DELAY)
-    messages += problems
-    timeout, timeout_src, problems = effective(settings, "drain-timeout", DEFAULT_DRAIN_TIMEOUT)
-    messages += problems
-    sluice_grace, _, problems = effective(settings, "termination-grace", DEFAULT_TERMINATION_GRACE)
-    messages += problems
-    if delay is None or timeout is None:
-        return messages
-    budget = delay + timeout
-    sources = f"(drain-delay from {delay_src}, drain-timeout from {timeout_src})"
-    if budget + min_margin > grace:
-        messages.append(
-            f"drain-delay {fmt(delay)} + drain-timeout {fmt(timeout)} = {fmt(budget)}"
-            f" + margin {fmt(min_margin)} = {fmt(budget + min_margin)} does not fit in"
-            f" {grace_name} {fmt(grace)} {sources}"
-        )
-    if sluice_grace is not None:
-        if budget + SLUICE_MARGIN > sluice_grace:
-            messages.append(
-                f"drain-delay {fmt(delay)} + drain-timeout {fmt(timeout)} + Sluice's own margin"
-                f" {fmt(SLUICE_MARGIN)} = {fmt(budget + SLUICE_MARGIN)} does not fit in its"
-                f" termination-grace {fmt(sluice_grace)}: Sluice refuses to start (exit 1)"
-            )
-        if sluice_grace > grace:
-            messages.append(
-                f"Sluice's termination-grace {fmt(sluice_grace)} is longer than {grace_name}"
-                f" {fmt(grace)}: set them equal"
-            )
-    return messages
+def settings_findings(checker: Checker, settings: Container, grace: str, grace_name: str) -> tuple[list[str], int | None]:
+    """The container's own problems, or else the binary's verdict on its settings."""
+    if settings.problems:
+        # Without those settings the binary would judge something else than what runs.
+        return list(settings.problems), None
+    return checker.judge(settings, grace, grace_name)
 
 
 def readiness_findings(container: dict[str, Any], port: int | None) -> list[str]:
@@ -415,9 +417,7 @@ def pod_spec(doc: dict[str, Any]) -> dict[str, Any] | None:
     return node if isinstance(node, dict) else None
 
 
-def check_k8s_doc(
-    file: str, doc: dict[str, Any], maps: ConfigMaps, min_margin: float
-) -> tuple[list[Finding], int]:
+def check_k8s_doc(file: str, doc: dict[str, Any], maps: ConfigMaps, checker: Checker) -> tuple[list[Finding], int]:
     pod = pod_spec(doc)
     if pod is None:
         return [], 0
@@ -429,7 +429,7 @@ def check_k8s_doc(
     findings: list[Finding] = []
     count = 0
     grace_value = pod.get("terminationGracePeriodSeconds")
-    grace = DEFAULT_POD_GRACE if grace_value is None else float(grace_value)
+    grace = DEFAULT_POD_GRACE if grace_value is None else str(grace_value)
     grace_name = "terminationGracePeriodSeconds" + ("" if grace_value is not None else " (default)")
     for group in ("initContainers", "containers"):
         for container in pod.get(group) or []:
@@ -438,8 +438,8 @@ def check_k8s_doc(
                 continue
             count += 1
             label = name if group == "containers" else f"{name} (initContainers)"
-            settings = k8s_settings(container, pod, namespace, maps)
-            messages = budget_findings(settings, grace, grace_name, min_margin)
+            settings = k8s_container(container, pod, namespace, maps)
+            messages, port = settings_findings(checker, settings, grace, grace_name)
             pre_stop = (container.get("lifecycle") or {}).get("preStop")
             if pre_stop:
                 action = next(iter(pre_stop), "hook")
@@ -447,65 +447,12 @@ def check_k8s_doc(
                     f"has a lifecycle.preStop {action} hook: it delays SIGTERM, so the drain starts"
                     " late and eats into the grace period; Sluice needs none"
                 )
-            port, problems = admin_port(settings)
-            messages += problems
             messages += readiness_findings(container, port)
             findings += [Finding(file, obj, label, m) for m in messages]
     return findings, count
 
 
-def compose_settings(service: dict[str, Any], base_dir: str, top: dict[str, Any]) -> Settings:
-    settings = Settings()
-    env_block = service.get("environment") or {}
-    env: dict[str, str] = {}
-    if isinstance(env_block, dict):
-        env = {k: "" if v is None else str(v) for k, v in env_block.items()}
-    else:
-        for entry in env_block:
-            key, _, value = str(entry).partition("=")
-            env[key] = value
-    for setting, env_name in ENV_NAMES.items():
-        if env_name in env:
-            settings.add(setting, env[env_name], f"environment {env_name}")
-    tokens: list[str] = []
-    for key in ("entrypoint", "command"):
-        part = service.get(key)
-        if isinstance(part, str):
-            tokens += shlex.split(part)
-        elif isinstance(part, list):
-            tokens += [str(t) for t in part]
-    scan_tokens(tokens, settings, "command")
-    # Files mounted into the container: short and long bind syntax, and top-level configs.
-    files: dict[str, str] = {}
-    for volume in service.get("volumes") or []:
-        if isinstance(volume, str):
-            parts = volume.split(":")
-            if len(parts) >= 2 and parts[0].startswith((".", "/", "~")):
-                files[parts[1]] = parts[0]
-        elif isinstance(volume, dict) and volume.get("type") == "bind":
-            files[volume.get("target", "")] = volume.get("source", "")
-    top_configs = top.get("configs") or {}
-    for config in service.get("configs") or []:
-        name = config if isinstance(config, str) else config.get("source")
-        target = f"/{name}" if isinstance(config, str) else config.get("target", f"/{name}")
-        source_file = (top_configs.get(name) or {}).get("file")
-        if source_file:
-            files[target] = source_file
-    for config in {str(s.value) for s in settings.seen["config"]}:
-        host = files.get(config)
-        if host is None:
-            settings.problems.append(f"config file {config} is not bind-mounted from a file")
-            continue
-        host_path = os.path.normpath(os.path.join(base_dir, os.path.expanduser(host)))
-        try:
-            with open(host_path, encoding="utf-8") as handle:
-                scan_config_text(handle.read(), settings, f"config {config}")
-        except OSError as error:
-            settings.problems.append(f"config file {config} ({host_path}) cannot be read: {error}")
-    return settings
-
-
-def check_compose(file: str, doc: dict[str, Any], min_margin: float) -> tuple[list[Finding], int]:
+def check_compose(file: str, doc: dict[str, Any], checker: Checker) -> tuple[list[Finding], int]:
     findings: list[Finding] = []
     count = 0
     base_dir = os.path.dirname(os.path.abspath(file))
@@ -515,17 +462,11 @@ def check_compose(file: str, doc: dict[str, Any], min_margin: float) -> tuple[li
             continue
         count += 1
         obj = f"service/{name}"
-        settings = compose_settings(service, base_dir, doc)
-        messages: list[str] = []
+        settings = compose_container(service, base_dir, doc)
         grace_value = service.get("stop_grace_period")
+        grace = DEFAULT_COMPOSE_GRACE if grace_value is None else str(grace_value)
         grace_name = "stop_grace_period" + ("" if grace_value is not None else " (default)")
-        try:
-            grace = DEFAULT_COMPOSE_GRACE if grace_value is None else parse_duration(grace_value)
-        except ValueError as error:
-            messages.append(f"stop_grace_period: {error}")
-            grace = None
-        if grace is not None:
-            messages += budget_findings(settings, grace, grace_name, min_margin)
+        messages, _ = settings_findings(checker, settings, grace, grace_name)
         signal = str(service.get("stop_signal", "SIGTERM")).upper()
         if signal not in ("SIGTERM", "TERM", "15"):
             messages.append(f"stop_signal is {signal}: Sluice drains on SIGTERM (SIGQUIT cuts at once)")
@@ -548,7 +489,7 @@ def flatten(docs: Iterable[Any]) -> list[dict[str, Any]]:
     return out
 
 
-def check_files(files: list[str], min_margin: float = DEFAULT_MIN_MARGIN) -> tuple[list[Finding], int]:
+def check_files(files: list[str], binary: str, min_margin: float | None = None) -> tuple[list[Finding], int]:
     """All findings in `files`, and how many Sluice containers were checked."""
     loaded: list[tuple[str, list[dict[str, Any]]]] = []
     maps = ConfigMaps()
@@ -560,30 +501,31 @@ def check_files(files: list[str], min_margin: float = DEFAULT_MIN_MARGIN) -> tup
                 maps.add(doc)
     findings: list[Finding] = []
     count = 0
-    for file, docs in loaded:
-        for doc in docs:
-            if "kind" in doc:
-                more, n = check_k8s_doc(file, doc, maps, min_margin)
-            elif "services" in doc:
-                more, n = check_compose(file, doc, min_margin)
-            else:
-                continue
-            findings += more
-            count += n
+    with tempfile.TemporaryDirectory(prefix="check-drain-budget-") as workdir:
+        checker = Checker(binary, workdir, min_margin)
+        for file, docs in loaded:
+            for doc in docs:
+                if "kind" in doc:
+                    more, n = check_k8s_doc(file, doc, maps, checker)
+                elif "services" in doc:
+                    more, n = check_compose(file, doc, checker)
+                else:
+                    continue
+                findings += more
+                count += n
     return findings, count
 
 
 def default_files() -> list[str]:
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    files = sorted(glob.glob(os.path.join(root, "docker", "kubernetes", "*.y*ml")))
-    compose = os.path.join(root, "docker", "compose.yaml")
+    files = sorted(glob.glob(os.path.join(ROOT, "docker", "kubernetes", "*.y*ml")))
+    compose = os.path.join(ROOT, "docker", "compose.yaml")
     if os.path.exists(compose):
         files.append(compose)
     return [os.path.relpath(f) for f in files]
 
 
 # ---------------------------------------------------------------------------------------------------
-# Self-test: bad manifests must be caught, good ones must pass.
+# Self-test: bad manifests must be caught, good ones must pass (against the real binary).
 # ---------------------------------------------------------------------------------------------------
 
 _POD = """\
@@ -599,6 +541,7 @@ spec:
       containers:
         - name: {name}
           image: {image}
+{command}
           args: {args}
 {env}
 {extra}
@@ -613,13 +556,16 @@ _PROBE = """\
           readinessProbe:
             httpGet: {{path: {path}, port: {port}}}"""
 
+_UPSTREAM = "--upstream, http://127.0.0.1:3000"
+
 
 def _pod(
     *,
     grace: str = "      terminationGracePeriodSeconds: 30",
     name: str = "sluice",
     image: str = "sluice:dev",
-    args: str = "[--drain-delay, 5s, --drain-timeout, 20s]",
+    command: str = "",
+    args: str = f"[{_UPSTREAM}, --drain-delay, 5s, --drain-timeout, 20s]",
     env: str = "",
     extra: str = "",
     probe: str | None = None,
@@ -628,7 +574,7 @@ def _pod(
     if probe is None:
         probe = _PROBE.format(path="/readyz", port="admin")
     return _POD.format(
-        grace=grace, name=name, image=image, args=args, env=env, extra=extra, probe=probe, volumes=volumes
+        grace=grace, name=name, image=image, command=command, args=args, env=env, extra=extra, probe=probe, volumes=volumes
     )
 
 
@@ -638,9 +584,19 @@ kind: ConfigMap
 metadata: {{name: demo-config}}
 data:
   sluice.yaml: |
-    drain-delay: {delay}
-    drain-timeout: {timeout}
+{body}
 ---
+"""
+
+
+def _configmap(body: str) -> str:
+    return _CONFIGMAP.format(body="\n".join("    " + line for line in body.strip("\n").split("\n")))
+
+
+_FLAT_CONFIG = """\
+upstream: [http://127.0.0.1:3000]
+drain-delay: {delay}
+drain-timeout: {timeout}
 """
 
 _MOUNT = """\
@@ -652,6 +608,8 @@ _VOLUME = """\
         - name: config
           configMap: {name: demo-config}"""
 
+_CONFIG_ARGS = "[--config, /etc/sluice/sluice.yaml]"
+
 
 def _self_test_cases() -> list[tuple[str, str, str, list[str]]]:
     """(description, file name, text, substrings that must each appear in some finding; [] = pass)."""
@@ -659,78 +617,109 @@ def _self_test_cases() -> list[tuple[str, str, str, list[str]]]:
 services:
   sluice:
     image: sluice:dev
-    command: [--drain-delay, 5s, --drain-timeout, 20s]
+    command: [--upstream, http://app:3000, --drain-delay, 5s, --drain-timeout, 20s]
     stop_grace_period: 30s
+"""
+    groups = """\
+upstreams:
+  api: {endpoints: [http://127.0.0.1:3000], health: {path: /healthz}}
+  grpc: {endpoints: [h2c://127.0.0.1:50051]}
+routes:
+  - {host: "*.example.com", upstream: grpc}
+  - {path-prefix: /, upstream: %s}
+admin: 0.0.0.0:9902
 """
     return [
         ("good manifest passes", "good.yaml", _pod(), []),
         (
-            "budget too big for the grace period (args)",
+            "budget too big for Sluice's own termination-grace (args): Sluice refuses to start",
             "big.yaml",
-            _pod(args="[--drain-delay, 10s, --drain-timeout, 25s, --termination-grace, 30s]"),
-            ["= 35s + margin 1s = 36s does not fit in terminationGracePeriodSeconds 30s",
-             "= 36s does not fit in its termination-grace 30s: Sluice refuses to start"],
+            _pod(args=f"[{_UPSTREAM}, --drain-delay, 10s, --drain-timeout, 25s, --termination-grace, 30s]"),
+            ["drain budget does not fit: drain-delay 10s + drain-timeout 25s + margin 1s = 36s exceeds termination-grace 30s"],
         ),
         (
-            "budget too big with the default grace period (--flag=value form)",
+            "budget that fits Sluice's termination-grace but not the default grace period (--flag=value form)",
             "big-default.yaml",
-            _pod(grace="", args="[--drain-delay=1m, --drain-timeout=1m30s]"),
-            ["= 150s + margin 1s = 151s does not fit in terminationGracePeriodSeconds (default) 30s"],
+            _pod(grace="", args=f"[{_UPSTREAM}, --drain-delay=20s, --drain-timeout=20s, --termination-grace=1m]"),
+            ["= 41s exceeds terminationGracePeriodSeconds (default) 30s",
+             "termination-grace 1m is longer than terminationGracePeriodSeconds (default) 30s"],
         ),
         (
             "pod grace raised but Sluice's termination-grace left at its 30 s default",
             "sluice-grace.yaml",
-            _pod(grace="      terminationGracePeriodSeconds: 60", args="[--drain-delay, 15s, --drain-timeout, 20s]"),
-            ["+ Sluice's own margin 1s = 36s does not fit in its termination-grace 30s"],
+            _pod(grace="      terminationGracePeriodSeconds: 60",
+                 args=f"[{_UPSTREAM}, --drain-delay, 15s, --drain-timeout, 20s]"),
+            ["margin 1s = 36s exceeds termination-grace 30s"],
         ),
         (
             "budget exactly equal to the grace period leaves no margin",
             "no-margin.yaml",
             _pod(grace="      terminationGracePeriodSeconds: 25"),
-            ["= 25s + margin 1s = 26s does not fit in terminationGracePeriodSeconds 25s"],
+            ["= 26s exceeds terminationGracePeriodSeconds 25s"],
         ),
         (
             "budget too big from the environment (500ms units)",
             "env.yaml",
             _pod(
-                args="[]",
+                args=f"[{_UPSTREAM}]",
                 env="          env:\n"
                 "            - {name: SLUICE_DRAIN_DELAY, value: 9500ms}\n"
                 "            - {name: SLUICE_DRAIN_TIMEOUT, value: '21'}",
             ),
-            ["drain-delay 9.5s + drain-timeout 21s = 30.5s"],
+            ["drain-delay 9500ms + drain-timeout 21s + margin 1s = 31500ms exceeds termination-grace 30s"],
         ),
         (
             "budget too big from the mounted ConfigMap",
             "configmap.yaml",
-            _CONFIGMAP.format(delay="15s", timeout="30s")
-            + _pod(args="[--config, /etc/sluice/sluice.yaml]", extra=_MOUNT, volumes=_VOLUME),
-            ["drain-delay 15s + drain-timeout 30s = 45s", "config /etc/sluice/sluice.yaml"],
+            _configmap(_FLAT_CONFIG.format(delay="15s", timeout="30s"))
+            + _pod(args=_CONFIG_ARGS, extra=_MOUNT, volumes=_VOLUME),
+            ["drain-delay 15s + drain-timeout 30s + margin 1s = 46s exceeds termination-grace 30s"],
         ),
         (
             "budget that fits, from the mounted ConfigMap",
             "configmap-ok.yaml",
-            _CONFIGMAP.format(delay="5s", timeout="20s")
+            _configmap(_FLAT_CONFIG.format(delay="5s", timeout="20s"))
             + _pod(args="[--config=/etc/sluice/sluice.yaml]", extra=_MOUNT, volumes=_VOLUME),
             [],
         ),
         (
+            "groups and routes in the ConfigMap, admin port from the file",
+            "groups-ok.yaml",
+            _configmap(groups % "api")
+            + _pod(args=_CONFIG_ARGS, extra=_MOUNT, volumes=_VOLUME,
+                   probe=_PROBE.format(path="/readyz", port="9902")),
+            [],
+        ),
+        (
+            "a route to a group that does not exist, in the ConfigMap",
+            "groups-bad.yaml",
+            _configmap(groups % "apii") + _pod(args=_CONFIG_ARGS, extra=_MOUNT, volumes=_VOLUME),
+            ['routes[1].upstream: "apii" is not a group; groups: api, grpc'],
+        ),
+        (
             "config file that is not mounted",
             "unmounted.yaml",
-            _pod(args="[--config, /etc/sluice/sluice.yaml]"),
+            _pod(args=_CONFIG_ARGS),
             ["config file /etc/sluice/sluice.yaml is not mounted from a ConfigMap"],
         ),
         (
             "same setting with different values in args and env",
             "conflict.yaml",
             _pod(env="          env:\n            - {name: SLUICE_DRAIN_DELAY, value: 7s}"),
-            ["drain-delay is set to different values"],
+            ["set twice: drain-delay: --drain-delay 5s overrides SLUICE_DRAIN_DELAY 7s"],
         ),
         (
             "unparseable duration",
             "bad-duration.yaml",
-            _pod(args="[--drain-delay, five]"),
-            ["not a duration: 'five'"],
+            _pod(args=f"[{_UPSTREAM}, --drain-delay, five]"),
+            ['invalid --drain-delay "five": expected a duration'],
+        ),
+        (
+            "Sluice started by a shell: its arguments are the ones after `sluice`",
+            "shell.yaml",
+            _pod(command="          command: [/bin/sh, -c]",
+                 args="['exec /usr/local/bin/sluice --upstream http://127.0.0.1:3000 --drain-delay 1m; echo done']"),
+            ["drain-delay 1m + drain-timeout 20s + margin 1s = 1m21s exceeds termination-grace 30s"],
         ),
         (
             "preStop hook on the Sluice container",
@@ -776,8 +765,8 @@ services:
             "compose file with Docker's default 10 s stop timeout",
             "compose-default.yaml",
             compose_ok.replace("    stop_grace_period: 30s\n", ""),
-            ["service/sluice: container sluice: drain-delay 5s + drain-timeout 20s = 25s"
-             " + margin 1s = 26s does not fit in stop_grace_period (default) 10s"],
+            ["service/sluice: container sluice: drain budget does not fit stop_grace_period (default):"
+             " drain-delay 5s + drain-timeout 20s + margin 1s = 26s exceeds stop_grace_period (default) 10s"],
         ),
         (
             "compose file stopping Sluice with SIGQUIT",
@@ -788,7 +777,7 @@ services:
     ]
 
 
-def self_test() -> int:
+def self_test(binary: str) -> int:
     passed = failed = 0
 
     def verdict(ok: bool, what: str, detail: str = "") -> None:
@@ -800,23 +789,15 @@ def self_test() -> int:
             failed += 1
             print(f"FAIL {what}{': ' + detail if detail else ''}")
 
-    for text, expected in (("500ms", 0.5), ("5s", 5.0), ("1m30s", 90.0), ("20", 20.0), (7, 7.0),
-                           ("1h", 3600.0), ("1.5s", 1.5)):
-        verdict(parse_duration(text) == expected, f"duration {text!r} = {expected}")
-    for text in ("5x", "s", "", "5s3", "-1s", "1m 30s"):
-        try:
-            parse_duration(text)
-            verdict(False, f"duration {text!r} is rejected", "it was accepted")
-        except ValueError:
-            verdict(True, f"duration {text!r} is rejected")
-
     with tempfile.TemporaryDirectory() as directory:
         for description, name, text, expected in _self_test_cases():
             path = os.path.join(directory, name)
             with open(path, "w", encoding="utf-8") as handle:
                 handle.write(text)
             try:
-                findings, count = check_files([path])
+                findings, count = check_files([path], binary)
+            except BinaryMissing:
+                raise
             except Exception as error:  # a crash is a failed case, not a passed check
                 verdict(False, description, f"raised {error!r}")
                 continue
@@ -839,29 +820,46 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("files", nargs="*", help="manifests and compose files (default: docker/)")
     parser.add_argument(
+        "--sluice-bin",
+        default=os.environ.get("SLUICE_BIN") or DEFAULT_BINARY,
+        help="the sluice binary that judges the settings (default: $SLUICE_BIN, else .build/debug/sluice)",
+    )
+    parser.add_argument(
         "--min-margin",
-        type=parse_duration,
-        default=DEFAULT_MIN_MARGIN,
-        help=f"seconds that must be left between the drain budget and the kill (default {DEFAULT_MIN_MARGIN:g})",
+        type=float,
+        default=None,
+        help="seconds that must be left between the drain budget and the kill, when more than Sluice's own margin",
     )
     parser.add_argument("--self-test", action="store_true", help="check that bad manifests are caught")
     options = parser.parse_args(argv)
-    if options.self_test:
-        return self_test()
-    files = options.files or default_files()
-    if not files:
-        print("check_drain_budget: no files to check", file=sys.stderr)
+    binary = options.sluice_bin
+    if not (os.path.isfile(binary) and os.access(binary, os.X_OK)):
+        print(
+            f"check_drain_budget: no sluice binary at {binary}: build it (swift build --product sluice)"
+            " or give --sluice-bin / SLUICE_BIN",
+            file=sys.stderr,
+        )
         return 2
     try:
-        findings, count = check_files(files, options.min_margin)
-    except (OSError, yaml.YAMLError) as error:
-        print(f"check_drain_budget: {error}", file=sys.stderr)
+        if options.self_test:
+            return self_test(binary)
+        files = options.files or default_files()
+        if not files:
+            print("check_drain_budget: no files to check", file=sys.stderr)
+            return 2
+        try:
+            findings, count = check_files(files, binary, options.min_margin)
+        except (OSError, yaml.YAMLError) as error:
+            print(f"check_drain_budget: {error}", file=sys.stderr)
+            return 2
+    except BinaryMissing as error:
+        print(f"check_drain_budget: cannot run {binary}: {error}", file=sys.stderr)
         return 2
     for finding in findings:
         print(finding)
     print(
         f"check_drain_budget: {count} Sluice container(s) in {len(files)} file(s),"
-        f" {len(findings)} finding(s)"
+        f" {len(findings)} finding(s) (judged by {os.path.relpath(binary)} check-config)"
     )
     if count == 0:
         print("check_drain_budget: no Sluice container found: nothing was verified", file=sys.stderr)

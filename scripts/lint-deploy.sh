@@ -4,7 +4,8 @@
 #   2. the build context that .dockerignore leaves (what `docker build -f docker/Dockerfile .` sends);
 #   3. kubernetes-validate --strict on every manifest in docker/kubernetes/;
 #   4. `docker compose config` on docker/compose.yaml (client-side only, no engine needed);
-#   5. scripts/check_drain_budget.py --self-test, then the drain-budget check on every file.
+#   5. scripts/check_drain_budget.py --self-test, then the drain-budget check on every file; both
+#      ask the sluice binary (`sluice check-config`) to judge each container's settings.
 #
 # Installs what it needs with pip when it is missing (pinned versions, so results are repeatable).
 # Safe to run again and again. Exit status 0 only when every step has zero findings.
@@ -12,6 +13,8 @@
 # Environment:
 #   K8S_VERSION  Kubernetes version to validate against (default 1.33.0: native sidecars are GA)
 #   PYTHON       Python interpreter whose pip installs the tools (default python3)
+#   SLUICE_BIN   the sluice binary that judges the settings (default .build/debug/sluice, built here
+#                with `swift build --product sluice` when it is missing)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -159,6 +162,15 @@ else
     printf '%s\n' "$output"
     fail "docker/compose.yaml is not a valid Compose file"
 fi
+
+step "sluice binary for the drain-budget check"
+SLUICE_BIN="${SLUICE_BIN:-$ROOT/.build/debug/sluice}"
+export SLUICE_BIN
+if [[ ! -x "$SLUICE_BIN" ]]; then
+    echo "building $SLUICE_BIN (swift build --product sluice)"
+    "${SWIFT:-swift}" build --product sluice
+fi
+echo "sluice:              $("$SLUICE_BIN" --version) ($SLUICE_BIN)"
 
 step "drain budget self-test"
 if output="$("$PYTHON" scripts/check_drain_budget.py --self-test 2>&1)"; then

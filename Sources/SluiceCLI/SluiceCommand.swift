@@ -8,7 +8,7 @@ import SluiceProxy
 import Glibc
 #endif
 
-/// `sluice`: the proxy (the default subcommand) and `sluice demo`.
+/// `sluice`: the proxy (the default subcommand), `sluice check-config` and `sluice demo`.
 ///
 /// ArgumentParser picks the subcommand and answers `--help` and `--version`; the proxy's flags are
 /// read by ``ParsedCommandLine`` from the one table ``SluiceConfig/commandLineSettings``, so a bad
@@ -19,11 +19,12 @@ public struct SluiceCommand: AsyncParsableCommand {
         abstract: "A graceful-draining HTTP reverse proxy: zero dropped requests when Kubernetes stops the pod.",
         usage: """
             sluice [run] [--FLAG VALUE ...]
+            sluice check-config [--config FILE] [--FLAG VALUE ...] [--format text|json] [--grace-period DURATION]
             sluice demo [--FLAG VALUE ...]
             """,
         discussion: ProxyOptions.flagsHelp + "\n\n" + ProxyOptions.sources,
         version: SluiceVersion.current,
-        subcommands: [RunCommand.self, DemoCommand.self],
+        subcommands: [RunCommand.self, CheckConfigCommand.self, DemoCommand.self],
         defaultSubcommand: RunCommand.self
     )
 
@@ -77,7 +78,25 @@ struct ProxyOptions: ParsableArguments {
     /// Flags over environment over file over defaults, every error reported at once: the command
     /// line's own (unknown flags, missing values) first, then the values'.
     func resolve(environment: [String: String], defaults: [String: [String]] = [:]) throws(ConfigErrors) -> SluiceConfig {
-        let commandLine = ParsedCommandLine(self.arguments)
+        let given = try self.gather(environment: environment, defaults: defaults)
+        let config: SluiceConfig
+        do {
+            config = try SluiceConfig.read(given.sources, defaultThreads: System.coreCount)
+        } catch {
+            throw ConfigErrors(errors: given.errors + error.errors)
+        }
+        if !given.errors.isEmpty { throw ConfigErrors(errors: given.errors) }
+        return config
+    }
+
+    /// The settings as given (flags, environment, the file's tree), the command line's own errors, and
+    /// the values of `extra` flags (a subcommand's own, such as `check-config --format`), which are
+    /// taken out of the settings. Throws when the config file cannot be read: without it the settings
+    /// cannot be judged (its values are missing, not wrong).
+    func gather(
+        environment: [String: String], defaults: [String: [String]] = [:], extra: [SluiceConfig.Setting] = []
+    ) throws(ConfigErrors) -> (sources: ConfigSources, errors: [ConfigError], extra: [String: [String]]) {
+        let commandLine = ParsedCommandLine(self.arguments, known: SluiceConfig.commandLineSettings + extra)
         var errors = commandLine.errors
         if let app = commandLine.appArguments {
             errors.append(
@@ -87,6 +106,8 @@ struct ProxyOptions: ParsableArguments {
             )
         }
         var flags = commandLine.flags
+        var extraValues: [String: [String]] = [:]
+        for setting in extra { extraValues[setting.name] = flags.removeValue(forKey: setting.name) }
         let configPaths = flags.removeValue(forKey: SluiceConfig.configFileSetting.name) ?? []
         if configPaths.count > 1 {
             errors.append(ConfigError("--config is given \(configPaths.count) times but takes one value"))
@@ -97,19 +118,11 @@ struct ProxyOptions: ParsableArguments {
                 sources.file = try ConfigFile.load(path: path)
                 sources.fileName = path
             } catch {
-                // Without the file the settings cannot be judged: its values are missing, not wrong.
                 throw ConfigErrors(errors: errors + [error])
             }
         }
         for (key, value) in defaults where sources.flags[key] == nil { sources.flags[key] = value }
-        let config: SluiceConfig
-        do {
-            config = try SluiceConfig.read(sources, defaultThreads: System.coreCount)
-        } catch {
-            throw ConfigErrors(errors: errors + error.errors)
-        }
-        if !errors.isEmpty { throw ConfigErrors(errors: errors) }
-        return config
+        return (sources, errors, extraValues)
     }
 }
 
@@ -161,6 +174,9 @@ enum Console {
     static func error(_ line: String) { Self.write(line + "\n", to: 2) }
 
     static func out(_ line: String) { Self.write(line + "\n", to: 1) }
+
+    /// `text` on stdout as it is (no newline added).
+    static func outRaw(_ text: String) { Self.write(text, to: 1) }
 
     private static func write(_ text: String, to fd: Int32) {
         var bytes = Array(text.utf8)[...]

@@ -8,7 +8,7 @@ import Testing
     static let upstreamAccepted = "a URL such as http://127.0.0.1:3000 or h2c://127.0.0.1:50051 (scheme http or h2c, no path)"
     static let sizeAccepted = "a size such as 32768, 32KiB, 1MiB or 2GiB"
     static let knownKeys =
-        "listen, upstream, admin, threads, drain-delay, drain-timeout, termination-grace, drain-idle-quiet, request-header-timeout, idle-timeout, max-header-size, max-body-size, request-body-timeout, stream-stall-timeout, max-connections, upstream-connect-timeout, response-header-timeout, upstream-idle-timeout, upstream-max-idle, log-level, log-format"
+        "listen, upstream, admin, threads, drain-delay, drain-timeout, termination-grace, drain-idle-quiet, request-header-timeout, idle-timeout, max-header-size, max-body-size, request-body-timeout, stream-stall-timeout, max-connections, upstream-connect-timeout, response-header-timeout, upstream-idle-timeout, upstream-max-idle, log-level, log-format, upstreams, routes, ready-requires"
 
     /// The error messages for `sources`, or `[]` when the configuration is valid.
     func messages(_ sources: ConfigSources, defaultThreads: Int = 2) -> [String] {
@@ -120,7 +120,7 @@ import Testing
 
     /// A flag beats the environment, the environment beats the file, the file beats the default.
     @Test func flagsBeatEnvironmentBeatFileBeatDefaults() throws {
-        let file = ["drain-delay": ["4s"], "threads": ["3"], "log-level": ["error"]]
+        let file: ConfigNode = ["drain-delay": ["4s"], "threads": ["3"], "log-level": ["error"]]
         let environment = ["SLUICE_DRAIN_DELAY": "3s", "SLUICE_THREADS": "5"]
         let flags = Self.upstream.merging(["drain-delay": ["2s"]]) { $1 }
         let all = try SluiceConfig.read(ConfigSources(flags: flags, environment: environment, file: file), defaultThreads: 7)

@@ -99,10 +99,10 @@ struct CommandLineTests {
         )
     }
 
-    /// `--help` (and `run --help`, `demo --help`) lists every flag with its value and help text; exit 0.
+    /// `--help` (and `run --help`, `demo --help`, `check-config --help`) lists every flag with its value and help text; exit 0.
     @Test(.enabled(if: FileManager.default.fileExists(atPath: CommandLineTests.binary.path)))
     func helpListsEveryFlagWithItsHelpText() async throws {
-        for arguments in [["--help"], ["run", "--help"], ["demo", "--help"], ["--upstream", "http://127.0.0.1:1", "-h"]] {
+        for arguments in [["--help"], ["run", "--help"], ["demo", "--help"], ["check-config", "--help"], ["--upstream", "http://127.0.0.1:1", "-h"]] {
             let result = try await Self.run(arguments)
             #expect(result.exitCode == 0, "\(arguments)")
             #expect(result.stderr == "", "\(arguments)")

@@ -22,4 +22,12 @@ public enum ByteSizeParser {
         let (product, overflow) = value.multipliedReportingOverflow(by: multiplier)
         return overflow ? nil : product
     }
+
+    /// Prints a size the way it is accepted back: `64KiB`, `10MiB`, `1000` (bytes).
+    public static func format(_ bytes: Int) -> String {
+        for (shift, unit) in [(30, "GiB"), (20, "MiB"), (10, "KiB")] where bytes != 0 && bytes % (1 << shift) == 0 {
+            return "\(bytes >> shift)\(unit)"
+        }
+        return String(bytes)
+    }
 }

@@ -4,14 +4,19 @@
 /// `SLUICE_` followed by the key upper-cased with `-` as `_` (`SLUICE_DRAIN_DELAY`); a repeatable
 /// setting takes a comma-separated list there. Unknown `SLUICE_*` variables are ignored (tools set
 /// their own), unknown keys in the file are errors.
+///
+/// The file is a ``ConfigNode`` tree: the flat keys (`drain-delay: 5s`, `upstream: [URL, ...]`) and
+/// the keys only a file can hold (`upstreams:`, `routes:`, `ready-requires:`, `listen:` entries with
+/// `address:`), DESIGN.md §5.
 public struct ConfigSources: Sendable {
     public var flags: [String: [String]]
     public var environment: [String: String]
-    public var file: [String: [String]]
+    /// The YAML file's top-level mapping; `nil` when there is no file (or it is empty).
+    public var file: ConfigNode?
     /// The file's path, for messages.
     public var fileName: String?
 
-    public init(flags: [String: [String]] = [:], environment: [String: String] = [:], file: [String: [String]] = [:], fileName: String? = nil) {
+    public init(flags: [String: [String]] = [:], environment: [String: String] = [:], file: ConfigNode? = nil, fileName: String? = nil) {
         self.flags = flags
         self.environment = environment
         self.file = file
@@ -22,15 +27,18 @@ public struct ConfigSources: Sendable {
         "SLUICE_" + key.uppercased().replacingDashesWithUnderscores()
     }
 
-    /// The winning values for `key` and where they came from.
-    func lookup(_ key: String) -> (values: [String], origin: String)? {
+    /// How messages name the file: its path, or "the config file".
+    var fileLabel: String { self.fileName ?? "the config file" }
+
+    /// The values a flag or the environment gives `key`, and where they came from (the file's are
+    /// read by ``SluiceConfig/read(_:defaultThreads:)``, which checks their shape).
+    func commandLineOrEnvironment(_ key: String) -> (values: [String], origin: String)? {
         if let values = self.flags[key], !values.isEmpty { return (values, "--\(key)") }
         let envName = Self.environmentName(for: key)
         if let value = self.environment[envName] {
             let values = value.split(separator: ",", omittingEmptySubsequences: false).map { $0.trimmingWhitespace() }
             return (values, envName)
         }
-        if let values = self.file[key] { return (values, "\(key) in \(self.fileName ?? "the config file")") }
         return nil
     }
 }
@@ -52,15 +60,35 @@ public struct ConfigErrors: Error, Equatable, Sendable, CustomStringConvertible 
 extension SluiceConfig {
     /// Resolves the configuration from its sources, reporting every error at once.
     ///
+    /// 1. Unknown keys of the file first (in name order), then each flat setting in the order of
+    ///    ``SluiceConfig/settings`` (flags over environment over file over defaults), then the groups
+    ///    (`upstreams:` or the short form `--upstream`), the routes, `ready-requires:`, and last the
+    ///    drain budget.
+    /// 2. Flat settings name their source: `invalid --drain-delay "5x": ...`,
+    ///    `invalid drain-delay in sluice.yaml "5x": ...`. The file's own structure names the path:
+    ///    `upstreams.api.health.interval: "2x" is not a duration (500ms, 5s, 1m30s)`.
+    /// 3. `--upstream` (or `SLUICE_UPSTREAM`, or the file's `upstream:`) is the short form: one group
+    ///    ``UpstreamGroup/defaultName`` with every URL, one route `/` to it. `upstreams:` names the
+    ///    groups instead; giving both is an error.
+    /// 4. Group connection settings default to the global ones (`--upstream-connect-timeout`,
+    ///    `--response-header-timeout`, `--upstream-idle-timeout`, `--upstream-max-idle`).
+    /// 5. ``SluiceConfig/upstreams`` holds the short form's URLs, or the first group's endpoints, for
+    ///    the data path that does not route yet.
+    ///
+    /// ```swift
+    /// let config = try SluiceConfig.read(ConfigSources(flags: ["upstream": ["http://127.0.0.1:3000"]]), defaultThreads: 2)
+    /// config.groups.map(\.name)  // ["default"]
+    /// config.routes              // [Route(upstream: "default")], path-prefix /
+    /// ```
+    ///
     /// - Parameter defaultThreads: the CPUs this process may run on (the caller reads its affinity mask).
     public static func read(_ sources: ConfigSources, defaultThreads: Int) throws(ConfigErrors) -> SluiceConfig {
-        var reader = Reader(sources: sources)
         var config = SluiceConfig()
         config.threads = max(1, defaultThreads)
-
-        for key in sources.file.keys.sorted() where !Self.keys.contains(key) {
-            reader.errors.append(ConfigError("unknown setting \"\(key)\" in \(sources.fileName ?? "the config file"); known settings: \(Self.keys.joined(separator: ", "))"))
-        }
+        var fileReader = FileReader(sources: sources)
+        let flatFile = fileReader.flatSettings()
+        var reader = Reader(sources: sources, file: flatFile)
+        reader.errors = fileReader.unknownKeyErrors
 
         reader.list("listen", HostPort.accepted, into: &config.listen) { HostPort(parsing: $0) }
         reader.list("upstream", UpstreamURL.accepted, into: &config.upstreams) { UpstreamURL(parsing: $0) }
@@ -96,36 +124,166 @@ extension SluiceConfig {
         }
         reader.one("log-format", "text or json", into: &config.logging.format) { Logging.Format(rawValue: $0.lowercased()) }
 
-        var errors = reader.errors
-        if config.upstreams.isEmpty && !reader.failedKeys.contains("upstream") {
-            errors.append(ConfigError("no upstream configured: set --upstream (or SLUICE_UPSTREAM, or upstream in the config file) to \(UpstreamURL.accepted)"))
+        var errors = reader.errors + fileReader.shapeErrors
+        let shortForm = reader.lookup("upstream")
+        let groupsNode = sources.file?[Self.upstreamsKey]
+        switch (shortForm, groupsNode) {
+        case (let shortForm?, _?):
+            errors.append(
+                ConfigError(
+                    "\(shortForm.origin) and upstreams in \(sources.fileLabel) are both given: use one (--upstream is the short form of one group \"\(UpstreamGroup.defaultName)\"; upstreams: names groups)"
+                )
+            )
+        case (nil, let groupsNode?):
+            var tree = TreeReader()
+            config.groups = tree.groups(groupsNode, defaults: config.upstream)
+            errors += tree.errors
+            config.upstreams = config.groups.first?.endpoints ?? []
+        case (_?, nil), (nil, nil):
+            if config.upstreams.isEmpty && !reader.failedKeys.contains("upstream") {
+                errors.append(ConfigError("no upstream configured: set --upstream (or SLUICE_UPSTREAM, or upstream in the config file) to \(UpstreamURL.accepted)"))
+            }
+            if let first = config.upstreams.first, let other = config.upstreams.first(where: { $0.scheme != first.scheme }) {
+                errors.append(ConfigError("--upstream mixes schemes (\(first) and \(other)): all upstreams must be http:// or all h2c://"))
+            }
+            if !config.upstreams.isEmpty { config.applyShortForm() }
         }
-        if let first = config.upstreams.first, let other = config.upstreams.first(where: { $0.scheme != first.scheme }) {
-            errors.append(ConfigError("--upstream mixes schemes (\(first) and \(other)): all upstreams must be http:// or all h2c://"))
+        // Names the routes may use: every group given, valid or not, so that a bad group is reported
+        // once and not again by every route that names it.
+        var groupNames = groupsNode?.entries?.map(\.key) ?? []
+        if shortForm != nil { groupNames.insert(UpstreamGroup.defaultName, at: 0) }
+        var tree = TreeReader()
+        let routesNode = sources.file?[Self.routesKey]
+        // With both forms given, which groups exist is unknown: only routes that were written are checked.
+        if routesNode != nil || shortForm == nil || groupsNode == nil {
+            config.routes = tree.routes(routesNode, groups: groupNames)
         }
+        if let readyNode = sources.file?[Self.readyRequiresKey] {
+            config.readyRequires = tree.readyRequires(readyNode, groups: groupNames)
+        }
+        errors += tree.errors
+
         if config.listen.isEmpty && !reader.failedKeys.contains("listen") {
             errors.append(ConfigError("no listener configured: set --listen to \(HostPort.accepted)"))
         }
         let budgetKeys: Set<String> = ["drain-delay", "drain-timeout", "termination-grace"]
-        if reader.failedKeys.isDisjoint(with: budgetKeys) {
-            let needed = config.drain.delay + config.drain.timeout + Drain.margin
-            if needed > config.drain.terminationGrace {
-                errors.append(
-                    ConfigError(
-                        "drain budget does not fit: drain-delay \(DurationParser.format(config.drain.delay)) + drain-timeout \(DurationParser.format(config.drain.timeout)) + margin \(DurationParser.format(Drain.margin)) = \(DurationParser.format(needed)) exceeds termination-grace \(DurationParser.format(config.drain.terminationGrace)); shorten drain-delay or drain-timeout, or raise termination-grace together with the pod's terminationGracePeriodSeconds"
-                    )
-                )
-            }
+        if reader.failedKeys.isDisjoint(with: budgetKeys), let problem = config.drain.budgetProblem {
+            errors.append(ConfigError(problem))
         }
         if !errors.isEmpty { throw ConfigErrors(errors: errors) }
-        config.applyShortForm()
         return config
+    }
+
+    /// The keys only a config file holds (DESIGN.md §5), after the flags' keys in ``fileKeys``.
+    static let upstreamsKey = "upstreams"
+    static let routesKey = "routes"
+    static let readyRequiresKey = "ready-requires"
+
+    /// Every top-level key a config file may hold: the flags' keys, then `upstreams`, `routes` and
+    /// `ready-requires`.
+    public static let fileKeys: [String] = keys + [upstreamsKey, routesKey, readyRequiresKey]
+
+    /// Reads the flat settings out of the file's tree and checks its top level: unknown keys, and
+    /// flat keys holding what they cannot (a mapping, a list of lists).
+    private struct FileReader {
+        var sources: ConfigSources
+        var unknownKeyErrors: [ConfigError] = []
+        var shapeErrors: [ConfigError] = []
+
+        /// The flat keys' values as text, keyed by name; problems go to the two error lists.
+        mutating func flatSettings() -> [String: [String]] {
+            guard let file = self.sources.file else { return [:] }
+            guard let entries = file.entries else {
+                if file != .scalar("") {
+                    self.shapeErrors.append(ConfigError("config file \(self.sources.fileLabel) must be a mapping of settings, e.g. \"drain-delay: 5s\""))
+                }
+                return [:]
+            }
+            let known = Set(SluiceConfig.fileKeys)
+            for key in Set(entries.map(\.key)).sorted() where !known.contains(key) {
+                self.unknownKeyErrors.append(
+                    ConfigError("unknown setting \"\(key)\" in \(self.sources.fileLabel); known settings: \(SluiceConfig.fileKeys.joined(separator: ", "))")
+                )
+            }
+            var flat: [String: [String]] = [:]
+            var seen: Set<String> = []
+            for entry in entries where SluiceConfig.keys.contains(entry.key) {
+                guard seen.insert(entry.key).inserted else {
+                    self.shapeErrors.append(ConfigError("\(entry.key) in \(self.sources.fileLabel) is given twice"))
+                    continue
+                }
+                if entry.key == "listen" {
+                    flat[entry.key] = self.listeners(entry.value)
+                    continue
+                }
+                switch entry.value {
+                case .scalar(let text):
+                    flat[entry.key] = [text]
+                case .list(let items):
+                    let texts = items.compactMap(\.text)
+                    if texts.count == items.count {
+                        flat[entry.key] = texts
+                    } else {
+                        self.shapeErrors.append(ConfigError("\(entry.key) in \(self.sources.fileLabel) must be a list of plain values"))
+                    }
+                case .mapping:
+                    self.shapeErrors.append(ConfigError("\(entry.key) in \(self.sources.fileLabel) must be a value or a list of values, not a mapping"))
+                }
+            }
+            return flat
+        }
+
+        /// `listen:` entries: a plain `HOST:PORT`, or `{address: HOST:PORT, tls: ...}` (TLS is refused
+        /// until it exists, never ignored).
+        mutating func listeners(_ node: ConfigNode) -> [String]? {
+            let path = ConfigPath.key("listen")
+            let items: [ConfigNode]
+            switch node {
+            case .scalar: return node.text.map { [$0] }
+            case .list(let list): items = list
+            case .mapping: items = [node]
+            }
+            var addresses: [String] = []
+            var tree = TreeReader()
+            for (index, item) in items.enumerated() {
+                if let text = item.text {
+                    addresses.append(text)
+                    continue
+                }
+                let at = path.index(index)
+                guard let entries = tree.mapping(item, at: at, known: ["address", "tls"], example: "{address: 0.0.0.0:8443, tls: {...}}") else {
+                    continue
+                }
+                if entries["tls"] != nil { tree.error(at.key("tls"), "TLS termination is not available yet") }
+                guard let address = entries["address"] else {
+                    tree.error(at.key("address"), "missing; e.g. address: 0.0.0.0:8080")
+                    continue
+                }
+                guard let text = tree.scalar(address, at: at.key("address")) else { continue }
+                if HostPort(parsing: text) == nil {
+                    tree.error(at.key("address"), "\"\(text)\" is not HOST:PORT (0.0.0.0:8080, [::1]:8080; port 0-65535)")
+                } else {
+                    addresses.append(text)
+                }
+            }
+            self.shapeErrors += tree.errors
+            return tree.errors.isEmpty ? addresses : nil
+        }
     }
 
     private struct Reader {
         var sources: ConfigSources
+        /// The file's flat settings as text.
+        var file: [String: [String]]
         var errors: [ConfigError] = []
         var failedKeys: Set<String> = []
+
+        /// The winning values for `key` and where they came from.
+        func lookup(_ key: String) -> (values: [String], origin: String)? {
+            if let given = self.sources.commandLineOrEnvironment(key) { return given }
+            if let values = self.file[key] { return (values, "\(key) in \(self.sources.fileLabel)") }
+            return nil
+        }
 
         mutating func fail(_ key: String, _ origin: String, _ value: String, _ accepted: String) {
             self.failedKeys.insert(key)
@@ -133,7 +291,7 @@ extension SluiceConfig {
         }
 
         mutating func one<T>(_ key: String, _ accepted: String, into target: inout T, _ parse: (String) -> T?) {
-            guard let (values, origin) = self.sources.lookup(key) else { return }
+            guard let (values, origin) = self.lookup(key) else { return }
             guard values.count == 1 else {
                 self.failedKeys.insert(key)
                 self.errors.append(ConfigError("\(origin) is given \(values.count) times but takes one value"))
@@ -143,7 +301,7 @@ extension SluiceConfig {
         }
 
         mutating func list<T>(_ key: String, _ accepted: String, into target: inout [T], _ parse: (String) -> T?) {
-            guard let (values, origin) = self.sources.lookup(key) else { return }
+            guard let (values, origin) = self.lookup(key) else { return }
             var parsed: [T] = []
             for value in values {
                 if let item = parse(value) { parsed.append(item) } else { self.fail(key, origin, value, accepted) }
@@ -159,6 +317,23 @@ extension SluiceConfig {
             }
         }
     }
+}
+
+extension SluiceConfig.Drain {
+    /// `drain-delay + drain-timeout + margin`: how long a drain may take before Sluice exits.
+    public var budget: Duration { self.delay + self.timeout + Self.margin }
+
+    /// Why the budget does not fit ``terminationGrace``, or `nil` when it does.
+    public var budgetProblem: String? {
+        guard self.budget > self.terminationGrace else { return nil }
+        return
+            "drain budget does not fit: drain-delay \(DurationParser.format(self.delay)) + drain-timeout \(DurationParser.format(self.timeout)) + margin \(DurationParser.format(Self.margin)) = \(DurationParser.format(self.budget)) exceeds termination-grace \(DurationParser.format(self.terminationGrace)); shorten drain-delay or drain-timeout, or raise termination-grace together with the pod's terminationGracePeriodSeconds"
+    }
+}
+
+extension Array where Element == ConfigNode.Entry {
+    /// The value under `key` (the first, should a key appear twice).
+    subscript(key: String) -> ConfigNode? { self.first { $0.key == key }?.value }
 }
 
 extension String {

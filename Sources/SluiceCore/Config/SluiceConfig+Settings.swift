@@ -64,7 +64,8 @@ extension SluiceConfig {
     /// The flags of the proxy's command line: `--config` and every setting.
     public static let commandLineSettings: [Setting] = [configFileSetting] + settings
 
-    /// The keys a config file may hold; also the flag names.
+    /// The flag names, which are also the config file's flat keys (``fileKeys`` adds `upstreams`,
+    /// `routes` and `ready-requires`, which only a file holds).
     public static let keys: [String] = settings.map(\.name)
 
     /// Keys that may be given more than once.

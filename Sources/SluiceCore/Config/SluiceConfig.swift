@@ -5,7 +5,8 @@
 public struct SluiceConfig: Sendable, Equatable {
     /// Where downstream clients connect. Default `0.0.0.0:8080`. Repeatable.
     public var listen: [HostPort] = [HostPort(host: "0.0.0.0", port: 8080)]
-    /// Where requests go, round-robin. No default: at least one is required.
+    /// Where requests go, round-robin, until the data path routes: the short form's URLs (`--upstream`),
+    /// or the first group's endpoints when the file names groups. No default: at least one is required.
     public var upstreams: [UpstreamURL] = []
     /// The upstream groups, by name (`upstreams:` in the file; `--upstream` makes the one group
     /// ``UpstreamGroup/defaultName``).
