@@ -30,6 +30,9 @@ import Testing
         Mapping(
             name: "upstreamResetBeforeResponse", error: .upstreamResetBeforeResponse("reset"), status: 502, source: .upstream, closesConnection: false,
             detail: "upstream closed before responding: reset"),
+        Mapping(
+            name: "upstreamRefusedStream", error: .upstreamRefusedStream("REFUSED_STREAM"), status: 502, source: .upstream, closesConnection: false,
+            detail: "upstream refused the stream: REFUSED_STREAM"),
         Mapping(name: "upstreamTimeout", error: .upstreamTimeout, status: 504, source: .upstream, closesConnection: false, detail: "upstream did not send a response head in time"),
         Mapping(
             name: "upstreamFailedMidResponse", error: .upstreamFailedMidResponse("eof"), status: nil, source: .upstream, closesConnection: true,
@@ -56,6 +59,29 @@ import Testing
     @Test func onlyAResetBeforeTheResponseMayBeAKeepAliveRace() {
         let races = Self.mappings.filter { $0.error.mayBeKeepAliveRace }.map(\.name)
         #expect(races == ["upstreamResetBeforeResponse"])
+    }
+
+    /// What each error says about a retry, as pingora's `RetryType`: a failed connect always (nothing
+    /// was sent), a refused stream if the body can be replayed (not processed), a reset before the
+    /// response only for idempotent requests (it may have reached the app), everything else never.
+    static let retryability: [String: ProxyError.Retryability] = [
+        "badRequest": .never, "headersTooLarge": .never, "bodyTooLarge": .never, "connectRefused": .never,
+        "foreignAbsoluteTarget": .never, "expectationFailed": .never, "requestTimeout": .never,
+        "upstreamConnectFailed": .always,
+        "upstreamResetBeforeResponse": .ifIdempotent,
+        "upstreamRefusedStream": .ifReplayable,
+        "upstreamTimeout": .never, "upstreamFailedMidResponse": .never, "upstreamBadResponse": .never,
+    ]
+
+    /// Every error says whether it may be retried (and the table names every error).
+    @Test(arguments: mappings)
+    func everyErrorSaysWhetherItMayBeRetried(_ mapping: Mapping) {
+        #expect(mapping.error.retry == Self.retryability[mapping.name])
+    }
+
+    /// The retry table has a row for every error and no other.
+    @Test func theRetryTableCoversEveryError() {
+        #expect(Set(Self.retryability.keys) == Set(Self.mappings.map(\.name)))
     }
 
     /// Errors are equal when kind and detail are equal, and differ otherwise.
