@@ -25,11 +25,17 @@ import Testing
             name: "requestTimeout", error: .requestTimeout("request body stalled for 30s"), status: 408, source: .downstream, closesConnection: true,
             detail: "request body stalled for 30s"),
         Mapping(
+            name: "noRoute", error: .noRoute(host: "api.example.com", path: "/v2/x"), status: 404, source: .downstream, closesConnection: false,
+            detail: "no route for host \"api.example.com\" path \"/v2/x\""),
+        Mapping(
             name: "upstreamConnectFailed", error: .upstreamConnectFailed("connection refused"), status: 502, source: .upstream, closesConnection: false,
             detail: "upstream connect failed: connection refused"),
         Mapping(
             name: "upstreamResetBeforeResponse", error: .upstreamResetBeforeResponse("reset"), status: 502, source: .upstream, closesConnection: false,
             detail: "upstream closed before responding: reset"),
+        Mapping(
+            name: "upstreamRefusedStream", error: .upstreamRefusedStream("REFUSED_STREAM"), status: 502, source: .upstream, closesConnection: false,
+            detail: "upstream refused the stream: REFUSED_STREAM"),
         Mapping(name: "upstreamTimeout", error: .upstreamTimeout, status: 504, source: .upstream, closesConnection: false, detail: "upstream did not send a response head in time"),
         Mapping(
             name: "upstreamFailedMidResponse", error: .upstreamFailedMidResponse("eof"), status: nil, source: .upstream, closesConnection: true,
@@ -56,6 +62,29 @@ import Testing
     @Test func onlyAResetBeforeTheResponseMayBeAKeepAliveRace() {
         let races = Self.mappings.filter { $0.error.mayBeKeepAliveRace }.map(\.name)
         #expect(races == ["upstreamResetBeforeResponse"])
+    }
+
+    /// What each error says about a retry, as pingora's `RetryType`: a failed connect always (nothing
+    /// was sent), a refused stream if the body can be replayed (not processed), a reset before the
+    /// response only for idempotent requests (it may have reached the app), everything else never.
+    static let retryability: [String: ProxyError.Retryability] = [
+        "badRequest": .never, "headersTooLarge": .never, "bodyTooLarge": .never, "connectRefused": .never,
+        "foreignAbsoluteTarget": .never, "expectationFailed": .never, "requestTimeout": .never, "noRoute": .never,
+        "upstreamConnectFailed": .always,
+        "upstreamResetBeforeResponse": .ifIdempotent,
+        "upstreamRefusedStream": .ifReplayable,
+        "upstreamTimeout": .never, "upstreamFailedMidResponse": .never, "upstreamBadResponse": .never,
+    ]
+
+    /// Every error says whether it may be retried (and the table names every error).
+    @Test(arguments: mappings)
+    func everyErrorSaysWhetherItMayBeRetried(_ mapping: Mapping) {
+        #expect(mapping.error.retry == Self.retryability[mapping.name])
+    }
+
+    /// The retry table has a row for every error and no other.
+    @Test func theRetryTableCoversEveryError() {
+        #expect(Set(Self.retryability.keys) == Set(Self.mappings.map(\.name)))
     }
 
     /// Errors are equal when kind and detail are equal, and differ otherwise.

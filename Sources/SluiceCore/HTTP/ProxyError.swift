@@ -14,6 +14,7 @@ public struct ProxyError: Error, Hashable, Sendable, CustomStringConvertible {
         case noRoute
         case upstreamConnectFailed
         case upstreamResetBeforeResponse
+        case upstreamRefusedStream
         case upstreamTimeout
         case upstreamFailedMidResponse
         case upstreamBadResponse
@@ -49,6 +50,9 @@ public struct ProxyError: Error, Hashable, Sendable, CustomStringConvertible {
     }
     public static func upstreamConnectFailed(_ detail: String) -> ProxyError { ProxyError(.upstreamConnectFailed, "upstream connect failed: \(detail)") }
     public static func upstreamResetBeforeResponse(_ detail: String) -> ProxyError { ProxyError(.upstreamResetBeforeResponse, "upstream closed before responding: \(detail)") }
+    /// An HTTP/2 upstream refused the stream (`REFUSED_STREAM`, or a GOAWAY whose last stream id is
+    /// below it): RFC 9113 §8.7 guarantees it did no processing of the request.
+    public static func upstreamRefusedStream(_ detail: String) -> ProxyError { ProxyError(.upstreamRefusedStream, "upstream refused the stream: \(detail)") }
     public static let upstreamTimeout = ProxyError(.upstreamTimeout, "upstream did not send a response head in time")
     public static func upstreamFailedMidResponse(_ detail: String) -> ProxyError { ProxyError(.upstreamFailedMidResponse, "upstream failed mid-response: \(detail)") }
     public static func upstreamBadResponse(_ detail: String) -> ProxyError { ProxyError(.upstreamBadResponse, "upstream sent an invalid response: \(detail)") }
@@ -64,7 +68,7 @@ public struct ProxyError: Error, Hashable, Sendable, CustomStringConvertible {
         case .expectationFailed: 417
         case .requestTimeout: 408
         case .noRoute: 404
-        case .upstreamConnectFailed, .upstreamResetBeforeResponse, .upstreamBadResponse: 502
+        case .upstreamConnectFailed, .upstreamResetBeforeResponse, .upstreamRefusedStream, .upstreamBadResponse: 502
         case .upstreamTimeout: 504
         case .upstreamFailedMidResponse: nil
         }
@@ -74,7 +78,9 @@ public struct ProxyError: Error, Hashable, Sendable, CustomStringConvertible {
         switch self.code {
         case .badRequest, .headersTooLarge, .bodyTooLarge, .connectRefused, .foreignAbsoluteTarget, .expectationFailed, .requestTimeout, .noRoute:
             .downstream
-        case .upstreamConnectFailed, .upstreamResetBeforeResponse, .upstreamTimeout, .upstreamFailedMidResponse, .upstreamBadResponse: .upstream
+        case .upstreamConnectFailed, .upstreamResetBeforeResponse, .upstreamRefusedStream, .upstreamTimeout, .upstreamFailedMidResponse,
+            .upstreamBadResponse:
+            .upstream
         }
     }
 
@@ -85,7 +91,7 @@ public struct ProxyError: Error, Hashable, Sendable, CustomStringConvertible {
         case .badRequest, .headersTooLarge, .bodyTooLarge, .connectRefused, .foreignAbsoluteTarget, .expectationFailed,
             .requestTimeout, .upstreamFailedMidResponse:
             true
-        case .noRoute, .upstreamConnectFailed, .upstreamResetBeforeResponse, .upstreamTimeout, .upstreamBadResponse:
+        case .noRoute, .upstreamConnectFailed, .upstreamResetBeforeResponse, .upstreamRefusedStream, .upstreamTimeout, .upstreamBadResponse:
             false
         }
     }
@@ -95,6 +101,40 @@ public struct ProxyError: Error, Hashable, Sendable, CustomStringConvertible {
     /// may be retried once. A timeout, or an invalid response (the app did answer), is not.
     public var mayBeKeepAliveRace: Bool {
         self.code == .upstreamResetBeforeResponse
+    }
+
+    /// Whether another attempt may fix the failure, as far as the error alone tells (pingora's
+    /// `RetryType`). The retry policy (``RetryPolicy``) adds the method, the body, the attempts
+    /// and the budget.
+    public enum Retryability: String, Hashable, Sendable {
+        /// Another attempt would fail the same way, or could do harm: the client's own errors; a
+        /// response-head timeout (the request may be running, and a retry doubles the load on a
+        /// slow upstream); an invalid response (the app did answer); a failure after the response
+        /// began.
+        case never
+        /// Nothing reached the upstream (the connect failed): any request may go again, its body
+        /// is still whole in the queue.
+        case always
+        /// The request was sent, but the upstream guarantees it did not process it (HTTP/2
+        /// `REFUSED_STREAM`): any method may go again, if its body can be replayed.
+        case ifReplayable
+        /// The request may have reached the app, which did not answer: only an idempotent request
+        /// (RFC 9110 §9.2.2) may go again, and only if its body can be replayed. The classic case is
+        /// a reused keep-alive connection that the upstream closed as the request went out: the
+        /// request most likely never reached the app, but a POST cannot be sure of it.
+        case ifIdempotent
+    }
+
+    /// Whether the failure may be retried (see ``Retryability``).
+    public var retry: Retryability {
+        switch self.code {
+        case .badRequest, .headersTooLarge, .bodyTooLarge, .connectRefused, .foreignAbsoluteTarget, .expectationFailed, .requestTimeout,
+            .noRoute, .upstreamTimeout, .upstreamFailedMidResponse, .upstreamBadResponse:
+            .never
+        case .upstreamConnectFailed: .always
+        case .upstreamRefusedStream: .ifReplayable
+        case .upstreamResetBeforeResponse: .ifIdempotent
+        }
     }
 
     /// The plain-text body of the error response.
