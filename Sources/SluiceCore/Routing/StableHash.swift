@@ -13,6 +13,8 @@
 ///
 /// It takes any sequence of bytes, so the executor hashes a header value, a cookie value or a
 /// client address without copying: `StableHash.hash(value.utf8)`, or an `UnsafeRawBufferPointer`.
+/// For `client-ip`, hash the address without the port (all of a client's connections are one key),
+/// in one fixed form (the 4 or 16 address bytes, or the text), the same on every replica.
 public enum StableHash {
     /// Hash `bytes`; a different `seed` gives an independent hash of the same bytes (Maglev needs
     /// two per endpoint).
