@@ -26,7 +26,7 @@ import Testing
             detail: "request body stalled for 30s"),
         Mapping(
             name: "noRoute", error: .noRoute(host: "api.example.com", path: "/v2/x"), status: 404, source: .downstream, closesConnection: false,
-            detail: "no route for host \"api.example.com\" path \"/v2/x\""),
+            detail: "no route for host api.example.com path /v2/x"),
         Mapping(
             name: "upstreamConnectFailed", error: .upstreamConnectFailed("connection refused"), status: 502, source: .upstream, closesConnection: false,
             detail: "upstream connect failed: connection refused"),

@@ -46,7 +46,7 @@ public struct ProxyError: Error, Hashable, Sendable, CustomStringConvertible {
     public static func requestTimeout(_ detail: String) -> ProxyError { ProxyError(.requestTimeout, detail) }
     /// No route matches the request's host and path.
     public static func noRoute(host: String?, path: String) -> ProxyError {
-        ProxyError(.noRoute, "no route for host \(host.map { "\"\($0)\"" } ?? "(none)") path \"\(path.prefix(200))\"")
+        ProxyError(.noRoute, String(Router.notFoundBody(host: host, path: path).dropLast()))
     }
     public static func upstreamConnectFailed(_ detail: String) -> ProxyError { ProxyError(.upstreamConnectFailed, "upstream connect failed: \(detail)") }
     public static func upstreamResetBeforeResponse(_ detail: String) -> ProxyError { ProxyError(.upstreamResetBeforeResponse, "upstream closed before responding: \(detail)") }

@@ -250,3 +250,17 @@ where Instant.Duration == Duration {
         entry.decaySince = entry.ejections > 0 ? since.advanced(by: self.config.baseEjection * steps) : nil
     }
 }
+
+extension OutlierDetector.RequestOutcome {
+    /// What an error that ended an attempt says about the endpoint: a failed connect, a timeout
+    /// (504), or else a reset or an invalid response (counted as a reset).
+    public init(_ error: ProxyError) {
+        if error.retry == .always {
+            self = .connectFailed
+        } else if error.status == 504 {
+            self = .timedOut
+        } else {
+            self = .reset
+        }
+    }
+}

@@ -262,6 +262,7 @@ final class DownstreamHTTP1Handler: ChannelDuplexHandler {
             upstreamHead.uri = uri
         }
         if head.version != .http1_1 { upstreamHead.version = .http1_1 }
+        self.attempt!.hash = routed.group.hashKey(headers: upstreamHead.headers, clientAddress: self.peerAddress)
         self.upstreamHead = upstreamHead
         self.expectsContinue = accepted.expectsContinue
         self.lease(context: context)
@@ -578,7 +579,7 @@ extension DownstreamHTTP1Handler: UpstreamLeaseRequester {
 
     func upstreamConnectFailed(_ error: ProxyError) {
         guard case .connecting = self.state, let context = self.context, let attempt = self.attempt else { return }
-        self.attempt!.end(.failure)
+        self.attempt!.end(.failed(error))
         if attempt.count <= attempt.group.config.retries {
             // Nothing reached the upstream: retrying on another endpoint is safe for any method.
             self.lease(context: context)
@@ -629,7 +630,7 @@ extension DownstreamHTTP1Handler: UpstreamResponseDelegate {
     func upstreamResponseEnd(_ trailers: HTTPHeaders?) {
         guard case .forwarding(let upstream) = self.state, let context = self.context else { return }
         upstream.release(reusable: self.requestEnded, now: .now())
-        self.attempt?.end(self.responseStatus >= 500 ? .failure : .success)
+        self.attempt?.end(.response(status: self.responseStatus))
         if !self.requestEnded {
             // The upstream answered before the request body ended; the rest of it is discarded.
             self.closeAfterResponse = true
@@ -646,7 +647,7 @@ extension DownstreamHTTP1Handler: UpstreamResponseDelegate {
     func upstreamFailed(_ error: ProxyError) {
         guard case .forwarding(let upstream) = self.state, let context = self.context, let attempt = self.attempt else { return }
         upstream.release(reusable: false, now: .now())
-        self.attempt!.end(.failure)
+        self.attempt!.end(.failed(error))
         if self.responseStarted {
             return self.abort(.upstreamFailedMidResponse(error.detail))
         }

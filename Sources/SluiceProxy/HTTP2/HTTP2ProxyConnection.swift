@@ -128,13 +128,15 @@ extension HTTP2ProxyConnection: HTTP2StreamDelegate {
             }
             if let host = routed.route.hostRewrite { translated.head.headers.replaceOrAdd(name: "host", value: host) }
             if routed.route.stripPrefix { translated.head.uri = routed.upstreamTarget(translated.head.uri) }
+            var attempt = UpstreamAttempt(group: group)
+            attempt.hash = group.hashKey(headers: translated.head.headers, clientAddress: self.peerAddress)
             let machine = HTTP2StreamForwarder.StateMachine(
                 requestEnded: endStream,
                 expectsContinue: translated.expectsContinue,
                 maxBodyBytes: routed.maxBodyBytes
             )
             let forwarder = HTTP2StreamForwarder(
-                streamID: streamID, connection: self, head: translated.head, attempt: UpstreamAttempt(group: group), machine: machine, startedAt: now)
+                streamID: streamID, connection: self, head: translated.head, attempt: attempt, machine: machine, startedAt: now)
             self.streams[streamID] = forwarder
             forwarder.start()
         case .failure(.malformed(let reason)):

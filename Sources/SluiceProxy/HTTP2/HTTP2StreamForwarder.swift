@@ -203,7 +203,7 @@ extension HTTP2StreamForwarder: UpstreamLeaseRequester {
     }
 
     func upstreamConnectFailed(_ error: ProxyError) {
-        self.attempt.end(.failure)
+        self.attempt.end(.failed(error))
         switch self.machine.upstreamConnectFailed() {
         case .retry: self.lease()
         case .fail(let failure): self.run(failure, error: error)
@@ -257,7 +257,7 @@ extension HTTP2StreamForwarder: UpstreamResponseDelegate {
         self.upstream = nil
         upstream.delegate = nil
         upstream.release(reusable: reusable, now: .now())
-        self.attempt.end(self.responseStatus >= 500 ? .failure : .success)
+        self.attempt.end(.response(status: self.responseStatus))
         let trailerFields = trailers.map(HTTP2RequestTranslation.trailerFields) ?? []
         if self.heldHead != nil {
             self.sendHeldHead(endStream: trailerFields.isEmpty)
@@ -275,7 +275,7 @@ extension HTTP2StreamForwarder: UpstreamResponseDelegate {
 
     func upstreamFailed(_ error: ProxyError) {
         guard let upstream = self.upstream else { return }
-        self.attempt.end(.failure)
+        self.attempt.end(.failed(error))
         let action = self.machine.upstreamFailed(
             mayBeKeepAliveRace: error.mayBeKeepAliveRace,
             reusedConnection: upstream.isReused,

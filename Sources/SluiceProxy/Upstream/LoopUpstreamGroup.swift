@@ -1,23 +1,49 @@
 import Logging
 import NIOCore
+import NIOHTTP1
 import SluiceCore
 
 /// One upstream group as one event loop sees it: a pool per endpoint (``EndpointPool``, of the
-/// group's scheme) and the group's balancer, which picks the endpoint of each attempt. Confined to
-/// the loop; a request keeps the group it started with across a reload.
+/// group's scheme), the group's ``Balancer``, which picks the endpoint of each attempt, and its
+/// passive ``OutlierDetector``. Confined to the loop; a request keeps the group it started with
+/// across a reload.
+///
+/// An endpoint may be picked when it is available (``EndpointAvailability``): not unhealthy by the
+/// active checks (published to every loop by the health checker, ``setHealth(_:)``) and not ejected
+/// by this loop's outlier detector. Each loop detects outliers from its own requests: no lock, no
+/// hop, at the price of each loop needing its own run of failures.
 final class LoopUpstreamGroup {
     let config: UpstreamGroup
     /// A pool per endpoint, in the order of ``UpstreamGroup/endpoints``.
     private(set) var pools: [any EndpointPool]
+    /// Each endpoint's key (`host:port`), by which balancer, health and outlier state know it.
+    let keys: [String]
     /// `Host` for a request that has none (HTTP/1.0) and no `host-rewrite`: the group's first
     /// endpoint's authority, formatted once.
     let fallbackHost: String
-    private var nextEndpoint = 0
+    private var balancer: Balancer
+    private var outliers: OutlierDetector<String, MonotonicInstant>?
+    private var health: [String: EndpointHealth] = [:]
+    private var random: SplitMix64
+    private let logger: Logger
+    /// The last pick was a panic pick (no endpoint available): the log line is written on the way in
+    /// and out of panic, not per request.
+    private var inPanic = false
+    private(set) var counters = GroupCounters()
 
     init(_ config: UpstreamGroup, eventLoop: any EventLoop, loopIndex: Int, logger: Logger) {
         precondition(!config.endpoints.isEmpty, "validation gives every group an endpoint")
         self.config = config
-        self.fallbackHost = config.endpoints[0].authority
+        let keys = config.endpoints.map(\.authority)
+        self.keys = keys
+        self.fallbackHost = keys[0]
+        self.logger = logger
+        var seed = SystemRandomNumberGenerator()
+        self.random = SplitMix64(seed: seed.next())
+        var maglev: MaglevTable?
+        if case .hash = config.balance { maglev = MaglevTable(keys: keys) }
+        self.balancer = Balancer(policy: config.balance, endpoints: keys, maglev: maglev)
+        self.outliers = config.outlier.map { OutlierDetector(config: $0, endpoints: keys) }
         // Upstream connection IDs live in their own half of the ID space so they never equal a
         // downstream ID; they are keys within one pool.
         let ids = ConnectionID.Generator(loopIndex: loopIndex | 0x8000)
@@ -35,24 +61,95 @@ final class LoopUpstreamGroup {
     /// Whether the group's endpoints speak HTTP/2 (h2c://).
     var isHTTP2: Bool { self.config.scheme == .h2c }
 
-    /// The endpoint for the next attempt, not one of `tried` while the group has another.
-    func pick(excluding tried: EndpointSet) -> Int {
-        let count = self.pools.count
-        for _ in 0..<count {
-            let candidate = self.nextEndpoint
-            self.nextEndpoint = (self.nextEndpoint + 1) % count
-            if !tried.contains(candidate) { return candidate }
+    /// The key `balance: hash` hashes for a request (its upstream head's fields, and the client's
+    /// address), or `nil`: not a hash group, or the request has no such key (the pick is random).
+    func hashKey(headers: HTTPHeaders, clientAddress: String?) -> UInt64? {
+        guard case .hash(let key) = self.config.balance else { return nil }
+        switch key {
+        case .header(let name):
+            return headers.first(name: name).map { StableHash.hash($0.utf8) }
+        case .cookie(let name):
+            for field in headers[canonicalForm: "cookie"] {
+                if let value = CookieHeader.value(named: name, in: String(field)) { return StableHash.hash(value.utf8) }
+            }
+            return nil
+        case .clientIP:
+            return clientAddress.map { StableHash.hash($0.utf8) }
         }
-        let candidate = self.nextEndpoint
-        self.nextEndpoint = (self.nextEndpoint + 1) % count
-        return candidate
     }
 
-    /// An attempt on `endpoint` ended.
-    func finished(endpoint: Int, outcome: AttemptOutcome) {}
+    /// The endpoint for the next attempt, not one of `tried` while the group has another.
+    func pick(hash: UInt64?, excluding tried: EndpointSet) -> Int {
+        guard let pick = self.balancer.pick(hash: hash, excluding: tried, using: &self.random) else {
+            preconditionFailure("a group has endpoints")
+        }
+        if pick.panic != self.inPanic {
+            self.inPanic = pick.panic
+            if pick.panic {
+                self.logger.warning("no endpoint of the group is available: picking among all of them (panic)", metadata: ["group": "\(self.name)"])
+            } else {
+                self.logger.notice("an endpoint of the group is available again: panic over", metadata: ["group": "\(self.name)"])
+            }
+        }
+        if pick.panic { self.counters.panicPicks += 1 }
+        self.balancer.requestStarted(endpoint: pick.endpoint)
+        return pick.endpoint
+    }
+
+    /// An attempt on `endpoint` ended: the balancer's in-flight count, and the outlier detector
+    /// hears how.
+    func finished(endpoint: Int, outcome: AttemptOutcome) {
+        let key = self.keys[endpoint]
+        self.balancer.requestFinished(endpoint: endpoint, key: key)
+        guard self.outliers != nil else { return }
+        let result: OutlierDetector<String, MonotonicInstant>.RequestOutcome
+        switch outcome {
+        case .response(let status): result = status >= 500 ? .serverError(status: status) : .success
+        case .failed(let error): result = .init(error)
+        case .abandoned: return
+        }
+        switch self.outliers!.requestFinished(key, outcome: result, now: .now()) {
+        case .none:
+            break
+        case .eject(_, let until):
+            self.counters.ejections += 1
+            self.logger.warning(
+                "endpoint ejected after consecutive failures", metadata: ["group": "\(self.name)", "endpoint": "\(key)", "seconds": "\(MonotonicInstant.now().duration(to: until).secondsDouble)"])
+            self.updateAvailability(endpoint)
+        case .ejectionRefused(_, let ejected, let limit):
+            self.counters.ejectionsRefused += 1
+            self.logger.warning(
+                "endpoint failing but not ejected: max-ejected reached", metadata: ["group": "\(self.name)", "endpoint": "\(key)", "ejected": "\(ejected)", "limit": "\(limit)"])
+        }
+    }
+
+    /// The health checker's view of the group's endpoints, published to every loop.
+    func setHealth(_ health: [String: EndpointHealth]) {
+        self.health = health
+        for endpoint in self.keys.indices { self.updateAvailability(endpoint) }
+    }
+
+    /// Whether `endpoint` may be picked now.
+    func isAvailable(_ endpoint: Int) -> Bool { self.balancer.isAvailable(endpoint: endpoint) }
+    func isEjected(_ endpoint: Int) -> Bool { self.outliers?.isEjected(self.keys[endpoint]) ?? false }
+    func health(of endpoint: Int) -> EndpointHealth? { self.health[self.keys[endpoint]] }
+
+    private func updateAvailability(_ endpoint: Int) {
+        let key = self.keys[endpoint]
+        let available = EndpointAvailability.isAvailable(health: self.health[key], ejected: self.outliers?.isEjected(key) ?? false)
+        self.balancer.setAvailable(endpoint: endpoint, available)
+    }
 
     func sweep(now: MonotonicInstant) {
         for pool in self.pools { pool.sweep(now: now) }
+        guard let deadline = self.outliers?.nextDeadline, deadline <= now else { return }
+        for action in self.outliers!.sweep(now: now) {
+            switch action {
+            case .uneject(let key):
+                self.logger.notice("endpoint back from ejection", metadata: ["group": "\(self.name)", "endpoint": "\(key)"])
+                if let endpoint = self.keys.firstIndex(of: key) { self.updateAvailability(endpoint) }
+            }
+        }
     }
 
     /// Drains every endpoint on the upstream side (``EndpointPool/shutdown()``).
@@ -63,24 +160,23 @@ final class LoopUpstreamGroup {
     var stats: EndpointPoolStats { self.pools.reduce(EndpointPoolStats()) { $0 + $1.stats } }
 }
 
-/// How an attempt on an endpoint ended, for the balancer's in-flight counts and outlier detection.
-enum AttemptOutcome {
-    /// A response came (of any status but those below).
-    case success
-    /// A connect error, a reset, a timeout, or a 5xx from the upstream.
-    case failure
-    /// The client went away or the request was refused by Sluice: says nothing about the endpoint.
-    case abandoned
+/// What a group counts on one loop.
+struct GroupCounters: Sendable {
+    /// Picks made with no endpoint available (the balancer's panic).
+    var panicPicks = 0
+    var ejections = 0
+    /// Endpoints that reached their failure count but stayed in (`max-ejected`).
+    var ejectionsRefused = 0
 }
 
-/// Endpoints of a group already tried by one request (at most 64 are told apart; more is a
-/// group too large to retry across usefully).
-struct EndpointSet: Equatable {
-    private var bits: UInt64 = 0
-    static let empty = EndpointSet()
-
-    func contains(_ endpoint: Int) -> Bool { endpoint < 64 && self.bits & (1 << UInt64(endpoint)) != 0 }
-    mutating func insert(_ endpoint: Int) { if endpoint < 64 { self.bits |= 1 << UInt64(endpoint) } }
+/// How an attempt on an endpoint ended, for the balancer's in-flight counts and outlier detection.
+enum AttemptOutcome {
+    /// The response completed, with this status.
+    case response(status: Int)
+    /// The attempt failed on the upstream's side (connect, reset, timeout, invalid response).
+    case failed(ProxyError)
+    /// The client went away or Sluice ended the request: says nothing about the endpoint.
+    case abandoned
 }
 
 /// One request's use of a group: which endpoint its attempt is on, which it tried, how many times.
@@ -89,7 +185,9 @@ struct EndpointSet: Equatable {
 struct UpstreamAttempt {
     let group: LoopUpstreamGroup
     private(set) var endpoint: Int?
-    private(set) var tried = EndpointSet.empty
+    private(set) var tried = EndpointSet()
+    /// `balance: hash`: the request's key, hashed once when it is routed.
+    var hash: UInt64?
     /// Attempts made so far (1 for the first).
     private(set) var count = 0
 
@@ -98,7 +196,7 @@ struct UpstreamAttempt {
     /// Picks the endpoint of the next attempt and returns its pool.
     mutating func begin() -> any EndpointPool {
         if let endpoint = self.endpoint { self.group.finished(endpoint: endpoint, outcome: .abandoned) }
-        let endpoint = self.group.pick(excluding: self.tried)
+        let endpoint = self.group.pick(hash: self.hash, excluding: self.tried)
         self.endpoint = endpoint
         self.tried.insert(endpoint)
         self.count += 1
@@ -113,49 +211,3 @@ struct UpstreamAttempt {
     }
 }
 
-/// One loop's view of one configuration generation: the routes and a ``LoopUpstreamGroup`` per
-/// group. Replaced whole on reload; requests in flight keep the groups they started with.
-final class LoopRouting {
-    let groups: [LoopUpstreamGroup]
-    /// For each route, in order, what a request it matches gets.
-    private let targets: [RouteTarget]
-    /// Whether any route looks at the host (else the handlers need not find the `Host` field).
-    let matchesHosts: Bool
-
-    init(config: SluiceConfig, eventLoop: any EventLoop, loopIndex: Int, logger: Logger) {
-        self.groups = config.groups.map { LoopUpstreamGroup($0, eventLoop: eventLoop, loopIndex: loopIndex, logger: logger) }
-        var byName: [String: LoopUpstreamGroup] = [:]
-        for group in self.groups { byName[group.name] = group }
-        self.targets = config.routes.map { route in
-            guard let group = byName[route.upstream] else { preconditionFailure("validation makes every route name a group: \(route.upstream)") }
-            return RouteTarget(route: route, group: group, maxBodyBytes: route.maxBodyBytes ?? config.http.maxBodyBytes)
-        }
-        self.matchesHosts = config.routes.contains { $0.host != nil }
-    }
-
-    /// The first route that matches, with its group; `nil`: no route (404).
-    func route(host: String?, path: String) -> RouteTarget? {
-        self.targets.first
-    }
-
-    func sweep(now: MonotonicInstant) {
-        for group in self.groups { group.sweep(now: now) }
-    }
-
-    func shutdown() {
-        for group in self.groups { group.shutdown() }
-    }
-
-    var stats: EndpointPoolStats { self.groups.reduce(EndpointPoolStats()) { $0 + $1.stats } }
-}
-
-/// A route with what serving it needs: its group on this loop and its body limit.
-struct RouteTarget {
-    let route: Route
-    let group: LoopUpstreamGroup
-    /// `max-body-size` of the route, else `--max-body-size`; `nil`: unlimited.
-    let maxBodyBytes: Int?
-
-    /// The request target the upstream gets for `target` (the route's `strip-prefix`).
-    func upstreamTarget(_ target: String) -> String { target }
-}

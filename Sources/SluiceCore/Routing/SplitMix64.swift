@@ -1,0 +1,18 @@
+/// A small, fast, seeded generator (SplitMix64, Steele, Lea and Flood 2014).
+///
+/// Each event loop's balancers draw from one seeded from the system once: on Linux,
+/// `SystemRandomNumberGenerator` asks the kernel on every call, too slow for a draw per request.
+/// Tests seed it with a constant, so random sequences are the same on every run. Not for secrets.
+public struct SplitMix64: RandomNumberGenerator, Sendable {
+    private var state: UInt64
+
+    public init(seed: UInt64) { self.state = seed }
+
+    public mutating func next() -> UInt64 {
+        self.state &+= 0x9E37_79B9_7F4A_7C15
+        var z = self.state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}

@@ -1,0 +1,55 @@
+import Logging
+import NIOCore
+import SluiceCore
+
+/// One loop's view of one configuration generation: the routes and a ``LoopUpstreamGroup`` per
+/// group. Replaced whole on reload; requests in flight keep the groups they started with.
+final class LoopRouting {
+    let groups: [LoopUpstreamGroup]
+    let router: Router
+    /// For each route, in order, what a request it matches gets.
+    private let targets: [RouteTarget]
+    /// Whether any route looks at the host (else the handlers need not find the `Host` field).
+    let matchesHosts: Bool
+
+    init(config: SluiceConfig, eventLoop: any EventLoop, loopIndex: Int, logger: Logger) {
+        self.groups = config.groups.map { LoopUpstreamGroup($0, eventLoop: eventLoop, loopIndex: loopIndex, logger: logger) }
+        var byName: [String: LoopUpstreamGroup] = [:]
+        for group in self.groups { byName[group.name] = group }
+        self.targets = config.routes.map { route in
+            guard let group = byName[route.upstream] else { preconditionFailure("validation makes every route name a group: \(route.upstream)") }
+            return RouteTarget(route: route, group: group, maxBodyBytes: route.maxBodyBytes ?? config.http.maxBodyBytes)
+        }
+        self.router = Router(routes: config.routes)
+        self.matchesHosts = config.routes.contains { $0.host != nil }
+    }
+
+    /// The first route that matches, with its group; `nil`: no route (404).
+    func route(host: String?, path: String) -> RouteTarget? {
+        self.router.match(host: host, path: path).map { self.targets[$0] }
+    }
+
+    func sweep(now: MonotonicInstant) {
+        for group in self.groups { group.sweep(now: now) }
+    }
+
+    func shutdown() {
+        for group in self.groups { group.shutdown() }
+    }
+
+    var stats: EndpointPoolStats { self.groups.reduce(EndpointPoolStats()) { $0 + $1.stats } }
+}
+
+/// A route with what serving it needs: its group on this loop and its body limit.
+struct RouteTarget {
+    let route: Route
+    let group: LoopUpstreamGroup
+    /// `max-body-size` of the route, else `--max-body-size`; `nil`: unlimited.
+    let maxBodyBytes: Int?
+
+    /// The request target the upstream gets for `target` (the route's `strip-prefix`).
+    func upstreamTarget(_ target: String) -> String {
+        guard case .prefix(let prefix) = self.route.path else { return target }
+        return Router.stripPrefix(prefix, from: target)
+    }
+}
