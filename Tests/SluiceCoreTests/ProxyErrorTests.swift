@@ -57,13 +57,6 @@ import Testing
         #expect(mapping.error.description == "\(mapping.source.rawValue) error: \(mapping.detail)")
     }
 
-    /// Only a reset before the response may be a keep-alive race (retried once when idempotent):
-    /// not a timeout, an invalid response (the app answered), or a failed connect (retried apart).
-    @Test func onlyAResetBeforeTheResponseMayBeAKeepAliveRace() {
-        let races = Self.mappings.filter { $0.error.mayBeKeepAliveRace }.map(\.name)
-        #expect(races == ["upstreamResetBeforeResponse"])
-    }
-
     /// What each error says about a retry, as pingora's `RetryType`: a failed connect always (nothing
     /// was sent), a refused stream if the body can be replayed (not processed), a reset before the
     /// response only for idempotent requests (it may have reached the app), everything else never.

@@ -230,36 +230,32 @@ struct HTTP2StreamForwarderStateMachineTests {
         #expect(ended.upstreamConnected() == .startForwarding(sendContinue: false))
     }
 
-    /// A connect failure is retried once (on the next upstream), then answered locally.
-    @Test func connectFailureRetriesOnceThenResponds() {
+    /// A connect failure is retried while the retry policy allows, then answered locally.
+    @Test func connectFailureRetriesWhileThePolicyAllowsThenResponds() {
         var machine = HTTP2StreamForwarder.StateMachine(requestEnded: true, expectsContinue: false, maxBodyBytes: nil)
-        #expect(machine.upstreamConnectFailed() == .retry)
-        #expect(machine.upstreamConnectFailed() == .fail(.respond(releaseUpstream: false)))
+        #expect(machine.upstreamConnectFailed(retry: true) == .retry)
+        #expect(machine.upstreamConnectFailed(retry: false) == .fail(.respond(releaseUpstream: false)))
         #expect(machine.upstreamConnected() == .decline)
     }
 
-    /// Upstream failures: before the response, a reused connection's idempotent bodiless request is
-    /// retried once, anything else answered (502/504); after the response began, the stream is reset.
+    /// Upstream failures: before the response, a failure the retry policy allows is retried (and a
+    /// `100 Continue` is not sent twice), anything else answered (502/504); after the response
+    /// began, the stream is reset whatever the policy says.
     @Test func upstreamFailures() {
-        var retried = HTTP2StreamForwarder.StateMachine(requestEnded: true, expectsContinue: false, maxBodyBytes: nil)
-        _ = retried.upstreamConnected()
-        #expect(retried.upstreamFailed(mayBeKeepAliveRace: true, reusedConnection: true, idempotent: true) == .retry)
+        var retried = HTTP2StreamForwarder.StateMachine(requestEnded: false, expectsContinue: true, maxBodyBytes: nil)
+        #expect(retried.upstreamConnected() == .startForwarding(sendContinue: true))
+        #expect(retried.upstreamFailed(retry: true) == .retry)
         #expect(retried.upstreamConnected() == .startForwarding(sendContinue: false))
-        #expect(retried.upstreamFailed(mayBeKeepAliveRace: true, reusedConnection: true, idempotent: true) == .fail(.respond(releaseUpstream: true)))
+        #expect(retried.upstreamFailed(retry: false) == .fail(.respond(releaseUpstream: true)))
 
-        var timeout = HTTP2StreamForwarder.StateMachine(requestEnded: true, expectsContinue: false, maxBodyBytes: nil)
-        _ = timeout.upstreamConnected()
-        #expect(timeout.upstreamFailed(mayBeKeepAliveRace: false, reusedConnection: true, idempotent: true) == .fail(.respond(releaseUpstream: true)))
-
-        var post = HTTP2StreamForwarder.StateMachine(requestEnded: false, expectsContinue: false, maxBodyBytes: nil)
-        _ = post.upstreamConnected()
-        _ = post.endReceived()
-        #expect(post.upstreamFailed(mayBeKeepAliveRace: true, reusedConnection: true, idempotent: false) == .fail(.respond(releaseUpstream: true)))
+        var refused = HTTP2StreamForwarder.StateMachine(requestEnded: true, expectsContinue: false, maxBodyBytes: nil)
+        _ = refused.upstreamConnected()
+        #expect(refused.upstreamFailed(retry: false) == .fail(.respond(releaseUpstream: true)))
 
         var midResponse = HTTP2StreamForwarder.StateMachine(requestEnded: true, expectsContinue: false, maxBodyBytes: nil)
         _ = midResponse.upstreamConnected()
         _ = midResponse.responseHead()
-        #expect(midResponse.upstreamFailed(mayBeKeepAliveRace: true, reusedConnection: true, idempotent: true) == .fail(.reset(releaseUpstream: true)))
+        #expect(midResponse.upstreamFailed(retry: true) == .fail(.reset(releaseUpstream: true)))
         #expect(midResponse.dataReceived(bytes: 1) == .discard)
     }
 
@@ -269,7 +265,7 @@ struct HTTP2StreamForwarderStateMachineTests {
         var forwarding = HTTP2StreamForwarder.StateMachine(requestEnded: true, expectsContinue: false, maxBodyBytes: nil)
         _ = forwarding.upstreamConnected()
         #expect(forwarding.streamClosed() == .releaseUpstream)
-        #expect(forwarding.upstreamFailed(mayBeKeepAliveRace: true, reusedConnection: false, idempotent: true) == .none)
+        #expect(forwarding.upstreamFailed(retry: true) == .none)
 
         var leasing = HTTP2StreamForwarder.StateMachine(requestEnded: true, expectsContinue: false, maxBodyBytes: nil)
         #expect(leasing.streamClosed() == .none)
@@ -286,7 +282,7 @@ struct HTTP2StreamForwarderStateMachineTests {
         #expect(machine.interimResponse() == .forward)
         #expect(machine.interimResponse() == .forward)
         #expect(!machine.responseStarted)
-        #expect(machine.upstreamFailed(mayBeKeepAliveRace: false, reusedConnection: false, idempotent: true) == .fail(.respond(releaseUpstream: true)))
+        #expect(machine.upstreamFailed(retry: false) == .fail(.respond(releaseUpstream: true)))
 
         var hinted = HTTP2StreamForwarder.StateMachine(requestEnded: true, expectsContinue: false, maxBodyBytes: nil)
         _ = hinted.upstreamConnected()

@@ -96,13 +96,6 @@ public struct ProxyError: Error, Hashable, Sendable, CustomStringConvertible {
         }
     }
 
-    /// Whether the failure may be a keep-alive race: a reused upstream connection that the upstream
-    /// closed as the request was sent, so the request never reached the app and an idempotent one
-    /// may be retried once. A timeout, or an invalid response (the app did answer), is not.
-    public var mayBeKeepAliveRace: Bool {
-        self.code == .upstreamResetBeforeResponse
-    }
-
     /// Whether another attempt may fix the failure, as far as the error alone tells (pingora's
     /// `RetryType`). The retry policy (``RetryPolicy``) adds the method, the body, the attempts
     /// and the budget.

@@ -74,8 +74,15 @@ final class DownstreamHTTP1Handler: ChannelDuplexHandler {
     private var responseStarted = false
     private var responseStatus = 0
     private var closeAfterResponse = false
-    /// The group the request was routed to and the endpoints it tried; `nil` until routed.
+    /// The group the request was routed to, the endpoints it tried and its retry policy; `nil`
+    /// until routed.
     private var attempt: UpstreamAttempt?
+    /// Request parts already sent upstream, kept for a replay on a retry while the body stays
+    /// within the group's `retry-buffer` (the buffers are the ones that arrived: no copy).
+    private var replay: [HTTPClientRequestPart] = []
+    /// Whether ``replay`` still holds every part sent (no retries configured, or a body past the
+    /// buffer, make it false).
+    private var keepsReplay = false
     /// The body limit of the request's route (`max-body-size`, else `--max-body-size`).
     private var maxBodyBytes: Int?
     private var requestStartedAt = MonotonicInstant(nanoseconds: 0)
@@ -106,6 +113,7 @@ final class DownstreamHTTP1Handler: ChannelDuplexHandler {
             self.loop.stats.clientAborts += 1
         }
         self.abandonUpstream()
+        self.attempt?.finish()
         self.state = .closed
         if let id = self.id { self.loop.unregister(id) }
         context.fireChannelInactive()
@@ -116,6 +124,7 @@ final class DownstreamHTTP1Handler: ChannelDuplexHandler {
     /// connection is closed, not left busy until the response-header timeout.
     func close() {
         self.abandonUpstream()
+        self.attempt?.finish()
         self.state = .closed
         self.context?.close(promise: nil)
     }
@@ -239,7 +248,8 @@ final class DownstreamHTTP1Handler: ChannelDuplexHandler {
         guard let routed = routing.route(host: routing.matchesHosts ? head.headers.first(name: "host") : nil, path: target) else {
             return self.respondWithError(.noRoute(host: head.headers.first(name: "host"), path: target), context: context)
         }
-        self.attempt = UpstreamAttempt(group: routed.group)
+        self.attempt = UpstreamAttempt(target: routed, budget: self.loop.retryBudget)
+        self.keepsReplay = routed.retryPolicy.retries > 0
         self.maxBodyBytes = routed.maxBodyBytes
         if let length = accepted.contentLength, let max = routed.maxBodyBytes, length > max {
             return self.respondWithError(.bodyTooLarge(limit: max), context: context)
@@ -281,6 +291,7 @@ final class DownstreamHTTP1Handler: ChannelDuplexHandler {
         case .forwarding(let upstream):
             upstream.sendBody(buffer)
             self.needsUpstreamFlush = true
+            self.keepForReplay(.body(.byteBuffer(buffer)))
         case .connecting:
             self.pendingParts.append(.body(.byteBuffer(buffer)))
         case .idle, .respondedLocally, .closed:
@@ -295,6 +306,7 @@ final class DownstreamHTTP1Handler: ChannelDuplexHandler {
         case .forwarding(let upstream):
             upstream.sendEnd(trailers: trailers)
             self.needsUpstreamFlush = true
+            self.keepForReplay(.end(trailers))
         case .connecting:
             self.pendingParts.append(.end(trailers))
         case .respondedLocally:
@@ -407,6 +419,7 @@ final class DownstreamHTTP1Handler: ChannelDuplexHandler {
             case .end(let trailers): upstream.sendEnd(trailers: trailers)
             }
         }
+        if self.keepsReplay { self.replay.append(contentsOf: self.pendingParts) }
         self.pendingParts.removeAll(keepingCapacity: true)
         if self.partInThisReadBatch {
             // The rest of the request may be in this batch too: one flush at its end.
@@ -418,6 +431,25 @@ final class DownstreamHTTP1Handler: ChannelDuplexHandler {
             self.pendingRead = false
             context.read()
         }
+    }
+
+    /// Keeps a part sent upstream for a replay, while the body fits the group's `retry-buffer`.
+    private func keepForReplay(_ part: HTTPClientRequestPart) {
+        guard self.keepsReplay, let attempt = self.attempt else { return }
+        if attempt.policy.keepsForReplay(bodyBytes: self.bodyBytes) {
+            self.replay.append(part)
+        } else {
+            self.keepsReplay = false
+            self.replay.removeAll()
+        }
+    }
+
+    /// Tries again on another endpoint: what was sent goes again, what is still to come follows.
+    private func retry(context: ChannelHandlerContext) {
+        self.loop.stats.retries += 1
+        self.pendingParts = self.replay + self.pendingParts
+        self.replay.removeAll(keepingCapacity: true)
+        self.lease(context: context)
     }
 
     // MARK: Finishing
@@ -432,7 +464,10 @@ final class DownstreamHTTP1Handler: ChannelDuplexHandler {
         self.responseStatus = 0
         self.closeAfterResponse = false
         self.attempt?.end(.abandoned)
+        self.attempt?.finish()
         self.attempt = nil
+        self.replay.removeAll(keepingCapacity: true)
+        self.keepsReplay = false
         self.maxBodyBytes = nil
         self.requestStartedAt = startedAt
         self.headBegan = false
@@ -507,6 +542,7 @@ final class DownstreamHTTP1Handler: ChannelDuplexHandler {
     /// The response is complete (with the upstream's `trailers`, sent where the response is chunked).
     private func finishRequest(trailers: HTTPHeaders? = nil, context: ChannelHandlerContext) {
         let now = MonotonicInstant.now()
+        self.attempt?.finish()
         self.loop.stats.recordResponse(status: self.responseStatus, duration: self.requestStartedAt.duration(to: now))
         if let id = self.id { self.loop.table.requestFinished(id, now: now) }
         if self.closeAfterResponse {
@@ -578,11 +614,11 @@ extension DownstreamHTTP1Handler: UpstreamLeaseRequester {
     }
 
     func upstreamConnectFailed(_ error: ProxyError) {
-        guard case .connecting = self.state, let context = self.context, let attempt = self.attempt else { return }
+        guard case .connecting = self.state, let context = self.context, self.attempt != nil else { return }
         self.attempt!.end(.failed(error))
-        if attempt.count <= attempt.group.config.retries {
-            // Nothing reached the upstream: retrying on another endpoint is safe for any method.
-            self.lease(context: context)
+        // Nothing reached the upstream: the policy allows a retry on another endpoint for any method.
+        if self.attempt!.shouldRetry(after: .error(error), method: self.upstreamHead.method.rawValue, bodyBytes: self.bodyBytes) {
+            self.retry(context: context)
         } else {
             self.respondWithError(error, context: context)
         }
@@ -606,7 +642,17 @@ extension DownstreamHTTP1Handler: UpstreamResponseDelegate {
     var downstreamIsWritable: Bool { self.context?.channel.isWritable ?? false }
 
     func upstreamResponseHead(_ head: HTTPResponseHead) {
-        guard case .forwarding = self.state, let context = self.context else { return }
+        guard case .forwarding(let upstream) = self.state, let context = self.context else { return }
+        let status = Int(head.status.code)
+        if let attempt = self.attempt, attempt.mayRetry(status: status),
+            self.attempt!.shouldRetry(after: .status(status), method: self.upstreamHead.method.rawValue, bodyBytes: self.bodyBytes)
+        {
+            // The route retries a 502/503 (`retry-on-5xx`): this response is dropped with its connection.
+            upstream.delegate = nil
+            upstream.release(reusable: false, now: .now())
+            self.attempt!.end(.response(status: status))
+            return self.retry(context: context)
+        }
         var head = head
         _ = HeaderRules.rewriteResponse(&head.headers, via: HeaderRules.via(receivedMajorVersion: head.version.major))
         if self.decideClose(now: .now()) { head.headers.replaceOrAdd(name: "connection", value: "close") }
@@ -645,22 +691,16 @@ extension DownstreamHTTP1Handler: UpstreamResponseDelegate {
     }
 
     func upstreamFailed(_ error: ProxyError) {
-        guard case .forwarding(let upstream) = self.state, let context = self.context, let attempt = self.attempt else { return }
+        guard case .forwarding(let upstream) = self.state, let context = self.context, self.attempt != nil else { return }
         upstream.release(reusable: false, now: .now())
         self.attempt!.end(.failed(error))
         if self.responseStarted {
             return self.abort(.upstreamFailedMidResponse(error.detail))
         }
-        let method = self.upstreamHead.method.rawValue
-        if error.mayBeKeepAliveRace, attempt.count <= attempt.group.config.retries, upstream.isReused, !self.requestHasBody, self.requestEnded,
-            RequestRules.isIdempotent(method)
-        {
-            // A reused keep-alive connection closed under the request (the upstream's idle close
-            // raced it): the request did not reach the app, so an idempotent one is retried.
-            self.loop.stats.retries += 1
-            self.pendingParts = [.end(nil)]
-            self.lease(context: context)
-            return
+        if self.attempt!.shouldRetry(after: .error(error), method: self.upstreamHead.method.rawValue, bodyBytes: self.bodyBytes) {
+            // Refused, or reset before any response byte (a keep-alive connection the upstream
+            // closed as the request went out): the policy allows another endpoint.
+            return self.retry(context: context)
         }
         self.respondWithError(error, context: context)
     }

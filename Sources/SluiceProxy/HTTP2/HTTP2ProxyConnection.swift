@@ -128,7 +128,7 @@ extension HTTP2ProxyConnection: HTTP2StreamDelegate {
             }
             if let host = routed.route.hostRewrite { translated.head.headers.replaceOrAdd(name: "host", value: host) }
             if routed.route.stripPrefix { translated.head.uri = routed.upstreamTarget(translated.head.uri) }
-            var attempt = UpstreamAttempt(group: group)
+            var attempt = UpstreamAttempt(target: routed, budget: self.loop.retryBudget)
             attempt.hash = group.hashKey(headers: translated.head.headers, clientAddress: self.peerAddress)
             let machine = HTTP2StreamForwarder.StateMachine(
                 requestEnded: endStream,

@@ -7,7 +7,7 @@ extension HTTP2StreamForwarder {
     /// ```
     ///  leasing ──upstreamConnected──► forwarding ──responseEnd──► done ──streamClosed──► closed
     ///     │  ▲                            │
-    ///     │  └──────retry (once)──────────┤ upstreamFailed before the response (reused connection)
+    ///     │  └──────retry─────────────────┤ upstreamFailed before the response, when the retry policy allows
     ///     └──fail──► done ◄───fail────────┘ (local error response, or reset after the response began)
     /// ```
     struct StateMachine: Sendable {
@@ -58,7 +58,7 @@ extension HTTP2StreamForwarder {
         }
 
         enum RetryOrFailAction: Equatable, Sendable {
-            /// Lease another connection (for a connect failure: the next upstream).
+            /// Lease a connection on another endpoint (the group's balancer avoids those tried).
             case retry
             case fail(Failure)
             case none
@@ -91,8 +91,8 @@ extension HTTP2StreamForwarder {
         private var state: State = .leasing
         private(set) var requestEnded: Bool
         private(set) var responseStarted = false
+        /// A retry was made: `100 Continue` went out already (or the body is on its way).
         private var retried = false
-        private let requestHasBody: Bool
         private let expectsContinue: Bool
         private let maxBodyBytes: Int?
         private var bodyBytes = 0
@@ -100,7 +100,6 @@ extension HTTP2StreamForwarder {
         /// A stream whose head was accepted. `requestEnded`: the head carried END_STREAM.
         init(requestEnded: Bool, expectsContinue: Bool, maxBodyBytes: Int?) {
             self.requestEnded = requestEnded
-            self.requestHasBody = !requestEnded
             self.expectsContinue = expectsContinue
             self.maxBodyBytes = maxBodyBytes
         }
@@ -139,11 +138,12 @@ extension HTTP2StreamForwarder {
             }
         }
 
-        mutating func upstreamConnectFailed() -> RetryOrFailAction {
+        /// The connect failed. `retry`: the retry policy (``RetryPolicy``, one for HTTP/1 and HTTP/2)
+        /// allows another attempt.
+        mutating func upstreamConnectFailed(retry: Bool) -> RetryOrFailAction {
             switch self.state {
             case .leasing:
-                if !self.retried {
-                    // Nothing reached the upstream: retrying on another connection is safe for any method.
+                if retry {
                     self.retried = true
                     return .retry
                 }
@@ -185,15 +185,13 @@ extension HTTP2StreamForwarder {
             }
         }
 
-        /// The upstream connection failed or timed out before the response ended.
-        /// `reusedConnection`: it had served a response before (its close may have raced the request);
-        /// `mayBeKeepAliveRace`: the failure is of the kind such a race gives (``ProxyError/mayBeKeepAliveRace``).
-        mutating func upstreamFailed(mayBeKeepAliveRace: Bool, reusedConnection: Bool, idempotent: Bool) -> RetryOrFailAction {
+        /// The upstream connection failed or timed out before the response ended, or sent a 502/503
+        /// its route retries (before its head went to the client). `retry`: the retry policy allows
+        /// another attempt; never once the response began.
+        mutating func upstreamFailed(retry: Bool) -> RetryOrFailAction {
             switch self.state {
             case .forwarding:
-                if !self.responseStarted, mayBeKeepAliveRace, !self.retried, reusedConnection, !self.requestHasBody, self.requestEnded, idempotent {
-                    // A keep-alive connection closed under the request: it did not reach the app, so an
-                    // idempotent one is retried once, as on HTTP/1.
+                if !self.responseStarted, retry {
                     self.retried = true
                     self.state = .leasing
                     return .retry

@@ -23,6 +23,12 @@ final class HTTP2StreamForwarder {
     /// The group the stream was routed to and the endpoints it tried.
     private var attempt: UpstreamAttempt
 
+    /// Request body sent upstream, kept for a replay on a retry while the body stays within the
+    /// group's `retry-buffer` (sent again first, its window already given back).
+    private var replay: [ByteBuffer] = []
+    private var keepsReplay: Bool
+    /// Request body bytes received so far.
+    private var bodyBytes = 0
     /// Request body that arrived while leasing.
     private var queued: [ByteBuffer] = []
     private var queuedBytes = 0
@@ -41,6 +47,7 @@ final class HTTP2StreamForwarder {
         self.connection = connection
         self.upstreamHead = head
         self.attempt = attempt
+        self.keepsReplay = attempt.policy.retries > 0
         self.machine = machine
         self.startedAt = startedAt
     }
@@ -68,6 +75,7 @@ final class HTTP2StreamForwarder {
 
     func dataReceived(_ data: ByteBuffer) {
         let bytes = data.readableBytes
+        self.bodyBytes += bytes
         switch self.machine.dataReceived(bytes: bytes) {
         case .queue:
             self.queued.append(data)
@@ -75,6 +83,7 @@ final class HTTP2StreamForwarder {
         case .forward:
             guard let upstream = self.upstream else { preconditionFailure("forwarding without an upstream connection") }
             upstream.sendBody(data)
+            self.keepForReplay(data)
             self.connection.upstreamNeedsFlush(upstream)
             self.written(bytes, to: upstream)
         case .discard:
@@ -113,6 +122,8 @@ final class HTTP2StreamForwarder {
         }
         // Whatever was in progress says nothing about the endpoint.
         self.attempt.end(.abandoned)
+        self.attempt.finish()
+        self.replay.removeAll()
         self.queued.removeAll()
     }
 
@@ -122,6 +133,22 @@ final class HTTP2StreamForwarder {
     }
 
     // MARK: Helpers
+
+    /// Keeps a body buffer sent upstream for a replay, while the body fits the group's `retry-buffer`.
+    private func keepForReplay(_ buffer: ByteBuffer) {
+        guard self.keepsReplay else { return }
+        if self.attempt.policy.keepsForReplay(bodyBytes: self.bodyBytes) {
+            self.replay.append(buffer)
+        } else {
+            self.keepsReplay = false
+            self.replay.removeAll()
+        }
+    }
+
+    /// Whether the retry policy allows another attempt after `failure`.
+    private func shouldRetry(after failure: RetryPolicy.Failure) -> Bool {
+        self.attempt.shouldRetry(after: failure, method: self.upstreamHead.method.rawValue, bodyBytes: self.bodyBytes)
+    }
 
     /// `bytes` of request body were written to `upstream`: consume them if it can take more.
     private func written(_ bytes: Int, to upstream: any UpstreamExchange) {
@@ -166,6 +193,8 @@ final class HTTP2StreamForwarder {
         }
         // A failure of ours or the client's (an upstream failure ended its attempt already).
         self.attempt.end(.abandoned)
+        self.attempt.finish()
+        self.replay.removeAll()
         self.giveBackWindow()
     }
 
@@ -191,7 +220,12 @@ extension HTTP2StreamForwarder: UpstreamLeaseRequester {
                 // The client waits for this before sending its body; the upstream never sees `expect`.
                 self.connection.handler?.sendInformationalHead(streamID: self.streamID, status: 100)
             }
-            for buffer in self.queued { connection.sendBody(buffer) }
+            // A retry sends again what the last attempt sent (its window was given back then).
+            for buffer in self.replay { connection.sendBody(buffer) }
+            for buffer in self.queued {
+                connection.sendBody(buffer)
+                self.keepForReplay(buffer)
+            }
             self.queued.removeAll()
             let bytes = self.queuedBytes
             self.queuedBytes = 0
@@ -204,8 +238,10 @@ extension HTTP2StreamForwarder: UpstreamLeaseRequester {
 
     func upstreamConnectFailed(_ error: ProxyError) {
         self.attempt.end(.failed(error))
-        switch self.machine.upstreamConnectFailed() {
-        case .retry: self.lease()
+        switch self.machine.upstreamConnectFailed(retry: self.shouldRetry(after: .error(error))) {
+        case .retry:
+            self.loop.stats.retries += 1
+            self.lease()
         case .fail(let failure): self.run(failure, error: error)
         case .none: break
         }
@@ -232,6 +268,16 @@ extension HTTP2StreamForwarder: UpstreamResponseDelegate {
     var downstreamIsWritable: Bool { self.connection.handler?.isWritable(streamID: self.streamID) ?? false }
 
     func upstreamResponseHead(_ head: HTTPResponseHead) {
+        let status = Int(head.status.code)
+        if self.upstream != nil, !self.machine.responseStarted, self.attempt.mayRetry(status: status), self.shouldRetry(after: .status(status)),
+            self.machine.upstreamFailed(retry: true) == .retry
+        {
+            // The route retries a 502/503 (`retry-on-5xx`): this response is dropped with its connection.
+            self.attempt.end(.response(status: status))
+            self.releaseUpstream()
+            self.loop.stats.retries += 1
+            return self.lease()
+        }
         switch self.machine.responseHead() {
         case .send:
             self.responseStatus = Int(head.status.code)
@@ -258,6 +304,8 @@ extension HTTP2StreamForwarder: UpstreamResponseDelegate {
         upstream.delegate = nil
         upstream.release(reusable: reusable, now: .now())
         self.attempt.end(.response(status: self.responseStatus))
+        self.attempt.finish()
+        self.replay.removeAll()
         let trailerFields = trailers.map(HTTP2RequestTranslation.trailerFields) ?? []
         if self.heldHead != nil {
             self.sendHeldHead(endStream: trailerFields.isEmpty)
@@ -274,13 +322,9 @@ extension HTTP2StreamForwarder: UpstreamResponseDelegate {
     }
 
     func upstreamFailed(_ error: ProxyError) {
-        guard let upstream = self.upstream else { return }
+        guard self.upstream != nil else { return }
         self.attempt.end(.failed(error))
-        let action = self.machine.upstreamFailed(
-            mayBeKeepAliveRace: error.mayBeKeepAliveRace,
-            reusedConnection: upstream.isReused,
-            idempotent: RequestRules.isIdempotent(self.upstreamHead.method.rawValue)
-        )
+        let action = self.machine.upstreamFailed(retry: !self.machine.responseStarted && self.shouldRetry(after: .error(error)))
         switch action {
         case .retry:
             self.releaseUpstream()

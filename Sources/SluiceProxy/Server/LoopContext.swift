@@ -42,6 +42,8 @@ final class LoopContext {
     /// The routes and upstream groups of the configuration in force; replaced whole on reload.
     private(set) var routing: LoopRouting
     var stats = RequestStats()
+    /// Retries in flight may be at most 20% of requests in flight (at least 3), on this loop.
+    let retryBudget = LoopRetryBudget()
     let requestLimits: RequestRules.Limits
     let logger: Logger
     var listeners: [any Channel] = []

@@ -18,7 +18,9 @@ final class LoopRouting {
         for group in self.groups { byName[group.name] = group }
         self.targets = config.routes.map { route in
             guard let group = byName[route.upstream] else { preconditionFailure("validation makes every route name a group: \(route.upstream)") }
-            return RouteTarget(route: route, group: group, maxBodyBytes: route.maxBodyBytes ?? config.http.maxBodyBytes)
+            return RouteTarget(
+                route: route, group: group, maxBodyBytes: route.maxBodyBytes ?? config.http.maxBodyBytes,
+                retryPolicy: RetryPolicy(group: group.config, route: route))
         }
         self.router = Router(routes: config.routes)
         self.matchesHosts = config.routes.contains { $0.host != nil }
@@ -46,6 +48,8 @@ struct RouteTarget {
     let group: LoopUpstreamGroup
     /// `max-body-size` of the route, else `--max-body-size`; `nil`: unlimited.
     let maxBodyBytes: Int?
+    /// The group's retries and replay buffer with the route's `retry-on-5xx`.
+    let retryPolicy: RetryPolicy
 
     /// The request target the upstream gets for `target` (the route's `strip-prefix`).
     func upstreamTarget(_ target: String) -> String {

@@ -178,36 +178,3 @@ enum AttemptOutcome {
     /// The client went away or Sluice ended the request: says nothing about the endpoint.
     case abandoned
 }
-
-/// One request's use of a group: which endpoint its attempt is on, which it tried, how many times.
-/// The handler holds it from the routing decision to the end of the exchange; ``begin()`` and
-/// ``end(_:)`` pair every pick with its outcome, so in-flight counts cannot drift.
-struct UpstreamAttempt {
-    let group: LoopUpstreamGroup
-    private(set) var endpoint: Int?
-    private(set) var tried = EndpointSet()
-    /// `balance: hash`: the request's key, hashed once when it is routed.
-    var hash: UInt64?
-    /// Attempts made so far (1 for the first).
-    private(set) var count = 0
-
-    init(group: LoopUpstreamGroup) { self.group = group }
-
-    /// Picks the endpoint of the next attempt and returns its pool.
-    mutating func begin() -> any EndpointPool {
-        if let endpoint = self.endpoint { self.group.finished(endpoint: endpoint, outcome: .abandoned) }
-        let endpoint = self.group.pick(hash: self.hash, excluding: self.tried)
-        self.endpoint = endpoint
-        self.tried.insert(endpoint)
-        self.count += 1
-        return self.group.pools[endpoint]
-    }
-
-    /// The attempt in progress ended; nothing if none is.
-    mutating func end(_ outcome: AttemptOutcome) {
-        guard let endpoint = self.endpoint else { return }
-        self.endpoint = nil
-        self.group.finished(endpoint: endpoint, outcome: outcome)
-    }
-}
-

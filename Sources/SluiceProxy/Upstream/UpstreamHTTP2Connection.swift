@@ -223,7 +223,7 @@ final class UpstreamHTTP2Stream: UpstreamExchange {
         self.head = nil
         guard let id = self.connection.open(self, head: head, endStream: endStream) else {
             // GOAWAY or a close raced the lease: nothing reached the upstream.
-            self.failSoon(.upstreamResetBeforeResponse("connection to the upstream is going away"))
+            self.failSoon(.upstreamRefusedStream("connection to the upstream is going away"))
             return nil
         }
         self.streamID = id
@@ -301,6 +301,11 @@ final class UpstreamHTTP2Stream: UpstreamExchange {
         self.awaitingHeadSince = nil
         guard !self.responseEnded, let delegate = self.delegate else { return }
         self.delegate = nil
+        if errorCode == .refusedStream {
+            // RFC 9113 §8.7: the upstream did not process the stream (refused, or above a GOAWAY's
+            // last stream): safe to retry whatever the method.
+            return delegate.upstreamFailed(.upstreamRefusedStream("stream refused (REFUSED_STREAM)"))
+        }
         let reason = errorCode.map { "stream reset (\($0))" } ?? "connection closed"
         delegate.upstreamFailed(.upstreamResetBeforeResponse(reason))
     }

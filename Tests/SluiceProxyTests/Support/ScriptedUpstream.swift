@@ -15,11 +15,17 @@ final class ScriptedUpstream: Sendable {
         var now: String
         /// Bytes written this long after `now`, on the same connection.
         var later: (after: TimeAmount, bytes: String)?
+        /// Close the connection after writing `now` (a reset before the response when `now` is empty).
+        var close = false
 
-        init(_ now: String, later: (after: TimeAmount, bytes: String)? = nil) {
+        init(_ now: String, later: (after: TimeAmount, bytes: String)? = nil, close: Bool = false) {
             self.now = now
             self.later = later
+            self.close = close
         }
+
+        /// Read the request whole, then close the connection without a byte of response.
+        static let hangUp = Reply("", close: true)
     }
 
     struct Record: Sendable {
@@ -105,6 +111,11 @@ final class ScriptedUpstream: Sendable {
                 let head = self.head!
                 self.head = nil
                 guard let reply = self.respond(head) else { continue }
+                if reply.close {
+                    if !reply.now.isEmpty { context.write(self.wrapOutboundOut(ByteBuffer(string: reply.now)), promise: nil) }
+                    context.close(promise: nil)
+                    return
+                }
                 context.writeAndFlush(self.wrapOutboundOut(ByteBuffer(string: reply.now)), promise: nil)
                 if let later = reply.later {
                     context.eventLoop.assumeIsolated().scheduleTask(in: later.after) {
