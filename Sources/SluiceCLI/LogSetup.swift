@@ -55,21 +55,7 @@ struct JSONLogHandler: LogHandler {
         return !(string.hasPrefix("0") && string.count > 1 && !string.hasPrefix("0."))
     }
 
-    static func quote(_ string: String) -> String {
-        var out = "\""
-        for scalar in string.unicodeScalars {
-            switch scalar {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case "\n": out += "\\n"
-            case "\r": out += "\\r"
-            case "\t": out += "\\t"
-            case _ where scalar.value < 0x20: out += String(format: "\\u%04x", scalar.value)
-            default: out.unicodeScalars.append(scalar)
-            }
-        }
-        return out + "\""
-    }
+    static func quote(_ string: String) -> String { JSONText.string(string) }
 
     private static func timestamp() -> String {
         let now = Date()

@@ -178,10 +178,10 @@ enum YAMLText {
     }
 }
 
-/// A few JSON values as text, without Foundation.
-enum JSONText {
+/// A few JSON values as text, without Foundation (check-config's report, the JSON log lines).
+public enum JSONText {
     /// A JSON string literal.
-    static func string(_ text: String) -> String {
+    public static func string(_ text: String) -> String {
         var out = "\""
         for scalar in text.unicodeScalars {
             switch scalar {
