@@ -49,7 +49,37 @@ SCENARIOS = {
     "close": {"tool": "wrk", "path": "/small", "headers": ["Connection: close"],
               "desc": "GET small, Connection: close on every request"},
     "h2": {"tool": "h2load", "path": "/small", "desc": "h2c prior knowledge, GET small"},
+    # Its own proxy instances (the `edge` variant): 20 routes, groups of 3 origins, least-request;
+    # the benchmarked requests match only the last route. Compared with each proxy's own `small`.
+    "edge": {"tool": "wrk", "path": "/small", "headers": ["Host: www.edge.bench"], "variant": "edge",
+             "desc": "GET small through 20 routes (host and path-prefix; the last one matches) to a group "
+                     "of 3 endpoints, least-request"},
 }
+
+# --------------------------------------------------------------------------------------
+# the edge variant: one routing table, written for each proxy
+#
+# Routes, in order (first match wins; nginx's server_name/location and HAProxy's use_backend rules are
+# written to mean the same):
+#   0-9    host svc<i>.edge.bench and path-prefix /svc<i>/   -> group g<i % 4>
+#   10-18  path-prefix /api<i>/ (any host)                    -> group g<i % 4>
+#   19     host *.edge.bench (any path)                       -> group g3
+# Every group has the same 3 origins (in a rotated order) and balances least-request. The benchmark
+# sends Host www.edge.bench, GET /small: 19 routes are tried and fail, the 20th matches.
+EDGE_GROUPS = 4
+EDGE_HOST = "www.edge.bench"
+
+
+def edge_routes() -> list[dict]:
+    routes = [{"host": f"svc{i}.edge.bench", "prefix": f"/svc{i}/", "group": f"g{i % EDGE_GROUPS}"} for i in range(10)]
+    routes += [{"host": None, "prefix": f"/api{i}/", "group": f"g{i % EDGE_GROUPS}"} for i in range(10, 19)]
+    routes.append({"host": "*.edge.bench", "prefix": "/", "group": f"g{EDGE_GROUPS - 1}"})
+    return routes
+
+
+def edge_group_ports(origin_ports: list[int], g: int) -> list[int]:
+    k = g % len(origin_ports)
+    return origin_ports[k:] + origin_ports[:k]
 
 # --------------------------------------------------------------------------------------
 # small helpers
@@ -216,22 +246,23 @@ def reset_peak_rss(pids: list[int]) -> bool:
 
 
 def http_get(port: int, path: str, timeout: float = 2.0, method: str = "GET",
-             body: bytes | None = None) -> tuple[int, bytes]:
+             body: bytes | None = None, host: str = "127.0.0.1") -> tuple[int, bytes]:
     c = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
-        c.request(method, path, body=body, headers={"Host": "127.0.0.1"})
+        c.request(method, path, body=body, headers={"Host": host})
         r = c.getresponse()
         return r.status, r.read()
     finally:
         c.close()
 
 
-def wait_http(port: int, path: str, deadline: float, proc: subprocess.Popen | None = None) -> bool:
+def wait_http(port: int, path: str, deadline: float, proc: subprocess.Popen | None = None,
+              host: str = "127.0.0.1") -> bool:
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
             return False
         try:
-            st, _ = http_get(port, path, timeout=1.0)
+            st, _ = http_get(port, path, timeout=1.0, host=host)
             if st == 200:
                 return True
         except OSError:
@@ -256,6 +287,19 @@ def probe(port: int, scenario: str, h2_port: int | None = None) -> str | None:
             st, got = http_get(port, path)
             if st != 200 or len(got) != want:
                 return f"GET {path}: status {st}, {len(got)} bytes (want {want})"
+        elif scenario == "edge":
+            # The benchmarked route, then one earlier route of each kind (host + path, path only) and a
+            # request no route takes: the table must mean what it says in every proxy.
+            st, got = http_get(port, "/small", host=EDGE_HOST)
+            if st != 200 or len(got) != 13:
+                return f"GET /small Host {EDGE_HOST}: status {st}, {len(got)} bytes (want 13)"
+            for host, path in (("svc3.edge.bench", "/svc3/small"), ("elsewhere.test", "/api12/small")):
+                st, got = http_get(port, path, host=host)
+                if st != 404 or got != b"not found\n":  # the origin has no such path: its own 404
+                    return f"GET {path} Host {host}: status {st}, {got[:60]!r} (want the origin's 404: the route exists)"
+            st, _ = http_get(port, "/small", host="elsewhere.test")
+            if st not in (404, 503):
+                return f"GET /small Host elsewhere.test: status {st} (want 404/503: no route)"
     except (OSError, http.client.HTTPException) as e:
         return f"probe failed: {e!r}"
     if scenario == "h2":
@@ -291,12 +335,16 @@ class Proxy:
     exe = "?"
 
     def __init__(self, work: Path, origin_port: int, threads: int = 1, core: str | None = "1",
-                 max_conns: int = 4096, tag: str = "") -> None:
+                 max_conns: int = 4096, tag: str = "", variant: str = "default",
+                 origin_ports: list[int] | None = None) -> None:
         self.origin_port = origin_port
+        # `edge`: the 20-route table of `edge_routes()` over groups of these origins (SCENARIOS["edge"]).
+        self.variant = variant
+        self.origin_ports = origin_ports or [origin_port]
         self.threads = threads
         self.core = core
         self.max_conns = max_conns
-        self.tag = tag or f"{self.name}-t{threads}"
+        self.tag = tag or (f"{self.name}-t{threads}" if variant == "default" else f"{self.name}-{variant}-t{threads}")
         self.dir = work / self.tag
         self.dir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
@@ -308,8 +356,16 @@ class Proxy:
     def command(self) -> list[str]:
         raise NotImplementedError
 
+    @property
+    def probe_host(self) -> str:
+        return EDGE_HOST if self.variant == "edge" else "127.0.0.1"
+
+    @property
+    def warm_scenario(self) -> str:
+        return "edge" if self.variant == "edge" else "small"
+
     def ready(self, deadline: float) -> bool:
-        return wait_http(self.port, "/small", deadline, self.proc)
+        return wait_http(self.port, "/small", deadline, self.proc, host=self.probe_host)
 
     def start(self, timeout: float = 20.0) -> None:
         cmd = pinned(self.core, self.command())
@@ -374,7 +430,14 @@ http {{
     keepalive_requests 1000000;
     keepalive_timeout 75s;
     tcp_nodelay on;
-    upstream origin {{
+{self.edge_block() if self.variant == "edge" else self.default_block()}
+}}
+"""
+        (d / "nginx.conf").write_text(conf)
+        return [shutil.which("nginx") or "nginx", "-p", str(d), "-c", str(d / "nginx.conf"), "-e", str(d / "logs/error.log")]
+
+    def default_block(self) -> str:
+        return f"""    upstream origin {{
         server 127.0.0.1:{self.origin_port};
         keepalive 128;
         keepalive_requests 1000000;
@@ -392,11 +455,33 @@ http {{
             proxy_buffers 8 16k;
             proxy_busy_buffers_size 32k;
         }}
-    }}
-}}
-"""
-        (d / "nginx.conf").write_text(conf)
-        return [shutil.which("nginx") or "nginx", "-p", str(d), "-c", str(d / "nginx.conf"), "-e", str(d / "logs/error.log")]
+    }}"""
+
+    def edge_block(self) -> str:
+        """`edge_routes()` as server_name + location: a host's server holds its own prefix, the
+        any-host prefixes (routes 10-18) and, when *.edge.bench covers it, `/` (route 19)."""
+        out = ["    proxy_http_version 1.1;", '    proxy_set_header Connection "";', "    proxy_set_header Host $host;",
+               "    proxy_buffer_size 16k;", "    proxy_buffers 8 16k;", "    proxy_busy_buffers_size 32k;"]
+        for g in range(EDGE_GROUPS):
+            servers = "".join(f"        server 127.0.0.1:{p};\n" for p in edge_group_ports(self.origin_ports, g))
+            out.append(f"    upstream g{g} {{\n        least_conn;\n{servers}        keepalive 128;\n"
+                       "        keepalive_requests 1000000;\n        keepalive_timeout 60s;\n    }")
+        routes = edge_routes()
+        any_host = "".join(f"        location {r['prefix']} {{ proxy_pass http://{r['group']}; }}\n"
+                           for r in routes if r["host"] is None)
+        last = routes[-1]
+        catch = f"        location / {{ proxy_pass http://{last['group']}; }}\n"
+        listen = f"        listen 127.0.0.1:{self.port}{{}};\n        listen 127.0.0.1:{self.h2_port} http2{{}};\n"
+        first = " default_server backlog=4096"
+        out.append("    server {\n" + listen.format(first, first) + "        server_name _;\n" + any_host + "    }")
+        for r in routes:
+            if r["host"] and not r["host"].startswith("*"):
+                own = f"        location {r['prefix']} {{ proxy_pass http://{r['group']}; }}\n"
+                out.append("    server {\n" + listen.format("", "") + f"        server_name {r['host']};\n"
+                           + own + any_host + catch + "    }")
+        out.append("    server {\n" + listen.format("", "") + f"        server_name {last['host']};\n"
+                   + any_host + catch + "    }")
+        return "\n".join(out)
 
     def log_tail(self, n: int = 400) -> str:
         t = super().log_tail(n)
@@ -436,13 +521,34 @@ defaults
 frontend fe
     # HTTP/1.1; HAProxy also detects the h2c prior-knowledge preface on this port
     bind 127.0.0.1:{self.port}
-    default_backend be
-
-backend be
-    server origin 127.0.0.1:{self.origin_port}
+{self.edge_sections() if self.variant == "edge" else self.default_sections()}
 """
         (d / "haproxy.cfg").write_text(conf)
         return [shutil.which("haproxy") or "haproxy", "-db", "-f", str(d / "haproxy.cfg")]
+
+    def default_sections(self) -> str:
+        return f"""    default_backend be
+
+backend be
+    server origin 127.0.0.1:{self.origin_port}"""
+
+    def edge_sections(self) -> str:
+        """`edge_routes()` as use_backend rules in order (the host without its port, once per request,
+        as Sluice does); no default backend, so no match is HAProxy's 503."""
+        out = ["    http-request set-var(txn.host) req.hdr(host),field(1,:),lower"]
+        for r in edge_routes():
+            conds = []
+            if r["host"] and r["host"].startswith("*"):
+                conds.append(f"{{ var(txn.host) -m end {r['host'][1:]} }}")
+            elif r["host"]:
+                conds.append(f"{{ var(txn.host) -m str {r['host']} }}")
+            if r["prefix"] != "/":
+                conds.append(f"{{ path_beg {r['prefix']} }}")
+            out.append(f"    use_backend {r['group']} if " + " ".join(conds))
+        for g in range(EDGE_GROUPS):
+            out.append(f"\nbackend g{g}\n    balance leastconn")
+            out += [f"    server s{i} 127.0.0.1:{p}" for i, p in enumerate(edge_group_ports(self.origin_ports, g))]
+        return "\n".join(out)
 
     def version(self) -> str:
         r = subprocess.run(["haproxy", "-v"], capture_output=True, text=True, timeout=10)
@@ -461,18 +567,38 @@ class Sluice(Proxy):
         self.admin_port = free_port()
 
     def command(self) -> list[str]:
-        cmd = [self.binary, "--listen", f"127.0.0.1:{self.port}",
-               "--upstream", f"http://127.0.0.1:{self.origin_port}",
+        if self.variant == "edge":
+            upstream = ["--config", str(self.write_edge_config())]
+        else:
+            upstream = ["--upstream", f"http://127.0.0.1:{self.origin_port}"]
+        cmd = [self.binary, "--listen", f"127.0.0.1:{self.port}", *upstream,
                "--admin", f"127.0.0.1:{self.admin_port}",
                "--threads", str(self.threads), "--log-level", "warning"]
         if Sluice.drain_flags:
             cmd += ["--drain-delay", "0s", "--drain-timeout", "2s"]
         return cmd
 
+    def write_edge_config(self) -> Path:
+        """`edge_routes()` as Sluice's YAML (`upstreams:` groups and `routes:`, DESIGN.md §5); listen,
+        admin and the rest come as flags, as in the default variant."""
+        lines = ["upstreams:"]
+        for g in range(EDGE_GROUPS):
+            endpoints = ", ".join(f"http://127.0.0.1:{p}" for p in edge_group_ports(self.origin_ports, g))
+            lines += [f"  g{g}:", f"    endpoints: [{endpoints}]", "    balance: least-request"]
+        lines.append("routes:")
+        for r in edge_routes():
+            lines.append(f"  - host: \"{r['host']}\"" if r["host"] else f"  - path-prefix: {r['prefix']}")
+            if r["host"]:
+                lines.append(f"    path-prefix: {r['prefix']}")
+            lines.append(f"    upstream: {r['group']}")
+        path = self.dir / "edge.yaml"
+        path.write_text("# generated by bench.py: the edge scenario's routes (see edge_routes())\n" + "\n".join(lines) + "\n")
+        return path
+
     def ready(self, deadline: float) -> bool:
         if not wait_http(self.admin_port, "/readyz", deadline, self.proc):
             return False
-        return wait_http(self.port, "/small", deadline, self.proc)
+        return wait_http(self.port, "/small", deadline, self.proc, host=self.probe_host)
 
     def start(self, timeout: float = 30.0) -> None:
         try:
@@ -735,19 +861,33 @@ def ratios(summary: dict) -> dict:
                     a, b = sl.get(m), rf.get(m)
                     target[f"{key}_vs_{ref}"] = (a / b) if (sl.get("status") == "ok" and rf.get("status") == "ok"
                                                            and a is not None and b) else None
+        if SCENARIOS.get(s, {}).get("variant") and "small" in summary:
+            # Each proxy's CPU per request here over its own in `small`, same run: what the variant's
+            # configuration (for `edge`, routing and balancing) costs it. Issue 10: Sluice within 5%.
+            own: dict = {}
+            for p, e in row.items():
+                a, b = e.get("cpu_per_10k"), summary["small"].get(p, {}).get("cpu_per_10k")
+                ok = e.get("status") == "ok" and summary["small"].get(p, {}).get("status") == "ok"
+                own[p] = (a / b) if (ok and a is not None and b) else None
+            r["cpu_vs_own_small"] = own
         out[s] = r
     return out
 
 
 def table(summary: dict, rat: dict, proxies: list[str]) -> str:
+    own_small = any("cpu_vs_own_small" in r for r in rat.values())
     hdr = ["scenario", "proxy", "req/s", "p50 ms", "p99 ms", "CPU s/10k", "RSS MiB", "errors",
-           "CPU/nginx", "CPU/haproxy", "p99/nginx", "p99/haproxy"]
+           "CPU/nginx", "CPU/haproxy", "p99/nginx", "p99/haproxy"] + (["CPU/own small"] if own_small else [])
     rows = []
     for s, row in summary.items():
         for p in proxies:
             e = row.get(p, {"status": "n/a"})
+            own = []
+            if own_small:
+                v = rat.get(s, {}).get("cpu_vs_own_small", {}).get(p)
+                own = [fmt(v, ".3f") + "x" if v is not None else ("n/a" if "cpu_vs_own_small" in rat.get(s, {}) else "")]
             if e.get("status") != "ok":
-                rows.append([s, p, "n/a", "n/a", "n/a", "n/a", "n/a", "n/a", "", "", "", ""])
+                rows.append([s, p, "n/a", "n/a", "n/a", "n/a", "n/a", "n/a", "", "", "", ""] + own)
                 continue
             extra = ["", "", "", ""]
             if p in SLUICES:
@@ -758,7 +898,7 @@ def table(summary: dict, rat: dict, proxies: list[str]) -> str:
                          fmt(rr.get("p99_vs_haproxy"), ".2f") + ("x" if rr.get("p99_vs_haproxy") else "")]
             rows.append([s, p, fmt(e["rps"], ".0f"), fmt(e.get("p50_ms")), fmt(e.get("p99_ms")),
                          fmt(e["cpu_per_10k"], ".3f"), fmt(e["peak_rss_mib"], ".1f"),
-                         fmt(e["errors"], ".0f")] + extra)
+                         fmt(e["errors"], ".0f")] + extra + own)
     widths = [max(len(str(x)) for x in col) for col in zip(hdr, *rows)]
     line = lambda cols: "| " + " | ".join(str(c).rjust(w) if i > 1 else str(c).ljust(w)
                                           for i, (c, w) in enumerate(zip(cols, widths))) + " |"
@@ -896,7 +1036,8 @@ def resolve_sluice(args) -> tuple[str | None, str]:
 
 
 def start_proxy(name: str, work: Path, origin_port: int, threads: int, core: str | None,
-                max_conns: int, tag: str = "") -> tuple[Proxy | None, str]:
+                max_conns: int, tag: str = "", variant: str = "default",
+                origin_ports: list[int] | None = None) -> tuple[Proxy | None, str]:
     cls = PROXY_CLASSES[name]
     if name not in SLUICES and not shutil.which(cls.exe):
         return None, f"{cls.exe} not installed"
@@ -904,7 +1045,8 @@ def start_proxy(name: str, work: Path, origin_port: int, threads: int, core: str
         return None, SLUICE_REASON
     if name == "sluice-b" and not SluiceB.binary:
         return None, "no --sluice-bin-b given"
-    px = cls(work, origin_port, threads=threads, core=core, max_conns=max_conns, tag=tag)
+    px = cls(work, origin_port, threads=threads, core=core, max_conns=max_conns, tag=tag, variant=variant,
+             origin_ports=origin_ports)
     try:
         px.start()
     except Unavailable as e:
@@ -913,7 +1055,7 @@ def start_proxy(name: str, work: Path, origin_port: int, threads: int, core: str
 
 
 def warm_up(px: Proxy, seconds: int, core: str | None, conns: int) -> None:
-    run_wrk(px.port, SCENARIOS["small"], seconds, conns, core=core)
+    run_wrk(px.port, SCENARIOS[px.warm_scenario], seconds, conns, core=core)
 
 
 SLUICE_REASON = ""
@@ -1088,6 +1230,18 @@ def main(argv=None) -> int:
     origin = REG.spawn(pinned("0", [str(origin_bin), str(origin_port)]), work / "origin.log")
     if not wait_http(origin_port, "/healthz", time.monotonic() + 10, origin):
         raise SystemExit("origin did not start: " + (work / "origin.log").read_text()[-300:])
+    # The edge variant's groups have 3 endpoints: the origin and two more like it (also on core 0).
+    variants = sorted({SCENARIOS[s].get("variant", "default") for s in args.scenarios})
+    origin_ports = [origin_port]
+    extra_origins = []
+    if "edge" in variants and not args.no_matrix:
+        for i in (2, 3):
+            port = free_port()
+            extra = REG.spawn(pinned("0", [str(origin_bin), str(port)]), work / f"origin{i}.log")
+            if not wait_http(port, "/healthz", time.monotonic() + 10, extra):
+                raise SystemExit(f"origin {i} did not start: " + (work / f"origin{i}.log").read_text()[-300:])
+            origin_ports.append(port)
+            extra_origins.append(extra)
 
     meta = {
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -1113,20 +1267,29 @@ def main(argv=None) -> int:
 
     # ---------------------------------------------------------------- main matrix
     if not args.no_matrix:
-        running: dict[str, Proxy] = {}
+        # One instance per proxy and configuration variant (`default`: one upstream, the flags'
+        # short form; `edge`: the 20-route table); each scenario runs on its variant's instance.
+        running: dict[tuple[str, str], Proxy] = {}
+        reasons: dict[tuple[str, str], str] = {}
         for name in args.proxies:
-            px, why = start_proxy(name, work, origin_port, 1, "1", max_conns)
-            info = {"available": px is not None}
-            if px:
-                running[name] = px
-                info["version"] = px.version()
-                info["command"] = (px.dir / "cmd.txt").read_text().strip()
-                warm_up(px, 1 if args.quick else 2, "0", args.connections)
-            else:
-                info["reason"] = why
-                warn(f"{name}: n/a: {why}")
-            results["proxies"][name] = info
-            log(f"  {name:<8} {'ready ' + info.get('version', '') if px else 'n/a'}")
+            for variant in variants:
+                px, why = start_proxy(name, work, origin_port, 1, "1", max_conns, variant=variant,
+                                      origin_ports=origin_ports)
+                info = {"available": px is not None}
+                if px:
+                    running[(name, variant)] = px
+                    info["version"] = px.version()
+                    info["command"] = (px.dir / "cmd.txt").read_text().strip()
+                    warm_up(px, 1 if args.quick else 2, "0", args.connections)
+                else:
+                    info["reason"] = reasons[(name, variant)] = why
+                    warn(f"{name} ({variant}): n/a: {why}")
+                if variant == "default":
+                    results["proxies"].setdefault(name, {}).update(info)
+                else:
+                    results["proxies"].setdefault(name, {}).setdefault("variants", {})[variant] = info
+                label = name if variant == "default" else f"{name} ({variant})"
+                log(f"  {label:<16} {'ready ' + info.get('version', '') if px else 'n/a'}")
         cells: list[dict] = []
         order = [p for p in args.proxies]
         try:
@@ -1135,11 +1298,12 @@ def main(argv=None) -> int:
                 rorder = order[k:] + order[:k]  # rotate so no proxy is always first
                 log(f"round {rnd}/{args.rounds}: order {', '.join(rorder)}")
                 for s in args.scenarios:
+                    variant = SCENARIOS[s].get("variant", "default")
                     for name in rorder:
-                        px = running.get(name)
+                        px = running.get((name, variant))
                         if px is None:
                             c = {"proxy": name, "scenario": s, "round": rnd, "status": "n/a",
-                                 "reason": results["proxies"][name].get("reason", "unavailable")}
+                                 "reason": reasons.get((name, variant), "unavailable")}
                         else:
                             if not px.alive():  # crashed earlier: one restart attempt per cell
                                 try:
@@ -1151,11 +1315,12 @@ def main(argv=None) -> int:
                         if px is not None or rnd == 1:
                             log(cell_line(c))
         finally:
-            for name, px in running.items():
+            for (name, variant), px in running.items():
                 code = px.stop()
-                results["proxies"][name]["exit_code"] = code
+                info = results["proxies"][name] if variant == "default" else results["proxies"][name]["variants"][variant]
+                info["exit_code"] = code
                 if name in SLUICES:
-                    log(f"  {name} stopped on SIGTERM, exit code {code}")
+                    log(f"  {name}{'' if variant == 'default' else ' (' + variant + ')'} stopped on SIGTERM, exit code {code}")
         summ = summarise(cells, args.scenarios, args.proxies)
         rat = ratios(summ)
         results.update(cells=cells, summary=summ, ratios=rat)
@@ -1164,6 +1329,12 @@ def main(argv=None) -> int:
         log(f"Medians over {args.rounds} round(s), {args.duration}s per cell; CPU = proxy process tree "
             f"utime+stime per 10k requests; RSS = peak (VmHWM) of all proxy processes")
         log(tbl)
+        for s in args.scenarios:
+            own = rat.get(s, {}).get("cpu_vs_own_small")
+            if own is not None:
+                parts = [f"{p} {fmt(own.get(p), '.3f')}x" for p in args.proxies]
+                log(f"{s}: CPU per request over the same proxy's `small`: {', '.join(parts)}"
+                    + (" (issue 10: Sluice within 1.05x)" if s == "edge" else ""))
         title = (f"{meta['mode']}: {args.rounds} round(s) x {args.duration}s, proxy pinned to 1 core, "
                  f"{args.connections} conns (h2: {meta['h2load']})")
         err = chart(summ, args.proxies, out / "results.png", title)
@@ -1252,6 +1423,8 @@ def main(argv=None) -> int:
                 px.stop()
         results["idle_conns"] = idle_res
 
+    for extra in extra_origins:
+        REG.stop(extra)
     REG.stop(origin)
     meta["elapsed_s"] = round(time.monotonic() - t_start, 1)
     (out / "results.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
