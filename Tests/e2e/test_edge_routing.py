@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import collections
 import json
+from pathlib import Path
 
 import pytest
 
@@ -285,3 +286,14 @@ def test_check_config_rejects_a_broken_variant_with_path_qualified_messages(prox
     assert any(line.startswith('sluice: routes[2].upstream: "apii"') for line in lines), lines
     assert any(line.startswith("sluice: routes[0].strip-prefix:") for line in lines), lines
     assert lines[-1] == "sluice: configuration is invalid (3 errors)", lines
+
+
+def test_readme_edge_example_passes_check_config(tmp_path):
+    """The README's complete edge-proxy example is a valid configuration."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    start = readme.index("```yaml\n# edge.yaml\n") + len("```yaml\n")
+    example = tmp_path / "edge.yaml"
+    example.write_text(readme[start:readme.index("```", start)])
+    result = check_config(example, "--grace-period", "50s")
+    assert result.returncode == 0, result.stderr
+    assert "sluice: configuration is valid" in result.stderr
