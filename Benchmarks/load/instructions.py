@@ -10,7 +10,7 @@ the instructions one request costs, start-up and shutdown cancelling out.
 
 Usage:
   python3 Benchmarks/load/instructions.py --bin A=path/to/sluice --bin B=path/to/other \\
-      [--scenarios small,4k,post4k,h2] [--requests 2000,6000]
+      [--scenarios small,4k,post4k,h2,edge] [--requests 2000,6000]
 
 Needs valgrind, h2load (nghttp2-client) and a C compiler (the origin); loopback only; each run is
 bounded in time. Prints progress, then a table (instructions per request, and B/A).
@@ -29,12 +29,16 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from bench import EDGE_HOST, sluice_edge_yaml  # noqa: E402  (the edge scenario's routes, written once)
 SCENARIOS = {
     # name: (h2load protocol flags, path, extra h2load args)
     "small": (["--h1"], "/small", []),
     "4k": (["--h1"], "/4k", []),
     "post4k": (["--h1"], "/echo", ["-d", "{body}"]),
     "h2": ([], "/small", []),
+    # bench.py's edge scenario: 20 routes, the last one matches, a group of 3 origins, least-request.
+    "edge": (["--h1"], "/small", ["-H", f":authority: {EDGE_HOST}"]),  # h2load: `host:` would add a second Host
 }
 
 
@@ -64,12 +68,18 @@ def build_origin(work: Path) -> Path:
     return out
 
 
-def instructions(binary: str, scenario: str, requests: int, origin_port: int, work: Path, body: Path) -> int:
+def instructions(binary: str, scenario: str, requests: int, origin_ports: list[int], work: Path, body: Path) -> int:
     proto, path, extra = SCENARIOS[scenario]
     port, admin = free_port(), free_port()
+    if scenario == "edge":
+        config = work / "edge.yaml"
+        config.write_text(sluice_edge_yaml(origin_ports))
+        upstream = ["--config", str(config)]
+    else:
+        upstream = ["--upstream", f"http://127.0.0.1:{origin_ports[0]}"]
     out = work / f"callgrind.{os.getpid()}.{scenario}.{requests}.{Path(binary).parent.name}"
     cmd = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", "--dump-instr=no",
-           binary, "--listen", f"127.0.0.1:{port}", "--upstream", f"http://127.0.0.1:{origin_port}",
+           binary, "--listen", f"127.0.0.1:{port}", *upstream,
            "--admin", f"127.0.0.1:{admin}", "--threads", "1", "--log-level", "error",
            "--drain-delay", "0s", "--drain-timeout", "5s"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -80,8 +90,9 @@ def instructions(binary: str, scenario: str, requests: int, origin_port: int, wo
         args += [a.replace("{body}", str(body)) for a in extra] + [f"http://127.0.0.1:{port}{path}"]
         r = subprocess.run(args, capture_output=True, text=True, timeout=600)
         done = re.search(r"requests: \d+ total, \d+ started, (\d+) done, (\d+) succeeded", r.stdout)
-        if not done or int(done.group(2)) != requests:
-            raise SystemExit(f"h2load did not complete {requests} requests:\n{r.stdout[-600:]}{r.stderr[-300:]}")
+        ok = re.search(r"status codes: (\d+) 2xx", r.stdout)
+        if not done or int(done.group(2)) != requests or not ok or int(ok.group(1)) != requests:
+            raise SystemExit(f"h2load did not complete {requests} requests with 2xx:\n{r.stdout[-600:]}{r.stderr[-300:]}")
     finally:
         proc.send_signal(signal.SIGQUIT)  # stop at once: no drain to count
         try:
@@ -113,24 +124,28 @@ def main() -> int:
         work = Path(tmp)
         body = work / "body"
         body.write_bytes(b"x" * 4096)
-        origin_port = free_port()
-        origin = subprocess.Popen([str(build_origin(work)), str(origin_port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        origin_bin = build_origin(work)
+        origin_ports = [free_port() for _ in range(3 if "edge" in scenarios else 1)]
+        origins = [subprocess.Popen([str(origin_bin), str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                   for port in origin_ports]
         try:
-            if not wait_port(origin_port, time.monotonic() + 10):
-                raise SystemExit("origin did not start")
+            for port in origin_ports:
+                if not wait_port(port, time.monotonic() + 10):
+                    raise SystemExit("origin did not start")
             rows = []
             for s in scenarios:
                 per = {}
                 for name, path in bins:
                     t0 = time.monotonic()
-                    a = instructions(path, s, n1, origin_port, work, body)
-                    b = instructions(path, s, n2, origin_port, work, body)
+                    a = instructions(path, s, n1, origin_ports, work, body)
+                    b = instructions(path, s, n2, origin_ports, work, body)
                     per[name] = (b - a) / (n2 - n1)
                     log(f"  {s:<7} {name:<10} {per[name]:>10.0f} instructions/request  ({time.monotonic() - t0:.0f} s)")
                 rows.append((s, per))
         finally:
-            origin.terminate()
-            origin.wait(timeout=10)
+            for origin in origins:
+                origin.terminate()
+                origin.wait(timeout=10)
     names = [n for n, _ in bins]
     hdr = ["scenario"] + [f"{n} instr/req" for n in names] + [f"{n}/{names[0]}" for n in names[1:]]
     lines = []
