@@ -124,9 +124,11 @@ struct UpstreamHealthTests {
         var health = HealthCheck()
         health.path = "/healthz"
         health.interval = .milliseconds(150)
-        health.timeout = .milliseconds(500)
+        // A long timeout and two failures in a row: a check slowed by a loaded machine must not take
+        // the healthy endpoint out too (the balancer's panic would then pick the failing one).
+        health.timeout = .seconds(2)
         health.healthyAfter = 1
-        health.unhealthyAfter = 1
+        health.unhealthyAfter = 2
         group.health = health
         group.outlier = nil
         return group
