@@ -51,7 +51,6 @@ struct UpstreamHealthTests {
         let plain = try await HealthUpstream.start(name: "P")
         a.state.setHealthStatus(500)
         var checked = Self.checkedGroup("api", [a.url])
-        checked.health!.interval = .milliseconds(100)
         let unchecked = UpstreamGroup(name: "plain", endpoints: [UpstreamURL(parsing: plain.url)!])
         let proxy = try await HealthProxy.start(groups: [checked, unchecked], readyRequires: ["plain", "api"])
         defer { Task { await proxy.stop(); await a.stop(); await plain.stop() } }
@@ -123,10 +122,11 @@ struct UpstreamHealthTests {
         var group = UpstreamGroup(name: name, endpoints: urls.map { UpstreamURL(parsing: $0)! })
         var health = HealthCheck()
         health.path = "/healthz"
-        health.interval = .milliseconds(150)
-        // A long timeout and two failures in a row: a check slowed by a loaded machine must not take
-        // the healthy endpoint out too (the balancer's panic would then pick the failing one).
-        health.timeout = .seconds(2)
+        // Two failures in a row, and a timeout as long as validation allows (the interval): a check
+        // slowed by a loaded machine must not take the healthy endpoint out too (the balancer's
+        // panic would then pick the failing one).
+        health.interval = .milliseconds(300)
+        health.timeout = .milliseconds(300)
         health.healthyAfter = 1
         health.unhealthyAfter = 2
         group.health = health

@@ -127,7 +127,7 @@ def test_killed_origin_is_taken_out_by_health_checks(tmp_path):
         f"    endpoints: [{', '.join(f'http://127.0.0.1:{p}' for _, p in origins)}]\n"
         "    balance: round-robin\n"
         "    retries: 1\n"
-        "    health: {path: /, interval: 200ms, timeout: 500ms, healthy-after: 1, unhealthy-after: 2}\n"
+        "    health: {path: /, interval: 200ms, timeout: 200ms, healthy-after: 1, unhealthy-after: 2}\n"
         "routes:\n"
         "  - path-prefix: /\n"
         "    upstream: api\n"
