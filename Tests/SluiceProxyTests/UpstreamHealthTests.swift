@@ -50,7 +50,7 @@ struct UpstreamHealthTests {
         let a = try await HealthUpstream.start(name: "A")
         let plain = try await HealthUpstream.start(name: "P")
         a.state.setHealthStatus(500)
-        var checked = Self.checkedGroup("api", [a.url])
+        let checked = Self.checkedGroup("api", [a.url])
         let unchecked = UpstreamGroup(name: "plain", endpoints: [UpstreamURL(parsing: plain.url)!])
         let proxy = try await HealthProxy.start(groups: [checked, unchecked], readyRequires: ["plain", "api"])
         defer { Task { await proxy.stop(); await a.stop(); await plain.stop() } }
