@@ -62,8 +62,10 @@ struct UpstreamHealthTests {
         #expect(try await Curl.run(["-s", proxy.adminURL + "/status"]).stdout.contains("\"ready\":false"))
 
         a.state.setHealthStatus(204)
-        let ready = await ProxyHarness.eventually {
-            (try? await Curl.run(["-s", "-w", " %{http_code}", proxy.adminURL + "/readyz"]).stdout) == "ready\n 200"
+        var ready = false
+        for _ in 0..<100 where !ready {
+            ready = (try? await Curl.run(["-s", "-w", " %{http_code}", proxy.adminURL + "/readyz"]).stdout) == "ready\n 200"
+            if !ready { try await Task.sleep(for: .milliseconds(100)) }
         }
         #expect(ready)
     }
@@ -200,11 +202,15 @@ struct HealthProxy {
     }
 
     /// Waits, bounded, until `/status` satisfies `condition`.
+    /// Polls every 100 ms, not on every scheduler turn: each curl holds cooperative threads while it
+    /// runs, which would slow the timing-sensitive tests running alongside.
     func eventually(_ condition: @escaping (String) -> Bool) async -> Bool {
-        await ProxyHarness.eventually {
-            guard let status = try? await Curl.run(["-s", self.adminURL + "/status"]).stdout else { return false }
-            return condition(status)
+        let deadline = ContinuousClock.now.advanced(by: .seconds(10))
+        while ContinuousClock.now < deadline {
+            if let status = try? await Curl.run(["-s", self.adminURL + "/status"]).stdout, condition(status) { return true }
+            try? await Task.sleep(for: .milliseconds(100))
         }
+        return false
     }
 
     /// `count` requests to `/who`, by the upstream's name that answered (`5xx` for a failure).
