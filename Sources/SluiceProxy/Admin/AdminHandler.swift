@@ -87,20 +87,25 @@ final class AdminHandler: ChannelInboundHandler {
         case "/livez":
             self.respond(context, head, status: .ok, body: "ok\n", close: close)
         case "/readyz":
-            if phase.phase.isReady {
+            switch self.server.readiness(phase.phase) {
+            case .ready:
                 self.respond(context, head, status: .ok, body: "ready\n", close: close)
-            } else {
-                self.respond(context, head, status: .serviceUnavailable, body: "not ready: \(phase.phase.rawValue)\n", close: close)
+            case .notReady(let reason):
+                self.respond(context, head, status: .serviceUnavailable, body: "not ready: \(reason)\n", close: close)
             }
         case "/status":
-            self.server.snapshot().hop(to: context.eventLoop).assumeIsolated().whenSuccess { snapshot in
+            let groups = self.server.upstreamServices.loops.snapshot(on: context.eventLoop)
+            self.server.snapshot().hop(to: context.eventLoop).and(groups).assumeIsolated().whenSuccess { snapshot, groups in
                 let limits = StatusDocument.Limits(maxConnections: self.server.maxConnections, pausedListeners: self.server.budget.pausedListeners)
-                let body = StatusDocument.render(phase: phase, snapshot: snapshot, config: self.server.config, limits: limits)
+                let ready = self.server.readiness(phase.phase) == .ready
+                let body = StatusDocument.render(phase: phase, snapshot: snapshot, config: self.server.config, limits: limits, ready: ready, groups: groups)
                 self.respond(context, head, status: .ok, body: body, close: close, contentType: "application/json")
             }
         case "/metrics":
-            self.server.snapshot().hop(to: context.eventLoop).assumeIsolated().whenSuccess { snapshot in
-                let body = self.server.metrics.render(snapshot)
+            let groups = self.server.upstreamServices.loops.snapshot(on: context.eventLoop)
+            self.server.snapshot().hop(to: context.eventLoop).and(groups).assumeIsolated().whenSuccess { snapshot, groups in
+                let changes = self.server.upstreamServices.health.status().mapValues(\.changes)
+                let body = self.server.metrics.render(snapshot, groups: groups, healthChanges: changes)
                 self.respond(context, head, status: .ok, body: body, close: close, contentType: "text/plain; version=0.0.4")
             }
         default:
@@ -145,7 +150,9 @@ enum StatusDocument {
         var pausedListeners: Int
     }
 
-    static func render(phase: ProxyServer.PhaseState, snapshot: LoopSnapshot, config: SluiceConfig, limits: Limits) -> String {
+    static func render(
+        phase: ProxyServer.PhaseState, snapshot: LoopSnapshot, config: SluiceConfig, limits: Limits, ready: Bool? = nil, groups: [GroupSnapshot] = []
+    ) -> String {
         let now = MonotonicInstant.now()
         let left = phase.deadline.map { max(0, now.duration(to: $0).secondsDouble) }
         let counts = snapshot.connections
@@ -165,7 +172,7 @@ enum StatusDocument {
         let http2Errors = stats.http2ConnectionErrors.sorted(by: { $0.key < $1.key }).map { "\"\($0.key)\":\($0.value)" }
         let responses = zip(["other", "1xx", "2xx", "3xx", "4xx", "5xx"], stats.responsesByClass).map { "\"\($0)\":\($1)" }
         return """
-            {"phase":"\(phase.phase.rawValue)","ready":\(phase.phase.isReady),"phase_seconds_left":\(left.map { String($0) } ?? "null"),\
+            {"phase":"\(phase.phase.rawValue)","ready":\(ready ?? phase.phase.isReady),"phase_seconds_left":\(left.map { String($0) } ?? "null"),\
             "uptime_seconds":\(phase.startedAt.duration(to: now).secondsDouble),\
             "connections":{"total":\(counts.total),"by_state":{\(byState.joined(separator: ","))},"by_protocol":{\(byProtocol.joined(separator: ","))}},\
             "requests_in_flight":\(counts.requestsInFlight),\
@@ -173,8 +180,35 @@ enum StatusDocument {
             "forced_closes":\(stats.forcedCloses),"upstream_connect_errors":\(stats.upstreamConnectErrors),"upstream_unsolicited_bytes":\(stats.upstreamUnsolicitedBytes),"http2_stream_stall_resets":\(stats.http2StreamStallResets),"retries":\(stats.retries),\
             "http2_connection_errors":{\(http2Errors.joined(separator: ","))},\
             "upstreams":[\(upstreams.joined(separator: ","))],\
+            "groups":[\(groups.map(Self.render(group:)).joined(separator: ","))],\
             "max_connections":\(limits.maxConnections),"listeners_paused":\(limits.pausedListeners)}
 
             """
+    }
+
+    /// One group: `{"name":..,"scheme":..,"balance":..,"endpoints":[{"url":..,"health":..,"ejected":..,"idle":..,"busy":..}]}`;
+    /// an endpoint removed by a DNS answer and still draining also says `"draining":true`.
+    static func render(group: GroupSnapshot) -> String {
+        let endpoints = group.endpoints.map { endpoint in
+            let draining = endpoint.draining ? ",\"draining\":true" : ""
+            return "{\"url\":\"\(endpoint.url)\",\"health\":\"\((endpoint.health ?? .unknown).rawValue)\",\"ejected\":\(endpoint.ejected),"
+                + "\"idle\":\(endpoint.idle),\"busy\":\(endpoint.busy)\(draining)}"
+        }
+        return "{\"name\":\"\(Self.escape(group.name))\",\"scheme\":\"\(group.scheme.rawValue)\",\"balance\":\"\(Self.escape(group.balance.description))\","
+            + "\"endpoints\":[\(endpoints.joined(separator: ","))]}"
+    }
+
+    /// A string for a JSON string literal (group names and hash keys come from the config file).
+    static func escape(_ text: String) -> String {
+        var out = ""
+        for scalar in text.unicodeScalars {
+            switch scalar {
+            case "\"": out += "\\\""
+            case "\\": out += "\\\\"
+            case _ where scalar.value < 0x20: out += "\\u" + String(repeating: "0", count: 4 - String(scalar.value, radix: 16).count) + String(scalar.value, radix: 16)
+            default: out.unicodeScalars.append(scalar)
+            }
+        }
+        return out
     }
 }

@@ -22,6 +22,8 @@ public final class ProxyMetrics: Sendable {
     private let aborted: CoreMetrics.Counter
     private let requestsByClass: [CoreMetrics.Counter]
     private let last = NIOLockedValueBox(RequestStats())
+    /// Per-group counters, made monotonic across reloads (``GroupCounterTotals``).
+    private let groupTotals = NIOLockedValueBox(GroupCounterTotals())
 
     public init(registry: PrometheusCollectorRegistry = PrometheusCollectorRegistry()) {
         self.registry = registry
@@ -45,7 +47,7 @@ public final class ProxyMetrics: Sendable {
     }
 
     /// Brings the metrics up to date with `snapshot` and renders the exposition text.
-    func render(_ snapshot: LoopSnapshot) -> String {
+    func render(_ snapshot: LoopSnapshot, groups: [GroupSnapshot] = [], healthChanges: [String: Int] = [:]) -> String {
         let stats = snapshot.stats
         let previous = self.last.withLockedValue { last in
             defer { last = stats }
@@ -86,6 +88,89 @@ public final class ProxyMetrics: Sendable {
                 text += "sluice_http2_connection_errors_total{code=\"\(code)\"} \(count)\n"
             }
         }
+        text += self.renderGroups(groups, healthChanges: healthChanges)
         return text
+    }
+
+    // MARK: Groups and endpoints
+
+    /// The per-group and per-endpoint series; their labels come from the configuration (group
+    /// names) and from the DNS answers (endpoints), so their number is bounded by those:
+    /// - `sluice_upstream_endpoint_healthy{group,endpoint}`: 1 unless the active checks found the
+    ///   endpoint unhealthy (unchecked and not-yet-checked endpoints count as healthy, as the
+    ///   balancer counts them); endpoints being drained after a DNS change are left out;
+    /// - `sluice_upstream_health_changes_total{group}`, `sluice_upstream_ejections_total{group}`,
+    ///   `sluice_upstream_panic_picks_total{group}`;
+    /// - `sluice_upstream_requests_total{group,class}`: attempts by the upstream's status class, or
+    ///   `error` when none came (a retry is an attempt of its own).
+    private func renderGroups(_ groups: [GroupSnapshot], healthChanges: [String: Int]) -> String {
+        guard !groups.isEmpty else { return "" }
+        let totals = self.groupTotals.withLockedValue { totals in
+            for group in groups { totals.observe(group) }
+            return totals
+        }
+        var text = "# TYPE sluice_upstream_endpoint_healthy gauge\n"
+        for group in groups {
+            for endpoint in group.endpoints where !endpoint.draining {
+                let healthy = endpoint.health == .unhealthy ? 0 : 1
+                text += "sluice_upstream_endpoint_healthy{group=\"\(Self.label(group.name))\",endpoint=\"\(Self.label(endpoint.key))\"} \(healthy)\n"
+            }
+        }
+        text += "# TYPE sluice_upstream_health_changes_total counter\n"
+        for group in groups {
+            text += "sluice_upstream_health_changes_total{group=\"\(Self.label(group.name))\"} \(healthChanges[group.name] ?? 0)\n"
+        }
+        for (name, value) in [("ejections", \GroupCounters.ejections), ("panic_picks", \GroupCounters.panicPicks)] {
+            text += "# TYPE sluice_upstream_\(name)_total counter\n"
+            for group in groups {
+                text += "sluice_upstream_\(name)_total{group=\"\(Self.label(group.name))\"} \(totals.total[group.name]?[keyPath: value] ?? 0)\n"
+            }
+        }
+        text += "# TYPE sluice_upstream_requests_total counter\n"
+        for group in groups {
+            let byClass = totals.total[group.name]?.attemptsByClass ?? []
+            for (index, name) in GroupCounters.classes.enumerated() {
+                let count = index < byClass.count ? byClass[index] : 0
+                text += "sluice_upstream_requests_total{group=\"\(Self.label(group.name))\",class=\"\(name)\"} \(count)\n"
+            }
+        }
+        return text
+    }
+
+    /// A Prometheus label value: backslash, quote and newline escaped.
+    static func label(_ value: String) -> String {
+        var out = ""
+        for character in value {
+            switch character {
+            case "\\": out += "\\\\"
+            case "\"": out += "\\\""
+            case "\n": out += "\\n"
+            default: out.append(character)
+            }
+        }
+        return out
+    }
+}
+
+/// Each group's counters as exported: the loops' counters start from zero when a reload builds new
+/// groups, so a scrape adds what grew since the last one, and after a drop (a new generation)
+/// adds the new count whole.
+struct GroupCounterTotals: Sendable {
+    private(set) var total: [String: GroupCounters] = [:]
+    private var last: [String: GroupCounters] = [:]
+
+    mutating func observe(_ group: GroupSnapshot) {
+        let now = group.counters
+        let before = self.last[group.name] ?? GroupCounters()
+        var sum = self.total[group.name] ?? GroupCounters()
+        func grown(_ now: Int, _ before: Int) -> Int { now >= before ? now - before : now }
+        sum.ejections += grown(now.ejections, before.ejections)
+        sum.ejectionsRefused += grown(now.ejectionsRefused, before.ejectionsRefused)
+        sum.panicPicks += grown(now.panicPicks, before.panicPicks)
+        for index in sum.attemptsByClass.indices {
+            sum.attemptsByClass[index] += grown(now.attemptsByClass[index], before.attemptsByClass[index])
+        }
+        self.total[group.name] = sum
+        self.last[group.name] = now
     }
 }

@@ -46,6 +46,8 @@ public final class ProxyServer: Sendable {
     /// Loop events for the drain coordinator.
     let events: AsyncStream<LoopEvent>
     private let eventsContinuation: AsyncStream<LoopEvent>.Continuation
+    /// Health checks and name re-resolution of the upstream groups (started by ``start()``).
+    let upstreamServices: UpstreamServices
 
     /// The phase as the admin endpoints see it.
     struct PhaseState: Sendable {
@@ -54,7 +56,12 @@ public final class ProxyServer: Sendable {
         var startedAt: MonotonicInstant = .now()
     }
 
-    public init(config: SluiceConfig, logger: Logger, metrics: ProxyMetrics = ProxyMetrics()) {
+    public convenience init(config: SluiceConfig, logger: Logger, metrics: ProxyMetrics = ProxyMetrics()) {
+        self.init(config: config, logger: logger, metrics: metrics, resolver: SystemEndpointResolver())
+    }
+
+    /// - Parameter resolver: resolves upstream names (tests inject answers that change).
+    init(config: SluiceConfig, logger: Logger, metrics: ProxyMetrics = ProxyMetrics(), resolver: any EndpointResolving) {
         self.config = config
         self.logger = logger
         self.metrics = metrics
@@ -76,12 +83,17 @@ public final class ProxyServer: Sendable {
             loops.append(context)
         }
         self.loops = loops
+        self.upstreamServices = UpstreamServices(
+            loops: LoopRoutingAccess(loops: loops.map { loop in .init(eventLoop: loop.eventLoop) { loop.value.routing } }),
+            resolver: resolver, logger: logger)
     }
 
     public var loopCount: Int { self.loops.count }
 
     /// Binds the listeners (one per loop and address) and the admin listener.
     public func start() async throws -> BoundAddresses {
+        // Upstream names resolved (bounded wait) and health checks running before the first request.
+        await self.upstreamServices.start(groups: self.config.groups)
         var bound: [SocketAddress] = []
         for address in self.config.listen {
             if address.port != 0 {
@@ -253,6 +265,7 @@ public final class ProxyServer: Sendable {
 
     /// Cuts every connection; returns how many were cut.
     func forceClose() async -> Int {
+        self.upstreamServices.stop()
         var cut = 0
         for loop in self.loops {
             cut += (try? await loop.eventLoop.submit { loop.value.forceClose() }.get()) ?? 0
@@ -279,6 +292,7 @@ public final class ProxyServer: Sendable {
 
     /// Closes the admin listener and stops the event loops.
     public func shutdown() async {
+        self.upstreamServices.stop()
         self.eventsContinuation.finish()
         for loop in self.loops {
             try? await loop.eventLoop.submit { loop.value.stopSweeping() }.get()

@@ -8,23 +8,46 @@ import SluiceCore
 /// passive ``OutlierDetector``. Confined to the loop; a request keeps the group it started with
 /// across a reload.
 ///
-/// An endpoint may be picked when it is available (``EndpointAvailability``): not unhealthy by the
-/// active checks (published to every loop by the health checker, ``setHealth(_:)``) and not ejected
-/// by this loop's outlier detector. Each loop detects outliers from its own requests: no lock, no
-/// hop, at the price of each loop needing its own run of failures.
+/// 1. An endpoint may be picked when it is available (``EndpointAvailability``): not unhealthy by
+///    the active checks (published to every loop by the health checker, ``setHealth(_:)``) and not
+///    ejected by this loop's outlier detector. Each loop detects outliers from its own requests: no
+///    lock, no hop, at the price of each loop needing its own run of failures.
+/// 2. The endpoints change when a DNS answer changes (``setEndpoints(_:)``, published to every loop
+///    by ``EndpointResolver``). An endpoint that stays keeps its pool, in-flight count, ejection and
+///    health (all by key, `host:port`); a new one gets a pool; a removed one is **drained on the
+///    upstream side**: its pool is shut down (no parked connection is reused, idle ones close now,
+///    busy ones when their request ends) and kept aside, still swept (response-header timeouts),
+///    until its last connection is gone.
+/// 3. **Index stability.** ``pools``, ``keys`` and ``endpoints`` are indexed alike, and an index is
+///    valid for one ``generation`` (bumped by every ``setEndpoints(_:)``). ``UpstreamAttempt``
+///    remembers the key and generation of its pick, so an attempt that straddles a change is
+///    finished against its key (``finished(endpoint:key:generation:outcome:)``): the balancer and
+///    outlier detector count it for the endpoint it really went to, or not at all if that endpoint
+///    left. The pool it leased from is held by the attempt's connection, not by index.
+/// 4. Until a name's first answer arrives, the name itself is the endpoint (connections resolve it
+///    as they are made); so a group is never empty and ``pick(hash:excluding:)`` always picks.
 final class LoopUpstreamGroup {
     let config: UpstreamGroup
-    /// A pool per endpoint, in the order of ``UpstreamGroup/endpoints``.
+    /// The endpoints in force: the configured ones with each name replaced by its addresses.
+    private(set) var endpoints: [UpstreamURL]
+    /// A pool per endpoint, in the order of ``endpoints``; valid for one ``generation``.
     private(set) var pools: [any EndpointPool]
     /// Each endpoint's key (`host:port`), by which balancer, health and outlier state know it.
-    let keys: [String]
+    private(set) var keys: [String]
+    /// Bumped whenever ``endpoints`` change, so that indices held across the change are re-found by key.
+    private(set) var generation = 0
+    /// Pools of removed endpoints, drained on the upstream side and swept until their last
+    /// connection is gone.
+    private var drainingPools: [any EndpointPool] = []
     /// `Host` for a request that has none (HTTP/1.0) and no `host-rewrite`: the group's first
-    /// endpoint's authority, formatted once.
+    /// configured endpoint's authority (a name stays the name after resolution), formatted once.
     let fallbackHost: String
     private var balancer: Balancer
     private var outliers: OutlierDetector<String, MonotonicInstant>?
     private var health: [String: EndpointHealth] = [:]
     private var random: SplitMix64
+    private let eventLoop: any EventLoop
+    private let ids: ConnectionID.Generator
     private let logger: Logger
     /// The last pick was a panic pick (no endpoint available): the log line is written on the way in
     /// and out of panic, not per request.
@@ -34,9 +57,11 @@ final class LoopUpstreamGroup {
     init(_ config: UpstreamGroup, eventLoop: any EventLoop, loopIndex: Int, logger: Logger) {
         precondition(!config.endpoints.isEmpty, "validation gives every group an endpoint")
         self.config = config
+        self.endpoints = config.endpoints
         let keys = config.endpoints.map(\.authority)
         self.keys = keys
         self.fallbackHost = keys[0]
+        self.eventLoop = eventLoop
         self.logger = logger
         var seed = SystemRandomNumberGenerator()
         self.random = SplitMix64(seed: seed.next())
@@ -46,14 +71,17 @@ final class LoopUpstreamGroup {
         self.outliers = config.outlier.map { OutlierDetector(config: $0, endpoints: keys) }
         // Upstream connection IDs live in their own half of the ID space so they never equal a
         // downstream ID; they are keys within one pool.
-        let ids = ConnectionID.Generator(loopIndex: loopIndex | 0x8000)
-        self.pools = config.endpoints.map { endpoint -> any EndpointPool in
-            switch endpoint.scheme {
-            case .http:
-                HTTP1EndpointPool(endpoint: endpoint, eventLoop: eventLoop, settings: config.connection, idGenerator: ids, logger: logger)
-            case .h2c:
-                HTTP2EndpointPool(endpoint: endpoint, eventLoop: eventLoop, settings: config.connection, idGenerator: ids, logger: logger)
-            }
+        self.ids = ConnectionID.Generator(loopIndex: loopIndex | 0x8000)
+        self.pools = []
+        self.pools = config.endpoints.map { self.makePool($0) }
+    }
+
+    private func makePool(_ endpoint: UpstreamURL) -> any EndpointPool {
+        switch endpoint.scheme {
+        case .http:
+            HTTP1EndpointPool(endpoint: endpoint, eventLoop: self.eventLoop, settings: self.config.connection, idGenerator: self.ids, logger: self.logger)
+        case .h2c:
+            HTTP2EndpointPool(endpoint: endpoint, eventLoop: self.eventLoop, settings: self.config.connection, idGenerator: self.ids, logger: self.logger)
         }
     }
 
@@ -78,7 +106,8 @@ final class LoopUpstreamGroup {
         }
     }
 
-    /// The endpoint for the next attempt, not one of `tried` while the group has another.
+    /// The endpoint for the next attempt (an index valid for this ``generation``), not one of
+    /// `tried` while the group has another.
     func pick(hash: UInt64?, excluding tried: EndpointSet) -> Int {
         guard let pick = self.balancer.pick(hash: hash, excluding: tried, using: &self.random) else {
             preconditionFailure("a group has endpoints")
@@ -96,11 +125,25 @@ final class LoopUpstreamGroup {
         return pick.endpoint
     }
 
-    /// An attempt on `endpoint` ended: the balancer's in-flight count, and the outlier detector
-    /// hears how.
+    /// An attempt on `endpoint` (an index of this ``generation``) ended.
     func finished(endpoint: Int, outcome: AttemptOutcome) {
-        let key = self.keys[endpoint]
-        self.balancer.requestFinished(endpoint: endpoint, key: key)
+        self.finished(endpoint: endpoint, key: self.keys[endpoint], generation: self.generation, outcome: outcome)
+    }
+
+    /// An attempt ended on the endpoint picked as index `endpoint` with key `key` in `generation`:
+    /// the balancer's in-flight count, and the outlier detector hears how. If the endpoints changed
+    /// since the pick, the endpoint is found again by key; if it left, only the class is counted.
+    func finished(endpoint: Int, key: String, generation: Int, outcome: AttemptOutcome) {
+        self.counters.count(outcome)
+        let index: Int
+        if generation == self.generation {
+            index = endpoint
+        } else if let moved = self.keys.firstIndex(of: key) {
+            index = moved
+        } else {
+            return
+        }
+        self.balancer.requestFinished(endpoint: index, key: key)
         guard self.outliers != nil else { return }
         let result: OutlierDetector<String, MonotonicInstant>.RequestOutcome
         switch outcome {
@@ -115,7 +158,7 @@ final class LoopUpstreamGroup {
             self.counters.ejections += 1
             self.logger.warning(
                 "endpoint ejected after consecutive failures", metadata: ["group": "\(self.name)", "endpoint": "\(key)", "seconds": "\(MonotonicInstant.now().duration(to: until).secondsDouble)"])
-            self.updateAvailability(endpoint)
+            self.updateAvailability(index)
         case .ejectionRefused(_, let ejected, let limit):
             self.counters.ejectionsRefused += 1
             self.logger.warning(
@@ -127,6 +170,46 @@ final class LoopUpstreamGroup {
     func setHealth(_ health: [String: EndpointHealth]) {
         self.health = health
         for endpoint in self.keys.indices { self.updateAvailability(endpoint) }
+    }
+
+    /// A new DNS answer: the group's endpoints become `endpoints` (see the type's documentation).
+    /// An empty list changes nothing (the resolver never sends one: it keeps the last good answer).
+    func setEndpoints(_ endpoints: [UpstreamURL]) {
+        self.eventLoop.assertInEventLoop()
+        var unique: [UpstreamURL] = []
+        var seen = Set<String>()
+        for endpoint in endpoints where seen.insert(endpoint.authority).inserted { unique.append(endpoint) }
+        let keys = unique.map(\.authority)
+        guard !keys.isEmpty, keys != self.keys else { return }
+        var old: [String: any EndpointPool] = [:]
+        for (key, pool) in zip(self.keys, self.pools) { old[key] = pool }
+        var pools: [any EndpointPool] = []
+        pools.reserveCapacity(unique.count)
+        var added: [String] = []
+        for endpoint in unique {
+            if let pool = old.removeValue(forKey: endpoint.authority) {
+                pools.append(pool)
+            } else {
+                pools.append(self.makePool(endpoint))
+                added.append(endpoint.authority)
+                self.outliers?.endpointAdded(endpoint.authority)
+            }
+        }
+        // What is left of the old pools are the removed endpoints: drained on the upstream side.
+        for (key, pool) in old.sorted(by: { $0.key < $1.key }) {
+            pool.shutdown()
+            self.drainingPools.append(pool)
+            self.outliers?.endpointRemoved(key)
+        }
+        self.logger.notice(
+            "upstream endpoints changed",
+            metadata: ["group": "\(self.name)", "added": "\(added)", "removed": "\(old.keys.sorted())", "endpoints": "\(keys.count)"])
+        self.endpoints = unique
+        self.keys = keys
+        self.pools = pools
+        self.generation += 1
+        self.balancer.setEndpoints(keys)
+        for endpoint in keys.indices { self.updateAvailability(endpoint) }
     }
 
     /// Whether `endpoint` may be picked now.
@@ -142,6 +225,13 @@ final class LoopUpstreamGroup {
 
     func sweep(now: MonotonicInstant) {
         for pool in self.pools { pool.sweep(now: now) }
+        if !self.drainingPools.isEmpty {
+            for pool in self.drainingPools { pool.sweep(now: now) }
+            self.drainingPools.removeAll { pool in
+                let counts = pool.counts()
+                return counts.idle == 0 && counts.busy == 0
+            }
+        }
         guard let deadline = self.outliers?.nextDeadline, deadline <= now else { return }
         for action in self.outliers!.sweep(now: now) {
             switch action {
@@ -155,9 +245,32 @@ final class LoopUpstreamGroup {
     /// Drains every endpoint on the upstream side (``EndpointPool/shutdown()``).
     func shutdown() {
         for pool in self.pools { pool.shutdown() }
+        for pool in self.drainingPools { pool.shutdown() }
     }
 
-    var stats: EndpointPoolStats { self.pools.reduce(EndpointPoolStats()) { $0 + $1.stats } }
+    var stats: EndpointPoolStats { (self.pools + self.drainingPools).reduce(EndpointPoolStats()) { $0 + $1.stats } }
+
+    /// Pools of removed endpoints still draining (for `/status` and tests).
+    var draining: [any EndpointPool] { self.drainingPools }
+
+    /// This loop's view of the group for `/status` and `/metrics` (summed over loops by the caller).
+    func snapshot() -> GroupSnapshot {
+        var endpoints: [GroupSnapshot.Endpoint] = []
+        for (index, pool) in self.pools.enumerated() {
+            let counts = pool.counts()
+            endpoints.append(
+                GroupSnapshot.Endpoint(
+                    url: self.endpoints[index], key: self.keys[index], health: self.health[self.keys[index]],
+                    ejected: self.isEjected(index), draining: false, idle: counts.idle, busy: counts.busy))
+        }
+        for pool in self.drainingPools {
+            let counts = pool.counts()
+            endpoints.append(
+                GroupSnapshot.Endpoint(
+                    url: pool.endpoint, key: pool.endpoint.authority, health: nil, ejected: false, draining: true, idle: counts.idle, busy: counts.busy))
+        }
+        return GroupSnapshot(name: self.name, scheme: self.config.scheme, balance: self.config.balance, endpoints: endpoints, counters: self.counters)
+    }
 }
 
 /// What a group counts on one loop.
@@ -167,6 +280,28 @@ struct GroupCounters: Sendable {
     var ejections = 0
     /// Endpoints that reached their failure count but stayed in (`max-ejected`).
     var ejectionsRefused = 0
+    /// Attempts that ended, by ``classes``: the upstream's status class, or `error` (no response).
+    /// A retry is an attempt of its own.
+    var attemptsByClass = [Int](repeating: 0, count: GroupCounters.classes.count)
+
+    static let classes = ["1xx", "2xx", "3xx", "4xx", "5xx", "error"]
+
+    mutating func count(_ outcome: AttemptOutcome) {
+        switch outcome {
+        case .response(let status): self.attemptsByClass[min(max(status / 100, 1), 5) - 1] += 1
+        case .failed: self.attemptsByClass[5] += 1
+        case .abandoned: break
+        }
+    }
+
+    static func + (lhs: GroupCounters, rhs: GroupCounters) -> GroupCounters {
+        var sum = GroupCounters()
+        sum.panicPicks = lhs.panicPicks + rhs.panicPicks
+        sum.ejections = lhs.ejections + rhs.ejections
+        sum.ejectionsRefused = lhs.ejectionsRefused + rhs.ejectionsRefused
+        sum.attemptsByClass = zip(lhs.attemptsByClass, rhs.attemptsByClass).map { $0 + $1 }
+        return sum
+    }
 }
 
 /// How an attempt on an endpoint ended, for the balancer's in-flight counts and outlier detection.

@@ -13,6 +13,12 @@ final class LoopRetryBudget {
 /// for HTTP/1 and HTTP/2 alike) says after a failure. ``begin()`` and ``end(_:)`` pair every pick
 /// with its outcome, and ``finish()`` gives the request's place in the retry budget back, so
 /// in-flight counts cannot drift.
+///
+/// Indices are the group's for one ``LoopUpstreamGroup/generation`` (its endpoints change with
+/// DNS answers); the attempt keeps the key and generation of its pick, so an endpoint change
+/// between ``begin()`` and ``end(_:)`` is finished against the right endpoint. After such a change,
+/// `tried` keeps only the last endpoint tried (found again by key): a third attempt may go back to
+/// the first one, which is harmless.
 struct UpstreamAttempt {
     let group: LoopUpstreamGroup
     let policy: RetryPolicy
@@ -20,12 +26,17 @@ struct UpstreamAttempt {
     private var attempts: RetryPolicy.Attempts
     private var finished = false
     private(set) var endpoint: Int?
+    /// The key of ``endpoint`` when it was picked.
+    private var endpointKey = ""
+    /// The group's generation that ``endpoint`` and ``tried`` index into.
+    private var generation: Int
     private(set) var tried = EndpointSet()
     /// `balance: hash`: the request's key, hashed once when it is routed.
     var hash: UInt64?
 
     init(target: RouteTarget, budget: LoopRetryBudget) {
         self.group = target.group
+        self.generation = target.group.generation
         self.policy = target.retryPolicy
         self.budget = budget
         self.attempts = budget.budget.requestStarted()
@@ -36,9 +47,16 @@ struct UpstreamAttempt {
 
     /// Picks the endpoint of the next attempt and returns its pool.
     mutating func begin() -> any EndpointPool {
-        if let endpoint = self.endpoint { self.group.finished(endpoint: endpoint, outcome: .abandoned) }
+        self.end(.abandoned)
+        if self.generation != self.group.generation {
+            var tried = EndpointSet()
+            if !self.endpointKey.isEmpty, let index = self.group.keys.firstIndex(of: self.endpointKey) { tried.insert(index) }
+            self.tried = tried
+            self.generation = self.group.generation
+        }
         let endpoint = self.group.pick(hash: self.hash, excluding: self.tried)
         self.endpoint = endpoint
+        self.endpointKey = self.group.keys[endpoint]
         self.tried.insert(endpoint)
         return self.group.pools[endpoint]
     }
@@ -47,7 +65,7 @@ struct UpstreamAttempt {
     mutating func end(_ outcome: AttemptOutcome) {
         guard let endpoint = self.endpoint else { return }
         self.endpoint = nil
-        self.group.finished(endpoint: endpoint, outcome: outcome)
+        self.group.finished(endpoint: endpoint, key: self.endpointKey, generation: self.generation, outcome: outcome)
     }
 
     /// Whether to try again after `failure` (the caller knows nothing of the response went to the
