@@ -15,9 +15,6 @@ What the documented behaviour promises, and this test asserts:
 It prints how many non-idempotent POSTs failed and why (status and body, or the transport error):
 those may fail when they were on the wire to the endpoint that died.
 
-Active health checks, per-group `/status` and the unified retry policy are being built in parallel
-with this test; until they are in, the checks that need them fail with ``MissingFeature`` and the test
-is an expected failure (only for that reason: any other failure fails it).
 """
 from __future__ import annotations
 
@@ -58,10 +55,6 @@ routes:
   - path-prefix: /
     upstream: app
 """
-
-
-class MissingFeature(AssertionError):
-    """A check failed and the binary lacks what it needs (active health checks, per-group /status)."""
 
 
 class Record:
@@ -177,9 +170,6 @@ def table(records: list[Record]) -> str:
     return "\n".join(lines)
 
 
-@pytest.mark.xfail(raises=MissingFeature, strict=False,
-                   reason="needs active health checks, per-group /status and the unified retry policy "
-                          "(issue 10; built in parallel, not in this tree yet)")
 def test_killed_endpoint_is_taken_out_get_requests_see_no_5xx_and_it_is_used_again_when_back(tmp_path):
     sluice_binary()
     origins = [Origin(f"app-{i}", tmp_path) for i in (1, 2, 3)]
@@ -265,5 +255,5 @@ def test_killed_endpoint_is_taken_out_get_requests_see_no_5xx_and_it_is_used_aga
         has_health = any(h is not None for _, h, _, _ in samples)
         message = "; ".join(problems)
         if not has_health:
-            raise MissingFeature("no groups[].endpoints[].health in /status (health checks not in this binary): " + message)
+            message = "no groups[].endpoints[].health in /status: " + message
         raise AssertionError(message)
