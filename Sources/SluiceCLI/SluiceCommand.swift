@@ -89,6 +89,17 @@ struct ProxyOptions: ParsableArguments {
         return config
     }
 
+    /// What a reload reads: the same arguments and `environment` (as at start-up), resolved again, the
+    /// config file re-read from disk.
+    func source(environment: [String: String], defaults: [String: [String]] = [:]) -> ConfigSource {
+        let arguments = self.arguments
+        return { () throws(ConfigErrors) -> SluiceConfig in
+            var options = ProxyOptions()
+            options.arguments = arguments
+            return try options.resolve(environment: environment, defaults: defaults)
+        }
+    }
+
     /// The settings as given (flags, environment, the file's tree), the command line's own errors, and
     /// the values of `extra` flags (a subcommand's own, such as `check-config --format`), which are
     /// taken out of the settings. Throws when the config file cannot be read: without it the settings
@@ -144,13 +155,14 @@ struct RunCommand: AsyncParsableCommand {
 
     func run() async throws {
         let config: SluiceConfig
+        let environment = Environment.current
         do {
-            config = try self.options.resolve(environment: Environment.current)
+            config = try self.options.resolve(environment: environment)
         } catch {
             for problem in error.errors { Console.error("sluice: \(problem.message)") }
             throw ExitCode(1)
         }
-        let code = await Launcher.runProxy(config: config, narrate: false)
+        let code = await Launcher.runProxy(config: config, source: self.options.source(environment: environment), narrate: false)
         throw ExitCode(code)
     }
 }
