@@ -146,7 +146,10 @@ struct RunCommand: AsyncParsableCommand {
         discussion: ProxyOptions.flagsHelp + "\n\n" + ProxyOptions.sources + "\n\n" + """
             Signals: SIGTERM/SIGINT start the drain (readiness fails at once, traffic is still served for \
             --drain-delay, then listeners close and connections finish within --drain-timeout); a second \
-            one skips the rest of the delay; a third one, or SIGQUIT, closes everything at once.
+            one skips the rest of the delay; a third one, or SIGQUIT, closes everything at once. SIGHUP (or \
+            POST /reload on the admin listener, from loopback) reads the configuration again: the same flags \
+            and environment, the --config file re-read; routes, upstream groups and listen addresses change \
+            without a restart, an invalid file changes nothing.
             Exit codes: 0 clean drain, 1 start-up or configuration error, 3 drain deadline reached.
             """
     )
