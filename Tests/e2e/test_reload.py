@@ -3,7 +3,8 @@
 sluice runs from a YAML file with two groups, `a` and `b`, each one origin.py process; the route `/`
 goes to one of them. The tests rewrite the file and reload with SIGHUP or `POST /reload`:
 
-- 20 reloads (alternating SIGHUP and POST /reload, the route moving between the groups each time)
+- 20 reloads (alternating SIGHUP and POST /reload, the route moving between the groups each time,
+  and group b's settings changing each time, so that b is replaced and the old b drains upstream)
   under about 1000 req/s from paced_load.py (loadgen.py's checks at a fixed rate: keep-alive clients,
   new connections, and slow requests that straddle the reloads): no request may fail.
 - a broken file: the old configuration keeps serving, /status shows the error, the reload counter
@@ -79,6 +80,7 @@ upstreams:
     endpoints: [http://127.0.0.1:{self.origins['A']}]
   b:
     endpoints: [http://127.0.0.1:{self.origins['B']}]
+    retries: {1 if target == "a" else 2}
 routes:
   - path-prefix: /
     upstream: {target}
