@@ -28,19 +28,16 @@ struct DemoCommand: AsyncParsableCommand {
             throw ExitCode(1)
         }
         let config: SluiceConfig
+        let environment = Environment.current
+        let defaults = ["upstream": ["http://127.0.0.1:\(app.port)"], "listen": ["127.0.0.1:8080"], "admin": ["127.0.0.1:9901"]]
         do {
-            config = try self.options.resolve(
-                environment: Environment.current,
-                defaults: [
-                    "upstream": ["http://127.0.0.1:\(app.port)"], "listen": ["127.0.0.1:8080"], "admin": ["127.0.0.1:9901"],
-                ]
-            )
+            config = try self.options.resolve(environment: environment, defaults: defaults)
         } catch {
             for problem in error.errors { Console.error("sluice: \(problem.message)") }
             await app.stop()
             throw ExitCode(1)
         }
-        let code = await Launcher.runProxy(config: config, narrate: true) { bound in
+        let code = await Launcher.runProxy(config: config, source: self.options.source(environment: environment, defaults: defaults), narrate: true) { bound in
             let proxy = Launcher.describe(bound.listeners[0])
             let admin = Launcher.describe(bound.admin)
             Console.out(

@@ -11,17 +11,23 @@ import Glibc
 /// Wires a typed ``SluiceConfig`` to a running proxy: logging, listeners, signals, drain, exit code.
 enum Launcher {
     /// Runs the proxy until it has drained; returns the process exit code (0, 1 or 3).
-    static func runProxy(config: SluiceConfig, narrate: Bool, onStarted: (ProxyServer.BoundAddresses) -> Void = { _ in }) async -> Int32 {
+    ///
+    /// - Parameter source: reads the configuration again, as `config` was read, on SIGHUP and
+    ///   `POST /reload`.
+    static func runProxy(
+        config: SluiceConfig, source: ConfigSource?, narrate: Bool, onStarted: (ProxyServer.BoundAddresses) -> Void = { _ in }
+    ) async -> Int32 {
         LogSetup.bootstrap(config.logging)
         let logger = Logger(label: "sluice")
         // SIGTERM and SIGINT mean "drain gracefully" (Kubernetes sends SIGTERM when it stops the pod,
-        // Ctrl-C sends SIGINT); SIGQUIT means "stop now". Installed before binding so that a signal
-        // during start-up is not the default "die at once".
+        // Ctrl-C sends SIGINT); SIGQUIT means "stop now"; SIGHUP means "read the configuration again"
+        // (the Unix daemon convention, as nginx and HAProxy). Installed before binding so that a
+        // signal during start-up is not the default "die at once".
         let signals = SignalSource.install()
         // Every client connection costs a descriptor (and usually one upstream): use what the hard
         // limit allows. The automatic --max-connections is derived from the raised limit.
         DescriptorLimit.raiseToHard()
-        let server = ProxyServer(config: config, logger: logger)
+        let server = ProxyServer(config: config, logger: logger, configSource: source)
         let bound: ProxyServer.BoundAddresses
         do {
             bound = try await server.start()
@@ -57,7 +63,12 @@ enum Launcher {
         }
         onStarted(bound)
         let narrator = narrate ? Task { await Self.narrate(server) } : nil
-        let outcome = await DrainCoordinator(server: server, logger: logger).run(signals: signals)
+        // One reload per SIGHUP, in order; the server refuses them once the drain has begun.
+        let reloader = Task {
+            for await _ in signals.reload { _ = await server.reload(trigger: .signal) }
+        }
+        let outcome = await DrainCoordinator(server: server, logger: logger).run(signals: signals.drain)
+        reloader.cancel()
         narrator?.cancel()
         await narrator?.value
         await server.shutdown()
@@ -85,12 +96,24 @@ enum Launcher {
 
 nonisolated(unsafe) private var installedSignalSources: [any DispatchSourceSignal] = []
 
-/// SIGTERM, SIGINT and SIGQUIT as an `AsyncStream` of ``DrainSignal``.
+/// SIGTERM, SIGINT and SIGQUIT as an `AsyncStream` of ``DrainSignal``; SIGHUP as a stream of reloads.
 enum SignalSource {
-    static func install() -> AsyncStream<DrainSignal> {
+    struct Streams {
+        var drain: AsyncStream<DrainSignal>
+        /// One element per SIGHUP.
+        var reload: AsyncStream<Void>
+    }
+
+    static func install() -> Streams {
         let (stream, continuation) = AsyncStream.makeStream(of: DrainSignal.self)
+        let (reloads, reloadContinuation) = AsyncStream.makeStream(of: Void.self)
         let queue = DispatchQueue(label: "sluice.signals")
         var sources: [any DispatchSourceSignal] = []
+        Glibc.signal(SIGHUP, SIG_IGN)
+        let hangup = DispatchSource.makeSignalSource(signal: SIGHUP, queue: queue)
+        hangup.setEventHandler { reloadContinuation.yield() }
+        hangup.resume()
+        sources.append(hangup)
         for (number, signal) in [(SIGTERM, DrainSignal.terminate), (SIGINT, .terminate), (SIGQUIT, .quit)] {
             Glibc.signal(number, SIG_IGN)
             let source = DispatchSource.makeSignalSource(signal: number, queue: queue)
@@ -100,6 +123,6 @@ enum SignalSource {
         }
         // The sources live as long as the process.
         installedSignalSources = sources
-        return stream
+        return Streams(drain: stream, reload: reloads)
     }
 }

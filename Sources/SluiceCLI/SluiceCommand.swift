@@ -89,6 +89,17 @@ struct ProxyOptions: ParsableArguments {
         return config
     }
 
+    /// What a reload reads: the same arguments and `environment` (as at start-up), resolved again, the
+    /// config file re-read from disk.
+    func source(environment: [String: String], defaults: [String: [String]] = [:]) -> ConfigSource {
+        let arguments = self.arguments
+        return { () throws(ConfigErrors) -> SluiceConfig in
+            var options = ProxyOptions()
+            options.arguments = arguments
+            return try options.resolve(environment: environment, defaults: defaults)
+        }
+    }
+
     /// The settings as given (flags, environment, the file's tree), the command line's own errors, and
     /// the values of `extra` flags (a subcommand's own, such as `check-config --format`), which are
     /// taken out of the settings. Throws when the config file cannot be read: without it the settings
@@ -135,7 +146,10 @@ struct RunCommand: AsyncParsableCommand {
         discussion: ProxyOptions.flagsHelp + "\n\n" + ProxyOptions.sources + "\n\n" + """
             Signals: SIGTERM/SIGINT start the drain (readiness fails at once, traffic is still served for \
             --drain-delay, then listeners close and connections finish within --drain-timeout); a second \
-            one skips the rest of the delay; a third one, or SIGQUIT, closes everything at once.
+            one skips the rest of the delay; a third one, or SIGQUIT, closes everything at once. SIGHUP (or \
+            POST /reload on the admin listener, from loopback) reads the configuration again: the same flags \
+            and environment, the --config file re-read; routes, upstream groups and listen addresses change \
+            without a restart, an invalid file changes nothing.
             Exit codes: 0 clean drain, 1 start-up or configuration error, 3 drain deadline reached.
             """
     )
@@ -144,13 +158,14 @@ struct RunCommand: AsyncParsableCommand {
 
     func run() async throws {
         let config: SluiceConfig
+        let environment = Environment.current
         do {
-            config = try self.options.resolve(environment: Environment.current)
+            config = try self.options.resolve(environment: environment)
         } catch {
             for problem in error.errors { Console.error("sluice: \(problem.message)") }
             throw ExitCode(1)
         }
-        let code = await Launcher.runProxy(config: config, narrate: false)
+        let code = await Launcher.runProxy(config: config, source: self.options.source(environment: environment), narrate: false)
         throw ExitCode(code)
     }
 }

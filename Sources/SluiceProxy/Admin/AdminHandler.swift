@@ -7,9 +7,12 @@ import SluiceCore
 /// 2. `GET /readyz`: 200 `ready` only in `serving`, else 503 with the phase;
 /// 3. `GET /status`: JSON with the phase, seconds left in it, connections by state and protocol,
 ///    requests in flight and the upstream pools;
-/// 4. `GET /metrics`: Prometheus text.
+/// 4. `GET /metrics`: Prometheus text;
+/// 5. `POST /reload`: reads the configuration again and applies it (``ProxyServer/reload(trigger:)``),
+///    answering once every loop has it, or it was refused (``ReloadDocument/answer(_:)``); from
+///    loopback peers only (403 otherwise), other methods 405.
 ///
-/// None of them changes state; anything that would is for loopback peers only.
+/// Only `/reload` changes state, and it is for loopback peers only.
 ///
 /// Behind Sluice's own ``HTTP1ServerCodec``, as on the proxy port: every response is framed
 /// (`Content-Length`), a request that cannot be parsed gets 400 (431 when its head is too large)
@@ -77,6 +80,7 @@ final class AdminHandler: ChannelInboundHandler {
 
     private func route(_ head: HTTPRequestHead, close: Bool, context: ChannelHandlerContext) {
         let path = head.uri.split(separator: "?", maxSplits: 1).first.map(String.init) ?? head.uri
+        if path == "/reload" { return self.reload(head, close: close, context: context) }
         guard head.method == .GET || head.method == .HEAD else {
             return self.respond(
                 context, head, status: .methodNotAllowed, body: "only GET and HEAD are supported\n", close: close, extra: [("allow", "GET, HEAD")]
@@ -98,7 +102,9 @@ final class AdminHandler: ChannelInboundHandler {
             self.server.snapshot().hop(to: context.eventLoop).and(groups).assumeIsolated().whenSuccess { snapshot, groups in
                 let limits = StatusDocument.Limits(maxConnections: self.server.maxConnections, pausedListeners: self.server.budget.pausedListeners)
                 let ready = self.server.readiness(phase.phase) == .ready
-                let body = StatusDocument.render(phase: phase, snapshot: snapshot, config: self.server.config, limits: limits, ready: ready, groups: groups)
+                let configState = self.server.currentConfig()
+                let body = StatusDocument.render(
+                    phase: phase, snapshot: snapshot, config: configState.config, limits: limits, configState: configState, ready: ready, groups: groups)
                 self.respond(context, head, status: .ok, body: body, close: close, contentType: "application/json")
             }
         case "/metrics":
@@ -110,6 +116,22 @@ final class AdminHandler: ChannelInboundHandler {
             }
         default:
             self.respond(context, head, status: .notFound, body: "not found; try /livez, /readyz, /status or /metrics\n", close: close)
+        }
+    }
+
+    /// `POST /reload` from a loopback peer: answered when the reload has been applied on every loop
+    /// or refused.
+    private func reload(_ head: HTTPRequestHead, close: Bool, context: ChannelHandlerContext) {
+        guard head.method == .POST else {
+            return self.respond(context, head, status: .methodNotAllowed, body: "only POST is supported\n", close: close, extra: [("allow", "POST")])
+        }
+        guard AdminAccess.isLoopback(context.channel.remoteAddress) else {
+            return self.respond(context, head, status: .forbidden, body: "forbidden: /reload is for loopback peers only\n", close: close)
+        }
+        let server = self.server
+        context.eventLoop.makeFutureWithTask { await server.reload(trigger: .admin) }.assumeIsolated().whenSuccess { outcome in
+            let (status, body) = ReloadDocument.answer(outcome)
+            self.respond(context, head, status: status, body: body, close: close, contentType: "application/json")
         }
     }
 
@@ -151,7 +173,8 @@ enum StatusDocument {
     }
 
     static func render(
-        phase: ProxyServer.PhaseState, snapshot: LoopSnapshot, config: SluiceConfig, limits: Limits, ready: Bool? = nil, groups: [GroupSnapshot] = []
+        phase: ProxyServer.PhaseState, snapshot: LoopSnapshot, config: SluiceConfig, limits: Limits, configState: ConfigState, ready: Bool? = nil,
+        groups: [GroupSnapshot] = []
     ) -> String {
         let now = MonotonicInstant.now()
         let left = phase.deadline.map { max(0, now.duration(to: $0).secondsDouble) }
@@ -181,6 +204,7 @@ enum StatusDocument {
             "http2_connection_errors":{\(http2Errors.joined(separator: ","))},\
             "upstreams":[\(upstreams.joined(separator: ","))],\
             "groups":[\(groups.map(Self.render(group:)).joined(separator: ","))],\
+            \(ReloadDocument.statusMembers(configState)),\
             "max_connections":\(limits.maxConnections),"listeners_paused":\(limits.pausedListeners)}
 
             """

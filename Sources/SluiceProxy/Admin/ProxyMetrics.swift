@@ -24,6 +24,18 @@ public final class ProxyMetrics: Sendable {
     private let last = NIOLockedValueBox(RequestStats())
     /// Per-group counters, made monotonic across reloads (``GroupCounterTotals``).
     private let groupTotals = NIOLockedValueBox(GroupCounterTotals())
+    /// `sluice_config_reloads_total{result=...}`, one counter per ``ReloadResult``.
+    private let configReloads: [ReloadResult: CoreMetrics.Counter]
+
+    /// How a reload ended, as the `result` label of `sluice_config_reloads_total`.
+    enum ReloadResult: String, CaseIterable, Sendable {
+        /// Applied on every loop.
+        case ok
+        /// The configuration could not be read, was invalid, or a new listener could not be bound.
+        case error
+        /// Not attempted: the drain has begun (or there is no configuration source).
+        case refused
+    }
 
     public init(registry: PrometheusCollectorRegistry = PrometheusCollectorRegistry()) {
         self.registry = registry
@@ -39,7 +51,16 @@ public final class ProxyMetrics: Sendable {
         self.requestsByClass = ["other", "1xx", "2xx", "3xx", "4xx", "5xx"].map {
             CoreMetrics.Counter(label: "sluice_requests_total", dimensions: [("class", $0)], factory: factory)
         }
+        var reloads: [ReloadResult: CoreMetrics.Counter] = [:]
+        for result in ReloadResult.allCases {
+            reloads[result] = CoreMetrics.Counter(label: "sluice_config_reloads_total", dimensions: [("result", result.rawValue)], factory: factory)
+        }
+        self.configReloads = reloads
         self.phaseGauge.record(DrainPhase.starting.ordinal)
+    }
+
+    func configReloaded(_ result: ReloadResult) {
+        self.configReloads[result]?.increment()
     }
 
     func phase(_ phase: DrainPhase) {

@@ -39,14 +39,22 @@ final class LoopContext {
     let index: Int
     let eventLoop: any EventLoop
     var table: ConnectionTable<MonotonicInstant>
-    /// The routes and upstream groups of the configuration in force; replaced whole on reload.
+    /// The routes and upstream groups of the configuration in force; replaced whole on reload
+    /// (``applyReload(_:opening:closing:)``).
     private(set) var routing: LoopRouting
+    /// Groups a reload took out of ``routing`` (removed or changed) that still have connections: they
+    /// are shut down (no new connection is parked, busy ones close when their request ends) and swept
+    /// (idle and response-header timeouts) until their last connection is gone.
+    private var retiredGroups: [LoopUpstreamGroup] = []
+    /// What the retired groups that are gone had counted, so that the summed counters never go back.
+    private var retiredStats = EndpointPoolStats()
     var stats = RequestStats()
     /// Retries in flight may be at most 20% of requests in flight (at least 3), on this loop.
     let retryBudget = LoopRetryBudget()
     let requestLimits: RequestRules.Limits
     let logger: Logger
-    var listeners: [any Channel] = []
+    /// This loop's listeners (one per configured address, SO_REUSEPORT), by configured address.
+    private(set) var listeners: [BoundListener] = []
 
     private var connections: [ConnectionID: any DownstreamConnection] = [:]
     private var ids: ConnectionID.Generator
@@ -134,6 +142,7 @@ final class LoopContext {
             self.connections[id]?.timedOut(reason)
         }
         self.routing.sweep(now: now)
+        self.sweepRetiredGroups(now: now)
     }
 
     /// Loop 0 gives free heap memory back to the system every ``MemoryRelease/interval``.
@@ -169,7 +178,7 @@ final class LoopContext {
         // One more turn of the loop lets the listeners accept what is already queued before they close.
         let listeners = self.listeners
         self.eventLoop.assumeIsolated().scheduleTask(in: .milliseconds(20)) { [self] in
-            let closes = listeners.map { $0.close() }
+            let closes = listeners.map { $0.channel.close() }
             EventLoopFuture.andAllComplete(closes, on: self.eventLoop).assumeIsolated().whenComplete { _ in
                 self.listenersClosed = true
                 self.reportIfDrained()
@@ -184,8 +193,9 @@ final class LoopContext {
         let cut = self.connections.count
         self.stats.forcedCloses += cut
         for connection in Array(self.connections.values) { connection.close() }
-        for listener in self.listeners { listener.close(promise: nil) }
+        for listener in self.listeners { listener.channel.close(promise: nil) }
         self.routing.shutdown()
+        for group in self.retiredGroups { group.shutdown() }
         return cut
     }
 
@@ -196,12 +206,76 @@ final class LoopContext {
         self.report(.drained(loop: self.index))
     }
 
+    // MARK: Reload
+
+    /// Adds a listener bound for this loop (at start-up or by a reload). Once `draining` has begun
+    /// there is nothing to add it to: it is closed at once.
+    func addListener(_ channel: any Channel, address: HostPort) {
+        self.eventLoop.assertInEventLoop()
+        guard self.phase < .draining else {
+            channel.close(promise: nil)
+            return
+        }
+        self.listeners.append(BoundListener(address: address, channel: channel))
+    }
+
+    /// Puts a reloaded configuration in force on this loop, in one turn of the loop:
+    /// 1. `opening` (this loop's channels of the new listen addresses) join the listeners;
+    /// 2. a new ``LoopRouting`` replaces the old one, keeping its unchanged groups; requests already
+    ///    routed keep the groups they hold;
+    /// 3. the groups taken out are shut down: idle connections close now, busy ones when their
+    ///    request ends (they are swept until then);
+    /// 4. the listeners of `closing` stop accepting (after one more turn, as in `draining`); the
+    ///    connections they accepted are served on and end by their own idle timeout.
+    ///
+    /// Returns `false`, changing nothing (and closing `opening`), once a drain has begun: the drain
+    /// has closed, or is closing, the listeners and groups it knows of.
+    func applyReload(_ config: SluiceConfig, opening: [BoundListener], closing: Set<HostPort>) -> Bool {
+        self.eventLoop.assertInEventLoop()
+        guard self.phase < .propagating else {
+            for listener in opening { listener.channel.close(promise: nil) }
+            return false
+        }
+        self.listeners += opening
+        let previous = self.routing
+        let next = LoopRouting(config: config, eventLoop: self.eventLoop, loopIndex: self.index, logger: self.logger, reusing: previous)
+        self.routing = next
+        let retired = previous.retired(by: next)
+        for group in retired { group.shutdown() }
+        self.retiredGroups += retired
+        let removed = self.listeners.filter { closing.contains($0.address) }
+        self.listeners.removeAll { closing.contains($0.address) }
+        if !removed.isEmpty {
+            self.eventLoop.assumeIsolated().scheduleTask(in: .milliseconds(20)) {
+                for listener in removed { listener.channel.close(promise: nil) }
+            }
+        }
+        return true
+    }
+
+    /// Sweeps the retired groups and lets go of those whose last connection is gone.
+    private func sweepRetiredGroups(now: MonotonicInstant) {
+        guard !self.retiredGroups.isEmpty else { return }
+        for group in self.retiredGroups { group.sweep(now: now) }
+        let gone = self.retiredGroups.filter { group in group.pools.allSatisfy { $0.counts().idle == 0 && $0.counts().busy == 0 } }
+        guard !gone.isEmpty else { return }
+        self.retiredStats = gone.reduce(self.retiredStats) { $0 + $1.stats }
+        self.retiredGroups.removeAll { group in gone.contains { $0 === group } }
+    }
+
+    /// The groups of the routing in force, for tests: which objects a reload kept.
+    var groupIdentities: [String: ObjectIdentifier] {
+        var identities: [String: ObjectIdentifier] = [:]
+        for group in self.routing.groups { identities[group.name] = ObjectIdentifier(group) }
+        return identities
+    }
+
     // MARK: Status
 
     func snapshot() -> LoopSnapshot {
         self.eventLoop.assertInEventLoop()
         var stats = self.stats
-        let poolStats = self.routing.stats
+        let poolStats = self.routing.stats + self.retiredGroups.reduce(self.retiredStats) { $0 + $1.stats }
         stats.upstreamConnectErrors = poolStats.connectErrors
         stats.upstreamUnsolicitedBytes = poolStats.unsolicitedBytesCloses
         let buffered = self.connections.values.reduce(0) { $0 + $1.bufferedResponseBytes }
@@ -221,6 +295,28 @@ struct UpstreamCounts: Sendable {
     var endpoint: UpstreamURL
     var idle: Int
     var busy: Int
+
+    /// `lhs` and `rhs` summed by group and endpoint, in `lhs`'s order (then what only `rhs` has): two
+    /// loops may be a reload apart when a snapshot is taken, so their lists need not line up.
+    static func sum(_ lhs: [UpstreamCounts], _ rhs: [UpstreamCounts]) -> [UpstreamCounts] {
+        var result = lhs
+        for counts in rhs {
+            if let index = result.firstIndex(where: { $0.group == counts.group && $0.endpoint == counts.endpoint }) {
+                result[index].idle += counts.idle
+                result[index].busy += counts.busy
+            } else {
+                result.append(counts)
+            }
+        }
+        return result
+    }
+}
+
+/// A listener on one loop, with the address it was configured as (port 0 included), by which a
+/// reload tells which listeners to keep.
+struct BoundListener {
+    let address: HostPort
+    let channel: any Channel
 }
 
 /// One loop's counts, summed by ``ProxyServer/snapshot()``.
@@ -235,7 +331,7 @@ struct LoopSnapshot: Sendable {
         LoopSnapshot(
             connections: lhs.connections + rhs.connections,
             stats: lhs.stats + rhs.stats,
-            upstreams: zip(lhs.upstreams, rhs.upstreams).map { UpstreamCounts(group: $0.group, endpoint: $0.endpoint, idle: $0.idle + $1.idle, busy: $0.busy + $1.busy) },
+            upstreams: UpstreamCounts.sum(lhs.upstreams, rhs.upstreams),
             http2BufferedBytes: lhs.http2BufferedBytes + rhs.http2BufferedBytes
         )
     }

@@ -17,7 +17,10 @@ import Glibc
 ///    (port 0 binds a free port, shared by every loop).
 /// 2. ``beginPropagating(until:)``, ``beginDraining()`` and ``forceClose()`` carry a phase change
 ///    to every loop; the loops report back through `events` when they have drained.
-/// 3. ``shutdown()`` closes what is left and stops the loops.
+/// 3. ``reload(trigger:)`` (SIGHUP, `POST /reload`) re-reads the configuration from the
+///    ``ConfigSource`` and applies it on every loop; ``reload(to:)`` applies a given one
+///    (see `ProxyServer+Reload.swift`).
+/// 4. ``shutdown()`` closes what is left and stops the loops.
 ///
 /// ```swift
 /// let server = ProxyServer(config: config, logger: logger)
@@ -29,10 +32,12 @@ public final class ProxyServer: Sendable {
         public var admin: SocketAddress
     }
 
+    /// The configuration the process started with; settings a reload does not apply are read here.
+    /// The one in force, with its generation, is ``configState``.
     let config: SluiceConfig
     let logger: Logger
     let group: MultiThreadedEventLoopGroup
-    private let loops: [NIOLoopBound<LoopContext>]
+    let loops: [NIOLoopBound<LoopContext>]
     let phase: NIOLockedValueBox<PhaseState>
     let metrics: ProxyMetrics
     private let adminChannel = NIOLockedValueBox<(any Channel)?>(nil)
@@ -48,6 +53,14 @@ public final class ProxyServer: Sendable {
     private let eventsContinuation: AsyncStream<LoopEvent>.Continuation
     /// Health checks and name re-resolution of the upstream groups (started by ``start()``).
     let upstreamServices: UpstreamServices
+    /// Where ``reload(trigger:)`` reads the configuration again; `nil`: reloads are refused.
+    let configSource: ConfigSource?
+    /// The configuration in force, its generation and the last reload's error (for `/status`).
+    let configState: NIOLockedValueBox<ConfigState>
+    /// Reloads run one at a time, in the order they were asked for.
+    let reloads = ReloadQueue()
+    /// The address each configured listen address is bound to (port 0 resolved).
+    let boundListeners = NIOLockedValueBox<[HostPort: SocketAddress]>([:])
 
     /// The phase as the admin endpoints see it.
     struct PhaseState: Sendable {
@@ -56,15 +69,22 @@ public final class ProxyServer: Sendable {
         var startedAt: MonotonicInstant = .now()
     }
 
-    public convenience init(config: SluiceConfig, logger: Logger, metrics: ProxyMetrics = ProxyMetrics()) {
-        self.init(config: config, logger: logger, metrics: metrics, resolver: SystemEndpointResolver())
+    /// - Parameter configSource: reads the configuration again on reload exactly as at start-up (the
+    ///   same flags and environment, the file re-read); `nil`: ``reload(trigger:)`` is refused.
+    public convenience init(config: SluiceConfig, logger: Logger, metrics: ProxyMetrics = ProxyMetrics(), configSource: ConfigSource? = nil) {
+        self.init(config: config, logger: logger, metrics: metrics, configSource: configSource, resolver: SystemEndpointResolver())
     }
 
     /// - Parameter resolver: resolves upstream names (tests inject answers that change).
-    init(config: SluiceConfig, logger: Logger, metrics: ProxyMetrics = ProxyMetrics(), resolver: any EndpointResolving) {
+    init(
+        config: SluiceConfig, logger: Logger, metrics: ProxyMetrics = ProxyMetrics(), configSource: ConfigSource? = nil,
+        resolver: any EndpointResolving
+    ) {
         self.config = config
         self.logger = logger
         self.metrics = metrics
+        self.configSource = configSource
+        self.configState = NIOLockedValueBox(ConfigState(config: config, generation: 1, loadedAt: UnixTime.now(), lastError: nil))
         self.phase = NIOLockedValueBox(PhaseState())
         self.group = MultiThreadedEventLoopGroup(numberOfThreads: config.threads)
         self.descriptorLimit = DescriptorLimit.current
@@ -96,24 +116,12 @@ public final class ProxyServer: Sendable {
         await self.upstreamServices.start(groups: self.config.groups)
         var bound: [SocketAddress] = []
         for address in self.config.listen {
-            if address.port != 0 {
-                // A plain bind first, without SO_REUSEPORT: it fails if anyone else holds the port
-                // (a second Sluice would otherwise silently join the group and take half the traffic).
-                // Port 0 needs no probe: Linux never hands a port-0 bind a port another group uses.
-                try await ListenError.naming(address) { try Self.probeBind(host: address.host, port: address.port) }
+            let (local, channels) = try await self.bindEverywhere(address)
+            for (loop, channel) in zip(self.loops, channels) {
+                try await loop.eventLoop.submit { loop.value.addListener(channel, address: address) }.get()
             }
-            var port = address.port
-            var first: SocketAddress?
-            for loop in self.loops {
-                let channel = try await ListenError.naming(address) {
-                    try await self.bindListener(host: address.host, port: port, loop: loop)
-                }
-                if first == nil {
-                    first = channel.localAddress
-                    port = channel.localAddress?.port ?? port
-                }
-            }
-            bound.append(first!)
+            self.boundListeners.withLockedValue { $0[address] = local }
+            bound.append(local)
         }
         let admin = try await ListenError.naming(self.config.admin) { try await self.bindAdmin() }
         for loop in self.loops {
@@ -154,12 +162,39 @@ public final class ProxyServer: Sendable {
         guard result == 0 else { throw IOError(errnoCode: errno, reason: "bind") }
     }
 
+    /// Binds `address` on every loop (SO_REUSEPORT; port 0 becomes one free port shared by every
+    /// loop) and returns the bound address and the loops' channels, in loop order, not yet added to
+    /// their loops. On failure, closes what it bound and throws a ``ListenError``.
+    func bindEverywhere(_ address: HostPort) async throws -> (SocketAddress, [any Channel]) {
+        var channels: [any Channel] = []
+        do {
+            if address.port != 0 {
+                // A plain bind first, without SO_REUSEPORT: it fails if anyone else holds the port
+                // (a second Sluice would otherwise silently join the group and take half the traffic).
+                // Port 0 needs no probe: Linux never hands a port-0 bind a port another group uses.
+                try await ListenError.naming(address) { try Self.probeBind(host: address.host, port: address.port) }
+            }
+            var port = address.port
+            for loop in self.loops {
+                let channel = try await ListenError.naming(address) {
+                    try await self.bindListener(host: address.host, port: port, loop: loop)
+                }
+                if channels.isEmpty { port = channel.localAddress?.port ?? port }
+                channels.append(channel)
+            }
+        } catch {
+            for channel in channels { try? await channel.close() }
+            throw error
+        }
+        return (channels[0].localAddress!, channels)
+    }
+
     private func bindListener(host: String, port: Int, loop: NIOLoopBound<LoopContext>) async throws -> any Channel {
         // The parser's bound leaves room for the request line; RequestRules applies the exact limit (431).
         let maxHeadBytes = self.config.http.maxHeaderBytes + 1024
         let http2 = HTTP2ServerConnectionHandler.Configuration.sluice(http: self.config.http)
         let gate = self.acceptShared(budget: self.budget)
-        let channel = try await ServerBootstrap(group: loop.eventLoop)
+        return try await ServerBootstrap(group: loop.eventLoop)
             .serverChannelOption(.backlog, value: 1024)
             .serverChannelOption(.tcpOption(.tcp_nodelay), value: 1)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
@@ -190,8 +225,6 @@ public final class ProxyServer: Sendable {
             }
             .bind(host: host, port: port)
             .get()
-        try await loop.eventLoop.submit { loop.value.listeners.append(channel) }.get()
-        return channel
     }
 
     /// The largest admin request head (request line included); larger is answered with 431.
@@ -238,8 +271,8 @@ public final class ProxyServer: Sendable {
     private func wakeListeners() {
         for loop in self.loops {
             loop.eventLoop.execute {
-                for listener in loop.value.listeners where listener.isActive {
-                    (try? listener.pipeline.syncOperations.handler(type: AcceptGate.self))?.slotFreed()
+                for listener in loop.value.listeners where listener.channel.isActive {
+                    (try? listener.channel.pipeline.syncOperations.handler(type: AcceptGate.self))?.slotFreed()
                 }
             }
         }

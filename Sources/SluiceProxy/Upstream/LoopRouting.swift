@@ -4,6 +4,19 @@ import SluiceCore
 
 /// One loop's view of one configuration generation: the routes and a ``LoopUpstreamGroup`` per
 /// group. Replaced whole on reload; requests in flight keep the groups they started with.
+///
+/// 1. Built from a configuration alone at start-up; on reload built ``init(config:eventLoop:loopIndex:logger:reusing:)``
+///    the previous routing, whose groups with an unchanged ``UpstreamGroup`` value are taken over as
+///    they are (pools, balancer, outlier state): a reload that only adds a route reconnects nothing.
+/// 2. ``retired(by:)`` names the previous groups the new routing does not hold (removed or changed);
+///    the loop shuts them down (``LoopUpstreamGroup/shutdown()``) once the new routing is in place.
+///
+/// ```swift
+/// let next = LoopRouting(config: new, eventLoop: loop, loopIndex: 0, logger: logger, reusing: self.routing)
+/// let retired = self.routing.retired(by: next)
+/// self.routing = next
+/// for group in retired { group.shutdown() }
+/// ```
 final class LoopRouting {
     let groups: [LoopUpstreamGroup]
     let router: Router
@@ -12,8 +25,13 @@ final class LoopRouting {
     /// Whether any route looks at the host (else the handlers need not find the `Host` field).
     let matchesHosts: Bool
 
-    init(config: SluiceConfig, eventLoop: any EventLoop, loopIndex: Int, logger: Logger) {
-        self.groups = config.groups.map { LoopUpstreamGroup($0, eventLoop: eventLoop, loopIndex: loopIndex, logger: logger) }
+    init(config: SluiceConfig, eventLoop: any EventLoop, loopIndex: Int, logger: Logger, reusing previous: LoopRouting? = nil) {
+        var previousGroups: [String: LoopUpstreamGroup] = [:]
+        for group in previous?.groups ?? [] { previousGroups[group.name] = group }
+        self.groups = config.groups.map { group -> LoopUpstreamGroup in
+            if let kept = previousGroups[group.name], kept.config == group { return kept }
+            return LoopUpstreamGroup(group, eventLoop: eventLoop, loopIndex: loopIndex, logger: logger)
+        }
         var byName: [String: LoopUpstreamGroup] = [:]
         for group in self.groups { byName[group.name] = group }
         self.targets = config.routes.map { route in
@@ -33,6 +51,12 @@ final class LoopRouting {
 
     func sweep(now: MonotonicInstant) {
         for group in self.groups { group.sweep(now: now) }
+    }
+
+    /// This routing's groups that `next` does not hold (removed, or replaced because they changed).
+    func retired(by next: LoopRouting) -> [LoopUpstreamGroup] {
+        let kept = Set(next.groups.map(ObjectIdentifier.init))
+        return self.groups.filter { !kept.contains(ObjectIdentifier($0)) }
     }
 
     func shutdown() {

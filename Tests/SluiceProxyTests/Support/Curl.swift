@@ -25,11 +25,20 @@ enum Subprocess {
         process.standardError = err
         process.standardInput = FileHandle.nullDevice
         try process.run()
-        // Read both pipes to the end before waiting, so a full pipe never blocks the child.
-        async let stdout = Task.detached { out.fileHandleForReading.readDataToEndOfFile() }.value
-        async let stderr = Task.detached { err.fileHandleForReading.readDataToEndOfFile() }.value
+        // Read both pipes to the end before waiting, so a full pipe never blocks the child. The
+        // blocking reads and the wait run on Dispatch threads, not the concurrency pool's: a pool of
+        // two threads (two cores) blocked by one curl starved whatever the test waited on in the
+        // meantime (a reload's task, a `POST /reload` answer) until curl's --max-time.
+        async let stdout = Self.blocking { out.fileHandleForReading.readDataToEndOfFile() }
+        async let stderr = Self.blocking { err.fileHandleForReading.readDataToEndOfFile() }
         let (o, e) = await (stdout, stderr)
-        process.waitUntilExit()
+        await Self.blocking { process.waitUntilExit() }
         return Curl.Result(exitCode: process.terminationStatus, stdout: String(decoding: o, as: UTF8.self), stderr: String(decoding: e, as: UTF8.self))
+    }
+
+    private static func blocking<T: Sendable>(_ body: @escaping @Sendable () -> T) async -> T {
+        await withCheckedContinuation { continuation in
+            DispatchQueue.global().async { continuation.resume(returning: body()) }
+        }
     }
 }
