@@ -98,6 +98,9 @@ struct EdgeProxyTests {
         }
         #expect(codes.sorted() == ["200", "502"], "one POST met the reset endpoint and was not retried: \(codes)")
         #expect(try await proxy.server.snapshot().get().stats.retries == 4, "the four PUTs, not the POST")
+        let metrics = try await Curl.run(["-s", proxy.adminURL + "/metrics"]).stdout
+        #expect(metrics.contains("sluice_upstream_retries_total{group=\"g\"} 4\n"), "\(metrics)")
+        #expect(metrics.contains("sluice_upstream_retry_budget_exhausted_total{group=\"g\"} 0\n"))
     }
 
     /// `retry-on-5xx`: a 503 from one endpoint is retried on another for that route only.

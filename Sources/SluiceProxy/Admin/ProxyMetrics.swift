@@ -121,7 +121,8 @@ public final class ProxyMetrics: Sendable {
     ///   endpoint unhealthy (unchecked and not-yet-checked endpoints count as healthy, as the
     ///   balancer counts them); endpoints being drained after a DNS change are left out;
     /// - `sluice_upstream_health_changes_total{group}`, `sluice_upstream_ejections_total{group}`,
-    ///   `sluice_upstream_panic_picks_total{group}`;
+    ///   `sluice_upstream_panic_picks_total{group}`, `sluice_upstream_retries_total{group}`,
+    ///   `sluice_upstream_retry_budget_exhausted_total{group}`;
     /// - `sluice_upstream_requests_total{group,class}`: attempts by the upstream's status class, or
     ///   `error` when none came (a retry is an attempt of its own).
     private func renderGroups(_ groups: [GroupSnapshot], healthChanges: [String: Int]) -> String {
@@ -141,7 +142,10 @@ public final class ProxyMetrics: Sendable {
         for group in groups {
             text += "sluice_upstream_health_changes_total{group=\"\(Self.label(group.name))\"} \(healthChanges[group.name] ?? 0)\n"
         }
-        for (name, value) in [("ejections", \GroupCounters.ejections), ("panic_picks", \GroupCounters.panicPicks)] {
+        for (name, value) in [
+            ("ejections", \GroupCounters.ejections), ("panic_picks", \GroupCounters.panicPicks), ("retries", \GroupCounters.retries),
+            ("retry_budget_exhausted", \GroupCounters.retryBudgetExhausted),
+        ] {
             text += "# TYPE sluice_upstream_\(name)_total counter\n"
             for group in groups {
                 text += "sluice_upstream_\(name)_total{group=\"\(Self.label(group.name))\"} \(totals.total[group.name]?[keyPath: value] ?? 0)\n"
@@ -188,6 +192,8 @@ struct GroupCounterTotals: Sendable {
         sum.ejections += grown(now.ejections, before.ejections)
         sum.ejectionsRefused += grown(now.ejectionsRefused, before.ejectionsRefused)
         sum.panicPicks += grown(now.panicPicks, before.panicPicks)
+        sum.retries += grown(now.retries, before.retries)
+        sum.retryBudgetExhausted += grown(now.retryBudgetExhausted, before.retryBudgetExhausted)
         for index in sum.attemptsByClass.indices {
             sum.attemptsByClass[index] += grown(now.attemptsByClass[index], before.attemptsByClass[index])
         }

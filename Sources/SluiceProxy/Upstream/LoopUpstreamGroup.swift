@@ -166,6 +166,12 @@ final class LoopUpstreamGroup {
         }
     }
 
+    /// The retry policy's answer for a request of this group: counted for `/metrics`.
+    func countRetryDecision(retried: Bool, budgetExhausted: Bool) {
+        if retried { self.counters.retries += 1 }
+        if budgetExhausted { self.counters.retryBudgetExhausted += 1 }
+    }
+
     /// The health checker's view of the group's endpoints, published to every loop.
     func setHealth(_ health: [String: EndpointHealth]) {
         self.health = health
@@ -280,6 +286,10 @@ struct GroupCounters: Sendable {
     var ejections = 0
     /// Endpoints that reached their failure count but stayed in (`max-ejected`).
     var ejectionsRefused = 0
+    /// Retries made (each on another endpoint where the group has one).
+    var retries = 0
+    /// Retries the policy allowed but the loop's retry budget refused.
+    var retryBudgetExhausted = 0
     /// Attempts that ended, by ``classes``: the upstream's status class, or `error` (no response).
     /// A retry is an attempt of its own.
     var attemptsByClass = [Int](repeating: 0, count: GroupCounters.classes.count)
@@ -299,6 +309,8 @@ struct GroupCounters: Sendable {
         sum.panicPicks = lhs.panicPicks + rhs.panicPicks
         sum.ejections = lhs.ejections + rhs.ejections
         sum.ejectionsRefused = lhs.ejectionsRefused + rhs.ejectionsRefused
+        sum.retries = lhs.retries + rhs.retries
+        sum.retryBudgetExhausted = lhs.retryBudgetExhausted + rhs.retryBudgetExhausted
         sum.attemptsByClass = zip(lhs.attemptsByClass, rhs.attemptsByClass).map { $0 + $1 }
         return sum
     }

@@ -4,8 +4,6 @@ import SluiceCore
 /// every ``UpstreamAttempt`` reaches the same one; confined to the loop.
 final class LoopRetryBudget {
     var budget = RetryBudget()
-    /// Retries refused because the budget was spent (`sluice_upstream_retry_budget_exhausted_total`).
-    var exhausted = 0
 }
 
 /// One request's use of a group, from its routing decision to the end of its exchange: which
@@ -75,9 +73,10 @@ struct UpstreamAttempt {
         let request = RetryPolicy.RequestFacts(method: method, bodyBytes: bodyBytes)
         switch self.policy.decide(failure, attempts: &self.attempts, request: request, budget: &self.budget.budget) {
         case .retry:
+            self.group.countRetryDecision(retried: true, budgetExhausted: false)
             return true
         case .giveUp(.budgetExhausted):
-            self.budget.exhausted += 1
+            self.group.countRetryDecision(retried: false, budgetExhausted: true)
             return false
         case .giveUp:
             return false
