@@ -98,6 +98,10 @@ where Instant.Duration == Duration {
     public let maxEjection: Duration
     private var endpoints: [Endpoint: EndpointState] = [:]
     private var ejectedCount = 0
+    /// Endpoints not in the clean state (active, no failure in a row, nothing reported): while
+    /// there is none, a success changes nothing and is answered without looking its endpoint up
+    /// (the common case, on every response).
+    private var unclean = 0
 
     /// - Parameters:
     ///   - maxEjection: the cap on one ejection's length; raised to `baseEjection` if below it.
@@ -120,14 +124,16 @@ where Instant.Duration == Duration {
     public mutating func endpointRemoved(_ endpoint: Endpoint) {
         guard let removed = self.endpoints.removeValue(forKey: endpoint) else { return }
         if case .ejected = removed.state { self.ejectedCount -= 1 }
+        if !Self.isClean(removed.state) { self.unclean -= 1 }
     }
 
     // MARK: Events
 
     /// A request to `endpoint` ended with `outcome`. Outcomes for unknown (removed) or ejected
     /// endpoints are ignored.
-    @_specialize(exported: true, where Endpoint == HostPort, Instant == MonotonicInstant)
+    @_specialize(exported: true, where Endpoint == String, Instant == MonotonicInstant)
     public mutating func requestFinished(_ endpoint: Endpoint, outcome: RequestOutcome, now: Instant) -> RequestFinishedAction {
+        if self.unclean == 0, !outcome.isFailure { return .none }
         guard var entry = self.endpoints[endpoint] else { return .none }
         switch entry.state {
         case .ejected:
@@ -136,9 +142,11 @@ where Instant.Duration == Duration {
             guard outcome.isFailure else {
                 if failures != 0 || refusalReported {
                     self.endpoints[endpoint]?.state = .active(failures: 0, refusalReported: false)
+                    self.unclean -= 1
                 }
                 return .none
             }
+            if failures == 0 && !refusalReported { self.unclean += 1 }
             let failures = failures + 1
             guard failures >= self.config.consecutiveFailures, self.endpoints.count >= 2 else {
                 self.endpoints[endpoint]?.state = .active(failures: failures, refusalReported: refusalReported)
@@ -173,8 +181,14 @@ where Instant.Duration == Duration {
             self.endpoints[endpoint]?.state = .active(failures: 0, refusalReported: false)
             self.endpoints[endpoint]?.decaySince = until
             self.ejectedCount -= 1
+            self.unclean -= 1
         }
         return over.map { .uneject($0.0) }
+    }
+
+    private static func isClean(_ state: State) -> Bool {
+        if case .active(0, false) = state { return true }
+        return false
     }
 
     // MARK: Queries
@@ -188,7 +202,7 @@ where Instant.Duration == Duration {
     }
 
     /// Whether the balancers must skip the endpoint now.
-    @_specialize(exported: true, where Endpoint == HostPort, Instant == MonotonicInstant)
+    @_specialize(exported: true, where Endpoint == String, Instant == MonotonicInstant)
     public func isEjected(_ endpoint: Endpoint) -> Bool {
         guard case .ejected = self.endpoints[endpoint]?.state else { return false }
         return true

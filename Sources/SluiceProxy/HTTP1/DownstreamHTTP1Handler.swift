@@ -83,6 +83,8 @@ final class DownstreamHTTP1Handler: ChannelDuplexHandler {
     /// Whether ``replay`` still holds every part sent (no retries configured, or a body past the
     /// buffer, make it false).
     private var keepsReplay = false
+    /// The group's `retry-buffer`: the most body bytes ``replay`` keeps.
+    private var replayLimit = 0
     /// The body limit of the request's route (`max-body-size`, else `--max-body-size`).
     private var maxBodyBytes: Int?
     private var requestStartedAt = MonotonicInstant(nanoseconds: 0)
@@ -250,6 +252,7 @@ final class DownstreamHTTP1Handler: ChannelDuplexHandler {
         }
         self.attempt = UpstreamAttempt(target: routed, budget: self.loop.retryBudget)
         self.keepsReplay = routed.retryPolicy.retries > 0
+        self.replayLimit = routed.retryPolicy.retryBuffer
         self.maxBodyBytes = routed.maxBodyBytes
         if let length = accepted.contentLength, let max = routed.maxBodyBytes, length > max {
             return self.respondWithError(.bodyTooLarge(limit: max), context: context)
@@ -419,7 +422,7 @@ final class DownstreamHTTP1Handler: ChannelDuplexHandler {
             case .end(let trailers): upstream.sendEnd(trailers: trailers)
             }
         }
-        if self.keepsReplay { self.replay.append(contentsOf: self.pendingParts) }
+        if self.keepsReplay { for part in self.pendingParts { self.replay.append(part) } }
         self.pendingParts.removeAll(keepingCapacity: true)
         if self.partInThisReadBatch {
             // The rest of the request may be in this batch too: one flush at its end.
@@ -435,8 +438,8 @@ final class DownstreamHTTP1Handler: ChannelDuplexHandler {
 
     /// Keeps a part sent upstream for a replay, while the body fits the group's `retry-buffer`.
     private func keepForReplay(_ part: HTTPClientRequestPart) {
-        guard self.keepsReplay, let attempt = self.attempt else { return }
-        if attempt.policy.keepsForReplay(bodyBytes: self.bodyBytes) {
+        guard self.keepsReplay else { return }
+        if self.bodyBytes <= self.replayLimit {
             self.replay.append(part)
         } else {
             self.keepsReplay = false
@@ -644,7 +647,7 @@ extension DownstreamHTTP1Handler: UpstreamResponseDelegate {
     func upstreamResponseHead(_ head: HTTPResponseHead) {
         guard case .forwarding(let upstream) = self.state, let context = self.context else { return }
         let status = Int(head.status.code)
-        if let attempt = self.attempt, attempt.mayRetry(status: status),
+        if self.attempt?.mayRetry(status: status) == true,
             self.attempt!.shouldRetry(after: .status(status), method: self.upstreamHead.method.rawValue, bodyBytes: self.bodyBytes)
         {
             // The route retries a 502/503 (`retry-on-5xx`): this response is dropped with its connection.

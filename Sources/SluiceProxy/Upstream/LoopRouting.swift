@@ -66,14 +66,22 @@ final class LoopRouting {
     var stats: EndpointPoolStats { self.groups.reduce(EndpointPoolStats()) { $0 + $1.stats } }
 }
 
-/// A route with what serving it needs: its group on this loop and its body limit.
-struct RouteTarget {
+/// A route with what serving it needs: its group on this loop, its body limit and retry policy.
+/// A class: handed to every request the route matches, it is one reference, not a copy of the route.
+final class RouteTarget {
     let route: Route
     let group: LoopUpstreamGroup
     /// `max-body-size` of the route, else `--max-body-size`; `nil`: unlimited.
     let maxBodyBytes: Int?
     /// The group's retries and replay buffer with the route's `retry-on-5xx`.
     let retryPolicy: RetryPolicy
+
+    init(route: Route, group: LoopUpstreamGroup, maxBodyBytes: Int?, retryPolicy: RetryPolicy) {
+        self.route = route
+        self.group = group
+        self.maxBodyBytes = maxBodyBytes
+        self.retryPolicy = retryPolicy
+    }
 
     /// The request target the upstream gets for `target` (the route's `strip-prefix`).
     func upstreamTarget(_ target: String) -> String {
