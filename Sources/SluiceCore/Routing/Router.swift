@@ -48,6 +48,9 @@ public struct Router: Sendable {
     /// borrows it once and compares bytes.
     private let bytes: [UInt8]
     private let compiled: [CompiledRoute]
+    /// The first route takes every origin-form request (no host, the prefix `/`): the sidecar's
+    /// one route, answered without looking at the request's bytes.
+    private let firstTakesAll: Bool
 
     /// A route's conditions as ranges of ``bytes``.
     private struct CompiledRoute: Sendable {
@@ -118,6 +121,7 @@ public struct Router: Sendable {
         }
         self.bytes = bytes
         self.compiled = compiled
+        self.firstTakesAll = compiled.first.map { $0.host == .any && !$0.pathIsExact && $0.pathCount == 0 } ?? false
     }
 
     // MARK: - Matching
@@ -129,7 +133,8 @@ public struct Router: Sendable {
     ///     `nil` or empty when the request has none.
     ///   - path: the origin-form request target as received, query and all.
     public func match(host: String?, path: String) -> Int? {
-        Router.withBytes(host ?? "") { hostBytes in
+        if self.firstTakesAll, path.utf8.first == UInt8(ascii: "/") { return 0 }
+        return Router.withBytes(host ?? "") { hostBytes in
             Router.withBytes(path) { pathBytes in
                 self.match(hostBytes: hostBytes, targetBytes: pathBytes)
             }

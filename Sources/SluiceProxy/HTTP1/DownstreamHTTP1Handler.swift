@@ -393,7 +393,6 @@ final class DownstreamHTTP1Handler: ChannelDuplexHandler {
 
     /// Leases a connection for the next attempt, on the endpoint the group's balancer picks.
     private func lease(context: ChannelHandlerContext) {
-        guard self.attempt != nil else { preconditionFailure("a request is routed before it is leased") }
         // Set first: a connect that fails at once reports back before `lease` returns.
         self.state = .connecting
         let pool = self.attempt!.begin()
@@ -617,7 +616,8 @@ extension DownstreamHTTP1Handler: UpstreamLeaseRequester {
     }
 
     func upstreamConnectFailed(_ error: ProxyError) {
-        guard case .connecting = self.state, let context = self.context, self.attempt != nil else { return }
+        // Connecting means routed: `attempt` is set.
+        guard case .connecting = self.state, let context = self.context else { return }
         self.attempt!.end(.failed(error))
         // Nothing reached the upstream: the policy allows a retry on another endpoint for any method.
         if self.attempt!.shouldRetry(after: .error(error), method: self.upstreamHead.method.rawValue, bodyBytes: self.bodyBytes) {
@@ -694,7 +694,8 @@ extension DownstreamHTTP1Handler: UpstreamResponseDelegate {
     }
 
     func upstreamFailed(_ error: ProxyError) {
-        guard case .forwarding(let upstream) = self.state, let context = self.context, self.attempt != nil else { return }
+        // Forwarding means routed: `attempt` is set.
+        guard case .forwarding(let upstream) = self.state, let context = self.context else { return }
         upstream.release(reusable: false, now: .now())
         self.attempt!.end(.failed(error))
         if self.responseStarted {
