@@ -101,6 +101,8 @@ struct EdgeProxyTests {
         let metrics = try await Curl.run(["-s", proxy.adminURL + "/metrics"]).stdout
         #expect(metrics.contains("sluice_upstream_retries_total{group=\"g\"} 4\n"), "\(metrics)")
         #expect(metrics.contains("sluice_upstream_retry_budget_exhausted_total{group=\"g\"} 0\n"))
+        // Four PUTs and two POSTs: each PUT's reset attempt and its retry, one reset POST, one served.
+        #expect(metrics.contains("sluice_upstream_attempt_duration_seconds_count{group=\"g\"} 10\n"), "\(metrics)")
     }
 
     /// `retry-on-5xx`: a 503 from one endpoint is retried on another for that route only.

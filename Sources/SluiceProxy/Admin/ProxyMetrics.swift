@@ -124,7 +124,9 @@ public final class ProxyMetrics: Sendable {
     ///   `sluice_upstream_panic_picks_total{group}`, `sluice_upstream_retries_total{group}`,
     ///   `sluice_upstream_retry_budget_exhausted_total{group}`;
     /// - `sluice_upstream_requests_total{group,class}`: attempts by the upstream's status class, or
-    ///   `error` when none came (a retry is an attempt of its own).
+    ///   `error` when none came (a retry is an attempt of its own);
+    /// - `sluice_upstream_attempt_duration_seconds{group}`: a histogram of the attempts' times, from
+    ///   the pick of the endpoint to the end of the response (or the failure).
     private func renderGroups(_ groups: [GroupSnapshot], healthChanges: [String: Int]) -> String {
         guard !groups.isEmpty else { return "" }
         let totals = self.groupTotals.withLockedValue { totals in
@@ -158,6 +160,20 @@ public final class ProxyMetrics: Sendable {
                 let count = index < byClass.count ? byClass[index] : 0
                 text += "sluice_upstream_requests_total{group=\"\(Self.label(group.name))\",class=\"\(name)\"} \(count)\n"
             }
+        }
+        text += "# TYPE sluice_upstream_attempt_duration_seconds histogram\n"
+        for group in groups {
+            let label = Self.label(group.name)
+            let counts = totals.total[group.name]?.attemptDurationCounts ?? []
+            var cumulative = 0
+            for (index, bound) in RequestStats.durationBuckets.enumerated() {
+                cumulative += index < counts.count ? counts[index] : 0
+                text += "sluice_upstream_attempt_duration_seconds_bucket{group=\"\(label)\",le=\"\(bound)\"} \(cumulative)\n"
+            }
+            cumulative += counts.last ?? 0
+            text += "sluice_upstream_attempt_duration_seconds_bucket{group=\"\(label)\",le=\"+Inf\"} \(cumulative)\n"
+            text += "sluice_upstream_attempt_duration_seconds_sum{group=\"\(label)\"} \(totals.total[group.name]?.attemptDurationSumSeconds ?? 0)\n"
+            text += "sluice_upstream_attempt_duration_seconds_count{group=\"\(label)\"} \(cumulative)\n"
         }
         return text
     }
@@ -194,6 +210,12 @@ struct GroupCounterTotals: Sendable {
         sum.panicPicks += grown(now.panicPicks, before.panicPicks)
         sum.retries += grown(now.retries, before.retries)
         sum.retryBudgetExhausted += grown(now.retryBudgetExhausted, before.retryBudgetExhausted)
+        for index in sum.attemptDurationCounts.indices {
+            sum.attemptDurationCounts[index] += grown(now.attemptDurationCounts[index], before.attemptDurationCounts[index])
+        }
+        sum.attemptDurationSumSeconds +=
+            now.attemptDurationSumSeconds >= before.attemptDurationSumSeconds
+            ? now.attemptDurationSumSeconds - before.attemptDurationSumSeconds : now.attemptDurationSumSeconds
         for index in sum.attemptsByClass.indices {
             sum.attemptsByClass[index] += grown(now.attemptsByClass[index], before.attemptsByClass[index])
         }

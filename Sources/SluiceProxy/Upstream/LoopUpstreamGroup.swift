@@ -133,8 +133,14 @@ final class LoopUpstreamGroup {
     /// An attempt ended on the endpoint picked as index `endpoint` with key `key` in `generation`:
     /// the balancer's in-flight count, and the outlier detector hears how. If the endpoints changed
     /// since the pick, the endpoint is found again by key; if it left, only the class is counted.
-    func finished(endpoint: Int, key: String, generation: Int, outcome: AttemptOutcome) {
+    func finished(endpoint: Int, key: String, generation: Int, outcome: AttemptOutcome, startedAt: MonotonicInstant? = nil) {
         self.counters.count(outcome)
+        if let startedAt {
+            switch outcome {
+            case .response, .failed: self.counters.recordDuration(startedAt.duration(to: .now()))
+            case .abandoned: break
+            }
+        }
         let index: Int
         if generation == self.generation {
             index = endpoint
@@ -290,11 +296,23 @@ struct GroupCounters: Sendable {
     var retries = 0
     /// Retries the policy allowed but the loop's retry budget refused.
     var retryBudgetExhausted = 0
+    /// Attempts that ended with a response or an upstream failure, by how long they took (from the
+    /// pick to the end of the response): one slot per ``RequestStats/durationBuckets`` bound, plus +Inf.
+    var attemptDurationCounts = [Int](repeating: 0, count: RequestStats.durationBuckets.count + 1)
+    var attemptDurationSumSeconds: Double = 0
     /// Attempts that ended, by ``classes``: the upstream's status class, or `error` (no response).
     /// A retry is an attempt of its own.
     var attemptsByClass = [Int](repeating: 0, count: GroupCounters.classes.count)
 
     static let classes = ["1xx", "2xx", "3xx", "4xx", "5xx", "error"]
+
+    mutating func recordDuration(_ duration: Duration) {
+        let seconds = duration.secondsDouble
+        self.attemptDurationSumSeconds += seconds
+        var index = 0
+        while index < RequestStats.durationBuckets.count && seconds > RequestStats.durationBuckets[index] { index += 1 }
+        self.attemptDurationCounts[index] += 1
+    }
 
     mutating func count(_ outcome: AttemptOutcome) {
         switch outcome {
@@ -311,6 +329,8 @@ struct GroupCounters: Sendable {
         sum.ejectionsRefused = lhs.ejectionsRefused + rhs.ejectionsRefused
         sum.retries = lhs.retries + rhs.retries
         sum.retryBudgetExhausted = lhs.retryBudgetExhausted + rhs.retryBudgetExhausted
+        sum.attemptDurationCounts = zip(lhs.attemptDurationCounts, rhs.attemptDurationCounts).map { $0 + $1 }
+        sum.attemptDurationSumSeconds = lhs.attemptDurationSumSeconds + rhs.attemptDurationSumSeconds
         sum.attemptsByClass = zip(lhs.attemptsByClass, rhs.attemptsByClass).map { $0 + $1 }
         return sum
     }

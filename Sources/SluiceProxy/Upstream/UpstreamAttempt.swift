@@ -29,6 +29,8 @@ struct UpstreamAttempt {
     /// The group's generation that ``endpoint`` and ``tried`` index into.
     private var generation: Int
     private(set) var tried = EndpointSet()
+    /// When the attempt in progress picked its endpoint (`sluice_upstream_attempt_duration_seconds`).
+    private var startedAt = MonotonicInstant(nanoseconds: 0)
     /// `balance: hash`: the request's key, hashed once when it is routed.
     var hash: UInt64?
 
@@ -54,6 +56,7 @@ struct UpstreamAttempt {
         }
         let endpoint = self.group.pick(hash: self.hash, excluding: self.tried)
         self.endpoint = endpoint
+        self.startedAt = .now()
         self.endpointKey = self.group.keys[endpoint]
         self.tried.insert(endpoint)
         return self.group.pools[endpoint]
@@ -63,7 +66,7 @@ struct UpstreamAttempt {
     mutating func end(_ outcome: AttemptOutcome) {
         guard let endpoint = self.endpoint else { return }
         self.endpoint = nil
-        self.group.finished(endpoint: endpoint, key: self.endpointKey, generation: self.generation, outcome: outcome)
+        self.group.finished(endpoint: endpoint, key: self.endpointKey, generation: self.generation, outcome: outcome, startedAt: self.startedAt)
     }
 
     /// Whether to try again after `failure` (the caller knows nothing of the response went to the
