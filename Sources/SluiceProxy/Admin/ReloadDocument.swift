@@ -14,9 +14,9 @@ enum ReloadDocument {
         case .applied(let generation):
             return (.ok, "{\"result\":\"ok\",\"generation\":\(generation)}\n")
         case .invalid(let errors):
-            return (.unprocessableEntity, "{\"result\":\"error\",\"errors\":[\(errors.map(JSONText.quoted).joined(separator: ","))]}\n")
+            return (.unprocessableEntity, "{\"result\":\"error\",\"errors\":[\(errors.map(JSONText.string).joined(separator: ","))]}\n")
         case .refused(let reason):
-            return (.conflict, "{\"result\":\"refused\",\"errors\":[\(JSONText.quoted(reason))]}\n")
+            return (.conflict, "{\"result\":\"refused\",\"errors\":[\(JSONText.string(reason))]}\n")
         }
     }
 
@@ -28,32 +28,10 @@ enum ReloadDocument {
             case .prefix(let prefix): path = (prefix, "prefix")
             case .exact(let exact): path = (exact, "exact")
             }
-            let host = route.host.map { JSONText.quoted($0.description) } ?? "null"
-            return "{\"host\":\(host),\"path\":\(JSONText.quoted(path.0)),\"match\":\"\(path.1)\",\"upstream\":\(JSONText.quoted(route.upstream))}"
+            let host = route.host.map { JSONText.string($0.description) } ?? "null"
+            return "{\"host\":\(host),\"path\":\(JSONText.string(path.0)),\"match\":\"\(path.1)\",\"upstream\":\(JSONText.string(route.upstream))}"
         }
-        return "\"config\":{\"generation\":\(state.generation),\"loaded_at\":\(state.loadedAt),\"last_reload_error\":\(state.lastError.map(JSONText.quoted) ?? "null")},"
+        return "\"config\":{\"generation\":\(state.generation),\"loaded_at\":\(state.loadedAt),\"last_reload_error\":\(state.lastError.map(JSONText.string) ?? "null")},"
             + "\"routes\":[\(routes.joined(separator: ","))]"
-    }
-}
-
-/// JSON string literals.
-enum JSONText {
-    /// `text` as a JSON string, quotes included (RFC 8259 §7: `"`, `\` and control characters escaped).
-    static func quoted(_ text: String) -> String {
-        var out = "\""
-        for scalar in text.unicodeScalars {
-            switch scalar {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case "\n": out += "\\n"
-            case "\r": out += "\\r"
-            case "\t": out += "\\t"
-            case _ where scalar.value < 0x20:
-                let hex = String(scalar.value, radix: 16)
-                out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
-            default: out.unicodeScalars.append(scalar)
-            }
-        }
-        return out + "\""
     }
 }

@@ -30,9 +30,14 @@ struct RequestStats: Sendable {
         self.responsesByClass[(1...5).contains(statusClass) ? statusClass : 0] += 1
         let seconds = duration.secondsDouble
         self.durationSumSeconds += seconds
+        self.durationCounts[Self.bucket(seconds)] += 1
+    }
+
+    /// The histogram slot of a duration: the first bound it does not exceed, else +Inf (the last).
+    static func bucket(_ seconds: Double) -> Int {
         var index = 0
         while index < Self.durationBuckets.count && seconds > Self.durationBuckets[index] { index += 1 }
-        self.durationCounts[index] += 1
+        return index
     }
 
     mutating func recordError(_ error: ProxyError) {

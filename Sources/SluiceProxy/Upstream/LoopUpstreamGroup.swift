@@ -309,9 +309,7 @@ struct GroupCounters: Sendable {
     mutating func recordDuration(_ duration: Duration) {
         let seconds = duration.secondsDouble
         self.attemptDurationSumSeconds += seconds
-        var index = 0
-        while index < RequestStats.durationBuckets.count && seconds > RequestStats.durationBuckets[index] { index += 1 }
-        self.attemptDurationCounts[index] += 1
+        self.attemptDurationCounts[RequestStats.bucket(seconds)] += 1
     }
 
     mutating func count(_ outcome: AttemptOutcome) {
