@@ -17,7 +17,7 @@ struct UpstreamHealthTests {
     @Test func failingHealthPathTakesAnEndpointOutAndBringsItBack() async throws {
         let a = try await HealthUpstream.start(name: "A")
         let b = try await HealthUpstream.start(name: "B")
-        let proxy = try await HealthProxy.start(groups: [Self.checkedGroup("api", [a.url, b.url])], threads: 2)
+        let proxy = try await ProxyHarness.start(groups: [Self.checkedGroup("api", [a.url, b.url])], threads: 2)
         defer { Task { await proxy.stop(); await a.stop(); await b.stop() } }
 
         #expect(await proxy.eventually { $0.contains(Self.endpoint(a, "healthy")) && $0.contains(Self.endpoint(b, "healthy")) })
@@ -52,7 +52,7 @@ struct UpstreamHealthTests {
         a.state.setHealthStatus(500)
         let checked = Self.checkedGroup("api", [a.url])
         let unchecked = UpstreamGroup(name: "plain", endpoints: [UpstreamURL(parsing: plain.url)!])
-        let proxy = try await HealthProxy.start(groups: [checked, unchecked], readyRequires: ["plain", "api"])
+        let proxy = try await ProxyHarness.start(groups: [checked, unchecked], readyRequires: ["plain", "api"])
         defer { Task { await proxy.stop(); await a.stop(); await plain.stop() } }
 
         #expect(proxy.server.phase.withLockedValue { $0.phase } == .serving)
@@ -79,7 +79,7 @@ struct UpstreamHealthTests {
         var group = UpstreamGroup(name: "api", endpoints: [UpstreamURL(parsing: "http://svc.test:\(a.port)")!])
         group.dnsRefresh = .milliseconds(100)
         group.outlier = nil
-        let proxy = try await HealthProxy.start(groups: [group], resolver: resolver)
+        let proxy = try await ProxyHarness.start(groups: [group], resolver: resolver)
         defer { Task { await proxy.stop(); await a.stop(); await b.stop() } }
 
         #expect(try await proxy.who(count: 3) == ["A": 3], "resolved at start-up")
@@ -108,7 +108,7 @@ struct UpstreamHealthTests {
         let resolver = FakeResolver(["127.0.0.1"])
         var group = UpstreamGroup(name: "api", endpoints: [UpstreamURL(parsing: "http://svc.test:\(a.port)")!])
         group.dnsRefresh = .milliseconds(50)
-        let proxy = try await HealthProxy.start(groups: [group], resolver: resolver)
+        let proxy = try await ProxyHarness.start(groups: [group], resolver: resolver)
         defer { Task { await proxy.stop(); await a.stop() } }
 
         #expect(try await proxy.who(count: 2) == ["A": 2])
@@ -158,47 +158,16 @@ final class FakeResolver: EndpointResolving {
 }
 
 /// A proxy with chosen groups (one route `/` to the first) and resolver, with its drain coordinator.
-struct HealthProxy {
-    let server: ProxyServer
-    let port: Int
-    let adminPort: Int
-    let signals: AsyncStream<DrainSignal>.Continuation
-    let outcome: Task<DrainCoordinator.Outcome, Never>
-
+extension ProxyHarness {
     static func start(
         groups: [UpstreamGroup], readyRequires: [String] = [], threads: Int = 1, resolver: any EndpointResolving = SystemEndpointResolver()
-    ) async throws -> HealthProxy {
-        var config = SluiceConfig()
-        config.listen = [HostPort(host: "127.0.0.1", port: 0)]
-        config.admin = HostPort(host: "127.0.0.1", port: 0)
-        config.threads = threads
-        config.upstreams = groups[0].endpoints
-        config.groups = groups
-        config.routes = [Route(upstream: groups[0].name)]
-        config.readyRequires = readyRequires
-        let level = ProcessInfo.processInfo.environment["SLUICE_TEST_LOG"].flatMap(Logger.Level.init(rawValue:))
-        let logger = Logger(label: "sluice-test") { label in
-            guard let level else { return SwiftLogNoOpLogHandler() }
-            var handler = StreamLogHandler.standardError(label: label)
-            handler.logLevel = level
-            return handler
+    ) async throws -> ProxyHarness {
+        try await ProxyHarness.start(threads: threads, resolver: resolver) { config in
+            config.upstreams = groups[0].endpoints
+            config.groups = groups
+            config.routes = [Route(upstream: groups[0].name)]
+            config.readyRequires = readyRequires
         }
-        let server = ProxyServer(config: config, logger: logger, resolver: resolver)
-        let bound = try await server.start()
-        let (stream, continuation) = AsyncStream.makeStream(of: DrainSignal.self)
-        let coordinator = DrainCoordinator(server: server, logger: logger)
-        let outcome = Task { await coordinator.run(signals: stream) }
-        while server.phase.withLockedValue({ $0.phase }) == .starting { await Task.yield() }
-        return HealthProxy(server: server, port: bound.listeners[0].port!, adminPort: bound.admin.port!, signals: continuation, outcome: outcome)
-    }
-
-    var url: String { "http://127.0.0.1:\(self.port)" }
-    var adminURL: String { "http://127.0.0.1:\(self.adminPort)" }
-
-    func stop() async {
-        if self.server.phase.withLockedValue({ $0.phase }) < .stopped { self.signals.yield(.quit) }
-        _ = await self.outcome.value
-        await self.server.shutdown()
     }
 
     /// Waits, bounded, until `/status` satisfies `condition`.

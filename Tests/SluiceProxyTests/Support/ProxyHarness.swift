@@ -14,18 +14,26 @@ final class ProxyHarness: Sendable {
     let outcome: Task<DrainCoordinator.Outcome, Never>
 
     static func start(upstreams: [String], threads: Int = 1, _ configure: (inout SluiceConfig) -> Void = { _ in }) async throws -> ProxyHarness {
-        try await self.start(upstreams: upstreams, threads: threads, source: nil, configure)
+        try await self.start(upstreams: upstreams, threads: threads, source: nil, resolver: nil, configure)
+    }
+
+    /// As ``start(upstreams:threads:_:)``, with `resolver` answering for upstream names (tests change the answer).
+    static func start(
+        upstreams: [String] = [], threads: Int = 1, resolver: any EndpointResolving, _ configure: (inout SluiceConfig) -> Void
+    ) async throws -> ProxyHarness {
+        try await self.start(upstreams: upstreams, threads: threads, source: nil, resolver: resolver, configure)
     }
 
     /// As ``start(upstreams:threads:_:)``, with `configSource` for ``ProxyServer/reload(trigger:)``.
     static func start(
         upstreams: [String], threads: Int = 1, configSource: @escaping ConfigSource, _ configure: (inout SluiceConfig) -> Void
     ) async throws -> ProxyHarness {
-        try await self.start(upstreams: upstreams, threads: threads, source: configSource, configure)
+        try await self.start(upstreams: upstreams, threads: threads, source: configSource, resolver: nil, configure)
     }
 
     private static func start(
-        upstreams: [String], threads: Int, source configSource: ConfigSource?, _ configure: (inout SluiceConfig) -> Void
+        upstreams: [String], threads: Int, source configSource: ConfigSource?, resolver: (any EndpointResolving)?,
+        _ configure: (inout SluiceConfig) -> Void
     ) async throws -> ProxyHarness {
         var config = SluiceConfig()
         config.listen = [HostPort(host: "127.0.0.1", port: 0)]
@@ -42,7 +50,9 @@ final class ProxyHarness: Sendable {
             handler.logLevel = level
             return handler
         }
-        let server = ProxyServer(config: config, logger: logger, configSource: configSource)
+        let server =
+            resolver.map { ProxyServer(config: config, logger: logger, configSource: configSource, resolver: $0) }
+            ?? ProxyServer(config: config, logger: logger, configSource: configSource)
         let bound = try await server.start()
         let (stream, continuation) = AsyncStream.makeStream(of: DrainSignal.self)
         let coordinator = DrainCoordinator(server: server, logger: logger)
