@@ -41,7 +41,8 @@ enum Launcher {
             metadata: [
                 "listen": "\(bound.listeners.map(Self.describe).joined(separator: ","))",
                 "admin": "\(Self.describe(bound.admin))",
-                "upstreams": "\(config.upstreams.map(\.description).joined(separator: ","))",
+                "upstreams": "\(config.groups.map { "\($0.name)=\($0.endpoints.map(\.description).joined(separator: ","))" }.joined(separator: " "))",
+                "routes": "\(config.routes.count)",
                 "threads": "\(server.loopCount)",
                 "max_connections": "\(server.maxConnections)\(config.http.maxConnections == nil ? " (auto)" : "")",
                 "open_file_limit": "\(server.descriptorLimit == Int.max ? "unlimited" : String(server.descriptorLimit))",

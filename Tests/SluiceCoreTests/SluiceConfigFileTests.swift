@@ -90,8 +90,8 @@ import Testing
         first.maxBodyBytes = 10 << 20
         #expect(config.routes == [first, Route(host: .wildcard(suffix: ".example.com"), upstream: "grpc"), Route(upstream: "api")])
         #expect(config.readyRequires == ["api"])
-        // The data path that does not route yet gets the first group's endpoints.
-        #expect(config.upstreams == api.endpoints)
+        // `upstreams` is the short form's list only: a file that names groups leaves it empty.
+        #expect(config.upstreams.isEmpty)
     }
 
     /// The §5 example as written, `tls:` blocks included, is refused for exactly those two blocks.

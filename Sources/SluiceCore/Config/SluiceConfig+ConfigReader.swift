@@ -138,7 +138,6 @@ extension SluiceConfig {
             var tree = TreeReader()
             config.groups = tree.groups(groupsNode, defaults: config.upstream)
             errors += tree.errors
-            config.upstreams = config.groups.first?.endpoints ?? []
         case (_?, nil), (nil, nil):
             if config.upstreams.isEmpty && !reader.failedKeys.contains("upstream") {
                 errors.append(ConfigError("no upstream configured: set --upstream (or SLUICE_UPSTREAM, or upstream in the config file) to \(UpstreamURL.accepted)"))

@@ -5,8 +5,9 @@
 public struct SluiceConfig: Sendable, Equatable {
     /// Where downstream clients connect. Default `0.0.0.0:8080`. Repeatable.
     public var listen: [HostPort] = [HostPort(host: "0.0.0.0", port: 8080)]
-    /// Where requests go, round-robin, until the data path routes: the short form's URLs (`--upstream`),
-    /// or the first group's endpoints when the file names groups. No default: at least one is required.
+    /// The short form's URLs (`--upstream`, `SLUICE_UPSTREAM`, `upstream:` in the file), which
+    /// ``applyShortForm()`` turns into the group ``UpstreamGroup/defaultName``; empty when the file
+    /// names groups (`upstreams:`). Requests go by ``routes`` to ``groups``, never by this list.
     public var upstreams: [UpstreamURL] = []
     /// The upstream groups, by name (`upstreams:` in the file; `--upstream` makes the one group
     /// ``UpstreamGroup/defaultName``).
