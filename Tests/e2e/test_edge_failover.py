@@ -47,7 +47,7 @@ upstreams:
     endpoints: [{endpoints}]
     balance: least-request
     retries: 2
-    health: {{path: /healthz, interval: 500ms, timeout: 400ms, healthy-after: 2, unhealthy-after: 2}}
+    health: {{path: /healthz, interval: 1s, timeout: 900ms, healthy-after: 2, unhealthy-after: 2}}
     outlier: {{consecutive-failures: 3, base-ejection: 2s, max-ejected: 50%}}
     connect-timeout: 1s
     response-header-timeout: 5s
