@@ -71,7 +71,9 @@ import Testing
             let wanted = retries == 0 && expected == .retry ? .giveUp(.attemptsExhausted) : expected
             #expect(decision == wanted, "\(row.name), \(request.isIdempotent ? "idempotent" : "not idempotent"), \(request.bodyBytes) body bytes")
             #expect(attempts.made == (decision == .retry ? 2 : 1))
-            #expect(budget.retriesInFlight == (decision == .retry ? 1 : 0))
+            // A failed connect's retry takes no budget slot (``aFailedConnectTakesNoBudgetSlot``).
+            let takesSlot = decision == .retry && row.name != "connect failed"
+            #expect(budget.retriesInFlight == (takesSlot ? 1 : 0))
         }
     }
 
@@ -129,7 +131,22 @@ import Testing
 @Suite struct RetryBudgetTests {
     let policy = RetryPolicy(retries: 5, retryBuffer: 64 << 10, retryOn5xx: false)
     let facts = RetryPolicy.RequestFacts(method: "GET", bodyBytes: 0)
-    let failure = RetryPolicy.Failure.error(.upstreamConnectFailed("refused"))
+    let failure = RetryPolicy.Failure.error(.upstreamResetBeforeResponse("reset"))
+
+    /// A failed connect is retried outside the budget: nothing reached the upstream, so the retry
+    /// replaces the attempt rather than adding work (an endpoint that refuses at once, killed under
+    /// load, must not turn into 502s while the others are fine).
+    @Test func aFailedConnectTakesNoBudgetSlot() {
+        var budget = RetryBudget()
+        var requests = (0..<10).map { _ in budget.requestStarted() }
+        let refused = RetryPolicy.Failure.error(.upstreamConnectFailed("refused"))
+        for index in requests.indices {
+            #expect(self.policy.decide(refused, attempts: &requests[index], request: self.facts, budget: &budget) == .retry)
+        }
+        #expect(budget.retriesInFlight == 0)
+        for attempts in requests { budget.requestFinished(attempts) }
+        #expect(budget.requestsInFlight == 0)
+    }
 
     /// On a quiet loop, three retries may be in flight at once (the minimum concurrency), not a fourth.
     @Test func aQuietLoopMayStillRunThreeRetries() {

@@ -206,6 +206,9 @@ def test_killed_endpoint_is_taken_out_get_requests_see_no_5xx_and_it_is_used_aga
             for t in threads:
                 t.join(timeout=15)
         final_status = sluice.status()
+        with urllib.request.urlopen(f"http://127.0.0.1:{admin}/metrics", timeout=2) as r:
+            retry_lines = [l for l in r.read().decode().splitlines() if l.startswith("sluice_upstream_retr")]
+        print("retries:", "; ".join(retry_lines))
         exit_code = sluice.stop()
         sluice = None
     finally:

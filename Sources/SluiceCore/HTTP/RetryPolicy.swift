@@ -141,6 +141,14 @@ public struct RetryPolicy: Sendable, Equatable {
         if let reason = self.reasonToGiveUp(failure, attempts: attempts, request: request) {
             return .giveUp(reason)
         }
+        if case .error(let error) = failure, error.retry == .always {
+            // Nothing reached the upstream (a failed connect): the retry replaces the attempt and
+            // adds no work anywhere, so it takes no budget slot. An endpoint that refuses at once
+            // draws many requests in the moment before it is ejected; the budget must not turn
+            // them into 502s.
+            attempts.made += 1
+            return .retry
+        }
         guard budget.retryStarted() else { return .giveUp(.budgetExhausted) }
         attempts.made += 1
         attempts.holdsRetrySlot = true
