@@ -171,7 +171,7 @@ final class DownstreamHTTP1Handler: ChannelDuplexHandler {
             case .idle, .respondedLocally, .closed:
                 self.close()
             }
-        case .idleTimeout, .drainIdle:
+        case .idleTimeout, .drainIdle, .tunnelIdleTimeout, .drainTunnelClose:
             self.close()
         }
     }
