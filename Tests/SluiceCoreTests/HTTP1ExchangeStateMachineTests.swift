@@ -77,7 +77,7 @@ private final class Probe {
             #expect(machine.responseHead(status: 101, retry: false, drainSaysClose: false) == .startTunnel)
         case .closed:
             machine = Self.machine(in: .forwarding)
-            #expect(machine.closed())
+            #expect(machine.closed() == true)
         }
         return machine
     }
@@ -105,7 +105,7 @@ private final class Probe {
         var machine = Self.machine(in: phase)
         #expect(machine.partReceived() == .handle)
         #expect(machine.queuedParts == 0)
-        #expect(!machine.takeQueuedPart())
+        #expect(machine.takeQueuedPart() == false)
         #expect(machine.queueServed() == nil)
     }
 
@@ -297,7 +297,7 @@ private final class Probe {
         #expect(machine.closed() == (phase == .forwarding || phase == .responding))
         #expect(machine.isClosed)
         // Twice is not two aborts.
-        #expect(!machine.closed())
+        #expect(machine.closed() == false)
         #expect(machine.upstreamConnected() == .decline)
     }
 
@@ -315,7 +315,7 @@ private final class Probe {
             #expect(machine.readRequested(upstreamWritable: writable) == expected)
             // A held read goes out when released, once.
             #expect(machine.releaseHeldRead() == !expected)
-            #expect(!machine.releaseHeldRead())
+            #expect(machine.releaseHeldRead() == false)
         }
     }
 
@@ -339,7 +339,7 @@ private final class Probe {
     func bytesWithoutPart(_ phase: Phase) {
         var machine = Self.machine(in: phase)
         #expect(machine.bytesWithoutPart() == (phase == .idle))
-        #expect(!machine.bytesWithoutPart())
+        #expect(machine.bytesWithoutPart() == false)
         #expect(machine.headBegan == (phase == .idle))
     }
 
@@ -350,7 +350,7 @@ private final class Probe {
         var machine = Machine()
         #expect(machine.isIdle)
         for round in 0..<2 {
-            #expect(machine.bytesWithoutPart())
+            #expect(machine.bytesWithoutPart() == true)
             #expect(machine.headBegan)
             #expect(machine.partReceived() == .handle)
             #expect(machine.requestHead(Self.get, verdict: Self.routed()) == .lease(upgrade: false))
@@ -370,11 +370,11 @@ private final class Probe {
             #expect(machine.responseEnd() == true)
             #expect(machine.responseComplete() == .keepAlive)
             #expect(machine.isIdle, "round \(round)")
-            #expect(!machine.takeQueuedPart())
+            #expect(machine.takeQueuedPart() == false)
             #expect(machine.queueServed() == nil)
             #expect(machine.afterQueue() == .resumeReading)
         }
-        #expect(!machine.closed())
+        #expect(machine.closed() == false)
     }
 
     /// The request ends once the connection is ready: the end goes upstream at once.
@@ -546,10 +546,10 @@ private final class Probe {
         #expect(machine.bodyTimedOut() == .close)
         #expect(machine.headTimedOut() == .close)
         // Tunnel reads follow the upstream's writability.
-        #expect(!machine.readRequested(upstreamWritable: false))
-        #expect(machine.releaseHeldRead())
-        #expect(machine.readRequested(upstreamWritable: true))
-        #expect(!machine.closed())
+        #expect(machine.readRequested(upstreamWritable: false) == false)
+        #expect(machine.releaseHeldRead() == true)
+        #expect(machine.readRequested(upstreamWritable: true) == true)
+        #expect(machine.closed() == false)
     }
 
     /// Any other status to an upgrade is an ordinary response, and the connection stays HTTP.
@@ -827,11 +827,11 @@ private final class Probe {
         #expect(machine.responseComplete() == .keepAlive)
         // Idle with parts queued: a half-close here would wait for them.
         #expect(!machine.isIdle)
-        #expect(machine.takeQueuedPart())
+        #expect(machine.takeQueuedPart() == true)
         #expect(machine.requestHead(Self.get, verdict: Self.routed()) == .lease(upgrade: false))
-        #expect(machine.takeQueuedPart())
+        #expect(machine.takeQueuedPart() == true)
         #expect(machine.requestEnd() == .queue)
-        #expect(!machine.takeQueuedPart())
+        #expect(machine.takeQueuedPart() == false)
         #expect(machine.queueServed() == nil)
         #expect(machine.afterQueue() == .resumeReading)
         #expect(machine.upstreamConnected() == .startForwarding(sendContinue: false, upgrade: false, keepQueuedForReplay: false))
@@ -905,7 +905,7 @@ private final class Probe {
         #expect(machine.partReceived() == .queue)
         #expect(machine.responseComplete() == .close(linger: false))
         #expect(machine.queuedParts == 0)
-        #expect(!machine.takeQueuedPart())
+        #expect(machine.takeQueuedPart() == false)
     }
 
     // MARK: - Timeouts
@@ -913,7 +913,7 @@ private final class Probe {
     /// A head begun and not finished: 408 with a lingering close.
     @Test func headTimedOutAfterBytes() {
         var machine = Machine()
-        #expect(machine.bytesWithoutPart())
+        #expect(machine.bytesWithoutPart() == true)
         #expect(machine.headTimedOut() == .respond)
         #expect(!machine.requestEnded)
         let local = machine.localResponse(for: .requestTimeout("head"), drainSaysClose: false)
@@ -924,7 +924,7 @@ private final class Probe {
     /// After a keep-alive response the head clock restarts: a timeout without new bytes closes silently.
     @Test func headTimedOutAfterKeepAliveResponse() {
         var machine = Machine()
-        #expect(machine.bytesWithoutPart())
+        #expect(machine.bytesWithoutPart() == true)
         #expect(machine.requestHead(Self.get, verdict: Self.routed()) == .lease(upgrade: false))
         #expect(machine.requestEnd() == .queue)
         #expect(machine.upstreamConnected() == .startForwarding(sendContinue: false, upgrade: false, keepQueuedForReplay: false))
@@ -932,7 +932,7 @@ private final class Probe {
         #expect(machine.responseEnd() == true)
         #expect(machine.responseComplete() == .keepAlive)
         #expect(machine.headTimedOut() == .close)
-        #expect(machine.bytesWithoutPart())
+        #expect(machine.bytesWithoutPart() == true)
         #expect(machine.headTimedOut() == .respond)
     }
 
@@ -946,7 +946,7 @@ private final class Probe {
         #expect(machine.responseHead(status: 200, retry: false, drainSaysClose: false) == .send(close: false))
         #expect(machine.responseEnd() == true)
         #expect(machine.responseComplete() == .keepAlive)
-        #expect(machine.bytesWithoutPart())
+        #expect(machine.bytesWithoutPart() == true)
         #expect(machine.headTimedOut() == .close)
     }
 
@@ -979,19 +979,19 @@ private final class Probe {
             #expect(machine.partReceived() == .queue)
             #expect(machine.queuedParts == count)
         }
-        #expect(!machine.takeQueuedPart())
+        #expect(machine.takeQueuedPart() == false)
         #expect(machine.upstreamConnected() == .startForwarding(sendContinue: false, upgrade: false, keepQueuedForReplay: false))
         #expect(machine.responseHead(status: 200, retry: false, drainSaysClose: false) == .send(close: false))
-        #expect(!machine.takeQueuedPart())
+        #expect(machine.takeQueuedPart() == false)
         #expect(machine.responseEnd() == true)
         #expect(machine.responseComplete() == .keepAlive)
         // The second GET: its head, then its end, after which it waits for its response.
-        #expect(machine.takeQueuedPart())
+        #expect(machine.takeQueuedPart() == true)
         #expect(machine.requestHead(Self.get, verdict: Self.routed()) == .lease(upgrade: false))
-        #expect(machine.takeQueuedPart())
+        #expect(machine.takeQueuedPart() == true)
         #expect(machine.requestEnd() == .queue)
         #expect(machine.queuedParts == 2)
-        #expect(!machine.takeQueuedPart())
+        #expect(machine.takeQueuedPart() == false)
         // A part that arrives now queues behind the others, even once the response is complete.
         #expect(machine.partReceived() == .queue)
         #expect(machine.queueServed() == nil)
@@ -1002,11 +1002,11 @@ private final class Probe {
         #expect(machine.responseComplete() == .keepAlive)
         #expect(machine.partReceived() == .queue)
         #expect(machine.queuedParts == 4)
-        #expect(machine.takeQueuedPart())
+        #expect(machine.takeQueuedPart() == true)
         #expect(machine.requestHead(Self.get, verdict: Self.routed()) == .lease(upgrade: false))
-        #expect(machine.takeQueuedPart())
+        #expect(machine.takeQueuedPart() == true)
         #expect(machine.requestEnd() == .queue)
-        #expect(!machine.takeQueuedPart())
+        #expect(machine.takeQueuedPart() == false)
         #expect(machine.queuedParts == 2)
     }
 
@@ -1022,7 +1022,7 @@ private final class Probe {
         #expect(machine.responseEnd() == true)
         #expect(machine.responseComplete() == .close(linger: false))
         #expect(machine.queuedParts == 0)
-        #expect(!machine.takeQueuedPart())
+        #expect(machine.takeQueuedPart() == false)
     }
 
     /// Bad bytes behind a request read whole wait for its response; once the queue is served and
@@ -1040,9 +1040,9 @@ private final class Probe {
         #expect(machine.responseHead(status: 200, retry: false, drainSaysClose: false) == .send(close: false))
         #expect(machine.responseEnd() == true)
         #expect(machine.responseComplete() == .keepAlive)
-        #expect(machine.takeQueuedPart())
+        #expect(machine.takeQueuedPart() == true)
         #expect(machine.requestHead(Self.get, verdict: Self.routed()) == .lease(upgrade: false))
-        #expect(machine.takeQueuedPart())
+        #expect(machine.takeQueuedPart() == true)
         #expect(machine.requestEnd() == .queue)
         // The second request's response is owed first.
         #expect(machine.queueServed() == nil)
@@ -1050,7 +1050,7 @@ private final class Probe {
         #expect(machine.responseHead(status: 200, retry: false, drainSaysClose: false) == .send(close: false))
         #expect(machine.responseEnd() == true)
         #expect(machine.responseComplete() == .keepAlive)
-        #expect(!machine.takeQueuedPart())
+        #expect(machine.takeQueuedPart() == false)
         #expect(machine.queueServed() == .respond(error))
         #expect(!machine.requestEnded)
         // Once.
@@ -1075,11 +1075,11 @@ private final class Probe {
         #expect(machine.responseHead(status: 200, retry: false, drainSaysClose: false) == .send(close: false))
         #expect(machine.responseEnd() == true)
         #expect(machine.responseComplete() == .keepAlive)
-        #expect(machine.takeQueuedPart())
+        #expect(machine.takeQueuedPart() == true)
         #expect(machine.requestHead(Self.post, verdict: Self.routed()) == .lease(upgrade: false))
-        #expect(machine.takeQueuedPart())
+        #expect(machine.takeQueuedPart() == true)
         #expect(machine.requestBody(bytes: 5) == .queue)
-        #expect(!machine.takeQueuedPart())
+        #expect(machine.takeQueuedPart() == false)
         if connected {
             #expect(machine.upstreamConnected() == .startForwarding(sendContinue: false, upgrade: false, keepQueuedForReplay: false))
         }
@@ -1102,12 +1102,12 @@ private final class Probe {
         #expect(machine.responseHead(status: 200, retry: false, drainSaysClose: false) == .send(close: false))
         #expect(machine.responseEnd() == true)
         #expect(machine.responseComplete() == .keepAlive)
-        #expect(machine.takeQueuedPart())
+        #expect(machine.takeQueuedPart() == true)
         #expect(machine.requestHead(Self.get, verdict: .rejected(.foreignAbsoluteTarget)) == .respond(.foreignAbsoluteTarget))
         let local = machine.localResponse(for: .foreignAbsoluteTarget, drainSaysClose: false)
         #expect(local.close && local.completeNow)
         #expect(machine.responseComplete() == .close(linger: true))
-        #expect(!machine.takeQueuedPart())
+        #expect(machine.takeQueuedPart() == false)
         #expect(machine.queueServed() == .close)
     }
 
@@ -1121,37 +1121,37 @@ private final class Probe {
         #expect(machine.requestEnd() == .queue)
         #expect(machine.upstreamConnected() == .startForwarding(sendContinue: false, upgrade: false, keepQueuedForReplay: false))
         for _ in 0..<(Machine.maxQueuedParts - 1) { #expect(machine.partReceived() == .queue) }
-        #expect(machine.readRequested(upstreamWritable: true))
+        #expect(machine.readRequested(upstreamWritable: true) == true)
         #expect(machine.partReceived() == .queue)
         #expect(machine.queuedParts == Machine.maxQueuedParts)
-        #expect(!machine.readRequested(upstreamWritable: true))
-        #expect(!machine.releaseHeldRead())
+        #expect(machine.readRequested(upstreamWritable: true) == false)
+        #expect(machine.releaseHeldRead() == false)
         #expect(machine.responseHead(status: 200, retry: false, drainSaysClose: false) == .send(close: false))
         #expect(machine.responseEnd() == true)
         #expect(machine.responseComplete() == .keepAlive)
         // Idle, but the queue is still full.
-        #expect(!machine.readRequested(upstreamWritable: true))
-        #expect(!machine.releaseHeldRead())
-        #expect(machine.takeQueuedPart())
-        #expect(machine.releaseHeldRead())
-        #expect(!machine.releaseHeldRead())
-        #expect(machine.readRequested(upstreamWritable: true))
+        #expect(machine.readRequested(upstreamWritable: true) == false)
+        #expect(machine.releaseHeldRead() == false)
+        #expect(machine.takeQueuedPart() == true)
+        #expect(machine.releaseHeldRead() == true)
+        #expect(machine.releaseHeldRead() == false)
+        #expect(machine.readRequested(upstreamWritable: true) == true)
     }
 
     /// Held while leasing, released once the connection is ready; held again while it cannot take more.
     @Test func readHeldWhileLeasingAndWhileNotWritable() {
         var machine = Machine()
-        #expect(!machine.releaseHeldRead())
-        #expect(machine.readRequested(upstreamWritable: true))
+        #expect(machine.releaseHeldRead() == false)
+        #expect(machine.readRequested(upstreamWritable: true) == true)
         #expect(machine.requestHead(Self.post, verdict: Self.routed()) == .lease(upgrade: false))
-        #expect(!machine.readRequested(upstreamWritable: true))
+        #expect(machine.readRequested(upstreamWritable: true) == false)
         #expect(machine.upstreamConnected() == .startForwarding(sendContinue: false, upgrade: false, keepQueuedForReplay: false))
-        #expect(machine.releaseHeldRead())
-        #expect(machine.readRequested(upstreamWritable: true))
-        #expect(!machine.readRequested(upstreamWritable: false))
-        #expect(!machine.readRequested(upstreamWritable: false))
-        #expect(machine.releaseHeldRead())
-        #expect(!machine.releaseHeldRead())
+        #expect(machine.releaseHeldRead() == true)
+        #expect(machine.readRequested(upstreamWritable: true) == true)
+        #expect(machine.readRequested(upstreamWritable: false) == false)
+        #expect(machine.readRequested(upstreamWritable: false) == false)
+        #expect(machine.releaseHeldRead() == true)
+        #expect(machine.releaseHeldRead() == false)
     }
 
     // MARK: - Closing
@@ -1163,14 +1163,14 @@ private final class Probe {
         #expect(get.requestEnd() == .queue)
         #expect(get.upstreamConnected() == .startForwarding(sendContinue: false, upgrade: false, keepQueuedForReplay: false))
         var getStarted = get
-        #expect(!get.closed())  // waiting for a response head: not the client's abort
+        #expect(get.closed() == false)  // waiting for a response head: not the client's abort
         #expect(getStarted.responseHead(status: 200, retry: false, drainSaysClose: false) == .send(close: false))
-        #expect(getStarted.closed())
+        #expect(getStarted.closed() == true)
 
         var post = Self.machine(in: .leasing)
-        #expect(!post.closed())  // nothing forwarded yet
+        #expect(post.closed() == false)  // nothing forwarded yet
         var forwarded = Self.machine(in: .forwarding)
-        #expect(forwarded.closed())
+        #expect(forwarded.closed() == true)
 
         var answered = Machine()
         #expect(answered.requestHead(Self.get, verdict: Self.routed()) == .lease(upgrade: false))
@@ -1179,7 +1179,7 @@ private final class Probe {
         #expect(answered.responseHead(status: 200, retry: false, drainSaysClose: false) == .send(close: false))
         #expect(answered.responseEnd() == true)
         #expect(answered.responseComplete() == .keepAlive)
-        #expect(!answered.closed())
+        #expect(answered.closed() == false)
     }
 
     /// Where no retry is possible, the retry policy is never asked.
