@@ -218,8 +218,8 @@ public struct HTTP1ExchangeStateMachine: Sendable {
     private var clientKeepAlive = true
     public private(set) var clientIsHTTP10 = false
     private var upgrade = false
-    /// A retry was made: `100 Continue` went out already (or the body is on its way).
-    private var retried = false
+    /// `100 Continue` went out for this request (a retry must not send it again).
+    private var continueSent = false
     private var replayLimit = 0
     private var keepsReplay = false
 
@@ -351,8 +351,10 @@ public struct HTTP1ExchangeStateMachine: Sendable {
     public mutating func upstreamConnected() -> ConnectedAction {
         guard self.state == .leasing else { return .decline }
         self.state = .forwarding
+        let sendContinue = self.expectsContinue && !self.requestEnded && !self.continueSent
+        if sendContinue { self.continueSent = true }
         return .startForwarding(
-            sendContinue: self.expectsContinue && !self.requestEnded && !self.retried,
+            sendContinue: sendContinue,
             upgrade: self.upgrade,
             keepQueuedForReplay: self.keepsReplay
         )
@@ -361,10 +363,7 @@ public struct HTTP1ExchangeStateMachine: Sendable {
     /// The connect failed. `retry` is the retry policy's answer, asked only when a retry is possible.
     public mutating func upstreamConnectFailed(retry: @autoclosure () -> Bool) -> RetryOrFail {
         guard self.state == .leasing else { return .none }
-        if retry() {
-            self.retried = true
-            return .retry
-        }
+        if retry() { return .retry }
         return .respond
     }
 
@@ -391,7 +390,6 @@ public struct HTTP1ExchangeStateMachine: Sendable {
             return .startTunnel
         }
         if retry() {
-            self.retried = true
             self.state = .leasing
             return .retry
         }
@@ -418,7 +416,6 @@ public struct HTTP1ExchangeStateMachine: Sendable {
         case .forwarding:
             if self.responseStarted { return self.abort() }
             if retry() {
-                self.retried = true
                 self.state = .leasing
                 return .retry
             }
@@ -578,7 +575,7 @@ public struct HTTP1ExchangeStateMachine: Sendable {
         self.responseStarted = false
         self.closeAfterResponse = false
         self.upgrade = false
-        self.retried = false
+        self.continueSent = false
         self.keepsReplay = false
         self.replayLimit = 0
         self.headBegan = false

@@ -91,7 +91,15 @@ public struct WebSocketDrainStateMachine: Sendable {
             return Plan(forward: bytes.count, injectClose: false)
         case .closeWanted:
             let head = tracker.consume(bytes, stopAtBoundary: true)
-            if head.closeFramesEnded > 0 { closePassed = true }
+            if head.closeFramesEnded > 0 {
+                // The sender's own Close was in flight: the receiver has its Close, a second would
+                // break §5.5.1, and that Close stands for the sender's reply.
+                closePassed = true
+                side = .closeSent(replied: true)
+                let rest = UnsafeRawBufferPointer(rebasing: bytes[head.consumed...])
+                _ = tracker.consume(rest, stopAtBoundary: false)
+                return Plan(forward: head.consumed, injectClose: false)
+            }
             guard tracker.isAtFrameBoundary else { return Plan(forward: head.consumed, injectClose: false) }
             // The boundary: Sluice's Close goes in here; the rest is after it.
             let rest = UnsafeRawBufferPointer(rebasing: bytes[head.consumed...])
