@@ -88,7 +88,11 @@ final class HTTP2ProxyConnection {
         } else {
             self.loop.logger.warning("upstream error", metadata: ["status": "\(status)", "reason": "\(error.detail)", "uri": "\(uri)"])
         }
-        let body = error.responseBody
+        self.respond(streamID: streamID, status: status, body: error.responseBody, startedAt: startedAt)
+    }
+
+    /// Answers a stream ourselves with a plain-text body.
+    private func respond(streamID: HTTP2StreamID, status: Int, body: String, startedAt: MonotonicInstant) {
         let fields = [
             HTTP2HeaderField(name: "content-type", value: "text/plain; charset=utf-8"),
             HTTP2HeaderField(name: "content-length", value: String(body.utf8.count)),
@@ -113,14 +117,30 @@ extension HTTP2ProxyConnection: HTTP2StreamDelegate {
             return self.respond(streamID: streamID, with: .noRoute(host: host ?? head.authority, path: path), uri: path, startedAt: now)
         }
         let group = routed.group
-        let translation = HTTP2RequestTranslation.translate(
-            head,
-            endStream: endStream,
-            clientAddress: self.peerAddress,
-            upstreamAuthority: routed.route.hostRewrite ?? group.fallbackHost,
-            limits: self.loop.requestLimits,
-            upstreamIsHTTP2: group.isHTTP2
-        )
+        let translation: Result<HTTP2RequestTranslation.Translated, HTTP2RequestTranslation.Rejection>
+        if head.extendedProtocol != nil {
+            // RFC 8441: a WebSocket, tunnelled through an HTTP/1.1 upgrade.
+            translation = HTTP2RequestTranslation.translateExtendedConnect(
+                head,
+                clientAddress: self.peerAddress,
+                upstreamAuthority: routed.route.hostRewrite ?? group.fallbackHost,
+                limits: self.loop.requestLimits,
+                upstreamIsHTTP2: group.isHTTP2,
+                makeKey: {
+                    var random = SystemRandomNumberGenerator()
+                    return WebSocketHandshake.makeKey(using: &random)
+                }
+            )
+        } else {
+            translation = HTTP2RequestTranslation.translate(
+                head,
+                endStream: endStream,
+                clientAddress: self.peerAddress,
+                upstreamAuthority: routed.route.hostRewrite ?? group.fallbackHost,
+                limits: self.loop.requestLimits,
+                upstreamIsHTTP2: group.isHTTP2
+            )
+        }
         switch translation {
         case .success(var translated):
             if let max = routed.maxBodyBytes, let length = translated.head.headers.first(name: "content-length").flatMap({ Int($0) }), length > max {
@@ -133,10 +153,13 @@ extension HTTP2ProxyConnection: HTTP2StreamDelegate {
             let machine = HTTP2StreamForwarder.StateMachine(
                 requestEnded: endStream,
                 expectsContinue: translated.expectsContinue,
-                maxBodyBytes: routed.maxBodyBytes
+                maxBodyBytes: routed.maxBodyBytes,
+                opensTunnel: translated.webSocketKey != nil
             )
             let forwarder = HTTP2StreamForwarder(
-                streamID: streamID, connection: self, head: translated.head, attempt: attempt, machine: machine, startedAt: now)
+                streamID: streamID, connection: self, head: translated.head, attempt: attempt, machine: machine, startedAt: now,
+                webSocketKey: translated.webSocketKey
+            )
             self.streams[streamID] = forwarder
             forwarder.start()
         case .failure(.malformed(let reason)):
@@ -146,6 +169,9 @@ extension HTTP2ProxyConnection: HTTP2StreamDelegate {
             connection.resetStream(streamID: streamID, errorCode: .protocolError)
         case .failure(.refused(let error)):
             self.respond(streamID: streamID, with: error, uri: head.path ?? "", startedAt: now)
+        case .failure(.notImplemented(let reason)):
+            self.loop.logger.info("refused extended CONNECT", metadata: ["reason": "\(reason)", "peer": "\(self.peerAddress ?? "?")"])
+            self.respond(streamID: streamID, status: 501, body: reason + "\n", startedAt: now)
         }
     }
 

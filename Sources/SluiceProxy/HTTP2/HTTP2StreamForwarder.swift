@@ -14,6 +14,14 @@ import SluiceHTTP2
 ///
 /// The response head is held until the first body bytes, the end or the end of the upstream read
 /// batch, so a response without a body goes out as one HEADERS frame with END_STREAM.
+///
+/// A WebSocket (RFC 8441 extended CONNECT, translated into an HTTP/1.1 upgrade carrying
+/// ``webSocketKey``) is the same exchange until the upstream's `101`: a valid one (``HTTP2RequestTranslation/webSocketAcceptedFields(_:key:)``)
+/// is answered `200` without END_STREAM, and the stream becomes a tunnel with the same back-pressure
+/// both ways: client DATA is consumed once the upstream connection takes it, upstream reads pause while
+/// the stream's queue is over its watermark. END_STREAM from the client half-closes the upstream
+/// connection (`sendEnd`), the upstream's EOF ends the stream; a client reset or an upstream failure
+/// (reset `CANCEL`) closes the other side. The upstream connection is never reused after a `101`.
 final class HTTP2StreamForwarder {
     let streamID: HTTP2StreamID
     private unowned let connection: HTTP2ProxyConnection
@@ -38,19 +46,32 @@ final class HTTP2StreamForwarder {
     private var heldHead: (status: Int, fields: [HTTP2HeaderField])?
     private var responseStatus = 0
     private var requestTrailers: HTTPHeaders?
+    /// A WebSocket: the `Sec-WebSocket-Key` sent upstream.
+    private let webSocketKey: String?
+    /// When the tunnel opened, and the bytes it carried each way (client to upstream, upstream to client).
+    private(set) var tunnelOpenedAt: MonotonicInstant?
+    private(set) var tunnelBytesFromClient = 0
+    private(set) var tunnelBytesToClient = 0
 
     init(
         streamID: HTTP2StreamID, connection: HTTP2ProxyConnection, head: HTTPRequestHead, attempt: UpstreamAttempt, machine: StateMachine,
-        startedAt: MonotonicInstant
+        startedAt: MonotonicInstant, webSocketKey: String? = nil
     ) {
+        precondition(machine.opensTunnel == (webSocketKey != nil), "a WebSocket stream carries the key of its upgrade")
         self.streamID = streamID
         self.connection = connection
         self.upstreamHead = head
         self.attempt = attempt
-        self.keepsReplay = attempt.policy.retries > 0
+        // Tunnel bytes are never replayed: a retry happens only before the `101`, and nothing of the
+        // client's went upstream then.
+        self.keepsReplay = attempt.policy.retries > 0 && webSocketKey == nil
         self.machine = machine
         self.startedAt = startedAt
+        self.webSocketKey = webSocketKey
     }
+
+    /// Whether the stream is an open WebSocket tunnel.
+    var isTunnel: Bool { self.machine.isTunnel }
 
     private var loop: LoopContext { self.connection.loop }
 
@@ -83,6 +104,7 @@ final class HTTP2StreamForwarder {
         case .forward:
             guard let upstream = self.upstream else { preconditionFailure("forwarding without an upstream connection") }
             upstream.sendBody(data)
+            if self.machine.isTunnel { self.tunnelBytesFromClient += bytes }
             self.keepForReplay(data)
             self.connection.upstreamNeedsFlush(upstream)
             self.written(bytes, to: upstream)
@@ -101,7 +123,8 @@ final class HTTP2StreamForwarder {
         switch self.machine.endReceived() {
         case .sendEnd:
             guard let upstream = self.upstream else { preconditionFailure("forwarding without an upstream connection") }
-            upstream.sendEnd(trailers: self.requestTrailers)
+            // In a tunnel: the upstream connection's write side is half-closed.
+            upstream.sendEnd(trailers: self.machine.isTunnel ? nil : self.requestTrailers)
             self.connection.upstreamNeedsFlush(upstream)
         case .queueEnd, .none:
             break
@@ -111,12 +134,11 @@ final class HTTP2StreamForwarder {
     func streamClosed(errorCode: HTTP2ErrorCode) {
         switch self.machine.streamClosed() {
         case .releaseUpstream:
-            if let upstream = self.upstream {
-                upstream.delegate = nil
-                self.upstream = nil
-                upstream.release(reusable: false, now: .now())
-            }
+            self.releaseUpstream()
             self.loop.stats.clientAborts += 1
+        case .closeTunnel:
+            self.releaseUpstream()
+            self.tunnelEnded(clientReset: errorCode != .noError)
         case .none:
             break
         }
@@ -145,9 +167,11 @@ final class HTTP2StreamForwarder {
         }
     }
 
-    /// Whether the retry policy allows another attempt after `failure`.
+    /// Whether the retry policy allows another attempt after `failure`. A WebSocket's queued bytes
+    /// never went upstream before its `101`: they are no body to replay.
     private func shouldRetry(after failure: RetryPolicy.Failure) -> Bool {
-        self.attempt.shouldRetry(after: failure, method: self.upstreamHead.method.rawValue, bodyBytes: self.bodyBytes)
+        let bodyBytes = self.machine.opensTunnel ? 0 : self.bodyBytes
+        return self.attempt.shouldRetry(after: failure, method: self.upstreamHead.method.rawValue, bodyBytes: bodyBytes)
     }
 
     /// `bytes` of request body were written to `upstream`: consume them if it can take more.
@@ -190,12 +214,50 @@ final class HTTP2StreamForwarder {
             self.loop.stats.recordError(error)
             self.loop.logger.warning("resetting stream", metadata: ["reason": "\(error.detail)", "uri": "\(self.upstreamHead.uri)"])
             self.connection.handler?.resetStream(streamID: self.streamID, errorCode: .internalError)
+        case .resetTunnel:
+            self.releaseUpstream()
+            self.loop.logger.info("WebSocket tunnel lost its upstream", metadata: ["reason": "\(error.detail)", "uri": "\(self.upstreamHead.uri)"])
+            self.connection.handler?.resetStream(streamID: self.streamID, errorCode: .cancel)
+            self.tunnelEnded(clientReset: false)
         }
         // A failure of ours or the client's (an upstream failure ended its attempt already).
         self.attempt.end(.abandoned)
         self.attempt.finish()
         self.replay.removeAll()
         self.giveBackWindow()
+    }
+
+    /// The tunnel is over (its upstream connection closed): counted once.
+    private func tunnelEnded(clientReset: Bool) {
+        guard let openedAt = self.tunnelOpenedAt else { return }
+        self.tunnelOpenedAt = nil
+        self.loop.logger.debug(
+            "WebSocket tunnel closed",
+            metadata: [
+                "uri": "\(self.upstreamHead.uri)", "seconds": "\(openedAt.duration(to: .now()))", "fromClient": "\(self.tunnelBytesFromClient)",
+                "toClient": "\(self.tunnelBytesToClient)", "clientReset": "\(clientReset)",
+            ]
+        )
+    }
+
+    /// The upstream's valid `101`: the client gets `200` (no END_STREAM), the upstream what queued.
+    private func openTunnel(fields: [HTTP2HeaderField], sendEnd: Bool) {
+        guard let upstream = self.upstream else { preconditionFailure("a tunnel opens on its upstream connection") }
+        let now = MonotonicInstant.now()
+        self.tunnelOpenedAt = now
+        // The attempt is over (the endpoint answered), and so is the request as the access counters see it.
+        self.attempt.end(.response(status: 101))
+        self.attempt.finish()
+        self.connection.handler?.sendResponseHead(streamID: self.streamID, status: 200, headers: fields, endStream: false)
+        self.loop.stats.recordResponse(status: 200, duration: self.startedAt.duration(to: now))
+        let bytes = self.queuedBytes
+        for buffer in self.queued { upstream.sendBody(buffer) }
+        self.queued.removeAll()
+        self.queuedBytes = 0
+        self.tunnelBytesFromClient += bytes
+        if sendEnd { upstream.sendEnd(trailers: nil) }
+        self.connection.upstreamNeedsFlush(upstream)
+        if bytes > 0 { self.written(bytes, to: upstream) }
     }
 
     private func sendHeldHead(endStream: Bool) {
@@ -212,6 +274,13 @@ extension HTTP2StreamForwarder: UpstreamLeaseRequester {
         switch self.machine.upstreamConnected() {
         case .decline:
             return false
+        case .sendUpgrade:
+            // What the client sent waits for the `101` (it is tunnel bytes, not a body).
+            self.upstream = connection
+            connection.delegate = self
+            connection.sendHead(self.upstreamHead, now: .now())
+            connection.flush()
+            return true
         case .startForwarding(let sendContinue):
             self.upstream = connection
             connection.delegate = self
@@ -269,6 +338,19 @@ extension HTTP2StreamForwarder: UpstreamResponseDelegate {
 
     func upstreamResponseHead(_ head: HTTPResponseHead) {
         let status = Int(head.status.code)
+        if status == 101 {
+            // Only a WebSocket upgrade asks for one, and its answer must prove the upstream read our key.
+            guard self.upstream != nil, let key = self.webSocketKey, !self.machine.responseStarted,
+                let fields = HTTP2RequestTranslation.webSocketAcceptedFields(head, key: key)
+            else {
+                return self.upstreamFailed(.upstreamBadResponse("101 Switching Protocols without the WebSocket upgrade asked for"))
+            }
+            switch self.machine.responseHead(opensTunnel: true) {
+            case .openTunnel(let sendEnd): self.openTunnel(fields: fields, sendEnd: sendEnd)
+            case .send, .sendDroppingQueued, .none: break
+            }
+            return
+        }
         if self.upstream != nil, !self.machine.responseStarted, self.attempt.mayRetry(status: status), self.shouldRetry(after: .status(status)),
             self.machine.upstreamFailed(retry: true) == .retry
         {
@@ -282,13 +364,19 @@ extension HTTP2StreamForwarder: UpstreamResponseDelegate {
         case .send:
             self.responseStatus = Int(head.status.code)
             self.heldHead = (self.responseStatus, HTTP2RequestTranslation.responseFields(head))
-        case .none:
+        case .sendDroppingQueued:
+            // The upgrade was refused (a 404, a 401…): an ordinary response; what the client sent is dropped.
+            self.responseStatus = Int(head.status.code)
+            self.heldHead = (self.responseStatus, HTTP2RequestTranslation.responseFields(head))
+            self.giveBackWindow()
+        case .openTunnel, .none:
             break
         }
     }
 
     func upstreamResponseBody(_ body: ByteBuffer) {
         guard self.upstream != nil, self.machine.responseStarted else { return }
+        if self.machine.isTunnel { self.tunnelBytesToClient += body.readableBytes }
         self.sendHeldHead(endStream: false)
         self.connection.handler?.sendData(streamID: self.streamID, body, endStream: false)
     }
@@ -299,7 +387,16 @@ extension HTTP2StreamForwarder: UpstreamResponseDelegate {
     }
 
     func upstreamResponseEnd(_ trailers: HTTPHeaders?) {
-        guard case .finish(let reusable) = self.machine.responseEnd(), let upstream = self.upstream else { return }
+        let reusable: Bool
+        switch self.machine.responseEnd() {
+        case .finish(let value): reusable = value
+        case .endTunnel:
+            // The upstream's EOF: END_STREAM. Its connection stays until the stream closes, as the client may still send.
+            self.connection.handler?.sendData(streamID: self.streamID, ByteBuffer(), endStream: true)
+            return
+        case .none: return
+        }
+        guard let upstream = self.upstream else { return }
         self.upstream = nil
         upstream.delegate = nil
         upstream.release(reusable: reusable, now: .now())
