@@ -325,6 +325,28 @@ struct HTTP2StreamForwarderTunnelStateMachineTests {
         }
     }
 
+    /// The drain ends an open tunnel once: END_STREAM unless the upstream's EOF sent it; then what
+    /// the client sends is dropped and the stream's close has nothing left to release.
+    @Test func closeTunnelInEveryState() {
+        let expected: [Phase: Machine.CloseTunnelAction] = [
+            .leasing: .none, .awaitingUpgrade: .none, .refused: .none, .tunnel: .closeBothSides(sendEndStream: true),
+            .upstreamEnded: .closeBothSides(sendEndStream: false), .done: .none, .closed: .none,
+        ]
+        for phase in Phase.allCases {
+            var machine = Self.machine(in: phase)
+            #expect(machine.closeTunnel() == expected[phase], "\(phase)")
+            #expect(!machine.isTunnel)
+        }
+        var closed = Self.machine(in: .tunnel)
+        _ = closed.closeTunnel()
+        #expect(closed.closeTunnel() == .none)
+        #expect(closed.dataReceived(bytes: 5) == .discard)
+        #expect(closed.endReceived() == .none)
+        #expect(closed.responseEnd() == .none)
+        #expect(closed.upstreamFailed(retry: false) == .none)
+        #expect(closed.streamClosed() == .none)
+    }
+
     /// An ordinary stream is unchanged: it never sends an upgrade, and its body limit applies.
     @Test func ordinaryStreamsOpenNoTunnel() {
         var machine = Machine(requestEnded: false, expectsContinue: false, maxBodyBytes: 10)

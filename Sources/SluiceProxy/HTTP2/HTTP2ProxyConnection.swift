@@ -16,6 +16,11 @@ import SluiceHTTP2
 /// 4. A connection without open streams for the idle timeout (`http.idleTimeout`) is closed
 ///    gracefully, by the two-phase GOAWAY, so a request racing the close is not lost. (The connection
 ///    table's sweep covers HTTP/1 only.)
+/// 5. WebSocket streams (RFC 8441) would keep a draining connection open until the deadline: with the
+///    final GOAWAY, each open tunnel is given a random moment within ``tunnelCloseWindow`` to start
+///    its close handshake (``HTTP2StreamForwarder/closeTunnel(after:)``), so the clients reconnect
+///    spread out rather than all at once; a tunnel that opens later in the drain gets one in what is
+///    left of the window.
 final class HTTP2ProxyConnection {
     let loop: LoopContext
     let id: ConnectionID
@@ -28,6 +33,9 @@ final class HTTP2ProxyConnection {
     /// When the last stream closed (or the connection opened).
     private var idleSince: MonotonicInstant
     private var idleCheck: Scheduled<Void>?
+    /// The end of the window the drain closes WebSocket tunnels within, once draining began.
+    private var tunnelCloseBy: MonotonicInstant?
+    private var random = SystemRandomNumberGenerator()
 
     init(loop: LoopContext, id: ConnectionID, peerAddress: String?) {
         self.loop = loop
@@ -242,8 +250,34 @@ extension HTTP2ProxyConnection: DownstreamConnection {
     }
 
     /// `draining`: the final GOAWAY (after the notice's round trip); the connection closes when its
-    /// last stream ends. The drain coordinator's deadline bounds it.
+    /// last stream ends. The drain coordinator's deadline bounds it. WebSocket tunnels are closed over
+    /// ``tunnelCloseWindow`` (item 5).
     func beginGracefulShutdown() {
         self.handler?.beginGracefulShutdown(deadline: nil)
+        guard self.tunnelCloseBy == nil else { return }
+        let now = MonotonicInstant.now()
+        self.tunnelCloseBy = now.advanced(by: self.tunnelCloseWindow)
+        for forwarder in self.streams.values where forwarder.isTunnel {
+            forwarder.closeTunnel(after: self.randomDelay(until: now.advanced(by: self.tunnelCloseWindow), now: now))
+        }
+    }
+
+    /// Over how long the drain spreads the close of WebSocket tunnels: half the drain timeout, so the
+    /// close handshakes (at most ``HTTP2StreamForwarder/closeReplyTimeout`` each) end before the deadline.
+    var tunnelCloseWindow: Duration { Self.defaultTunnelCloseWindow }
+    /// The default drain timeout's half (20 s / 2), until the loop carries the configured one.
+    static let defaultTunnelCloseWindow: Duration = .seconds(10)
+
+    /// A tunnel opened: if draining, it is closed within what is left of the window.
+    func tunnelOpened(_ forwarder: HTTP2StreamForwarder) {
+        guard let closeBy = self.tunnelCloseBy else { return }
+        forwarder.closeTunnel(after: self.randomDelay(until: closeBy, now: .now()))
+    }
+
+    /// A uniformly random delay from `now` to `end` (zero once `end` has passed).
+    private func randomDelay(until end: MonotonicInstant, now: MonotonicInstant) -> Duration {
+        let span = now.duration(to: end).nanosecondsClamped
+        guard span > 0 else { return .zero }
+        return .nanoseconds(Int64.random(in: 0...span, using: &self.random))
     }
 }

@@ -7,7 +7,7 @@ extension HTTP2StreamForwarder {
     /// ```
     ///  leasing ──upstreamConnected──► forwarding ──responseEnd──► done ──streamClosed──► closed
     ///     │  ▲                            │  │
-    ///     │  └──────retry─────────────────┤  └─responseHead(opensTunnel)─► tunnel ──fail──► done
+    ///     │  └──────retry─────────────────┤  └─responseHead(opensTunnel)─► tunnel ──fail, closeTunnel──► done
     ///     │                               │    (WebSocket: upstream 101)     │
     ///     └──fail──► done ◄───fail────────┘                                  └──streamClosed──► closed
     ///            (local error response, or reset after the response began)
@@ -28,8 +28,8 @@ extension HTTP2StreamForwarder {
             /// Valid transitions: `.leasing` (retry), `.tunnel` (a WebSocket's `101`), `.done`, `.closed`.
             case forwarding
             /// The upstream accepted the WebSocket upgrade and the client has its `200`: bytes flow both
-            /// ways until each side ended, or one failed. Valid transitions: `.done` (the upstream failed),
-            /// `.closed`.
+            /// ways until each side ended, or one failed. Valid transitions: `.done` (the upstream failed,
+            /// or the drain closed the tunnel), `.closed`.
             case tunnel
             /// The response was passed on completely, answered locally, or the stream was reset by us;
             /// the rest of the request body is discarded. Valid transitions: `.closed`.
@@ -107,6 +107,14 @@ extension HTTP2StreamForwarder {
             /// The upstream ended its side of the tunnel (EOF): END_STREAM to the client. The upstream
             /// connection stays until the stream closes (the client may still send).
             case endTunnel
+            case none
+        }
+
+        enum CloseTunnelAction: Equatable, Sendable {
+            /// Sluice ends the tunnel (the drain's close handshake is over, or timed out): END_STREAM to
+            /// the client unless the upstream's EOF sent it already, and close the upstream connection.
+            /// What the client still sends is dropped.
+            case closeBothSides(sendEndStream: Bool)
             case none
         }
 
@@ -265,6 +273,17 @@ extension HTTP2StreamForwarder {
                 self.state = .done
                 return .fail(.resetTunnel)
             case .leasing, .done, .closed:
+                return .none
+            }
+        }
+
+        /// The drain ends the tunnel.
+        mutating func closeTunnel() -> CloseTunnelAction {
+            switch self.state {
+            case .tunnel:
+                self.state = .done
+                return .closeBothSides(sendEndStream: !self.upstreamEnded)
+            case .leasing, .forwarding, .done, .closed:
                 return .none
             }
         }

@@ -22,7 +22,17 @@ import SluiceHTTP2
 /// the stream's queue is over its watermark. END_STREAM from the client half-closes the upstream
 /// connection (`sendEnd`), the upstream's EOF ends the stream; a client reset or an upstream failure
 /// (reset `CANCEL`) closes the other side. The upstream connection is never reused after a `101`.
+///
+/// Drain: ``closeTunnel(after:)`` (the connection's final GOAWAY went out) starts the WebSocket close
+/// handshake at that moment: ``WebSocketDrainStateMachine`` has tracked the frame boundaries both ways
+/// since the tunnel opened, and at the next boundary of each direction Sluice sends the client an
+/// unmasked `Close 1001 "going away"` (as DATA) and the upstream a masked one; what follows a Close in
+/// its direction is dropped. Once both replies came, or ``closeReplyTimeout`` after the start, the
+/// client gets END_STREAM and the upstream connection is closed.
 final class HTTP2StreamForwarder {
+    /// How long the drain's close handshake waits for the Close replies before ending the tunnel anyway.
+    static let closeReplyTimeout: Duration = .seconds(5)
+
     let streamID: HTTP2StreamID
     private unowned let connection: HTTP2ProxyConnection
     private var machine: StateMachine
@@ -52,6 +62,12 @@ final class HTTP2StreamForwarder {
     private(set) var tunnelOpenedAt: MonotonicInstant?
     private(set) var tunnelBytesFromClient = 0
     private(set) var tunnelBytesToClient = 0
+    /// The tunnel's frame boundaries both ways, and the drain's close handshake.
+    private var webSocket = WebSocketDrainStateMachine()
+    /// The drain's moment to start the close handshake, then its reply timeout.
+    private var drainTimer: Scheduled<Void>?
+    /// The drain's handshake began: its end is counted as clean or timed out.
+    private var drainCloseStarted = false
 
     init(
         streamID: HTTP2StreamID, connection: HTTP2ProxyConnection, head: HTTPRequestHead, attempt: UpstreamAttempt, machine: StateMachine,
@@ -101,10 +117,12 @@ final class HTTP2StreamForwarder {
         case .queue:
             self.queued.append(data)
             self.queuedBytes += bytes
+        case .forward where self.machine.isTunnel:
+            guard let upstream = self.upstream else { preconditionFailure("a tunnel without its upstream connection") }
+            self.tunnelReceived(data, to: upstream)
         case .forward:
             guard let upstream = self.upstream else { preconditionFailure("forwarding without an upstream connection") }
             upstream.sendBody(data)
-            if self.machine.isTunnel { self.tunnelBytesFromClient += bytes }
             self.keepForReplay(data)
             self.connection.upstreamNeedsFlush(upstream)
             self.written(bytes, to: upstream)
@@ -142,6 +160,8 @@ final class HTTP2StreamForwarder {
         case .none:
             break
         }
+        self.drainTimer?.cancel()
+        self.drainTimer = nil
         // Whatever was in progress says nothing about the endpoint.
         self.attempt.end(.abandoned)
         self.attempt.finish()
@@ -231,6 +251,8 @@ final class HTTP2StreamForwarder {
     private func tunnelEnded(clientReset: Bool) {
         guard let openedAt = self.tunnelOpenedAt else { return }
         self.tunnelOpenedAt = nil
+        self.drainTimer?.cancel()
+        self.drainTimer = nil
         self.loop.logger.debug(
             "WebSocket tunnel closed",
             metadata: [
@@ -251,13 +273,111 @@ final class HTTP2StreamForwarder {
         self.connection.handler?.sendResponseHead(streamID: self.streamID, status: 200, headers: fields, endStream: false)
         self.loop.stats.recordResponse(status: 200, duration: self.startedAt.duration(to: now))
         let bytes = self.queuedBytes
-        for buffer in self.queued { upstream.sendBody(buffer) }
+        for buffer in self.queued {
+            // The frame tracker sees every byte from the first (nothing is closing yet: all pass).
+            _ = buffer.withUnsafeReadableBytes { self.webSocket.received($0, from: .clientToUpstream) }
+            upstream.sendBody(buffer)
+        }
         self.queued.removeAll()
         self.queuedBytes = 0
         self.tunnelBytesFromClient += bytes
         if sendEnd { upstream.sendEnd(trailers: nil) }
         self.connection.upstreamNeedsFlush(upstream)
         if bytes > 0 { self.written(bytes, to: upstream) }
+        self.connection.tunnelOpened(self)
+    }
+
+    // MARK: Tunnel bytes and the drain's close handshake
+
+    /// Client bytes in the tunnel: passed upstream up to where the drain's Close goes in, the rest
+    /// dropped (their window given back at once).
+    private func tunnelReceived(_ data: ByteBuffer, to upstream: any UpstreamExchange) {
+        let bytes = data.readableBytes
+        let plan = data.withUnsafeReadableBytes { self.webSocket.received($0, from: .clientToUpstream) }
+        if plan.forward > 0 {
+            upstream.sendBody(plan.forward == bytes ? data : data.getSlice(at: data.readerIndex, length: plan.forward) ?? data)
+            self.tunnelBytesFromClient += plan.forward
+        }
+        if plan.injectClose { self.sendClose(toUpstream: true) }
+        if plan.forward < bytes { self.connection.handler?.consumed(streamID: self.streamID, bytes: bytes - plan.forward) }
+        self.connection.upstreamNeedsFlush(upstream)
+        if plan.forward > 0 { self.written(plan.forward, to: upstream) }
+        if self.webSocket.isFinished { self.endTunnelForDrain(timedOut: false) }
+    }
+
+    /// Upstream bytes in the tunnel: passed to the client up to where the drain's Close goes in.
+    private func tunnelSent(_ body: ByteBuffer) {
+        let bytes = body.readableBytes
+        let plan = body.withUnsafeReadableBytes { self.webSocket.received($0, from: .upstreamToClient) }
+        if plan.forward > 0 {
+            self.tunnelBytesToClient += plan.forward
+            let part = plan.forward == bytes ? body : body.getSlice(at: body.readerIndex, length: plan.forward) ?? body
+            self.connection.handler?.sendData(streamID: self.streamID, part, endStream: false)
+        }
+        if plan.injectClose { self.sendClose(toUpstream: false) }
+        if self.webSocket.isFinished { self.endTunnelForDrain(timedOut: false) }
+    }
+
+    /// Sluice's `Close 1001 "going away"` (RFC 6455 §7.4.1): masked towards the upstream (Sluice speaks
+    /// as its client, §5.3), unmasked towards the client.
+    private func sendClose(toUpstream: Bool) {
+        if toUpstream {
+            guard let upstream = self.upstream else { return }
+            var random = SystemRandomNumberGenerator()
+            let frame = WebSocketFrame.close(code: 1001, reason: "going away", maskingKey: UInt32.random(in: .min ... .max, using: &random))
+            upstream.sendBody(ByteBuffer(bytes: frame))
+            self.connection.upstreamNeedsFlush(upstream)
+        } else {
+            let frame = WebSocketFrame.close(code: 1001, reason: "going away", maskingKey: nil)
+            self.connection.handler?.sendData(streamID: self.streamID, ByteBuffer(bytes: frame), endStream: false)
+        }
+    }
+
+    /// Draining: the tunnel's close handshake starts `delay` from now (the connection spreads the
+    /// tunnels over its window), or at once for a tunnel opening while draining.
+    func closeTunnel(after delay: Duration) {
+        guard self.machine.isTunnel, !self.drainCloseStarted else { return }
+        self.drainTimer?.cancel()
+        self.drainTimer = self.loop.eventLoop.assumeIsolated().scheduleTask(in: delay.timeAmount) { [weak self] in
+            self?.beginDrainClose()
+        }
+    }
+
+    private func beginDrainClose() {
+        self.drainTimer = nil
+        guard self.machine.isTunnel, !self.drainCloseStarted else { return }
+        self.drainCloseStarted = true
+        // A side that ended its half can take no Close (the client's stream or the upstream's write side
+        // is shut): that session is ending by itself, and the timeout bounds it.
+        if !self.machine.requestEnded && !self.machine.upstreamEnded {
+            switch self.webSocket.beginClose() {
+            case .closing(let injectToUpstream, let injectToClient):
+                if injectToUpstream { self.sendClose(toUpstream: true) }
+                if injectToClient { self.sendClose(toUpstream: false) }
+            case .notInjecting:
+                // A Close passed already (the session is closing by itself), or the framing is lost.
+                break
+            }
+        }
+        self.drainTimer = self.loop.eventLoop.assumeIsolated().scheduleTask(in: Self.closeReplyTimeout.timeAmount) { [weak self] in
+            self?.drainTimer = nil
+            self?.endTunnelForDrain(timedOut: true)
+        }
+    }
+
+    /// The drain's handshake is over (both Close replies came) or timed out: END_STREAM to the
+    /// client, the upstream connection closed.
+    private func endTunnelForDrain(timedOut: Bool) {
+        switch self.machine.closeTunnel() {
+        case .closeBothSides(let sendEndStream):
+            if sendEndStream { self.connection.handler?.sendData(streamID: self.streamID, ByteBuffer(), endStream: true) }
+            self.releaseUpstream()
+            self.giveBackWindow()
+            self.loop.logger.debug("WebSocket tunnel closed for the drain", metadata: ["uri": "\(self.upstreamHead.uri)", "timedOut": "\(timedOut)"])
+            self.tunnelEnded(clientReset: false)
+        case .none:
+            break
+        }
     }
 
     private func sendHeldHead(endStream: Bool) {
@@ -278,7 +398,7 @@ extension HTTP2StreamForwarder: UpstreamLeaseRequester {
             // What the client sent waits for the `101` (it is tunnel bytes, not a body).
             self.upstream = connection
             connection.delegate = self
-            connection.sendHead(self.upstreamHead, now: .now())
+            connection.sendHead(self.upstreamHead, now: .now(), upgrade: true)
             connection.flush()
             return true
         case .startForwarding(let sendContinue):
@@ -376,7 +496,7 @@ extension HTTP2StreamForwarder: UpstreamResponseDelegate {
 
     func upstreamResponseBody(_ body: ByteBuffer) {
         guard self.upstream != nil, self.machine.responseStarted else { return }
-        if self.machine.isTunnel { self.tunnelBytesToClient += body.readableBytes }
+        if self.machine.isTunnel { return self.tunnelSent(body) }
         self.sendHeldHead(endStream: false)
         self.connection.handler?.sendData(streamID: self.streamID, body, endStream: false)
     }
