@@ -198,7 +198,7 @@ public struct HTTP1ExchangeStateMachine: Sendable {
     /// Bytes behind the request in progress broke the protocol: answered once it is served.
     private var deferredError: ProxyError?
     /// The client half-closed: close once the response in progress is done.
-    public private(set) var inputClosed = false
+    public private(set) var hasInputClosed = false
     /// The upstream half-closed a tunnel.
     private var upstreamOutputEnded = false
     /// A `read()` is held.
@@ -437,8 +437,8 @@ public struct HTTP1ExchangeStateMachine: Sendable {
     public mutating func tunnelUpstreamEnded() -> TunnelEndAction {
         guard self.state == .tunnel, !self.upstreamOutputEnded else { return .none }
         self.upstreamOutputEnded = true
-        if self.inputClosed { self.state = .closed }
-        return .halfCloseClient(thenClose: self.inputClosed)
+        if self.hasInputClosed { self.state = .closed }
+        return .halfCloseClient(thenClose: self.hasInputClosed)
     }
 
     // MARK: Failures and local answers
@@ -473,7 +473,7 @@ public struct HTTP1ExchangeStateMachine: Sendable {
     /// The response's end is being written.
     public mutating func responseComplete() -> Completion {
         if self.closeAfterResponse {
-            let linger = !self.requestEnded && !self.inputClosed
+            let linger = !self.requestEnded && !self.hasInputClosed
             self.state = .closed
             self.queuedParts = 0
             return .close(linger: linger)
@@ -486,7 +486,7 @@ public struct HTTP1ExchangeStateMachine: Sendable {
     /// After a keep-alive response, once the queue was served: close for a half-closed client with
     /// nothing owed, else release a held read.
     public mutating func afterQueue() -> AfterQueueAction {
-        if self.state == .idle, self.queuedParts == 0, self.inputClosed { return .close }
+        if self.state == .idle, self.queuedParts == 0, self.hasInputClosed { return .close }
         return .resumeReading
     }
 
@@ -521,7 +521,7 @@ public struct HTTP1ExchangeStateMachine: Sendable {
     }
 
     public mutating func inputClosed() -> InputClosedAction {
-        self.inputClosed = true
+        self.hasInputClosed = true
         switch self.state {
         case .tunnel:
             if self.upstreamOutputEnded { self.state = .closed }

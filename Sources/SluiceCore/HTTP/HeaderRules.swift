@@ -46,7 +46,7 @@ public struct HeaderNamesPresent: OptionSet, Sendable {
     /// `Upgrade` (also counted in ``otherHopByHop``): the request may ask to switch protocols.
     public static let upgrade = HeaderNamesPresent(rawValue: 1 << 11)
     /// Every hop-by-hop name of ``HeaderRules/hopByHop``.
-    public static let hopByHop: HeaderNamesPresent = [.connection, .transferEncoding, .otherHopByHop]
+    public static let hopByHop: HeaderNamesPresent = [.connection, .transferEncoding, .otherHopByHop, .upgrade]
 
     /// Each lower-cased name with its flag.
     public static let all: [(String, HeaderNamesPresent)] = [
