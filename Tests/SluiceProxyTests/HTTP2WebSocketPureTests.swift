@@ -287,15 +287,16 @@ struct HTTP2StreamForwarderTunnelStateMachineTests {
     }
 
     /// Before the 101 a failure is retried as for any request (or answered, 502); after a refusal's
-    /// head it resets the stream; in the tunnel it resets with CANCEL and is never retried.
+    /// head it resets the stream; in the tunnel it resets with CANCEL and is never retried, unless the
+    /// upstream had ended its side (its connection closing then is no failure: nothing is reset).
     @Test func upstreamFailedInEveryState() {
         let retry: [Phase: Machine.RetryOrFailAction] = [
             .leasing: .none, .awaitingUpgrade: .retry, .refused: .fail(.reset(releaseUpstream: true)), .tunnel: .fail(.resetTunnel),
-            .upstreamEnded: .fail(.resetTunnel), .done: .none, .closed: .none,
+            .upstreamEnded: .fail(.dropTunnelUpstream), .done: .none, .closed: .none,
         ]
         let noRetry: [Phase: Machine.RetryOrFailAction] = [
             .leasing: .none, .awaitingUpgrade: .fail(.respond(releaseUpstream: true)), .refused: .fail(.reset(releaseUpstream: true)),
-            .tunnel: .fail(.resetTunnel), .upstreamEnded: .fail(.resetTunnel), .done: .none, .closed: .none,
+            .tunnel: .fail(.resetTunnel), .upstreamEnded: .fail(.dropTunnelUpstream), .done: .none, .closed: .none,
         ]
         for phase in Phase.allCases {
             var retrying = Self.machine(in: phase)

@@ -64,12 +64,12 @@ struct HTTP2WebSocketTests {
             let big = patternBytes(300_001)
             try await client.send(stream, big)
             let echoed = try await client.waitFor(timeout: .seconds(20)) { $0.body(of: stream).count >= 5 + big.count }
-            #expect(echoed.body(of: stream) == Array("hello".utf8) + big)
+            let echoedExactly = echoed.body(of: stream) == Array("hello".utf8) + big
+            #expect(echoedExactly)
 
             try await client.send(stream, [], endStream: true)
-            let end = try await client.waitFor { $0.contains(.closed(stream, .noError)) || $0.contains { if case .closed(stream, _) = $0 { true } else { false } } }
-            #expect(end.contains(.ended(stream)))
-            #expect(end.contains(.closed(stream, .noError)))
+            let end = try await client.waitFor { $0.contains { if case .closed(stream, _) = $0 { true } else { false } } }
+            #expect(end.streamEvents(stream) == [.ended(stream), .closed(stream, .noError)])
             #expect(await ProxyHarness.eventually { upstream.snapshot.closed == 1 })
             #expect(upstream.snapshot.halfClosesSeen == 1)
             #expect(upstream.snapshot.opened == 1)
@@ -102,7 +102,8 @@ struct HTTP2WebSocketTests {
             let bad = try #require(await client.open(Self.connect("/ws-bad-accept", port: proxy.port)))
             let badHead = try #require(try await client.head(of: bad))
             #expect(badHead.status == 502)
-            _ = try await client.waitFor { $0.contains { if case .closed(bad, _) = $0 { true } else { false } } }
+            // The client has not ended its side: the stream stays half-closed until it does.
+            _ = try await client.waitFor { $0.contains(.ended(bad)) }
             #expect(await ProxyHarness.eventually { upstream.snapshot.closed == 1 })
 
             let refused = try #require(await client.open(Self.connect("/ws-404", port: proxy.port)))
@@ -132,6 +133,46 @@ struct HTTP2WebSocketTests {
         }
     }
 
+    /// Drain: after the final GOAWAY, within the close window (half of `drain-timeout`), the tunnel
+    /// gets the close handshake at frame boundaries: the client an unmasked `Close 1001 "going away"`,
+    /// the upstream a masked one (its echo, the upstream's reply, is not passed on); the client's
+    /// Close reply completes it: END_STREAM, the upstream connection closed, a clean close counted.
+    @Test func drainClosesTheTunnelWithCloseFramesBothWays() async throws {
+        try await Self.withProxy({
+            $0.drain.delay = .milliseconds(100)
+            $0.drain.timeout = .seconds(3)
+        }) { proxy, upstream, client in
+            let stream = try #require(await client.open(Self.connect("/ws", port: proxy.port)))
+            #expect(try await client.head(of: stream)?.status == 200)
+            // A masked text frame and its echo: both directions' trackers follow real frames.
+            let hello = WebSocketUpstream.maskedFrame(opcode: 0x1, Array("hello".utf8))
+            try await client.send(stream, hello)
+            _ = try await client.waitFor { $0.body(of: stream).count == hello.count }
+
+            proxy.signal(.terminate)
+            let goingAway = WebSocketFrame.close(code: 1001, reason: "going away", maskingKey: nil)
+            let closing = try await client.waitFor(timeout: .seconds(5)) { $0.body(of: stream).count >= hello.count + goingAway.count }
+            #expect(Array(closing.body(of: stream).dropFirst(hello.count)) == goingAway)
+            #expect(!closing.contains(.ended(stream)))
+
+            try await client.send(stream, WebSocketFrame.close(code: 1001, reason: "", maskingKey: 0x1234_5678))
+            let ended = try await client.waitFor { $0.contains(.ended(stream)) }
+            #expect(ended.body(of: stream).count == hello.count + goingAway.count, "the upstream's echoed Close is not passed on")
+            #expect(await ProxyHarness.eventually { upstream.snapshot.closed == 1 })
+            // The upstream got the masked Close 1001 behind the frame it echoed, and nothing after it.
+            let received = upstream.snapshot.tunnelBytes
+            #expect(received.count == hello.count + goingAway.count + 4)
+            #expect(Array(received.prefix(hello.count)) == hello)
+            #expect(Array(received.dropFirst(hello.count).prefix(2)) == [0x88, 0x80 | UInt8(goingAway.count - 2)])
+            try await client.send(stream, [], endStream: true)
+            _ = try await client.waitFor { $0.contains(.connectionClosed) }
+            let snapshot = try await proxy.server.snapshot().get()
+            #expect(snapshot.stats.tunnelDrainClosesClean == 1)
+            #expect(snapshot.stats.tunnelDrainClosesTimedOut == 0)
+            #expect(snapshot.stats.tunnelsClosed == [0, 1])
+        }
+    }
+
     /// The client's RST_STREAM closes the upstream connection.
     @Test func clientResetClosesTheUpstream() async throws {
         try await Self.withProxy { proxy, upstream, client in
@@ -139,7 +180,6 @@ struct HTTP2WebSocketTests {
             #expect(try await client.head(of: stream)?.status == 200)
             await client.reset(stream)
             #expect(await ProxyHarness.eventually { upstream.snapshot.closed == 1 })
-            #expect(upstream.snapshot.halfClosesSeen == 0)
         }
     }
 }
@@ -155,6 +195,8 @@ struct HTTP2WebSocketTests {
 final class WebSocketUpstream: Sendable {
     struct Record: Sendable {
         var heads: [String] = []
+        /// Every tunnel byte received (all connections).
+        var tunnelBytes: [UInt8] = []
         var opened = 0
         var closed = 0
         /// Half-closes received from the proxy inside a tunnel.
@@ -182,6 +224,12 @@ final class WebSocketUpstream: Sendable {
     }
 
     func stop() async { await self.server.stop() }
+
+    /// A small masked frame (as a client sends it, RFC 6455 §5.3).
+    static func maskedFrame(opcode: UInt8, _ payload: [UInt8], mask: [UInt8] = [0x0A, 0x0B, 0x0C, 0x0D]) -> [UInt8] {
+        precondition(payload.count < 126)
+        return [0x80 | opcode, 0x80 | UInt8(payload.count)] + mask + payload.enumerated().map { $0.element ^ mask[$0.offset % 4] }
+    }
 
     /// A request head's fields, names lowercased (the last of each name).
     static func fields(_ head: String) -> [String: String] {
@@ -234,6 +282,7 @@ final class WebSocketUpstream: Sendable {
         }
 
         private func echo(_ bytes: [UInt8], context: ChannelHandlerContext) {
+            self.record.withLockedValue { $0.tunnelBytes += bytes }
             context.writeAndFlush(Self.wrapOutboundOut(ByteBuffer(bytes: bytes)), promise: nil)
             if self.endAfterEcho {
                 self.endAfterEcho = false
@@ -282,7 +331,13 @@ final class H2WebSocketClient: Sendable {
 
     struct Timeout: Error, CustomStringConvertible {
         var events: [Event]
-        var description: String { "timed out; events so far: \(self.events)" }
+        var description: String {
+            let short = self.events.map { event -> String in
+                if case .data(let stream, let bytes) = event { return "data(\(stream), \(bytes.count) bytes)" }
+                return "\(event)"
+            }
+            return "timed out; events so far: \(short)"
+        }
     }
 
     private struct Log {
@@ -418,6 +473,16 @@ final class H2WebSocketClient: Sendable {
 }
 
 extension Array where Element == H2WebSocketClient.Event {
+    /// The head, end and close events of `stream` (no data: failures print short).
+    func streamEvents(_ stream: HTTP2StreamID) -> [H2WebSocketClient.Event] {
+        self.filter { event in
+            switch event {
+            case .ended(stream), .closed(stream, _): true
+            default: false
+            }
+        }
+    }
+
     /// The DATA bytes of `stream`, joined.
     func body(of stream: HTTP2StreamID) -> [UInt8] {
         var bytes: [UInt8] = []

@@ -262,11 +262,10 @@ extension HTTP2ProxyConnection: DownstreamConnection {
         }
     }
 
-    /// Over how long the drain spreads the close of WebSocket tunnels: half the drain timeout, so the
-    /// close handshakes (at most ``HTTP2StreamForwarder/closeReplyTimeout`` each) end before the deadline.
-    var tunnelCloseWindow: Duration { Self.defaultTunnelCloseWindow }
-    /// The default drain timeout's half (20 s / 2), until the loop carries the configured one.
-    static let defaultTunnelCloseWindow: Duration = .seconds(10)
+    /// Over how long the drain spreads the close of WebSocket tunnels: half the drain timeout
+    /// (``LoopContext/tunnelCloseWindow``, as for HTTP/1 tunnels), so the close handshakes (at most
+    /// ``HTTP2StreamForwarder/closeReplyTimeout`` each) end before the deadline.
+    var tunnelCloseWindow: Duration { self.loop.tunnelCloseWindow }
 
     /// A tunnel opened: if draining, it is closed within what is left of the window.
     func tunnelOpened(_ forwarder: HTTP2StreamForwarder) {

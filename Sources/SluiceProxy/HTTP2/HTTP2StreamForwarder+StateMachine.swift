@@ -47,6 +47,10 @@ extension HTTP2StreamForwarder {
             /// The tunnel broke (the upstream connection failed): reset the stream with `CANCEL`, the
             /// equivalent of a TCP reset (RFC 8441 §5), and close the upstream connection.
             case resetTunnel
+            /// The upstream connection closed after its EOF (the client has its END_STREAM): close it and
+            /// drop what the client still sends, but reset nothing, so that what the upstream sent last
+            /// (queued behind the END_STREAM) still reaches the client.
+            case dropTunnelUpstream
         }
 
         enum DataReceivedAction: Equatable, Sendable {
@@ -271,7 +275,7 @@ extension HTTP2StreamForwarder {
                 return .fail(self.fail())
             case .tunnel:
                 self.state = .done
-                return .fail(.resetTunnel)
+                return .fail(self.upstreamEnded ? .dropTunnelUpstream : .resetTunnel)
             case .leasing, .done, .closed:
                 return .none
             }

@@ -239,6 +239,9 @@ final class HTTP2StreamForwarder {
             self.loop.logger.info("WebSocket tunnel lost its upstream", metadata: ["reason": "\(error.detail)", "uri": "\(self.upstreamHead.uri)"])
             self.connection.handler?.resetStream(streamID: self.streamID, errorCode: .cancel)
             self.tunnelEnded(clientReset: false)
+        case .dropTunnelUpstream:
+            self.releaseUpstream()
+            self.tunnelEnded(clientReset: false)
         }
         // A failure of ours or the client's (an upstream failure ended its attempt already).
         self.attempt.end(.abandoned)
@@ -247,18 +250,22 @@ final class HTTP2StreamForwarder {
         self.giveBackWindow()
     }
 
-    /// The tunnel is over (its upstream connection closed): counted once.
+    /// The tunnel is over (its upstream connection closed): counted once. A drain close handshake
+    /// that was under way ended with the tunnel (the peers closed it, or the client reset it): clean.
     private func tunnelEnded(clientReset: Bool) {
         guard let openedAt = self.tunnelOpenedAt else { return }
         self.tunnelOpenedAt = nil
+        if self.drainTimer != nil, self.drainCloseStarted { self.loop.stats.recordTunnelDrainClose(.clean) }
         self.drainTimer?.cancel()
         self.drainTimer = nil
+        let now = MonotonicInstant.now()
+        self.loop.table.tunnelEnded(self.connection.id, now: now)
+        self.loop.stats.recordTunnelClosed(
+            protocol: .http2, duration: openedAt.duration(to: now), bytesFromClient: self.tunnelBytesFromClient, bytesToClient: self.tunnelBytesToClient
+        )
         self.loop.logger.debug(
             "WebSocket tunnel closed",
-            metadata: [
-                "uri": "\(self.upstreamHead.uri)", "seconds": "\(openedAt.duration(to: .now()))", "fromClient": "\(self.tunnelBytesFromClient)",
-                "toClient": "\(self.tunnelBytesToClient)", "clientReset": "\(clientReset)",
-            ]
+            metadata: ["uri": "\(self.upstreamHead.uri)", "stream": "\(self.streamID)", "clientReset": "\(clientReset)"]
         )
     }
 
@@ -267,6 +274,10 @@ final class HTTP2StreamForwarder {
         guard let upstream = self.upstream else { preconditionFailure("a tunnel opens on its upstream connection") }
         let now = MonotonicInstant.now()
         self.tunnelOpenedAt = now
+        // The connection table counts it (a drain waits for it as for a response); its close is this
+        // connection's to schedule (the table's sweep drives HTTP/1 tunnels only).
+        var random = SystemRandomNumberGenerator()
+        self.loop.table.tunnelStarted(self.connection.id, kind: .webSocket, now: now, using: &random)
         // The attempt is over (the endpoint answered), and so is the request as the access counters see it.
         self.attempt.end(.response(status: 101))
         self.attempt.finish()
@@ -370,10 +381,12 @@ final class HTTP2StreamForwarder {
     private func endTunnelForDrain(timedOut: Bool) {
         switch self.machine.closeTunnel() {
         case .closeBothSides(let sendEndStream):
+            self.drainTimer?.cancel()
+            self.drainTimer = nil
+            self.loop.stats.recordTunnelDrainClose(timedOut ? .timedOut : .clean)
             if sendEndStream { self.connection.handler?.sendData(streamID: self.streamID, ByteBuffer(), endStream: true) }
             self.releaseUpstream()
             self.giveBackWindow()
-            self.loop.logger.debug("WebSocket tunnel closed for the drain", metadata: ["uri": "\(self.upstreamHead.uri)", "timedOut": "\(timedOut)"])
             self.tunnelEnded(clientReset: false)
         case .none:
             break
