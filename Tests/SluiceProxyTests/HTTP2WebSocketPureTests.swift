@@ -122,25 +122,36 @@ struct HTTP2WebSocketTranslationTests {
 
     /// A valid 101 becomes the 200's fields: subprotocol, extensions and other end-to-end fields, no
     /// connection-specific fields, no `sec-websocket-accept`. A wrong, doubled or missing accept, a
-    /// missing `Upgrade: websocket` or another status is no upgrade.
+    /// missing `Upgrade: websocket`, or a 2xx (the upgrade ignored) is invalid (502); other statuses
+    /// are refusals, passed on.
     @Test func upgradeAnswersAreChecked() {
         let key = "dGhlIHNhbXBsZSBub25jZQ=="
-        let fields = HTTP2RequestTranslation.webSocketAcceptedFields(Self.response(), key: key)
-        let names = fields?.map { $0.name.lowercased() } ?? []
-        #expect(fields?.contains(HTTP2HeaderField(name: "sec-websocket-protocol", value: "chat")) == true)
-        #expect(fields?.contains(HTTP2HeaderField(name: "sec-websocket-extensions", value: "permessage-deflate")) == true)
-        #expect(fields?.contains(HTTP2HeaderField(name: "set-cookie", value: "s=1")) == true)
+        guard case .accepted(let fields) = HTTP2RequestTranslation.webSocketAnswer(Self.response(), key: key) else {
+            Issue.record("a valid 101 is accepted")
+            return
+        }
+        let names = fields.map { $0.name.lowercased() }
+        #expect(fields.contains(HTTP2HeaderField(name: "sec-websocket-protocol", value: "chat")))
+        #expect(fields.contains(HTTP2HeaderField(name: "sec-websocket-extensions", value: "permessage-deflate")))
+        #expect(fields.contains(HTTP2HeaderField(name: "set-cookie", value: "s=1")))
         #expect(!names.contains("sec-websocket-accept"))
         #expect(!names.contains("connection"))
         #expect(!names.contains("upgrade"))
-        #expect(HTTP2RequestTranslation.webSocketAcceptedFields(Self.response(upgrade: "WebSocket"), key: key) != nil)
-        #expect(HTTP2RequestTranslation.webSocketAcceptedFields(Self.response(), key: "AAAAAAAAAAAAAAAAAAAAAA==") == nil)
-        #expect(HTTP2RequestTranslation.webSocketAcceptedFields(Self.response(accept: ["nope"]), key: key) == nil)
-        #expect(HTTP2RequestTranslation.webSocketAcceptedFields(Self.response(accept: []), key: key) == nil)
-        #expect(HTTP2RequestTranslation.webSocketAcceptedFields(Self.response(accept: ["s3pPLMBiTxaQ9kYGzzhZRbK+xOo=", "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="]), key: key) == nil)
-        #expect(HTTP2RequestTranslation.webSocketAcceptedFields(Self.response(upgrade: nil), key: key) == nil)
-        #expect(HTTP2RequestTranslation.webSocketAcceptedFields(Self.response(upgrade: "h2c"), key: key) == nil)
-        #expect(HTTP2RequestTranslation.webSocketAcceptedFields(Self.response(.ok), key: key) == nil)
+        func isInvalid(_ answer: HTTP2RequestTranslation.WebSocketAnswer) -> Bool {
+            if case .invalid = answer { true } else { false }
+        }
+        #expect(HTTP2RequestTranslation.webSocketAnswer(Self.response(upgrade: "WebSocket"), key: key) == .accepted(fields))
+        #expect(isInvalid(HTTP2RequestTranslation.webSocketAnswer(Self.response(), key: "AAAAAAAAAAAAAAAAAAAAAA==")))
+        #expect(isInvalid(HTTP2RequestTranslation.webSocketAnswer(Self.response(accept: ["nope"]), key: key)))
+        #expect(isInvalid(HTTP2RequestTranslation.webSocketAnswer(Self.response(accept: []), key: key)))
+        #expect(isInvalid(HTTP2RequestTranslation.webSocketAnswer(Self.response(accept: ["s3pPLMBiTxaQ9kYGzzhZRbK+xOo=", "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="]), key: key)))
+        #expect(isInvalid(HTTP2RequestTranslation.webSocketAnswer(Self.response(upgrade: nil), key: key)))
+        #expect(isInvalid(HTTP2RequestTranslation.webSocketAnswer(Self.response(upgrade: "h2c"), key: key)))
+        #expect(isInvalid(HTTP2RequestTranslation.webSocketAnswer(Self.response(.ok), key: key)))
+        #expect(isInvalid(HTTP2RequestTranslation.webSocketAnswer(Self.response(.noContent), key: key)))
+        #expect(HTTP2RequestTranslation.webSocketAnswer(Self.response(.notFound), key: key) == .refused)
+        #expect(HTTP2RequestTranslation.webSocketAnswer(Self.response(.upgradeRequired), key: key) == .refused)
+        #expect(HTTP2RequestTranslation.webSocketAnswer(Self.response(.found), key: key) == .refused)
     }
 }
 

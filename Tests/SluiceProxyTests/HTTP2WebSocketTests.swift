@@ -61,6 +61,8 @@ struct HTTP2WebSocketTests {
 
             try await client.send(stream, Array("hello".utf8))
             _ = try await client.waitFor { $0.body(of: stream).count == 5 }
+            let open = try await proxy.server.snapshot().get()
+            #expect(open.connections.tunnelsByProtocol[.http2] == 1)
             let big = patternBytes(300_001)
             try await client.send(stream, big)
             let echoed = try await client.waitFor(timeout: .seconds(20)) { $0.body(of: stream).count >= 5 + big.count }
@@ -75,6 +77,10 @@ struct HTTP2WebSocketTests {
             #expect(upstream.snapshot.opened == 1)
             let snapshot = try await proxy.server.snapshot().get()
             #expect(snapshot.connections.requestsInFlight == 0)
+            #expect(snapshot.connections.tunnelsByProtocol[.http2, default: 0] == 0)
+            #expect(snapshot.stats.tunnelsClosed == [0, 1])
+            #expect(snapshot.stats.tunnelBytesFromClient == 5 + big.count)
+            #expect(snapshot.stats.tunnelBytesToClient == 5 + big.count)
         }
     }
 
@@ -95,9 +101,10 @@ struct HTTP2WebSocketTests {
         }
     }
 
-    /// A `101` whose `Sec-WebSocket-Accept` does not answer Sluice's key is a 502, and its connection
-    /// is closed; a refused upgrade (404) is passed on as an ordinary response.
-    @Test func wrongAcceptIs502AndARefusalIsPassedOn() async throws {
+    /// A `101` whose `Sec-WebSocket-Accept` does not answer Sluice's key is a 502, and so is a `200`
+    /// (the upstream ignored the upgrade); their connections are closed. A refused upgrade (404) is
+    /// passed on as an ordinary response.
+    @Test func wrongAcceptOr200Is502AndARefusalIsPassedOn() async throws {
         try await Self.withProxy { proxy, upstream, client in
             let bad = try #require(await client.open(Self.connect("/ws-bad-accept", port: proxy.port)))
             let badHead = try #require(try await client.head(of: bad))
@@ -105,6 +112,10 @@ struct HTTP2WebSocketTests {
             // The client has not ended its side: the stream stays half-closed until it does.
             _ = try await client.waitFor { $0.contains(.ended(bad)) }
             #expect(await ProxyHarness.eventually { upstream.snapshot.closed == 1 })
+
+            let ignored = try #require(await client.open(Self.connect("/ws-200", port: proxy.port)))
+            #expect(try await client.head(of: ignored)?.status == 502, "a 200 would tell the client its WebSocket is open")
+            #expect(await ProxyHarness.eventually { upstream.snapshot.closed == 2 })
 
             let refused = try #require(await client.open(Self.connect("/ws-404", port: proxy.port)))
             let refusedHead = try #require(try await client.head(of: refused))
@@ -191,6 +202,7 @@ struct HTTP2WebSocketTests {
 ///   proxy's half-close is answered with its own (the stream's END_STREAM both ways).
 /// - `/ws-upstream-ends`: as `/ws`, but half-closes after echoing the first bytes.
 /// - `/ws-bad-accept`: `101` with an accept for another key.
+/// - `/ws-200`: `200 plain`, as an app that ignores `Upgrade` answers.
 /// - `/ws-404`: `404` `no socket here`.
 final class WebSocketUpstream: Sendable {
     struct Record: Sendable {
@@ -265,6 +277,9 @@ final class WebSocketUpstream: Sendable {
             switch path {
             case "/ws-404":
                 context.writeAndFlush(Self.wrapOutboundOut(ByteBuffer(string: "HTTP/1.1 404 Not Found\r\nContent-Length: 14\r\n\r\nno socket here")), promise: nil)
+                return
+            case "/ws-200":
+                context.writeAndFlush(Self.wrapOutboundOut(ByteBuffer(string: "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nplain")), promise: nil)
                 return
             case "/ws-bad-accept":
                 let answer = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: \(WebSocketHandshake.accept(forKey: "AAAAAAAAAAAAAAAAAAAAAA=="))\r\n\r\n"

@@ -211,20 +211,43 @@ enum HTTP2RequestTranslation {
         return .success(Translated(head: head, expectsContinue: false, webSocketKey: key))
     }
 
-    /// The upstream's `101` answer to a WebSocket upgrade, checked (RFC 6455 §4.1: `Upgrade: websocket`
-    /// and the `Sec-WebSocket-Accept` of the key sent), as the fields of the client's `200` (RFC 8441 §5):
-    /// the end-to-end fields (`sec-websocket-protocol`, `sec-websocket-extensions`, cookies…) without
-    /// `sec-websocket-accept`, which answers a key the client never sent, and without framing fields,
-    /// which a 2xx to CONNECT must not carry (RFC 9110 §9.3.6). Nil: not a valid upgrade.
-    static func webSocketAcceptedFields(_ head: HTTPResponseHead, key: String) -> [HTTP2HeaderField]? {
-        guard head.status == .switchingProtocols,
-            head.headers["upgrade"].contains(where: WebSocketHandshake.namesWebSocket),
-            head.headers["sec-websocket-accept"].count == 1,
-            head.headers.first(name: "sec-websocket-accept") == WebSocketHandshake.accept(forKey: key)
-        else { return nil }
-        return Self.responseFields(head).filter { field in
-            let name = field.name.lowercased()
-            return name != "sec-websocket-accept" && name != "content-length"
+    /// How the upstream answered a WebSocket upgrade (item 5), as the client is to hear it.
+    enum WebSocketAnswer: Equatable {
+        /// A valid `101`: the client's `200` carries these fields.
+        case accepted([HTTP2HeaderField])
+        /// A refusal (a 3xx, 4xx, 5xx: a redirect, 401, 404, 426…): passed on as an ordinary response.
+        case refused
+        /// Not an answer to this upgrade: a 502.
+        case invalid(String)
+    }
+
+    /// Classifies the upstream's final answer to a WebSocket upgrade sent with `key`.
+    ///
+    /// A `101` must carry `Upgrade: websocket` and the `Sec-WebSocket-Accept` of the key (RFC 6455
+    /// §4.1): it becomes the client's `200` (RFC 8441 §5) with the end-to-end fields
+    /// (`sec-websocket-protocol`, `sec-websocket-extensions`, cookies…), without `sec-websocket-accept`,
+    /// which answers a key the client never sent, and without framing fields, which a 2xx to CONNECT
+    /// must not carry (RFC 9110 §9.3.6). Any other 2xx is invalid: the upstream ignored the upgrade,
+    /// and passing its 2xx on would tell the client the WebSocket is open.
+    static func webSocketAnswer(_ head: HTTPResponseHead, key: String) -> WebSocketAnswer {
+        switch head.status.code {
+        case 101:
+            guard head.headers["upgrade"].contains(where: WebSocketHandshake.namesWebSocket) else {
+                return .invalid("101 without Upgrade: websocket")
+            }
+            let accepts = head.headers["sec-websocket-accept"]
+            guard accepts.count == 1, accepts[0] == WebSocketHandshake.accept(forKey: key) else {
+                return .invalid("101 whose Sec-WebSocket-Accept does not answer the key sent")
+            }
+            let fields = Self.responseFields(head).filter { field in
+                let name = field.name.lowercased()
+                return name != "sec-websocket-accept" && name != "content-length"
+            }
+            return .accepted(fields)
+        case 200..<300:
+            return .invalid("\(head.status.code) to a WebSocket upgrade: the upstream did not switch protocols")
+        default:
+            return .refused
         }
     }
 

@@ -16,7 +16,7 @@ import SluiceHTTP2
 /// batch, so a response without a body goes out as one HEADERS frame with END_STREAM.
 ///
 /// A WebSocket (RFC 8441 extended CONNECT, translated into an HTTP/1.1 upgrade carrying
-/// ``webSocketKey``) is the same exchange until the upstream's `101`: a valid one (``HTTP2RequestTranslation/webSocketAcceptedFields(_:key:)``)
+/// ``webSocketKey``) is the same exchange until the upstream's `101`: a valid one (``HTTP2RequestTranslation/webSocketAnswer(_:key:)``)
 /// is answered `200` without END_STREAM, and the stream becomes a tunnel with the same back-pressure
 /// both ways: client DATA is consumed once the upstream connection takes it, upstream reads pause while
 /// the stream's queue is over its watermark. END_STREAM from the client half-closes the upstream
@@ -471,18 +471,22 @@ extension HTTP2StreamForwarder: UpstreamResponseDelegate {
 
     func upstreamResponseHead(_ head: HTTPResponseHead) {
         let status = Int(head.status.code)
-        if status == 101 {
-            // Only a WebSocket upgrade asks for one, and its answer must prove the upstream read our key.
-            guard self.upstream != nil, let key = self.webSocketKey, !self.machine.responseStarted,
-                let fields = HTTP2RequestTranslation.webSocketAcceptedFields(head, key: key)
-            else {
-                return self.upstreamFailed(.upstreamBadResponse("101 Switching Protocols without the WebSocket upgrade asked for"))
+        if let key = self.webSocketKey, self.upstream != nil, !self.machine.responseStarted {
+            switch HTTP2RequestTranslation.webSocketAnswer(head, key: key) {
+            case .accepted(let fields):
+                switch self.machine.responseHead(opensTunnel: true) {
+                case .openTunnel(let sendEnd): self.openTunnel(fields: fields, sendEnd: sendEnd)
+                case .send, .sendDroppingQueued, .none: break
+                }
+                return
+            case .invalid(let reason):
+                return self.upstreamFailed(.upstreamBadResponse(reason))
+            case .refused:
+                break
             }
-            switch self.machine.responseHead(opensTunnel: true) {
-            case .openTunnel(let sendEnd): self.openTunnel(fields: fields, sendEnd: sendEnd)
-            case .send, .sendDroppingQueued, .none: break
-            }
-            return
+        } else if status == 101 {
+            // Only a WebSocket upgrade asks for one (the upstream codec passes no other).
+            return self.upstreamFailed(.upstreamBadResponse("101 Switching Protocols to a request that asked for no upgrade"))
         }
         if self.upstream != nil, !self.machine.responseStarted, self.attempt.mayRetry(status: status), self.shouldRetry(after: .status(status)),
             self.machine.upstreamFailed(retry: true) == .retry
