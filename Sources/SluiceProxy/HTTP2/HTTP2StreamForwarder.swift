@@ -251,11 +251,12 @@ final class HTTP2StreamForwarder {
     }
 
     /// The tunnel is over (its upstream connection closed): counted once. A drain close handshake
-    /// that was under way ended with the tunnel (the peers closed it, or the client reset it): clean.
+    /// under way ended with the tunnel: clean if the peers ended it, not if the stream was reset (by the
+    /// client, or by the drain deadline's forced close).
     private func tunnelEnded(clientReset: Bool) {
         guard let openedAt = self.tunnelOpenedAt else { return }
         self.tunnelOpenedAt = nil
-        if self.drainTimer != nil, self.drainCloseStarted { self.loop.stats.recordTunnelDrainClose(.clean) }
+        if self.drainTimer != nil, self.drainCloseStarted { self.loop.stats.recordTunnelDrainClose(clientReset ? .timedOut : .clean) }
         self.drainTimer?.cancel()
         self.drainTimer = nil
         let now = MonotonicInstant.now()
