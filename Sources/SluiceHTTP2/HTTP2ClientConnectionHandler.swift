@@ -70,6 +70,10 @@ public final class HTTP2ClientConnectionHandler: ChannelInboundHandler, Removabl
     /// Whether new streams may be opened (no GOAWAY received, not closing).
     public var acceptsStreams: Bool { !self.goAwayReceived && !self.isClosing && !self.didClose }
 
+    /// Whether the peer allows extended CONNECT (RFC 8441 SETTINGS_ENABLE_CONNECT_PROTOCOL); false until
+    /// its SETTINGS arrive (``HTTP2ClientConnectionDelegate/settingsReceived(maxConcurrentStreams:on:)``).
+    public var peerEnablesConnectProtocol: Bool { self.session.remoteEnablesConnectProtocol }
+
     /// Whether `streamID`'s send queue is under the high watermark.
     public func isWritable(streamID: HTTP2StreamID) -> Bool { self.session.isWritable(streamID: streamID) }
 

@@ -28,6 +28,11 @@ public struct HTTP2SessionConfiguration: Sendable, Equatable {
     public var maxSettingsEntries: Int
     /// Output batch size for ``NGHTTP2Session/pendingOutput(into:)``, in bytes. Default 64 KiB.
     public var outputBatchSize: Int
+    /// A server session advertises SETTINGS_ENABLE_CONNECT_PROTOCOL = 1 (RFC 8441 §3), so clients may
+    /// open WebSockets with an extended CONNECT (`:protocol`); libnghttp2 then accepts and validates
+    /// `:protocol` on CONNECT requests only (elsewhere it stays a stream PROTOCOL_ERROR). Ignored by a
+    /// client session. Default true.
+    public var enableConnectProtocol: Bool
 
     public init(
         maxConcurrentStreams: UInt32 = 100,
@@ -39,7 +44,8 @@ public struct HTTP2SessionConfiguration: Sendable, Equatable {
         connectionHighWatermark: Int = 1 << 20,
         maxOutboundAcks: Int = 1000,
         maxSettingsEntries: Int = 32,
-        outputBatchSize: Int = 64 << 10
+        outputBatchSize: Int = 64 << 10,
+        enableConnectProtocol: Bool = true
     ) {
         self.maxConcurrentStreams = maxConcurrentStreams
         self.initialWindowSize = initialWindowSize
@@ -51,5 +57,6 @@ public struct HTTP2SessionConfiguration: Sendable, Equatable {
         self.maxOutboundAcks = maxOutboundAcks
         self.maxSettingsEntries = maxSettingsEntries
         self.outputBatchSize = outputBatchSize
+        self.enableConnectProtocol = enableConnectProtocol
     }
 }

@@ -157,6 +157,11 @@ public final class NGHTTP2Session {
             .init(settings_id: Int32(NGHTTP2_SETTINGS_ENABLE_PUSH.rawValue), value: 0),
             .init(settings_id: Int32(NGHTTP2_SETTINGS_NO_RFC7540_PRIORITIES.rawValue), value: 1),
         ]
+        if role == .server && configuration.enableConnectProtocol {
+            // RFC 8441 §3: WebSockets over HTTP/2. libnghttp2 (1.41+) then checks an extended CONNECT's
+            // pseudo-headers itself (`:protocol` only with CONNECT, and with `:scheme` and `:path`).
+            settings.append(.init(settings_id: Int32(NGHTTP2_SETTINGS_ENABLE_CONNECT_PROTOCOL.rawValue), value: 1))
+        }
         let settingsRV = nghttp2_submit_settings(self.raw, UInt8(NGHTTP2_FLAG_NONE.rawValue), &settings, settings.count)
         guard settingsRV == 0 else {
             throw HTTP2SessionError.sessionFailure(libraryErrorNumber: settingsRV, message: Self.describe(settingsRV))
@@ -480,6 +485,12 @@ public final class NGHTTP2Session {
     /// The peer's `SETTINGS_MAX_CONCURRENT_STREAMS` (unlimited, as 2^32-1, until its SETTINGS arrive).
     public var remoteMaxConcurrentStreams: Int {
         Int(nghttp2_session_get_remote_settings(self.raw, NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS))
+    }
+
+    /// Whether the peer's SETTINGS allow extended CONNECT (SETTINGS_ENABLE_CONNECT_PROTOCOL = 1, RFC 8441 §3);
+    /// false until its SETTINGS arrive.
+    public var remoteEnablesConnectProtocol: Bool {
+        nghttp2_session_get_remote_settings(self.raw, NGHTTP2_SETTINGS_ENABLE_CONNECT_PROTOCOL) == 1
     }
 
     /// The highest peer-initiated stream ID libnghttp2 has processed.

@@ -372,6 +372,60 @@ func buffer(_ string: String) -> ByteBuffer { ByteBuffer(string: string) }
         #expect(pair.serverEvents.contains(.settingsAckReceived))
     }
 
+    /// RFC 8441: the server advertises SETTINGS_ENABLE_CONNECT_PROTOCOL; an extended CONNECT reaches it
+    /// with its `:protocol`, `:scheme` and `:path`; a 200 without END_STREAM opens a tunnel whose DATA
+    /// flows both ways and ends with END_STREAM from each side.
+    @Test func extendedConnectIsAdvertisedAndCarriesATunnel() throws {
+        let pair = try SessionPair()
+        try pair.pump()
+        #expect(pair.client.remoteEnablesConnectProtocol)
+        #expect(!pair.server.remoteEnablesConnectProtocol)  // a client does not advertise it
+        let connect = HTTP2RequestHead(
+            method: "CONNECT", scheme: "http", authority: "example.test", path: "/chat", extendedProtocol: "websocket",
+            headers: [HTTP2HeaderField(name: "sec-websocket-version", value: "13")]
+        )
+        let id = try pair.client.submitRequest(connect, endStream: false)
+        try pair.pump()
+        #expect(SessionPair.streamEvents(pair.serverEvents) == [.requestHead(id, connect, endStream: false)])
+        try pair.server.submitResponse(streamID: id, status: 200, headers: [], endStream: false)
+        try pair.client.submitData(streamID: id, buffer("ping"), endStream: false)
+        try pair.pump()
+        try pair.server.submitData(streamID: id, buffer("pong"), endStream: false)
+        try pair.client.submitData(streamID: id, buffer(""), endStream: true)
+        try pair.pump()
+        try pair.server.submitData(streamID: id, buffer(""), endStream: true)
+        try pair.pump()
+        #expect(SessionPair.body(pair.serverEvents, stream: id) == "ping")
+        #expect(SessionPair.body(pair.clientEvents, stream: id) == "pong")
+        #expect(pair.clientEvents.contains(.responseHead(id, HTTP2ResponseHead(status: 200), endStream: false)))
+        #expect(pair.serverEvents.contains(.endStream(id)))
+        #expect(pair.serverEvents.last == .streamClosed(id, .noError))
+        #expect(pair.clientEvents.last == .streamClosed(id, .noError))
+    }
+
+    /// `:protocol` stays malformed (a stream PROTOCOL_ERROR, never reported) on a request other than
+    /// CONNECT, and on any request when the server does not advertise extended CONNECT; plain CONNECT
+    /// (no `:protocol`) still reaches the server, which refuses it itself.
+    @Test func protocolPseudoHeaderOutsideExtendedConnectIsMalformed() throws {
+        var get = self.get
+        get.extendedProtocol = "websocket"
+        let connect = HTTP2RequestHead(method: "CONNECT", scheme: "http", authority: "example.test", path: "/chat", extendedProtocol: "websocket")
+        let plainConnect = HTTP2RequestHead(method: "CONNECT", authority: "example.test:443")
+        for (head, enabled) in [(get, true), (connect, false)] {
+            let pair = try SessionPair(server: .init(enableConnectProtocol: enabled))
+            try pair.pump()
+            #expect(pair.client.remoteEnablesConnectProtocol == enabled)
+            let id = try pair.client.submitRequest(head, endStream: true)
+            try pair.pump()
+            #expect(!pair.serverEvents.contains { if case .requestHead = $0 { true } else { false } }, "\(head.method) enabled=\(enabled)")
+            #expect(pair.clientEvents.contains(.streamClosed(id, .protocolError)), "\(pair.clientEvents)")
+        }
+        let pair = try SessionPair()
+        let id = try pair.client.submitRequest(plainConnect, endStream: false)
+        try pair.pump()
+        #expect(SessionPair.streamEvents(pair.serverEvents) == [.requestHead(id, plainConnect, endStream: false)])
+    }
+
     /// A request head over the advertised header list size is reset and never reported.
     @Test func oversizedHeaderListIsReset() throws {
         let pair = try SessionPair(server: .init(maxHeaderListSize: 1024))

@@ -16,6 +16,11 @@ import SluiceHTTP2
 /// 4. A connection without open streams for the idle timeout (`http.idleTimeout`) is closed
 ///    gracefully, by the two-phase GOAWAY, so a request racing the close is not lost. (The connection
 ///    table's sweep covers HTTP/1 only.)
+/// 5. WebSocket streams (RFC 8441) would keep a draining connection open until the deadline: with the
+///    final GOAWAY, each open tunnel is given a random moment within ``tunnelCloseWindow`` to start
+///    its close handshake (``HTTP2StreamForwarder/closeTunnel(after:)``), so the clients reconnect
+///    spread out rather than all at once; a tunnel that opens later in the drain gets one in what is
+///    left of the window.
 final class HTTP2ProxyConnection {
     let loop: LoopContext
     let id: ConnectionID
@@ -28,6 +33,9 @@ final class HTTP2ProxyConnection {
     /// When the last stream closed (or the connection opened).
     private var idleSince: MonotonicInstant
     private var idleCheck: Scheduled<Void>?
+    /// The end of the window the drain closes WebSocket tunnels within, once draining began.
+    private var tunnelCloseBy: MonotonicInstant?
+    private var random = SystemRandomNumberGenerator()
 
     init(loop: LoopContext, id: ConnectionID, peerAddress: String?) {
         self.loop = loop
@@ -88,7 +96,11 @@ final class HTTP2ProxyConnection {
         } else {
             self.loop.logger.warning("upstream error", metadata: ["status": "\(status)", "reason": "\(error.detail)", "uri": "\(uri)"])
         }
-        let body = error.responseBody
+        self.respond(streamID: streamID, status: status, body: error.responseBody, startedAt: startedAt)
+    }
+
+    /// Answers a stream ourselves with a plain-text body.
+    private func respond(streamID: HTTP2StreamID, status: Int, body: String, startedAt: MonotonicInstant) {
         let fields = [
             HTTP2HeaderField(name: "content-type", value: "text/plain; charset=utf-8"),
             HTTP2HeaderField(name: "content-length", value: String(body.utf8.count)),
@@ -113,14 +125,30 @@ extension HTTP2ProxyConnection: HTTP2StreamDelegate {
             return self.respond(streamID: streamID, with: .noRoute(host: host ?? head.authority, path: path), uri: path, startedAt: now)
         }
         let group = routed.group
-        let translation = HTTP2RequestTranslation.translate(
-            head,
-            endStream: endStream,
-            clientAddress: self.peerAddress,
-            upstreamAuthority: routed.route.hostRewrite ?? group.fallbackHost,
-            limits: self.loop.requestLimits,
-            upstreamIsHTTP2: group.isHTTP2
-        )
+        let translation: Result<HTTP2RequestTranslation.Translated, HTTP2RequestTranslation.Rejection>
+        if head.extendedProtocol != nil {
+            // RFC 8441: a WebSocket, tunnelled through an HTTP/1.1 upgrade.
+            translation = HTTP2RequestTranslation.translateExtendedConnect(
+                head,
+                clientAddress: self.peerAddress,
+                upstreamAuthority: routed.route.hostRewrite ?? group.fallbackHost,
+                limits: self.loop.requestLimits,
+                upstreamIsHTTP2: group.isHTTP2,
+                makeKey: {
+                    var random = SystemRandomNumberGenerator()
+                    return WebSocketHandshake.makeKey(using: &random)
+                }
+            )
+        } else {
+            translation = HTTP2RequestTranslation.translate(
+                head,
+                endStream: endStream,
+                clientAddress: self.peerAddress,
+                upstreamAuthority: routed.route.hostRewrite ?? group.fallbackHost,
+                limits: self.loop.requestLimits,
+                upstreamIsHTTP2: group.isHTTP2
+            )
+        }
         switch translation {
         case .success(var translated):
             if let max = routed.maxBodyBytes, let length = translated.head.headers.first(name: "content-length").flatMap({ Int($0) }), length > max {
@@ -133,10 +161,13 @@ extension HTTP2ProxyConnection: HTTP2StreamDelegate {
             let machine = HTTP2StreamForwarder.StateMachine(
                 requestEnded: endStream,
                 expectsContinue: translated.expectsContinue,
-                maxBodyBytes: routed.maxBodyBytes
+                maxBodyBytes: routed.maxBodyBytes,
+                opensTunnel: translated.webSocketKey != nil
             )
             let forwarder = HTTP2StreamForwarder(
-                streamID: streamID, connection: self, head: translated.head, attempt: attempt, machine: machine, startedAt: now)
+                streamID: streamID, connection: self, head: translated.head, attempt: attempt, machine: machine, startedAt: now,
+                webSocketKey: translated.webSocketKey
+            )
             self.streams[streamID] = forwarder
             forwarder.start()
         case .failure(.malformed(let reason)):
@@ -146,6 +177,9 @@ extension HTTP2ProxyConnection: HTTP2StreamDelegate {
             connection.resetStream(streamID: streamID, errorCode: .protocolError)
         case .failure(.refused(let error)):
             self.respond(streamID: streamID, with: error, uri: head.path ?? "", startedAt: now)
+        case .failure(.notImplemented(let reason)):
+            self.loop.logger.info("refused extended CONNECT", metadata: ["reason": "\(reason)", "peer": "\(self.peerAddress ?? "?")"])
+            self.respond(streamID: streamID, status: 501, body: reason + "\n", startedAt: now)
         }
     }
 
@@ -216,8 +250,33 @@ extension HTTP2ProxyConnection: DownstreamConnection {
     }
 
     /// `draining`: the final GOAWAY (after the notice's round trip); the connection closes when its
-    /// last stream ends. The drain coordinator's deadline bounds it.
+    /// last stream ends. The drain coordinator's deadline bounds it. WebSocket tunnels are closed over
+    /// ``tunnelCloseWindow`` (item 5).
     func beginGracefulShutdown() {
         self.handler?.beginGracefulShutdown(deadline: nil)
+        guard self.tunnelCloseBy == nil else { return }
+        let now = MonotonicInstant.now()
+        self.tunnelCloseBy = now.advanced(by: self.tunnelCloseWindow)
+        for forwarder in self.streams.values where forwarder.isTunnel {
+            forwarder.closeTunnel(after: self.randomDelay(until: now.advanced(by: self.tunnelCloseWindow), now: now))
+        }
+    }
+
+    /// Over how long the drain spreads the close of WebSocket tunnels: half the drain timeout
+    /// (``LoopContext/tunnelCloseWindow``, as for HTTP/1 tunnels), so the close handshakes (at most
+    /// ``HTTP2StreamForwarder/closeReplyTimeout`` each) end before the deadline.
+    var tunnelCloseWindow: Duration { self.loop.tunnelCloseWindow }
+
+    /// A tunnel opened: if draining, it is closed within what is left of the window.
+    func tunnelOpened(_ forwarder: HTTP2StreamForwarder) {
+        guard let closeBy = self.tunnelCloseBy else { return }
+        forwarder.closeTunnel(after: self.randomDelay(until: closeBy, now: .now()))
+    }
+
+    /// A uniformly random delay from `now` to `end` (zero once `end` has passed).
+    private func randomDelay(until end: MonotonicInstant, now: MonotonicInstant) -> Duration {
+        let span = now.duration(to: end).nanosecondsClamped
+        guard span > 0 else { return .zero }
+        return .nanoseconds(Int64.random(in: 0...span, using: &self.random))
     }
 }
