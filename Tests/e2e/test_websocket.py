@@ -45,6 +45,8 @@ def apps():
 
 @pytest.fixture(scope="module")
 def proxy(apps, tmp_path_factory):
+    if PROXY == "reference":
+        pytest.skip("ws_reference_proxy.py models the drain only (test_websocket_drain.py)")
     px = ProxyUnderTest(tmp_path_factory.mktemp("ws"), apps.ws_port, apps.raw_port, drain_delay=0.0,
                         drain_timeout=5.0)
     try:

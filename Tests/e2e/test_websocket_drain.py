@@ -68,6 +68,8 @@ class Session:
     close: tuple[int, str] | None = None   # the Close frame the client received, if any
     close_code: int | None = None          # as the library reports it (1006: no Close frame)
     close_at: float | None = None
+    close_sent: tuple[int, str] | None = None
+    acked_at_close: int = 0
     error: str | None = None
     reconnected: bool = False
     reconnect_error: str | None = None
@@ -114,6 +116,8 @@ async def run_session(s: Session, old_url: str, new_url: str, opened: asyncio.Qu
             rcvd = ws.protocol.close_rcvd
             s.close = (rcvd.code, rcvd.reason) if rcvd else None
             s.close_code = ws.close_code
+            sent = ws.protocol.close_sent
+            s.close_sent = (sent.code, sent.reason) if sent else None
             s.close_at = ws.close_frame_at if ws.close_frame_at is not None else time.monotonic()
     except Exception as e:  # noqa: BLE001 - every failure is reported in the table
         s.error = repr(e)
@@ -159,6 +163,8 @@ def analyse(sessions: list[Session], app_old: Apps, app_new: Apps, t_sig: float,
     r["client_1001"] = sum(1 for s in sessions if s.close and s.close[0] == 1001 and s.close_at - t_sig < deadline)
     r["client_codes"] = dict(sorted(_count(s.close_code for s in sessions).items(), key=str))
     r["client_reasons"] = dict(_count(s.close[1] for s in sessions if s.close))
+    r["no_close_frame"] = [(s.i, round(s.close_at - t_sig, 3), s.close_sent) for s in sessions
+                           if s.close is None and s.close_at is not None][:5]
     app_entries = [app_old.journal.get(f"s{s.i}") for s in sessions]
     r["app_1001"] = sum(1 for e in app_entries if e.get("close_rcvd") and e["close_rcvd"][0] == 1001)
     r["app_close_rcvd"] = dict(_count(str(e.get("close_rcvd")) for e in app_entries))
@@ -181,7 +187,7 @@ def analyse(sessions: list[Session], app_old: Apps, app_new: Apps, t_sig: float,
     r.update(acked=acked, lost=lost, unacked_in_flight=unacked, bad_sessions=bad_order[:10])
     r["reconnected"] = sum(1 for s in sessions if s.reconnected)
     r["reconnect_errors"] = [s.reconnect_error for s in sessions if s.reconnect_error][:5]
-    r["new_app_sessions"] = sum(1 for k in app_new.journal.keys() if k.startswith("r"))
+    r["new_app_sessions"] = sum(1 for k in app_new.journal.keys() if k[:1] == "r" and k[1:].isdigit())
     r["exit_code"] = exit_code
     r["exit_after_s"] = round(exit_after, 3) if exit_after is not None else None
     return r
@@ -203,6 +209,7 @@ def table(r: dict) -> str:
         ("Close 1001 seen by the app", r["app_1001"]),
         ("client close codes", r["client_codes"]),
         ("client close reasons", r["client_reasons"]),
+        ("no Close frame: (session, s after the signal, Close sent)", r["no_close_frame"]),
         ("app close frames received", r["app_close_rcvd"]),
         (f"close moments after the signal (s; window {window[0]:.1f}-{window[1]:.1f})",
          f"{r['close_min_s']} .. {r['close_max_s']}"),

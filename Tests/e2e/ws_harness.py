@@ -3,7 +3,8 @@ raw HTTP/1.1 client.
 
 The proxy under test is Sluice (SLUICE_BIN, else .build/debug/sluice), or nginx with `WS_PROXY=nginx`:
 the same tests through nginx's WebSocket proxying (`proxy_http_version 1.1` and the Upgrade/Connection
-pair), to check the tests themselves. Both proxies route `/raw/` to the raw app and everything else to
+pair), to check the tests themselves; or `WS_PROXY=reference` (ws_reference_proxy.py, a Python model of
+the drain contract: the drain test only) to check that the drain test passes a proxy that keeps it. Both proxies route `/raw/` to the raw app and everything else to
 the WebSocket app. Drain: Sluice gets SIGTERM; nginx gets SIGQUIT (graceful quit) after a preStop-like
 sleep of the drain delay and cuts what is left at `worker_shutdown_timeout` = the drain timeout.
 
@@ -29,8 +30,8 @@ sys.path.insert(0, str(HERE))
 import rolling_update as ru  # noqa: E402
 
 PROXY = os.environ.get("WS_PROXY", "sluice")
-if PROXY not in ("sluice", "nginx"):
-    raise RuntimeError(f"WS_PROXY must be sluice or nginx, not {PROXY!r}")
+if PROXY not in ("sluice", "nginx", "reference"):
+    raise RuntimeError(f"WS_PROXY must be sluice, nginx or reference, not {PROXY!r}")
 
 # Cases of Sluice's own behaviour are skipped for nginx, unless WS_RUN_ALL=1 (to see them fail there).
 sluice_only = pytest.mark.skipif(PROXY != "sluice" and os.environ.get("WS_RUN_ALL") != "1",
@@ -38,6 +39,8 @@ sluice_only = pytest.mark.skipif(PROXY != "sluice" and os.environ.get("WS_RUN_AL
 
 
 def require_proxy() -> None:
+    if PROXY == "reference":
+        return
     if PROXY == "sluice":
         binary = ru.default_sluice_bin()
         if not binary.exists():
@@ -129,6 +132,10 @@ class ProxyUnderTest:
                                                    drain_timeout=f"{int(drain_timeout * 1000)}ms",
                                                    ws_port=ws_port, raw_port=raw_port))
             argv = [str(ru.default_sluice_bin()), "--config", str(config)]
+        elif self.kind == "reference":
+            argv = [sys.executable, str(HERE / "ws_reference_proxy.py"), "--listen", str(self.port),
+                    "--admin", str(self.admin), "--ws-upstream", str(ws_port), "--raw-upstream", str(raw_port),
+                    "--drain-delay", str(drain_delay), "--drain-timeout", str(drain_timeout)]
         else:
             prefix = work / f"{name}-nginx"
             for d in ("conf", "logs", "tmp/body", "tmp/proxy", "tmp/fastcgi", "tmp/uwsgi", "tmp/scgi"):
@@ -146,7 +153,7 @@ class ProxyUnderTest:
         while True:
             if self.child.poll() is not None:
                 raise AssertionError(f"{self.kind} exited with {self.child.proc.returncode}:\n{self.child.tail(30)}")
-            if self.kind == "sluice":
+            if self.kind in ("sluice", "reference"):
                 ready = ru.http_get(self.admin, "/readyz", timeout=0.5)[0] == 200
             else:
                 ready = True
@@ -185,7 +192,7 @@ class ProxyUnderTest:
         """Signals the drain (the moment is returned, monotonic). nginx: SIGQUIT after the drain delay,
         as a preStop sleep would do."""
         self.signalled_at = time.monotonic()
-        if self.kind == "sluice":
+        if self.kind in ("sluice", "reference"):
             self.child.proc.send_signal(signal.SIGTERM)
         else:
             self._quit_timer = threading.Timer(self.drain_delay, self._quit)
@@ -206,7 +213,7 @@ class ProxyUnderTest:
         """Ends the proxy if it still runs (SIGTERM, or SIGQUIT for nginx; SIGKILL after 20 s); its exit code."""
         if self._quit_timer is not None:
             self._quit_timer.cancel()
-        self.child.stop(signal.SIGTERM if self.kind == "sluice" else signal.SIGQUIT, timeout=20.0)
+        self.child.stop(signal.SIGQUIT if self.kind == "nginx" else signal.SIGTERM, timeout=20.0)
         return self.child.proc.returncode
 
     def log_tail(self, n: int = 30) -> str:

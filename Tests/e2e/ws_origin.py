@@ -34,7 +34,7 @@ Raw app (`RawApp`), HTTP/1.1 keep-alive, by path:
                       -> 101 Switching Protocols (Upgrade as asked) and, in the same write, the greeting
                          b"hello from app\\n"; then echoes every byte; on EOF from the peer it sends
                          b"bye after eof: <n> bytes\\n" (n = bytes it received) and closes
-  anything else       -> 200 "plain <method> <target> body=<n>\\n"
+  anything else       -> 200 "plain <method> <target> body=<n>\\n" (closed after it on `Connection: close`)
 
 Journal entries by key "raw:<target>": the request headers it received.
 
@@ -262,6 +262,8 @@ class RawApp:
                 writer.write(f"HTTP/1.1 200 OK\r\nContent-Length: {len(body)}\r\n"
                              f"Content-Type: text/plain\r\n\r\n".encode() + body)
                 await writer.drain()
+                if headers.get("connection", "").lower() == "close":
+                    return
         finally:
             writer.close()
 
