@@ -409,10 +409,22 @@ def test_extended_connect_over_h2c_carries_websocket_frames(proxy, apps):
         buf = b""
         got: list[tuple[int, bytes]] = []
 
+        def send_all(data: bytes) -> None:
+            """DATA frames within the peer's flow-control window and frame size (a WebSocket frame
+            larger than either arrives in several DATA frames)."""
+            while data:
+                window = min(conn.local_flow_control_window(sid), conn.max_outbound_frame_size)
+                if window == 0:
+                    before = len(events)
+                    pump(lambda: len(events) > before, "a WINDOW_UPDATE")
+                    continue
+                conn.send_data(sid, data[:window])
+                sock.sendall(conn.data_to_send())
+                data = data[window:]
+
         def exchange(frame: bytes, want: int):
             nonlocal buf
-            conn.send_data(sid, frame)
-            sock.sendall(conn.data_to_send())
+            send_all(frame)
             while len(got) < want:
                 before = len(events)
                 pump(lambda: len(events) > before, "an echoed frame")
