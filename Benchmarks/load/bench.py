@@ -1559,7 +1559,7 @@ def main(argv=None) -> int:
         for s in args.scenarios:
             own = rat.get(s, {}).get("cpu_vs_own_small")
             if own is not None:
-                parts = [f"{p} {fmt(own.get(p), '.3f')}x" for p in args.proxies]
+                parts = [f"{p} {fmt(own.get(p), '.3f')}x" for p in args.proxies if p != DIRECT]
                 log(f"{s}: CPU per request over the same proxy's `small`: {', '.join(parts)}"
                     + (" (issue 10: Sluice within 1.05x)" if s == "edge" else ""))
         title = (f"{meta['mode']}: {args.rounds} round(s) x {args.duration}s, proxy pinned to 1 core, "
