@@ -227,7 +227,7 @@ import Testing
                         }
                     case .chunked:
                         if let trailers, trailers.isEmpty { return self.fail("empty trailers instead of nil") }
-                    case .untilClose:
+                    case .untilClose, .tunnel:
                         return self.fail(".end from next for a body delimited by close")
                     }
                     self.message = nil
@@ -278,7 +278,7 @@ import Testing
             let onlyEmptyLines = self.pending.allSatisfy { $0 == 0x0D || $0 == 0x0A }
             var complete = false
             switch self.message {
-            case .untilClose?: complete = true
+            case .untilClose?, .tunnel?: complete = true
             case Framing.none?: complete = self.bodyCount == 0
             case .contentLength(let n)?: complete = self.bodyCount == n
             case .chunked?, nil: complete = false

@@ -72,6 +72,10 @@ public struct HTTP1Parser: Sendable {
         /// Responses only: the body runs until the connection closes (no length, or a transfer
         /// coding other than chunked); see ``inputEnded()``.
         case untilClose
+        /// Responses only: a `101 Switching Protocols` to a request that asked for an upgrade
+        /// (``expectUpgrade()``). Every byte after the head belongs to the new protocol: it is passed
+        /// on as body, unparsed, until the input ends (the `.end` then comes from ``inputEnded()``).
+        case tunnel
     }
 
     public struct RequestHead: Sendable {
@@ -114,8 +118,9 @@ public struct HTTP1Parser: Sendable {
         /// A request head (``Kind/request`` only), complete and valid.
         case requestHead(RequestHead, Framing)
         /// An interim (1xx) response head (``Kind/response`` only): no body, and the final head of the
-        /// same response follows. More than ``Limits/maxInterimResponses`` of them is an error, and so
-        /// is a 101, since `Upgrade` is never forwarded.
+        /// same response follows. More than ``Limits/maxInterimResponses`` of them is an error. A 101
+        /// is never interim: it is a final head with framing ``Framing/tunnel`` when the request asked
+        /// for an upgrade (``expectUpgrade()``), and an error otherwise.
         case interimHead(ResponseHead)
         /// A final response head (``Kind/response`` only).
         case responseHead(ResponseHead, Framing)
@@ -172,6 +177,8 @@ public struct HTTP1Parser: Sendable {
     private var headStart = -1
     /// Responses: the next response head answers a HEAD request.
     private var nextResponseIsToHEAD = false
+    /// Responses: the request the next response answers asked for an upgrade (a 101 may come).
+    private var nextResponseMayUpgrade = false
     /// Responses: interim (1xx) heads of the current exchange so far; once there is one, the
     /// exchange has begun even though no byte of the final head has arrived.
     private var interimHeads = 0
@@ -186,6 +193,21 @@ public struct HTTP1Parser: Sendable {
     /// next response head only (interim 1xx heads do not use it up). Requests: has no effect.
     public mutating func expectResponseToHEAD() {
         self.nextResponseIsToHEAD = true
+    }
+
+    /// Responses: the request that the next response answers asks for an upgrade (`Connection:
+    /// upgrade` and `Upgrade`), so a `101` to it switches the connection to another protocol (framing
+    /// ``Framing/tunnel``) instead of being an error. It applies to the next final head only.
+    public mutating func expectUpgrade() {
+        self.nextResponseMayUpgrade = true
+    }
+
+    /// Requests: the connection switched protocols after the last request (its upgrade was answered
+    /// with a `101`): every byte from here on is passed on as body, unparsed, until the input ends.
+    /// Call between messages, after the upgrade request's `.end`.
+    public mutating func switchToTunnel() {
+        self.resetForNextMessage()
+        self.state = .untilClose
     }
 
     /// Parses from the start of `bytes`. Returns one event and how many bytes it consumed.
@@ -337,7 +359,12 @@ public struct HTTP1Parser: Sendable {
                 return self.fail(error)
             case .success(let (head, framing)):
                 if head.status == 101 {
-                    return self.fail(.malformed("unexpected 101 Switching Protocols"))
+                    guard self.nextResponseMayUpgrade, !self.nextResponseIsToHEAD else {
+                        return self.fail(.malformed("unexpected 101 Switching Protocols"))
+                    }
+                    self.nextResponseMayUpgrade = false
+                    self.enterBody(.tunnel)
+                    return (.responseHead(head, .tunnel), end + 1)
                 }
                 if head.status < 200 {
                     // Interim response: no body; the next head belongs to the same response.
@@ -356,6 +383,7 @@ public struct HTTP1Parser: Sendable {
                     final = framing
                 }
                 self.nextResponseIsToHEAD = false
+                self.nextResponseMayUpgrade = false
                 self.enterBody(final)
                 return (.responseHead(head, final), end + 1)
             }
@@ -370,7 +398,7 @@ public struct HTTP1Parser: Sendable {
         case .none: self.state = .bodyLength(remaining: 0)
         case .contentLength(let n): self.state = .bodyLength(remaining: n)
         case .chunked: self.state = .chunkSize
-        case .untilClose: self.state = .untilClose
+        case .untilClose, .tunnel: self.state = .untilClose
         }
     }
 

@@ -43,8 +43,10 @@ public struct HeaderNamesPresent: OptionSet, Sendable {
     /// Exactly one `Host` field. Set only by an implementation that counts fields (NIO's
     /// `HTTPHeaders`); without it the rules look at every `Host` field.
     public static let hostOnce = HeaderNamesPresent(rawValue: 1 << 10)
+    /// `Upgrade` (also counted in ``otherHopByHop``): the request may ask to switch protocols.
+    public static let upgrade = HeaderNamesPresent(rawValue: 1 << 11)
     /// Every hop-by-hop name of ``HeaderRules/hopByHop``.
-    public static let hopByHop: HeaderNamesPresent = [.connection, .transferEncoding, .otherHopByHop]
+    public static let hopByHop: HeaderNamesPresent = [.connection, .transferEncoding, .otherHopByHop, .upgrade]
 
     /// Each lower-cased name with its flag.
     public static let all: [(String, HeaderNamesPresent)] = [
@@ -52,7 +54,7 @@ public struct HeaderNamesPresent: OptionSet, Sendable {
         ("connection", .connection), ("expect", .expect), ("x-forwarded-for", .xForwardedFor),
         ("x-forwarded-proto", .xForwardedProto), ("x-forwarded-host", .xForwardedHost), ("via", .via),
         ("keep-alive", .otherHopByHop), ("proxy-connection", .otherHopByHop), ("te", .otherHopByHop),
-        ("trailer", .otherHopByHop), ("upgrade", .otherHopByHop), ("proxy-authenticate", .otherHopByHop),
+        ("trailer", .otherHopByHop), ("upgrade", [.otherHopByHop, .upgrade]), ("proxy-authenticate", .otherHopByHop),
         ("proxy-authorization", .otherHopByHop),
     ]
 
@@ -65,7 +67,9 @@ public struct HeaderNamesPresent: OptionSet, Sendable {
         case 3: return Self.equal(utf8, "via") ? .via : []
         case 4: return Self.equal(utf8, "host") ? .host : []
         case 6: return Self.equal(utf8, "expect") ? .expect : []
-        case 7: return Self.equal(utf8, "trailer") || Self.equal(utf8, "upgrade") ? .otherHopByHop : []
+        case 7:
+            if Self.equal(utf8, "upgrade") { return [.otherHopByHop, .upgrade] }
+            return Self.equal(utf8, "trailer") ? .otherHopByHop : []
         case 10:
             if Self.equal(utf8, "connection") { return .connection }
             return Self.equal(utf8, "keep-alive") ? .otherHopByHop : []
@@ -196,6 +200,33 @@ public enum HeaderRules {
             headers.add(name: "x-forwarded-host", value: clientHost)
         }
         Self.appendVia(&headers, present: present, via: via)
+    }
+
+    /// The protocols an HTTP/1.1 request asks to switch to (RFC 9110 §7.8): its `Upgrade` value when
+    /// `Connection` lists `upgrade`, else `nil` (an `Upgrade` that `Connection` does not name is only
+    /// a hop-by-hop field to drop). HTTP/1.0 requests never upgrade (§7.8: ignored). Call with the
+    /// headers as received, before ``rewriteRequest(_:present:clientAddress:upstreamAuthority:via:)``.
+    @inlinable
+    public static func upgradeRequested<H: HeaderFields>(_ headers: H, present: HeaderNamesPresent, versionMinor: Int) -> String? {
+        guard present.contains(.upgrade), present.contains(.connection), versionMinor >= 1 else { return nil }
+        guard headers.tokens(name: "connection").contains(where: { Self.equalsIgnoringCase($0, "upgrade") }) else { return nil }
+        let protocols = headers.tokens(name: "upgrade")
+        guard !protocols.isEmpty else { return nil }
+        return protocols.joined(separator: ", ")
+    }
+
+    /// Puts the upgrade pair back after the hop-by-hop fields were removed: `Connection: upgrade` and
+    /// `Upgrade: protocols` (request or `101` response).
+    @inlinable
+    public static func keepUpgrade<H: HeaderFields>(_ headers: inout H, protocols: String) {
+        headers.replaceOrAdd(name: "connection", value: "upgrade")
+        headers.replaceOrAdd(name: "upgrade", value: protocols)
+    }
+
+    /// ASCII case-insensitive equality of a token with a lower-case word.
+    @inlinable
+    public static func equalsIgnoringCase(_ token: Substring, _ lower: String) -> Bool {
+        token.utf8.count == lower.utf8.count && zip(token.utf8, lower.utf8).allSatisfy { ($0 >= 0x41 && $0 <= 0x5A ? $0 | 0x20 : $0) == $1 }
     }
 
     /// Rewrites a response head's headers for the client. Returns whether the upstream asked to close.

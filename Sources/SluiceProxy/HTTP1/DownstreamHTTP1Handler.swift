@@ -4,90 +4,74 @@ import NIOHTTP1
 import SluiceCore
 
 /// One downstream HTTP/1.1 connection: forwards each request to a leased upstream connection on the
-/// same event loop and streams the response back.
+/// same event loop and streams the response back; after an upstream `101`, a byte tunnel.
 ///
 /// It sits behind ``HTTP1ServerCodec`` (no pipelining handler: NIO's holds `read()` while every
-/// response is in flight, which costs two `epoll_ctl` calls per request). Pipelined requests are
-/// queued here instead and answered in order; reading pauses only when the queue grows past
-/// ``maxQueuedParts``. It translates; the decisions are elsewhere:
-/// 1. whether a request is acceptable: ``RequestRules``; how headers change: ``HeaderRules``;
-/// 2. whether a response must carry `Connection: close` because of the drain: the loop's
-///    ``ConnectionTable``;
-/// 3. which group serves the request: the loop's routes (``LoopRouting``); which endpoint: the
-///    group's balancer (``LoopUpstreamGroup``); which connection and whether to keep it: the
-///    endpoint's pool (``EndpointPool``).
+/// response is in flight, which costs two `epoll_ctl` calls per request). It translates; the
+/// decisions are elsewhere:
+/// 1. pipelining, error versus abort, close after the response, retry points, upgrades and
+///    tunnels: ``HTTP1ExchangeStateMachine`` (`let action = machine.event(…); run(action)`); this
+///    handler holds what the machine cannot (the queued parts, the replay buffer, the upstream);
+/// 2. whether a request is acceptable: ``RequestRules``; how headers change: ``HeaderRules``;
+/// 3. whether a response must carry `Connection: close` because of the drain, and when a tunnel's
+///    time is up: the loop's ``ConnectionTable``;
+/// 4. which group serves the request: the loop's routes (``LoopRouting``); which endpoint: the
+///    group's balancer (``LoopUpstreamGroup``); whether to try again: the retry policy
+///    (``UpstreamAttempt``); which connection and whether to keep it: the endpoint's pool.
 ///
 /// Back-pressure: `read()` is held while the upstream connection cannot take more request bytes
 /// (or is still connecting), and the upstream handler holds its `read()` while this connection
-/// cannot take more response bytes. Nothing is buffered whole.
+/// cannot take more response bytes. Nothing is buffered whole; a tunnel holds at most a read buffer
+/// each way.
 final class DownstreamHTTP1Handler: ChannelDuplexHandler {
     typealias InboundIn = HTTPServerRequestPart
     typealias OutboundIn = HTTPServerResponsePart
     typealias OutboundOut = HTTPServerResponsePart
 
-    private enum State {
-        /// No request in progress.
-        case idle
-        /// A request head was accepted; waiting for an upstream connection. Request parts queue in
-        /// `pendingParts` and reads are held.
-        case connecting
-        /// The request streams to `upstream`, and its response streams back.
-        case forwarding(any UpstreamExchange)
-        /// Sluice answered the request itself (an error); the rest of the request body is discarded.
-        case respondedLocally
-        /// The connection is closing or closed.
-        case closed
-    }
-
     private let loop: LoopContext
-    private var state: State = .idle
+    private var machine = HTTP1ExchangeStateMachine()
     private var context: ChannelHandlerContext?
     let id: ConnectionID?
     private let peerAddress: String?
-    private var pendingRead = false
+    /// The upstream exchange while forwarding or tunnelling.
+    private var upstream: (any UpstreamExchange)?
     /// Request bytes were written upstream and not flushed yet (flushed once per read batch).
     private var needsUpstreamFlush = false
     /// Parts of pipelined requests that arrived while a response was still in progress.
     private var queuedParts: [HTTPServerRequestPart] = []
-    /// The codec failed on bytes behind the request in progress (a pipelined request): answered once
-    /// the parts queued before it have been served.
-    private var deferredError: ProxyError?
-    /// Past this many queued parts, reading pauses until the queue drains.
-    static let maxQueuedParts = 64
-    /// The client closed its sending side: close once the response in progress is done.
-    private var inputClosed = false
-    /// Bytes of the next request head arrived while idle (the header timeout runs from here).
-    private var headBegan = false
     /// A request part reached this handler in the current read batch: `channelReadComplete`
     /// follows, and flushes what the batch wrote upstream.
     private var partInThisReadBatch = false
 
     // The request in progress.
     private var upstreamHead = HTTPRequestHead(version: .http1_1, method: .GET, uri: "/")
+    /// Request parts that arrived while the upstream connection was not ready.
     private var pendingParts: [HTTPClientRequestPart] = []
-    private var clientKeepAlive = true
-    private var clientIsHTTP10 = false
-    private var requestEnded = false
-    private var requestHasBody = false
-    private var bodyBytes = 0
-    private var expectsContinue = false
-    private var responseStarted = false
+    /// The protocols of an upgrade request, sent upstream with the upgrade pair.
+    private var upgradeProtocols: String?
     private var responseStatus = 0
-    private var closeAfterResponse = false
     /// The group the request was routed to, the endpoints it tried and its retry policy; `nil`
     /// until routed.
     private var attempt: UpstreamAttempt?
     /// Request parts already sent upstream, kept for a replay on a retry while the body stays
     /// within the group's `retry-buffer` (the buffers are the ones that arrived: no copy).
     private var replay: [HTTPClientRequestPart] = []
-    /// Whether ``replay`` still holds every part sent (no retries configured, or a body past the
-    /// buffer, make it false).
-    private var keepsReplay = false
-    /// The group's `retry-buffer`: the most body bytes ``replay`` keeps.
-    private var replayLimit = 0
-    /// The body limit of the request's route (`max-body-size`, else `--max-body-size`).
-    private var maxBodyBytes: Int?
     private var requestStartedAt = MonotonicInstant(nanoseconds: 0)
+    /// The tunnel after a `101`, with its counters; `nil` otherwise.
+    private var tunnel: Tunnel?
+
+    private struct Tunnel {
+        let startedAt: MonotonicInstant
+        var bytesFromClient = 0
+        var bytesToClient = 0
+        /// WebSocket sessions: their frame boundaries, for the drain's close handshake.
+        var webSocket: WebSocketDrainStateMachine?
+        /// The drain's close handshake began (and its timeout runs).
+        var drainCloseTimer: Scheduled<Void>?
+    }
+
+    /// How long the drain's close handshake may take before both connections are closed anyway.
+    static let webSocketCloseTimeout: TimeAmount = .seconds(5)
 
     /// - Parameter adopting: the connection-table entry the protocol detector made at accept, which
     ///   this handler takes over (one registration per connection, not two). The detector always has
@@ -111,12 +95,10 @@ final class DownstreamHTTP1Handler: ChannelDuplexHandler {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        if case .forwarding = self.state, self.responseStarted || self.requestHasBody {
-            self.loop.stats.clientAborts += 1
-        }
         self.abandonUpstream()
+        if self.machine.closed() { self.loop.stats.clientAborts += 1 }
         self.attempt?.finish()
-        self.state = .closed
+        self.tunnelEnded()
         if let id = self.id { self.loop.unregister(id) }
         context.fireChannelInactive()
     }
@@ -126,23 +108,21 @@ final class DownstreamHTTP1Handler: ChannelDuplexHandler {
     /// connection is closed, not left busy until the response-header timeout.
     func close() {
         self.abandonUpstream()
+        self.machine.closed()
         self.attempt?.finish()
-        self.state = .closed
         self.context?.close(promise: nil)
     }
 
     /// The exchange in progress is given up: the upstream connection, in an unknown state, is closed.
     private func abandonUpstream() {
-        switch self.state {
-        case .forwarding(let upstream):
+        if let upstream = self.upstream {
+            self.upstream = nil
             upstream.delegate = nil
             upstream.release(reusable: false, now: .now())
             self.attempt?.end(.abandoned)
-        case .connecting:
+        } else if self.machine.isLeasing {
             // The connect goes on; its connection is parked when it comes (we decline it).
             self.attempt?.end(.abandoned)
-        case .idle, .respondedLocally, .closed:
-            break
         }
     }
 
@@ -150,42 +130,36 @@ final class DownstreamHTTP1Handler: ChannelDuplexHandler {
     /// - A request head begun and not finished (its timeout, or the drain's grace for partial heads):
     ///   408, then a lingering close, as nothing of a response has gone out.
     /// - A request body that stalled: 408 if its response has not begun, else an abort.
+    /// - A tunnel idle for `tunnel-idle-timeout`: closed.
     /// - Otherwise (idle, silent since accept, the drain's idle close): closed at once, no response,
     ///   as a browser's unused pre-connection would show a 408 as an error.
     func timedOut(_ reason: ConnectionTable<MonotonicInstant>.SweepReason) {
         guard let context = self.context else { return self.close() }
         switch reason {
         case .requestHeaderTimeout, .drainPartialHead:
-            guard self.headBegan, case .idle = self.state, self.queuedParts.isEmpty else { return self.close() }
-            let detail =
-                reason == .drainPartialHead
-                ? "request head not complete when the drain began"
-                : "request head not received within \(DurationParser.format(self.loop.table.timeouts.requestHeader))"
-            self.requestEnded = false
-            self.respondWithError(.requestTimeout(detail), context: context)
-        case .requestBodyTimeout:
-            switch self.state {
-            case .connecting, .forwarding:
-                let detail = "no request body bytes for \(DurationParser.format(self.loop.table.timeouts.requestBody))"
-                self.failRequest(.requestTimeout(detail), context: context)
-            case .idle, .respondedLocally, .closed:
+            switch self.machine.headTimedOut() {
+            case .respond:
+                let detail =
+                    reason == .drainPartialHead
+                    ? "request head not complete when the drain began"
+                    : "request head not received within \(DurationParser.format(self.loop.table.timeouts.requestHeader))"
+                self.respondWithError(.requestTimeout(detail), context: context)
+            case .fail, .close:
                 self.close()
             }
-        case .idleTimeout, .drainIdle:
+        case .requestBodyTimeout:
+            switch self.machine.bodyTimedOut() {
+            case .fail:
+                let detail = "no request body bytes for \(DurationParser.format(self.loop.table.timeouts.requestBody))"
+                self.failRequest(.requestTimeout(detail), context: context)
+            case .respond, .close:
+                self.close()
+            }
+        case .idleTimeout, .drainIdle, .tunnelIdleTimeout:
             self.close()
+        case .drainTunnelClose:
+            self.beginWebSocketClose(context: context)
         }
-    }
-
-    /// A read batch brought bytes but no request part while idle: the next request head is on
-    /// its way, so the header timeout runs and the drain does not take the connection for an idle one.
-    /// (Seen here, at the end of the batch, rather than by a handler ahead of the decoder: one
-    /// handler less on every connection and every read.)
-    private func bytesArrivedWithoutPart() {
-        guard !self.headBegan, case .idle = self.state, let id = self.id else { return }
-        let now = MonotonicInstant.now()
-        self.headBegan = true
-        self.requestStartedAt = now
-        self.loop.table.requestHeadBegan(id, now: now)
     }
 
     // MARK: Requests in
@@ -193,19 +167,16 @@ final class DownstreamHTTP1Handler: ChannelDuplexHandler {
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let part = self.unwrapInboundIn(data)
         self.partInThisReadBatch = true
-        if !self.queuedParts.isEmpty || self.awaitsResponseEnd {
-            // A pipelined request: it waits until the response in progress has ended.
-            self.queuedParts.append(part)
+        if self.machine.isTunnel {
+            if case .body(let bytes) = part { self.tunnelFromClient(bytes) }
             return
         }
-        self.handle(part, context: context)
-    }
-
-    /// The current request has been read whole and its response is not done yet.
-    private var awaitsResponseEnd: Bool {
-        switch self.state {
-        case .idle, .closed: false
-        case .connecting, .forwarding, .respondedLocally: self.requestEnded
+        switch self.machine.partReceived() {
+        case .queue:
+            // A pipelined request: it waits until the response in progress has ended.
+            self.queuedParts.append(part)
+        case .handle:
+            self.handle(part, context: context)
         }
     }
 
@@ -221,16 +192,16 @@ final class DownstreamHTTP1Handler: ChannelDuplexHandler {
     }
 
     private func requestHead(_ head: HTTPRequestHead, context: ChannelHandlerContext) {
-        guard case .idle = self.state, let id = self.id else { return }
+        guard let id = self.id, self.machine.isBetweenRequests else { return }
         let now = MonotonicInstant.now()
         self.loop.table.requestStarted(id, now: now)
         // The request's duration runs from its first byte when that came in an earlier read.
-        self.resetRequest(startedAt: self.headBegan ? self.requestStartedAt : now)
-        self.clientIsHTTP10 = head.version.major == 1 && head.version.minor == 0
-        self.clientKeepAlive = !self.clientIsHTTP10 && head.isKeepAlive
+        let startedAt = self.machine.headBegan ? self.requestStartedAt : now
+        self.resetRequest(startedAt: startedAt)
         // One pass over the fields gives the size and the names the rules act on.
         let (present, fieldBytes) = head.headers.presentNamesAndSize()
-        self.requestHasBody = present.contains(.contentLength) || present.contains(.transferEncoding)
+        let isHTTP10 = head.version.major == 1 && head.version.minor == 0
+        var hasBody = present.contains(.contentLength) || present.contains(.transferEncoding)
 
         let headerBytes = head.uri.utf8.count + 16 + fieldBytes
         let check = RequestRules.check(
@@ -240,90 +211,116 @@ final class DownstreamHTTP1Handler: ChannelDuplexHandler {
             headerBytes: headerBytes,
             limits: self.loop.requestLimits
         )
-        let accepted: RequestRules.Accepted
+        let verdict: HTTP1ExchangeStateMachine.Verdict
+        var routed: RouteTarget?
+        var target = head.uri
+        var expectsContinue = false
+        var upgrade: String?
         switch check {
-        case .success(let value): accepted = value
-        case .failure(let error): return self.respondWithError(error, context: context)
+        case .failure(let error):
+            verdict = .rejected(error)
+        case .success(let accepted):
+            target = accepted.rewrittenURI ?? head.uri
+            expectsContinue = accepted.expectsContinue
+            if accepted.contentLength == 0 { hasBody = false }
+            let routing = self.loop.routing
+            if let route = routing.route(host: routing.matchesHosts ? head.headers.first(name: "host") : nil, path: target) {
+                routed = route
+                // Only an HTTP/1.1 upstream can switch protocols; for an h2c group the pair is dropped.
+                if present.contains(.upgrade), !route.group.isHTTP2 {
+                    upgrade = HeaderRules.upgradeRequested(head.headers, present: present, versionMinor: head.version.minor)
+                }
+                verdict = .routed(
+                    maxBodyBytes: route.maxBodyBytes,
+                    contentLength: accepted.contentLength,
+                    replayLimit: route.retryPolicy.retries > 0 ? route.retryPolicy.retryBuffer : 0
+                )
+            } else {
+                verdict = .rejected(.noRoute(host: head.headers.first(name: "host"), path: target))
+            }
         }
-        let target = accepted.rewrittenURI ?? head.uri
-        let routing = self.loop.routing
-        guard let routed = routing.route(host: routing.matchesHosts ? head.headers.first(name: "host") : nil, path: target) else {
-            return self.respondWithError(.noRoute(host: head.headers.first(name: "host"), path: target), context: context)
+        let info = HTTP1ExchangeStateMachine.RequestHead(
+            isHTTP10: isHTTP10, keepAlive: head.isKeepAlive, hasBody: hasBody, expectsContinue: expectsContinue, upgrade: upgrade != nil)
+        if let routed { self.attempt = UpstreamAttempt(target: routed, budget: self.loop.retryBudget) }
+        switch self.machine.requestHead(info, verdict: verdict) {
+        case .none:
+            return
+        case .respond(let error):
+            return self.respondWithError(error, context: context)
+        case .lease(let upgrading):
+            let routed = routed!
+            // A body to read: its timeout runs from now (reset by each piece, ended by its end).
+            if hasBody { self.loop.table.requestBodyRead(id, now: now) }
+            // The received head, edited: a new `HTTPRequestHead`, or setting a field its storage box
+            // holds (version, URI), would allocate; the headers are stored apart from that box.
+            var upstreamHead = head
+            if expectsContinue { upstreamHead.headers.remove(name: "expect") }
+            let route = routed.route
+            HeaderRules.rewriteRequest(
+                &upstreamHead.headers, present: present, clientAddress: self.peerAddress, upstreamAuthority: route.hostRewrite ?? routed.group.fallbackHost)
+            if let host = route.hostRewrite { upstreamHead.headers.replaceOrAdd(name: "host", value: host) }
+            if upgrading, let upgrade {
+                HeaderRules.keepUpgrade(&upstreamHead.headers, protocols: upgrade)
+                self.upgradeProtocols = upgrade
+                // HTTP stops behind this request until its answer says whether it is a tunnel.
+                context.triggerUserOutboundEvent(HTTP1ServerCodec.AwaitUpgrade(), promise: nil)
+            }
+            if route.stripPrefix {
+                upstreamHead.uri = routed.upstreamTarget(target)
+            } else if target != head.uri {
+                upstreamHead.uri = target
+            }
+            if head.version != .http1_1 { upstreamHead.version = .http1_1 }
+            self.attempt!.hash = routed.group.hashKey(headers: upstreamHead.headers, clientAddress: self.peerAddress)
+            self.upstreamHead = upstreamHead
+            self.lease(context: context)
         }
-        self.attempt = UpstreamAttempt(target: routed, budget: self.loop.retryBudget)
-        self.keepsReplay = routed.retryPolicy.retries > 0
-        self.replayLimit = routed.retryPolicy.retryBuffer
-        self.maxBodyBytes = routed.maxBodyBytes
-        if let length = accepted.contentLength, let max = routed.maxBodyBytes, length > max {
-            return self.respondWithError(.bodyTooLarge(limit: max), context: context)
-        }
-        if accepted.contentLength == 0 { self.requestHasBody = false }
-        // A body to read: its timeout runs from now (reset by each piece, ended by its end).
-        if self.requestHasBody { self.loop.table.requestBodyRead(id, now: now) }
-
-        // The received head, edited: a new `HTTPRequestHead`, or setting a field its storage box
-        // holds (version, URI), would allocate; the headers are stored apart from that box.
-        var upstreamHead = head
-        if accepted.expectsContinue { upstreamHead.headers.remove(name: "expect") }
-        let route = routed.route
-        HeaderRules.rewriteRequest(
-            &upstreamHead.headers, present: present, clientAddress: self.peerAddress, upstreamAuthority: route.hostRewrite ?? routed.group.fallbackHost)
-        if let host = route.hostRewrite { upstreamHead.headers.replaceOrAdd(name: "host", value: host) }
-        if route.stripPrefix {
-            upstreamHead.uri = routed.upstreamTarget(target)
-        } else if let uri = accepted.rewrittenURI {
-            upstreamHead.uri = uri
-        }
-        if head.version != .http1_1 { upstreamHead.version = .http1_1 }
-        self.attempt!.hash = routed.group.hashKey(headers: upstreamHead.headers, clientAddress: self.peerAddress)
-        self.upstreamHead = upstreamHead
-        self.expectsContinue = accepted.expectsContinue
-        self.lease(context: context)
     }
 
     private func requestBody(_ buffer: ByteBuffer, context: ChannelHandlerContext) {
-        self.bodyBytes += buffer.readableBytes
         if let id = self.id { self.loop.table.requestBodyRead(id, now: .now()) }
-        if let max = self.maxBodyBytes, self.bodyBytes > max {
-            switch self.state {
-            case .respondedLocally, .closed: return
-            case .idle, .connecting, .forwarding: return self.failRequest(.bodyTooLarge(limit: max), context: context)
-            }
-        }
-        switch self.state {
-        case .forwarding(let upstream):
-            upstream.sendBody(buffer)
+        switch self.machine.requestBody(bytes: buffer.readableBytes) {
+        case .forward(let replay):
+            self.upstream?.sendBody(buffer)
             self.needsUpstreamFlush = true
-            self.keepForReplay(.body(.byteBuffer(buffer)))
-        case .connecting:
+            self.keepForReplay(.body(.byteBuffer(buffer)), replay)
+        case .queue:
             self.pendingParts.append(.body(.byteBuffer(buffer)))
-        case .idle, .respondedLocally, .closed:
+        case .discard:
             break
+        case .tooLarge(let limit):
+            self.failRequest(.bodyTooLarge(limit: limit), context: context)
         }
     }
 
     private func requestEnd(trailers: HTTPHeaders?, context: ChannelHandlerContext) {
-        self.requestEnded = true
-        if self.requestHasBody, let id = self.id { self.loop.table.requestBodyEnded(id) }
-        switch self.state {
-        case .forwarding(let upstream):
-            upstream.sendEnd(trailers: trailers)
+        if self.machine.requestHasBody, let id = self.id { self.loop.table.requestBodyEnded(id) }
+        switch self.machine.requestEnd() {
+        case .send(let replay):
+            self.upstream?.sendEnd(trailers: trailers)
             self.needsUpstreamFlush = true
-            self.keepForReplay(.end(trailers))
-        case .connecting:
+            self.keepForReplay(.end(trailers), replay)
+        case .queue:
             self.pendingParts.append(.end(trailers))
-        case .respondedLocally:
-            if !self.closeAfterResponse { self.finishRequest(context: context) }
-        case .idle, .closed:
+        case .completeLocalResponse:
+            self.completeResponse(context: context)
+        case .none:
             break
         }
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
         // NIO fires this only after a read that returned bytes.
-        if !self.partInThisReadBatch { self.bytesArrivedWithoutPart() }
+        if !self.partInThisReadBatch, self.machine.bytesWithoutPart(), let id = self.id {
+            // Bytes of the next head, but no part yet: its header timeout runs, and the drain does
+            // not take the connection for an idle one. (Seen here, at the end of the batch, rather
+            // than by a handler ahead of the decoder: one handler less on every connection and read.)
+            let now = MonotonicInstant.now()
+            self.requestStartedAt = now
+            self.loop.table.requestHeadBegan(id, now: now)
+        }
         self.partInThisReadBatch = false
-        if self.needsUpstreamFlush, case .forwarding(let upstream) = self.state {
+        if self.needsUpstreamFlush, let upstream = self.upstream {
             self.needsUpstreamFlush = false
             upstream.flush()
         }
@@ -331,32 +328,29 @@ final class DownstreamHTTP1Handler: ChannelDuplexHandler {
     }
 
     func read(context: ChannelHandlerContext) {
-        if self.queuedParts.count >= Self.maxQueuedParts {
-            self.pendingRead = true
-            return
-        }
-        switch self.state {
-        case .connecting:
-            self.pendingRead = true
-        case .forwarding(let upstream) where !upstream.isWritable:
-            self.pendingRead = true
-        case .idle, .forwarding, .respondedLocally, .closed:
+        if self.machine.readRequested(upstreamWritable: self.upstream?.isWritable ?? false) {
             context.read()
         }
     }
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
-        if context.channel.isWritable, case .forwarding(let upstream) = self.state {
-            upstream.resumeReading()
-        }
+        if context.channel.isWritable { self.upstream?.resumeReading() }
         context.fireChannelWritabilityChanged()
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         if let event = event as? ChannelEvent, case .inputClosed = event {
-            // Half-close: the client sent its last request. Answer what was asked, then close.
-            self.inputClosed = true
-            if case .idle = self.state, self.queuedParts.isEmpty { self.close() }
+            // Half-close: the client sent its last request (or, in a tunnel, its last byte).
+            switch self.machine.inputClosed() {
+            case .close:
+                self.close()
+            case .halfCloseUpstream:
+                self.upstream?.sendEnd(trailers: nil)
+                self.upstream?.flush()
+                if self.machine.isClosed { self.close() }
+            case .none:
+                break
+            }
             return
         }
         context.fireUserInboundEventTriggered(event)
@@ -368,20 +362,17 @@ final class DownstreamHTTP1Handler: ChannelDuplexHandler {
                 parseError.kind == .headTooLarge
                 ? .headersTooLarge(limit: self.loop.requestLimits.maxHeaderBytes)
                 : .badRequest("malformed request: \(parseError.detail)")
-            if !self.queuedParts.isEmpty || self.awaitsResponseEnd {
+            switch self.machine.parseError(proxyError) {
+            case nil:
                 // The bad bytes follow the request in progress: its response comes first.
-                self.deferredError = proxyError
                 return
-            }
-            switch self.state {
-            case .idle:
-                self.requestEnded = false
-                return self.respondWithError(proxyError, context: context)
-            case .connecting, .forwarding:
+            case .respond(let error):
+                return self.respondWithError(error, context: context)
+            case .fail(let error):
                 // A bad chunked body (or trailer section) after a good head: the upstream exchange is
                 // abandoned; the client gets the error if its response has not begun.
-                return self.failRequest(proxyError, context: context)
-            case .respondedLocally, .closed:
+                return self.failRequest(error, context: context)
+            case .close:
                 break
             }
         }
@@ -393,8 +384,6 @@ final class DownstreamHTTP1Handler: ChannelDuplexHandler {
 
     /// Leases a connection for the next attempt, on the endpoint the group's balancer picks.
     private func lease(context: ChannelHandlerContext) {
-        // Set first: a connect that fails at once reports back before `lease` returns.
-        self.state = .connecting
         let pool = self.attempt!.begin()
         switch pool.lease(for: self, now: .now()) {
         case .ready(let connection):
@@ -405,10 +394,13 @@ final class DownstreamHTTP1Handler: ChannelDuplexHandler {
     }
 
     private func startForwarding(_ upstream: any UpstreamExchange, context: ChannelHandlerContext) {
+        guard case .startForwarding(let sendContinue, let upgrade, let keepForReplay) = self.machine.upstreamConnected() else {
+            preconditionFailure("a connection handed to an exchange that declined it")
+        }
         upstream.delegate = self
-        self.state = .forwarding(upstream)
-        upstream.sendHead(self.upstreamHead, now: .now())
-        if self.expectsContinue && !self.requestEnded {
+        self.upstream = upstream
+        upstream.sendHead(self.upstreamHead, now: .now(), upgrade: upgrade)
+        if sendContinue {
             // The client waits for this before sending its body; the upstream never sees `Expect`.
             context.write(self.wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .continue))), promise: nil)
             context.flush()
@@ -421,7 +413,7 @@ final class DownstreamHTTP1Handler: ChannelDuplexHandler {
             case .end(let trailers): upstream.sendEnd(trailers: trailers)
             }
         }
-        if self.keepsReplay { for part in self.pendingParts { self.replay.append(part) } }
+        if keepForReplay { self.replay.append(contentsOf: self.pendingParts) }
         self.pendingParts.removeAll(keepingCapacity: true)
         if self.partInThisReadBatch {
             // The rest of the request may be in this batch too: one flush at its end.
@@ -429,20 +421,15 @@ final class DownstreamHTTP1Handler: ChannelDuplexHandler {
         } else {
             upstream.flush()
         }
-        if self.pendingRead, upstream.isWritable {
-            self.pendingRead = false
-            context.read()
-        }
+        if upstream.isWritable, self.machine.releaseHeldRead() { context.read() }
     }
 
-    /// Keeps a part sent upstream for a replay, while the body fits the group's `retry-buffer`.
-    private func keepForReplay(_ part: HTTPClientRequestPart) {
-        guard self.keepsReplay else { return }
-        if self.bodyBytes <= self.replayLimit {
-            self.replay.append(part)
-        } else {
-            self.keepsReplay = false
-            self.replay.removeAll()
+    /// Keeps a part sent upstream for a replay, as the machine says.
+    private func keepForReplay(_ part: HTTPClientRequestPart, _ decision: HTTP1ExchangeStateMachine.Replay) {
+        switch decision {
+        case .keep: self.replay.append(part)
+        case .drop: self.replay.removeAll()
+        case .none: break
         }
     }
 
@@ -458,40 +445,27 @@ final class DownstreamHTTP1Handler: ChannelDuplexHandler {
 
     private func resetRequest(startedAt: MonotonicInstant) {
         self.pendingParts.removeAll(keepingCapacity: true)
-        self.requestEnded = false
-        self.requestHasBody = false
-        self.bodyBytes = 0
-        self.expectsContinue = false
-        self.responseStarted = false
         self.responseStatus = 0
-        self.closeAfterResponse = false
         self.attempt?.end(.abandoned)
         self.attempt?.finish()
         self.attempt = nil
         self.replay.removeAll(keepingCapacity: true)
-        self.keepsReplay = false
-        self.maxBodyBytes = nil
+        self.upgradeProtocols = nil
         self.requestStartedAt = startedAt
-        self.headBegan = false
     }
 
-    /// Decides `Connection: close` for the response about to start.
-    private func decideClose(now: MonotonicInstant) -> Bool {
+    /// Marks the connection closing in the table when its response carries `Connection: close`.
+    private func drainSaysClose() -> Bool {
         guard let id = self.id else { return true }
-        let close = !self.clientKeepAlive || !self.requestEnded || self.loop.table.responseShouldClose(id, now: now)
-        if close {
-            self.closeAfterResponse = true
-            self.loop.table.markClosing(id)
-        }
-        return close
+        return self.loop.table.responseShouldClose(id, now: .now())
     }
 
     /// Answers the request ourselves; for errors found before or instead of an upstream response.
     private func respondWithError(_ error: ProxyError, context: ChannelHandlerContext) {
         let status = error.status ?? 502
-        if case .idle = self.state, !self.headBegan {
-            // No request was started (a bad or oversized head in one read): its clock starts now,
-            // or the duration recorded would run from the previous request, or from process start.
+        if self.machine.isBetweenRequests, !self.machine.headBegan {
+            // No request was started in an earlier read (a bad or oversized head in one read): its
+            // clock starts now, or the duration would run from the previous request, or process start.
             self.requestStartedAt = .now()
         }
         self.loop.stats.recordError(error)
@@ -500,24 +474,19 @@ final class DownstreamHTTP1Handler: ChannelDuplexHandler {
         } else {
             self.loop.logger.warning("upstream error", metadata: ["status": "\(status)", "reason": "\(error.detail)", "uri": "\(self.upstreamHead.uri)"])
         }
-        let now = MonotonicInstant.now()
-        if error.closesConnection {
-            self.closeAfterResponse = true
-            if let id = self.id { self.loop.table.markClosing(id) }
-        }
-        let close = self.decideClose(now: now)
+        let (close, completeNow) = self.machine.localResponse(for: error, drainSaysClose: self.drainSaysClose())
+        if close, let id = self.id { self.loop.table.markClosing(id) }
         var headers = HTTPHeaders()
         headers.add(name: "content-type", value: "text/plain; charset=utf-8")
         headers.add(name: "content-length", value: String(error.responseBody.utf8.count))
         if close { headers.add(name: "connection", value: "close") }
-        self.responseStarted = true
         self.responseStatus = status
-        self.state = .respondedLocally
-        self.releaseHeldRead(context: context)
-        context.write(self.wrapOutboundOut(.head(HTTPResponseHead(version: self.clientIsHTTP10 ? .http1_0 : .http1_1, status: .init(statusCode: status), headers: headers))), promise: nil)
+        if self.machine.releaseHeldRead() { context.read() }
+        let version: HTTPVersion = self.machine.clientIsHTTP10 ? .http1_0 : .http1_1
+        context.write(self.wrapOutboundOut(.head(HTTPResponseHead(version: version, status: .init(statusCode: status), headers: headers))), promise: nil)
         context.write(self.wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(string: error.responseBody)))), promise: nil)
-        if close || self.requestEnded {
-            self.finishRequest(context: context)
+        if completeNow {
+            self.completeResponse(context: context)
         } else {
             context.flush()
         }
@@ -526,10 +495,9 @@ final class DownstreamHTTP1Handler: ChannelDuplexHandler {
     /// A failure while the request is in progress: answer with an error if nothing was sent yet, else abort.
     private func failRequest(_ error: ProxyError, context: ChannelHandlerContext) {
         self.abandonUpstream()
-        if self.responseStarted {
-            self.abort(error)
-        } else {
-            self.respondWithError(error, context: context)
+        switch self.machine.fail(error) {
+        case .abort: self.abort(error)
+        default: self.respondWithError(error, context: context)
         }
     }
 
@@ -540,18 +508,17 @@ final class DownstreamHTTP1Handler: ChannelDuplexHandler {
         self.close()
     }
 
-    /// The response's end is written: account for the request and either wait for the next one or close.
-    /// The response is complete (with the upstream's `trailers`, sent where the response is chunked).
-    private func finishRequest(trailers: HTTPHeaders? = nil, context: ChannelHandlerContext) {
+    /// The response is complete (with the upstream's `trailers`, sent where the response is
+    /// chunked): account for the request and either wait for the next one or close.
+    private func completeResponse(trailers: HTTPHeaders? = nil, context: ChannelHandlerContext) {
         let now = MonotonicInstant.now()
         self.attempt?.finish()
         self.loop.stats.recordResponse(status: self.responseStatus, duration: self.requestStartedAt.duration(to: now))
         if let id = self.id { self.loop.table.requestFinished(id, now: now) }
-        if self.closeAfterResponse {
+        switch self.machine.responseComplete() {
+        case .close(let linger):
             // The client may still be sending (a request not read whole, bytes behind a bad one):
             // closing now could reset the connection before it reads the response.
-            let linger = !self.requestEnded && !self.inputClosed
-            self.state = .closed
             self.queuedParts.removeAll()
             let promise = context.eventLoop.makePromise(of: Void.self)
             context.writeAndFlush(self.wrapOutboundOut(.end(trailers)), promise: promise)
@@ -562,47 +529,142 @@ final class DownstreamHTTP1Handler: ChannelDuplexHandler {
                     context.close(promise: nil)
                 }
             }
-        } else {
-            self.state = .idle
-            self.headBegan = false
+        case .keepAlive:
             context.writeAndFlush(self.wrapOutboundOut(.end(trailers)), promise: nil)
             self.processQueuedParts(context: context)
-            if case .idle = self.state, self.queuedParts.isEmpty, self.inputClosed {
+            switch self.machine.afterQueue() {
+            case .close:
                 self.close()
-                return
+            case .resumeReading:
+                if self.machine.releaseHeldRead() { context.read() }
             }
-            self.releaseHeldRead(context: context)
         }
     }
 
     /// Serves pipelined requests that waited for the previous response, in order, until one of
     /// them is read whole and waits for its own response.
     private func processQueuedParts(context: ChannelHandlerContext) {
-        while !self.queuedParts.isEmpty, !self.awaitsResponseEnd {
-            if case .closed = self.state { return }
-            let part = self.queuedParts.removeFirst()
-            self.handle(part, context: context)
+        while self.machine.takeQueuedPart() {
+            self.handle(self.queuedParts.removeFirst(), context: context)
         }
-        guard let error = self.deferredError, self.queuedParts.isEmpty, !self.awaitsResponseEnd else { return }
-        // Everything before the bad bytes is served (or, for a request they cut short, in progress).
-        self.deferredError = nil
-        switch self.state {
-        case .idle:
-            self.requestEnded = false
-            self.respondWithError(error, context: context)
-        case .connecting, .forwarding:
-            self.failRequest(error, context: context)
-        case .respondedLocally, .closed:
+        // Everything before bad bytes is served (or, for a request they cut short, in progress).
+        switch self.machine.queueServed() {
+        case nil: break
+        case .respond(let error): self.respondWithError(error, context: context)
+        case .fail(let error): self.failRequest(error, context: context)
+        case .close: self.close()
+        }
+    }
+
+    // MARK: Tunnels
+
+    /// The upstream answered the upgrade with a `101`: it goes to the client with the upgrade pair,
+    /// and from now on bytes flow as they are, both ways.
+    private func startTunnel(_ head: HTTPResponseHead, context: ChannelHandlerContext) {
+        var head = head
+        let protocols = head.headers.tokens(name: "upgrade").joined(separator: ", ")
+        _ = HeaderRules.rewriteResponse(&head.headers, via: HeaderRules.via(receivedMajorVersion: head.version.major))
+        HeaderRules.keepUpgrade(&head.headers, protocols: protocols.isEmpty ? (self.upgradeProtocols ?? "") : protocols)
+        if head.version != .http1_1 { head.version = .http1_1 }
+        self.responseStatus = 101
+        let now = MonotonicInstant.now()
+        let webSocket = WebSocketHandshake.namesWebSocket(protocols)
+        self.tunnel = Tunnel(startedAt: now, webSocket: webSocket ? WebSocketDrainStateMachine() : nil)
+        if let id = self.id {
+            var rng = SystemRandomNumberGenerator()
+            self.loop.table.tunnelStarted(id, kind: webSocket ? .webSocket : .other, now: now, using: &rng)
+        }
+        self.attempt?.end(.response(status: 101))
+        self.attempt?.finish()
+        self.loop.stats.recordResponse(status: 101, duration: self.requestStartedAt.duration(to: now))
+        context.writeAndFlush(self.wrapOutboundOut(.head(head)), promise: nil)
+    }
+
+    private func tunnelFromClient(_ bytes: ByteBuffer) {
+        guard let upstream = self.upstream else { return }
+        self.tunnel!.bytesFromClient += bytes.readableBytes
+        if let id = self.id { self.loop.table.tunnelActivity(id, now: .now()) }
+        guard self.tunnel!.webSocket != nil else {
+            upstream.sendBody(bytes)
+            self.needsUpstreamFlush = true
+            return
+        }
+        let plan = bytes.withUnsafeReadableBytes { self.tunnel!.webSocket!.received($0, from: .clientToUpstream) }
+        if plan.forward == bytes.readableBytes {
+            upstream.sendBody(bytes)
+        } else if plan.forward > 0 {
+            upstream.sendBody(bytes.getSlice(at: bytes.readerIndex, length: plan.forward)!)
+        }
+        if plan.injectClose { upstream.sendBody(Self.closeFrame(masked: true)) }
+        self.needsUpstreamFlush = true
+        self.webSocketCloseProgressed()
+    }
+
+    private func tunnelToClient(_ bytes: ByteBuffer) {
+        guard let context = self.context else { return }
+        self.tunnel!.bytesToClient += bytes.readableBytes
+        if let id = self.id { self.loop.table.tunnelActivity(id, now: .now()) }
+        guard self.tunnel!.webSocket != nil else {
+            context.write(self.wrapOutboundOut(.body(.byteBuffer(bytes))), promise: nil)
+            return
+        }
+        let plan = bytes.withUnsafeReadableBytes { self.tunnel!.webSocket!.received($0, from: .upstreamToClient) }
+        if plan.forward == bytes.readableBytes {
+            context.write(self.wrapOutboundOut(.body(.byteBuffer(bytes))), promise: nil)
+        } else if plan.forward > 0 {
+            context.write(self.wrapOutboundOut(.body(.byteBuffer(bytes.getSlice(at: bytes.readerIndex, length: plan.forward)!))), promise: nil)
+        }
+        if plan.injectClose { context.write(self.wrapOutboundOut(.body(.byteBuffer(Self.closeFrame(masked: false)))), promise: nil) }
+        self.webSocketCloseProgressed()
+    }
+
+    /// `Close 1001 "going away"`: unmasked to the client (Sluice as the server), masked to the app
+    /// (as the client, RFC 6455 §5.3).
+    private static func closeFrame(masked: Bool) -> ByteBuffer {
+        ByteBuffer(bytes: WebSocketFrame.close(code: 1001, reason: "going away", maskingKey: masked ? UInt32.random(in: .min ... .max) : nil))
+    }
+
+    /// The drain's moment for this WebSocket session came (spread over the first half of
+    /// `drain-timeout` by the connection table): Close frames go in at the next frame boundaries.
+    private func beginWebSocketClose(context: ChannelHandlerContext) {
+        guard self.tunnel?.webSocket != nil, self.tunnel!.drainCloseTimer == nil else { return }
+        switch self.tunnel!.webSocket!.beginClose() {
+        case .closing(let injectToUpstream, let injectToClient):
+            if injectToUpstream, let upstream = self.upstream {
+                upstream.sendBody(Self.closeFrame(masked: true))
+                upstream.flush()
+            }
+            if injectToClient {
+                context.writeAndFlush(self.wrapOutboundOut(.body(.byteBuffer(Self.closeFrame(masked: false)))), promise: nil)
+            }
+        case .notInjecting:
+            // Closing by itself already, or framing lost: the timeout below ends it.
+            break
+        }
+        self.tunnel!.drainCloseTimer = context.eventLoop.assumeIsolated().scheduleTask(in: Self.webSocketCloseTimeout) {
+            guard self.tunnel != nil, self.machine.isTunnel else { return }
+            self.loop.stats.recordTunnelDrainClose(.timedOut)
             self.close()
         }
     }
 
-    /// A `read()` held while waiting for the upstream must go out once nothing waits any more, or
-    /// the connection would stop reading for good.
-    private func releaseHeldRead(context: ChannelHandlerContext) {
-        guard self.pendingRead, self.queuedParts.count < Self.maxQueuedParts else { return }
-        self.pendingRead = false
-        context.read()
+    /// Both Close replies came back: the session is over, both connections close.
+    private func webSocketCloseProgressed() {
+        guard self.machine.isTunnel, self.tunnel?.webSocket?.isFinished == true else { return }
+        self.tunnel!.drainCloseTimer?.cancel()
+        self.loop.stats.recordTunnelDrainClose(.clean)
+        self.context?.flush()
+        self.close()
+    }
+
+    /// The connection is gone: the tunnel's figures go to the metrics.
+    private func tunnelEnded() {
+        guard let tunnel = self.tunnel else { return }
+        self.tunnel = nil
+        tunnel.drainCloseTimer?.cancel()
+        self.loop.stats.recordTunnelClosed(
+            protocol: .http1, duration: tunnel.startedAt.duration(to: .now()), bytesFromClient: tunnel.bytesFromClient,
+            bytesToClient: tunnel.bytesToClient)
     }
 }
 
@@ -610,32 +672,31 @@ final class DownstreamHTTP1Handler: ChannelDuplexHandler {
 
 extension DownstreamHTTP1Handler: UpstreamLeaseRequester {
     func upstreamConnected(_ connection: any UpstreamExchange) -> Bool {
-        guard case .connecting = self.state, let context = self.context else { return false }
+        guard self.machine.isLeasing, let context = self.context else { return false }
         self.startForwarding(connection, context: context)
         return true
     }
 
     func upstreamConnectFailed(_ error: ProxyError) {
-        // Connecting means routed: `attempt` is set.
-        guard case .connecting = self.state, let context = self.context else { return }
+        // Leasing means routed: `attempt` is set.
+        guard self.machine.isLeasing, let context = self.context else { return }
         self.attempt!.end(.failed(error))
         // Nothing reached the upstream: the policy allows a retry on another endpoint for any method.
-        if self.attempt!.shouldRetry(after: .error(error), method: self.upstreamHead.method.rawValue, bodyBytes: self.bodyBytes) {
-            self.retry(context: context)
-        } else {
-            self.respondWithError(error, context: context)
+        let method = self.upstreamHead.method.rawValue
+        let bodyBytes = self.machine.bodyBytes
+        switch self.machine.upstreamConnectFailed(retry: self.attempt!.shouldRetry(after: .error(error), method: method, bodyBytes: bodyBytes)) {
+        case .retry: self.retry(context: context)
+        case .respond: self.respondWithError(error, context: context)
+        case .abort, .closeTunnel, .none: break
         }
     }
 }
 
 extension DownstreamHTTP1Handler: UpstreamResponseDelegate {
     /// Forwarded as they come (RFC 9110 §15.2), with the hop-by-hop fields removed; they do not
-    /// start the response (an error after them is still a whole error response). Not to an HTTP/1.0
-    /// client, which does not know them, and never a `100`: Sluice answers `Expect` itself and does
-    /// not forward it, so the upstream's `100` answers nothing the client asked.
+    /// start the response (an error after them is still a whole error response).
     func upstreamInterimResponse(_ head: HTTPResponseHead) {
-        guard case .forwarding = self.state, let context = self.context else { return }
-        guard !self.clientIsHTTP10, head.status != .continue else { return }
+        guard let context = self.context, self.machine.interimResponse(isContinue: head.status == .continue) else { return }
         var head = head
         HeaderRules.removeHopByHop(&head.headers)
         if head.version != .http1_1 { head.version = .http1_1 }
@@ -645,30 +706,46 @@ extension DownstreamHTTP1Handler: UpstreamResponseDelegate {
     var downstreamIsWritable: Bool { self.context?.channel.isWritable ?? false }
 
     func upstreamResponseHead(_ head: HTTPResponseHead) {
-        guard case .forwarding(let upstream) = self.state, let context = self.context else { return }
+        guard let upstream = self.upstream, let context = self.context else { return }
         let status = Int(head.status.code)
-        if self.attempt?.mayRetry(status: status) == true,
-            self.attempt!.shouldRetry(after: .status(status), method: self.upstreamHead.method.rawValue, bodyBytes: self.bodyBytes)
-        {
+        let method = self.upstreamHead.method.rawValue
+        let bodyBytes = self.machine.bodyBytes
+        let action = self.machine.responseHead(
+            status: status,
+            retry: self.attempt?.mayRetry(status: status) == true
+                && self.attempt!.shouldRetry(after: .status(status), method: method, bodyBytes: bodyBytes),
+            drainSaysClose: self.drainSaysClose()
+        )
+        switch action {
+        case .none:
+            return
+        case .retry:
             // The route retries a 502/503 (`retry-on-5xx`): this response is dropped with its connection.
+            self.upstream = nil
             upstream.delegate = nil
             upstream.release(reusable: false, now: .now())
             self.attempt!.end(.response(status: status))
-            return self.retry(context: context)
+            self.retry(context: context)
+        case .startTunnel:
+            self.startTunnel(head, context: context)
+        case .send(let close):
+            var head = head
+            _ = HeaderRules.rewriteResponse(&head.headers, via: HeaderRules.via(receivedMajorVersion: head.version.major))
+            if close {
+                head.headers.replaceOrAdd(name: "connection", value: "close")
+                if let id = self.id { self.loop.table.markClosing(id) }
+            }
+            let version: HTTPVersion = self.machine.clientIsHTTP10 ? .http1_0 : .http1_1
+            // Only when it differs: the setter copies the head's storage box (a malloc).
+            if head.version != version { head.version = version }
+            self.responseStatus = status
+            context.write(self.wrapOutboundOut(.head(head)), promise: nil)
         }
-        var head = head
-        _ = HeaderRules.rewriteResponse(&head.headers, via: HeaderRules.via(receivedMajorVersion: head.version.major))
-        if self.decideClose(now: .now()) { head.headers.replaceOrAdd(name: "connection", value: "close") }
-        let version: HTTPVersion = self.clientIsHTTP10 ? .http1_0 : .http1_1
-        // Only when it differs: the setter copies the head's storage box (a malloc).
-        if head.version != version { head.version = version }
-        self.responseStarted = true
-        self.responseStatus = Int(head.status.code)
-        context.write(self.wrapOutboundOut(.head(head)), promise: nil)
     }
 
     func upstreamResponseBody(_ body: ByteBuffer) {
-        guard case .forwarding = self.state else { return }
+        if self.machine.isTunnel { return self.tunnelToClient(body) }
+        guard self.machine.isForwarding else { return }
         self.context?.write(self.wrapOutboundOut(.body(.byteBuffer(body))), promise: nil)
     }
 
@@ -677,35 +754,54 @@ extension DownstreamHTTP1Handler: UpstreamResponseDelegate {
     }
 
     func upstreamResponseEnd(_ trailers: HTTPHeaders?) {
-        guard case .forwarding(let upstream) = self.state, let context = self.context else { return }
-        upstream.release(reusable: self.requestEnded, now: .now())
-        self.attempt?.end(.response(status: self.responseStatus))
-        if !self.requestEnded {
-            // The upstream answered before the request body ended; the rest of it is discarded.
-            self.closeAfterResponse = true
+        guard let upstream = self.upstream, let context = self.context else { return }
+        if self.machine.isTunnel {
+            switch self.machine.tunnelUpstreamEnded() {
+            case .halfCloseClient(thenClose: false):
+                context.writeAndFlush(self.wrapOutboundOut(.end(nil)), promise: nil)
+            case .halfCloseClient(thenClose: true):
+                // Both sides ended: close once the client's output is shut (its last bytes written).
+                let promise = context.eventLoop.makePromise(of: Void.self)
+                context.writeAndFlush(self.wrapOutboundOut(.end(nil)), promise: promise)
+                promise.futureResult.assumeIsolated().whenComplete { _ in self.close() }
+            case .none:
+                break
+            }
+            return
         }
-        self.finishRequest(trailers: trailers, context: context)
+        guard let reusable = self.machine.responseEnd() else { return }
+        self.upstream = nil
+        upstream.release(reusable: reusable, now: .now())
+        self.attempt?.end(.response(status: self.responseStatus))
+        self.completeResponse(trailers: trailers, context: context)
     }
 
     func upstreamWritabilityChanged(isWritable: Bool) {
-        guard isWritable, self.pendingRead, let context = self.context else { return }
-        self.pendingRead = false
+        guard isWritable, let context = self.context, self.machine.releaseHeldRead() else { return }
         context.read()
     }
 
     func upstreamFailed(_ error: ProxyError) {
-        // Forwarding means routed: `attempt` is set.
-        guard case .forwarding(let upstream) = self.state, let context = self.context else { return }
+        guard let upstream = self.upstream, let context = self.context else { return }
+        self.upstream = nil
         upstream.release(reusable: false, now: .now())
+        if self.machine.isTunnel {
+            // The upstream closed (or broke) its end of the tunnel: nothing more can flow.
+            _ = self.machine.upstreamFailed(retry: false)
+            return self.close()
+        }
+        // Forwarding means routed: `attempt` is set.
         self.attempt!.end(.failed(error))
-        if self.responseStarted {
-            return self.abort(.upstreamFailedMidResponse(error.detail))
+        let method = self.upstreamHead.method.rawValue
+        let bodyBytes = self.machine.bodyBytes
+        // Refused, or reset before any response byte (a keep-alive connection the upstream closed as
+        // the request went out): the policy may allow another endpoint.
+        switch self.machine.upstreamFailed(retry: self.attempt!.shouldRetry(after: .error(error), method: method, bodyBytes: bodyBytes)) {
+        case .retry: self.retry(context: context)
+        case .respond: self.respondWithError(error, context: context)
+        case .abort: self.abort(.upstreamFailedMidResponse(error.detail))
+        case .closeTunnel: self.close()
+        case .none: break
         }
-        if self.attempt!.shouldRetry(after: .error(error), method: self.upstreamHead.method.rawValue, bodyBytes: self.bodyBytes) {
-            // Refused, or reset before any response byte (a keep-alive connection the upstream
-            // closed as the request went out): the policy allows another endpoint.
-            return self.retry(context: context)
-        }
-        self.respondWithError(error, context: context)
     }
 }

@@ -20,6 +20,11 @@ import SluiceCore
 /// - bytes that arrive while no request is outstanding: ``UnsolicitedBytes`` is fired through
 ///   `errorCaught`.
 /// Either way the bytes are dropped unparsed and nothing more is read from the connection.
+///
+/// Upgrades: a request written after ``ExpectUpgrade`` (an outbound user event) may be answered
+/// with a `101` (otherwise an error). After it the connection is a tunnel: bytes in pass on as
+/// `.body` parts until the input ends (then `.end`, also on a half-close); `.body` parts out are
+/// written as they are, and `.end` out closes the output (a half-close).
 final class HTTP1ClientCodec: ChannelDuplexHandler {
     typealias InboundIn = ByteBuffer
     typealias InboundOut = HTTPClientResponsePart
@@ -31,6 +36,11 @@ final class HTTP1ClientCodec: ChannelDuplexHandler {
     private var heads = HTTP1HeadBuffer()
     /// Requests written whose response has not ended (0 or 1: Sluice does not pipeline upstream).
     private var outstanding = 0
+    /// A `101` switched the connection to a tunnel.
+    private var tunnel = false
+
+    /// Sent before the head of a request that asks for an upgrade: a `101` to it is the switch.
+    struct ExpectUpgrade: Sendable {}
 
     /// The upstream sent bytes no request asked for (see the type's documentation).
     struct UnsolicitedBytes: Error, Equatable {
@@ -62,6 +72,7 @@ final class HTTP1ClientCodec: ChannelDuplexHandler {
         case .needMore:
             break
         case .responseHead(let head, let framing):
+            if framing == .tunnel { self.tunnel = true }
             var headers = HTTPHeaders(head.fields)
             if framing == .untilClose {
                 // The connection ends the body: it cannot carry another exchange.
@@ -98,6 +109,25 @@ final class HTTP1ClientCodec: ChannelDuplexHandler {
         }
     }
 
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if self.tunnel, let event = event as? ChannelEvent, case .inputClosed = event {
+            // The upstream half-closed its side of the tunnel (half-closure is allowed once it is one).
+            if case .end = self.input.inputEnded() {
+                self.handle(.end(trailers: nil), body: nil, context: context)
+            }
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    func triggerUserOutboundEvent(context: ChannelHandlerContext, event: Any, promise: EventLoopPromise<Void>?) {
+        if event is ExpectUpgrade {
+            self.input.expectUpgrade()
+            promise?.succeed()
+            return
+        }
+        context.triggerUserOutboundEvent(event, promise: promise)
+    }
+
     func channelInactive(context: ChannelHandlerContext) {
         // A body delimited by the close ends here; a response cut short is left to the handler,
         // which sees the connection close before the end.
@@ -120,6 +150,10 @@ final class HTTP1ClientCodec: ChannelDuplexHandler {
         case .body(let body):
             self.body.write(body, context: context, promise: promise)
         case .end(let trailers):
+            if self.tunnel {
+                // The client ended its side of the tunnel: a half-close, passed on.
+                return context.close(mode: .output, promise: promise)
+            }
             self.body.writeEnd(trailers: trailers, context: context, promise: promise)
         }
     }

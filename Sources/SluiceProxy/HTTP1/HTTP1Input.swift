@@ -28,6 +28,13 @@ struct HTTP1Input {
     /// Responses: the next response answers a `HEAD` (see ``HTTP1Parser/expectResponseToHEAD()``).
     mutating func expectResponseToHEAD() { self.parser.expectResponseToHEAD() }
 
+    /// Responses: the next response answers an upgrade request (see ``HTTP1Parser/expectUpgrade()``).
+    mutating func expectUpgrade() { self.parser.expectUpgrade() }
+
+    /// Requests: the connection switched protocols; every byte from here on is body (see
+    /// ``HTTP1Parser/switchToTunnel()``).
+    mutating func switchToTunnel() { self.parser.switchToTunnel() }
+
     /// Appends received bytes. Returns whether the caller should run the delivery loop (false when
     /// the input failed, or when a loop is already running further up the stack).
     mutating func receive(_ bytes: ByteBuffer) -> Bool {

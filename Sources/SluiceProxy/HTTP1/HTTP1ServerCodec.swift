@@ -14,6 +14,13 @@ import SluiceCore
 /// A response to `HEAD`, and a successful (2xx) response to `CONNECT`, carry no body whatever their
 /// headers say (RFC 9110 §9.3.2, §9.3.6); any other response to `CONNECT`, such as Sluice's 405,
 /// has its body. The methods of the requests parsed are queued, and each final response head takes one.
+///
+/// Upgrades (RFC 9110 §7.8): when the handler forwards an upgrade request it says so with
+/// ``AwaitUpgrade`` (an outbound user event) while the request's head is being delivered. Parsing
+/// then pauses after that request's end, and reading with it, until its final response head is
+/// written: a `101` switches the connection to a tunnel (bytes in pass on as `.body` parts, unparsed;
+/// `.body` parts out are written as they are; `.end` out closes the output, a half-close); any other
+/// status resumes HTTP. Bytes that arrived behind the upgrade request are delivered once that is known.
 final class HTTP1ServerCodec: ChannelDuplexHandler {
     typealias InboundIn = ByteBuffer
     typealias InboundOut = HTTPServerRequestPart
@@ -36,6 +43,23 @@ final class HTTP1ServerCodec: ChannelDuplexHandler {
     private var body = HTTP1BodyWriter()
     private var heads = HTTP1HeadBuffer()
 
+    /// Sent by the handler (`triggerUserOutboundEvent`) while the head of an upgrade request it
+    /// forwards is delivered: HTTP stops after this request until its response says what follows.
+    struct AwaitUpgrade: Sendable {}
+
+    private enum Upgrade {
+        case none
+        /// The request in delivery is an upgrade: pause after its `.end`.
+        case requested
+        /// Paused after the upgrade request, until its final response head is written.
+        case awaitingAnswer
+        /// The connection is a tunnel.
+        case tunnel
+    }
+    private var upgrade = Upgrade.none
+    /// A `read()` held while paused.
+    private var pendingRead = false
+
     init(maxHeadBytes: Int) {
         self.input = HTTP1Input(HTTP1Parser(kind: .request, limits: .init(maxHeadBytes: maxHeadBytes)))
     }
@@ -44,6 +68,15 @@ final class HTTP1ServerCodec: ChannelDuplexHandler {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         guard self.input.receive(self.unwrapInboundIn(data)) else { return }
+        self.deliver(context: context)
+    }
+
+    private func deliver(context: ChannelHandlerContext) {
+        if case .awaitingAnswer = self.upgrade {
+            // Held until the upgrade's answer; `receive` already kept the bytes.
+            self.input.endDelivery()
+            return
+        }
         defer { self.input.endDelivery() }
         while let (event, body) = self.input.next() {
             switch event {
@@ -54,6 +87,10 @@ final class HTTP1ServerCodec: ChannelDuplexHandler {
                 context.fireChannelRead(self.wrapInboundOut(.body(body!)))
             case .end(let trailers):
                 context.fireChannelRead(self.wrapInboundOut(.end(trailers.map { HTTPHeaders($0) })))
+                if case .requested = self.upgrade {
+                    self.upgrade = .awaitingAnswer
+                    return
+                }
             case .error(let error):
                 context.fireErrorCaught(error)
             case .needMore, .responseHead, .interimHead:
@@ -62,7 +99,49 @@ final class HTTP1ServerCodec: ChannelDuplexHandler {
         }
     }
 
+    func triggerUserOutboundEvent(context: ChannelHandlerContext, event: Any, promise: EventLoopPromise<Void>?) {
+        if event is AwaitUpgrade {
+            self.upgrade = .requested
+            promise?.succeed()
+            return
+        }
+        context.triggerUserOutboundEvent(event, promise: promise)
+    }
+
+    func read(context: ChannelHandlerContext) {
+        if case .awaitingAnswer = self.upgrade {
+            self.pendingRead = true
+            return
+        }
+        context.read()
+    }
+
+    /// The upgrade request's final response head went out: a tunnel or HTTP again. Bytes held
+    /// behind the request are delivered on the next loop tick, not from inside this write.
+    private func upgradeAnswered(switching: Bool, context: ChannelHandlerContext) {
+        if switching {
+            self.upgrade = .tunnel
+            self.input.switchToTunnel()
+        } else {
+            self.upgrade = .none
+        }
+        if self.input.hasUnparsedBytes {
+            context.eventLoop.assumeIsolated().execute {
+                guard self.input.receive(ByteBuffer()) else { return }
+                self.deliver(context: context)
+            }
+        }
+        if self.pendingRead {
+            self.pendingRead = false
+            context.read()
+        }
+    }
+
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if case .tunnel = self.upgrade {
+            // A tunnel's end of input is not an HTTP error: the handler passes the half-close on.
+            return context.fireUserInboundEventTriggered(event)
+        }
         if let event = event as? ChannelEvent, case .inputClosed = event {
             // Half-close: a request cut short is an error; a clean end between requests is not.
             if case .error(let error) = self.input.inputEnded() {
@@ -88,6 +167,14 @@ final class HTTP1ServerCodec: ChannelDuplexHandler {
         case .head(let head):
             let code = head.status.code
             let interim = code >= 100 && code < 200 && code != 101
+            if code == 101, case .awaitingAnswer = self.upgrade {
+                // The upgrade is accepted: from here the connection is a tunnel, its bytes go out as they are.
+                _ = self.pendingMethods.popFirst()
+                let (buffer, _) = HTTP1Serializer.responseHead(head, suppressBody: true, into: &self.heads)
+                self.body.framing = .raw
+                context.write(self.wrapOutboundOut(buffer), promise: promise)
+                return self.upgradeAnswered(switching: true, context: context)
+            }
             // A 1xx (but 101) is followed by the final response to the same request.
             let suppress: Bool
             switch interim ? .asFramed : (self.pendingMethods.popFirst() ?? .asFramed) {
@@ -98,9 +185,17 @@ final class HTTP1ServerCodec: ChannelDuplexHandler {
             let (buffer, framing) = HTTP1Serializer.responseHead(head, suppressBody: suppress, into: &self.heads)
             if !interim { self.body.framing = framing }
             context.write(self.wrapOutboundOut(buffer), promise: promise)
+            if !interim, case .awaitingAnswer = self.upgrade {
+                // The upgrade was declined (or failed): the connection stays HTTP.
+                self.upgradeAnswered(switching: false, context: context)
+            }
         case .body(let body):
             self.body.write(body, context: context, promise: promise)
         case .end(let trailers):
+            if case .tunnel = self.upgrade {
+                // The upstream ended its side of the tunnel: a half-close, passed on.
+                return context.close(mode: .output, promise: promise)
+            }
             self.body.writeEnd(trailers: trailers, context: context, promise: promise)
         }
     }

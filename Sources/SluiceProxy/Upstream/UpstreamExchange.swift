@@ -17,7 +17,12 @@ protocol UpstreamExchange: AnyObject {
     /// Whether more request bytes can be written without queueing past the watermark.
     var isWritable: Bool { get }
 
-    func sendHead(_ head: HTTPRequestHead, now: MonotonicInstant)
+    /// Sends the request head. `upgrade`: the request asks to switch protocols (`Connection: upgrade`
+    /// and `Upgrade` kept), so a `101` may answer it: the delegate then gets that head, and after it
+    /// the tunnel's bytes as response body parts, and `upstreamResponseEnd(nil)` when the upstream
+    /// ends its side; ``sendBody(_:)`` then writes tunnel bytes and ``sendEnd(trailers:)`` half-closes.
+    /// A tunnelled connection is never reused. Only HTTP/1.1 exchanges can switch.
+    func sendHead(_ head: HTTPRequestHead, now: MonotonicInstant, upgrade: Bool)
     func sendBody(_ buffer: ByteBuffer)
     /// Ends the request, with trailers where the upstream protocol carries them.
     func sendEnd(trailers: HTTPHeaders?)
@@ -31,6 +36,7 @@ protocol UpstreamExchange: AnyObject {
 
 extension UpstreamExchange {
     func sendEnd() { self.sendEnd(trailers: nil) }
+    func sendHead(_ head: HTTPRequestHead, now: MonotonicInstant) { self.sendHead(head, now: now, upgrade: false) }
 }
 
 enum UpstreamLimits {

@@ -44,6 +44,9 @@ final class UpstreamHTTP1Handler: ChannelDuplexHandler, UpstreamExchange {
     private(set) var responseKeepAlive = true
     private var pendingRead = false
     private var closed = false
+    /// A `101` switched the connection to a tunnel: it is never reused, and its delegate stays until
+    /// it closes (the upstream's half-close is reported, and so is the close after it).
+    private(set) var isTunnel = false
 
     init(id: ConnectionID) {
         self.id = id
@@ -58,9 +61,10 @@ final class UpstreamHTTP1Handler: ChannelDuplexHandler, UpstreamExchange {
 
     // MARK: Requests out
 
-    func sendHead(_ head: HTTPRequestHead, now: MonotonicInstant) {
+    func sendHead(_ head: HTTPRequestHead, now: MonotonicInstant, upgrade: Bool) {
         self.awaitingHeadSince = now
         self.responseKeepAlive = true
+        if upgrade { self.context?.triggerUserOutboundEvent(HTTP1ClientCodec.ExpectUpgrade(), promise: nil) }
         self.context?.write(self.wrapOutboundOut(.head(head)), promise: nil)
     }
 
@@ -117,6 +121,13 @@ final class UpstreamHTTP1Handler: ChannelDuplexHandler, UpstreamExchange {
             self.awaitingHeadSince = nil
             self.responseKeepAlive = head.isKeepAlive
             guard let delegate = self.delegate else { return self.unexpectedResponse() }
+            if head.status == .switchingProtocols {
+                // The codec only passes a 101 that answers an upgrade. The upstream may now half-close
+                // its side of the tunnel and still read ours.
+                self.isTunnel = true
+                self.responseKeepAlive = false
+                try? context.channel.syncOptions?.setOption(.allowRemoteHalfClosure, value: true)
+            }
             delegate.upstreamResponseHead(head)
         case .body(let buffer):
             guard let delegate = self.delegate else { return self.unexpectedResponse() }
@@ -124,7 +135,8 @@ final class UpstreamHTTP1Handler: ChannelDuplexHandler, UpstreamExchange {
         case .end(let trailers):
             self.responsesCompleted += 1
             guard let delegate = self.delegate else { return self.unexpectedResponse() }
-            self.delegate = nil
+            // A tunnel's end is the upstream's half-close: its delegate still hears of the close.
+            if !self.isTunnel { self.delegate = nil }
             delegate.upstreamResponseEnd(trailers)
         }
     }

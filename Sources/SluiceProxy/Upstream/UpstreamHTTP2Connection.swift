@@ -164,7 +164,9 @@ final class UpstreamHTTP2Stream: UpstreamExchange {
 
     // MARK: Request out
 
-    func sendHead(_ head: HTTPRequestHead, now: MonotonicInstant) {
+    /// `upgrade` is never asked of an HTTP/2 exchange (the downstream handler drops the upgrade pair
+    /// for h2c groups): HTTP/2 has no `101`.
+    func sendHead(_ head: HTTPRequestHead, now: MonotonicInstant, upgrade: Bool) {
         self.head = Self.translate(head)
         self.awaitingHeadSince = now
     }
