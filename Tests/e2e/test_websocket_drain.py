@@ -172,7 +172,12 @@ def analyse(sessions: list[Session], app_old: Apps, app_new: Apps, t_sig: float,
     r["close_min_s"] = round(times[0], 3) if times else None
     r["close_max_s"] = round(times[-1], 3) if times else None
     r["spread_s"] = round(times[-1] - times[0], 3) if times else 0.0
-    acked = lost = unacked = 0
+    # How much later the app saw its Close than the client saw its own (negative: earlier).
+    lags = sorted(e["close_frame_at"] - s.close_at for s, e in zip(sessions, app_entries)
+                  if s.close is not None and e.get("close_frame_at") is not None)
+    r["app_close_lag_ms"] = ((round(1000 * lags[len(lags) // 2]), round(1000 * lags[0]), round(1000 * lags[-1]))
+                             if lags else None)
+    acked = lost = unacked_c = unacked_a = 0
     bad_order = []
     for s, e in zip(sessions, app_entries):
         recv_c, sent_a, acked_a = e.get("recv_c", []), e.get("sent_a", []), e.get("acked_a", [])
@@ -181,10 +186,11 @@ def analyse(sessions: list[Session], app_old: Apps, app_new: Apps, t_sig: float,
         lost += len(set(s.acked_c) - set(recv_c)) + len(set(acked_a) - set(s.recv_a))
         if recv_c != s.sent_c[:len(recv_c)] or s.recv_a != sent_a[:len(s.recv_a)]:
             bad_order.append(s.i)
-        unacked += len(set(s.sent_c) - set(s.acked_c)) + len(set(sent_a) - set(acked_a))
+        unacked_c += len(set(s.sent_c) - set(s.acked_c))
+        unacked_a += len(set(sent_a) - set(acked_a))
         if s.bad or e.get("bad"):
             bad_order.append(s.i)
-    r.update(acked=acked, lost=lost, unacked_in_flight=unacked, bad_sessions=bad_order[:10])
+    r.update(acked=acked, lost=lost, unacked_c=unacked_c, unacked_a=unacked_a, bad_sessions=bad_order[:10])
     r["reconnected"] = sum(1 for s in sessions if s.reconnected)
     r["reconnect_errors"] = [s.reconnect_error for s in sessions if s.reconnect_error][:5]
     r["new_app_sessions"] = sum(1 for k in app_new.journal.keys() if k[:1] == "r" and k[1:].isdigit())
@@ -214,9 +220,10 @@ def table(r: dict) -> str:
         (f"close moments after the signal (s; window {window[0]:.1f}-{window[1]:.1f})",
          f"{r['close_min_s']} .. {r['close_max_s']}"),
         ("spread (s)", f"{r['spread_s']} ({100 * r['spread_s'] / (DRAIN_TIMEOUT / 2):.0f}% of the window)"),
+        ("app's Close after the client's (ms: median, min, max)", r["app_close_lag_ms"]),
         ("messages acked", r["acked"]),
         ("acked but lost", r["lost"]),
-        ("sent, not acked (in flight at the close)", r["unacked_in_flight"]),
+        ("sent, not acked (in flight at the close): client's, app's", f"{r['unacked_c']}, {r['unacked_a']}"),
         ("sessions out of order / bad messages", r["bad_sessions"]),
         ("reconnected to the replacement", r["reconnected"]),
         ("exit code, seconds after the signal", f"{r['exit_code']}, {r['exit_after_s']}"),
@@ -255,7 +262,8 @@ def test_websocket_sessions_get_1001_spread_over_the_drain_and_reconnect(tmp_pat
     assert r["lost"] == 0 and not r["bad_sessions"], summary
     assert r["acked"] > SESSIONS * 10, f"too few messages to prove anything\n{summary}"
     window = DRAIN_TIMEOUT / 2
-    assert DRAIN_DELAY - 0.1 <= r["close_min_s"] and r["close_max_s"] <= DRAIN_DELAY + window + 0.5, summary
+    # The client notes a Close when its event loop reads it: up to a second late on a loaded machine.
+    assert DRAIN_DELAY - 0.1 <= r["close_min_s"] and r["close_max_s"] <= DRAIN_DELAY + window + 1.0, summary
     assert r["spread_s"] > 0.3 * window, f"the closes are not spread over the window\n{summary}"
     assert r["reconnected"] == SESSIONS, f"reconnects failed: {r['reconnect_errors']}\n{summary}"
     assert r["new_app_sessions"] == SESSIONS, summary

@@ -213,6 +213,8 @@ class WsApp:
                     entry_lists["acked_a"].append(int(num[2:]))
                 else:
                     entry_lists["bad"].append(message)
+            # The loop ends when the peer's Close arrived (the library answers it).
+            self.journal.update(key, close_frame_at=time.monotonic())
         finally:
             task.cancel()
             try:
