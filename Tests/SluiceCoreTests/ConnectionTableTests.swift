@@ -181,6 +181,10 @@ import Testing
         sum.byProtocol = [.http1: 2, .http2: 3]
         sum.requestsInFlight = 4
         #expect(a + b == sum)
+        a.tunnelsByProtocol = [.http1: 2]
+        b.tunnelsByProtocol = [.http1: 1, .http2: 5]
+        sum.tunnelsByProtocol = [.http1: 3, .http2: 5]
+        #expect(a + b == sum)
     }
 
     /// Adding a connection ID twice is a programming error.
@@ -542,6 +546,280 @@ import Testing
         add(&table, 4, at: t0 + .seconds(55))  // too new to time out
         #expect(sweep(&table, at: t0 + .seconds(60)) == [id(1): .requestHeaderTimeout, id(2): .requestHeaderTimeout, id(3): .idleTimeout])
     }
+
+    // MARK: - Tunnels
+
+    /// Starts a tunnel with a throwaway generator (its moment matters only in `draining`).
+    func startTunnel(_ table: inout Table, _ raw: UInt64, _ kind: TunnelKind = .webSocket, at now: Instant) {
+        var rng = SplitMix64(seed: raw &+ 99)
+        table.tunnelStarted(id(raw), kind: kind, now: now, using: &rng)
+    }
+
+    /// An HTTP/1 connection that upgrades is a tunnel: its request stays in flight, its head and
+    /// body timers stop, and it remembers what the tunnel carries.
+    @Test func http1TunnelKeepsItsRequestInFlightAndStopsTheRequestTimers() {
+        var table = makeTable()
+        add(&table, 1, at: t0)
+        table.requestHeadBegan(id(1), now: t0)
+        table.requestStarted(id(1), now: t0 + .seconds(1))
+        table.requestBodyRead(id(1), now: t0 + .seconds(1))
+        startTunnel(&table, 1, at: t0 + .seconds(2))
+        let entry = table[id(1)]
+        #expect(entry?.tunnels == 1)
+        #expect(entry?.tunnelKind == .webSocket)
+        #expect(entry?.tunnelCloseAt == nil, "no close moment outside a drain")
+        #expect(entry?.inFlight == 1)
+        #expect(entry?.readingHeadSince == nil)
+        #expect(entry?.bodyReadAt == nil)
+        #expect(entry?.lastActivity == t0 + .seconds(2))
+        #expect(entry?.state == .tunnel)
+        add(&table, 2, at: t0)
+        table.requestStarted(id(2), now: t0)
+        startTunnel(&table, 2, .other, at: t0)
+        #expect(table[id(2)]?.tunnelKind == .other)
+        #expect(table[id(2)]?.state == .tunnel)
+        table.markClosing(id(2))
+        #expect(table[id(2)]?.state == .closing, "closing wins over tunnel")
+    }
+
+    /// An HTTP/2 connection counts its tunnel streams up and down, without a kind of its own; it is a
+    /// tunnel while any is open, and never below zero.
+    @Test func http2TunnelStreamsCountUpAndDown() {
+        var table = makeTable()
+        add(&table, 1, .http2, at: t0)
+        table.requestStarted(id(1), now: t0)
+        table.requestStarted(id(1), now: t0)
+        startTunnel(&table, 1, at: t0)
+        startTunnel(&table, 1, at: t0)
+        #expect(table[id(1)]?.tunnels == 2)
+        #expect(table[id(1)]?.tunnelKind == nil)
+        #expect(table[id(1)]?.state == .tunnel)
+        table.tunnelEnded(id(1), now: t0 + .seconds(1))
+        #expect(table[id(1)]?.tunnels == 1)
+        #expect(table[id(1)]?.state == .tunnel)
+        table.tunnelEnded(id(1), now: t0 + .seconds(2))
+        table.requestFinished(id(1), now: t0 + .seconds(2))
+        #expect(table[id(1)]?.tunnels == 0)
+        #expect(table[id(1)]?.state == .active, "one ordinary stream left")
+        table.tunnelEnded(id(1), now: t0 + .seconds(3))
+        #expect(table[id(1)]?.tunnels == 0)
+        #expect(table[id(1)]?.lastActivity == t0 + .seconds(3))
+    }
+
+    /// An HTTP/1 tunnel that ends forgets its kind and close moment: the ordinary rules apply again.
+    @Test func http1TunnelEndedForgetsItsKindAndCloseMoment() {
+        var table = makeTable()
+        add(&table, 1, at: t0)
+        table.requestStarted(id(1), now: t0)
+        _ = drain(&table, at: t0, window: .seconds(10), seed: 1)
+        startTunnel(&table, 1, at: t0)
+        #expect(table[id(1)]?.tunnelCloseAt != nil)
+        table.tunnelEnded(id(1), now: t0 + .seconds(1))
+        #expect(table[id(1)]?.tunnels == 0)
+        #expect(table[id(1)]?.tunnelKind == nil)
+        #expect(table[id(1)]?.tunnelCloseAt == nil)
+        #expect(table[id(1)]?.state == .active, "its request is the owner's to finish")
+    }
+
+    /// Tunnel events for a connection the table does not know change nothing.
+    @Test func tunnelEventsForAnUnknownConnectionAreIgnored() {
+        var table = makeTable()
+        add(&table, 1, at: t0)
+        startTunnel(&table, 9, at: t0)
+        table.tunnelActivity(id(9), now: t0)
+        table.tunnelEnded(id(9), now: t0)
+        #expect(table[id(9)] == nil)
+        #expect(table.count == 1)
+        #expect(table.counts().tunnelsByProtocol == [:])
+    }
+
+    /// Counts show tunnel connections by state and open tunnels by protocol (a closing tunnel is still
+    /// open); a protocol without tunnels is absent.
+    @Test func countsShowTunnelsByStateAndProtocol() {
+        var table = makeTable()
+        add(&table, 1, at: t0)
+        add(&table, 2, at: t0)
+        add(&table, 3, at: t0)
+        add(&table, 4, .http2, at: t0)
+        add(&table, 5, at: t0)
+        for raw in UInt64(1)...4 { table.requestStarted(id(raw), now: t0) }
+        startTunnel(&table, 1, at: t0)
+        startTunnel(&table, 2, .other, at: t0)
+        startTunnel(&table, 3, at: t0)
+        table.markClosing(id(3))
+        startTunnel(&table, 4, at: t0)
+        startTunnel(&table, 4, at: t0)
+        startTunnel(&table, 4, at: t0)
+        var expected = Table.Counts()
+        expected.total = 5
+        expected.byState = [.tunnel: 3, .closing: 1, .idle: 1]
+        expected.byProtocol = [.http1: 4, .http2: 1]
+        expected.requestsInFlight = 4
+        expected.tunnelsByProtocol = [.http1: 3, .http2: 3]
+        #expect(table.counts() == expected)
+        table.tunnelEnded(id(4), now: t0)
+        table.tunnelEnded(id(4), now: t0)
+        table.tunnelEnded(id(4), now: t0)
+        #expect(table.counts().tunnelsByProtocol == [.http1: 3])
+    }
+
+    /// The tunnel idle timeout defaults to an hour.
+    @Test func tunnelIdleTimeoutDefaultsToAnHour() {
+        #expect(Table.Timeouts(requestHeader: .seconds(1), idle: .seconds(1), drainQuiet: .seconds(1)).tunnelIdle == .seconds(3600))
+    }
+
+    /// A tunnel is closed once it has carried nothing for the tunnel idle timeout, counted from its
+    /// start or its last bytes; the header, body and keep-alive idle timeouts no longer apply to it.
+    @Test func sweepClosesAQuietTunnelAfterTheTunnelIdleTimeoutOnly() {
+        var table = Table(
+            timeouts: .init(requestHeader: .seconds(10), idle: .seconds(60), drainQuiet: .milliseconds(250), requestBody: .seconds(5), tunnelIdle: .seconds(600)))
+        add(&table, 1, at: t0)
+        add(&table, 2, .http2, at: t0)
+        table.requestStarted(id(1), now: t0)
+        table.requestBodyRead(id(1), now: t0)
+        table.requestStarted(id(2), now: t0)
+        startTunnel(&table, 1, at: t0 + .seconds(1))
+        startTunnel(&table, 2, at: t0 + .seconds(1))
+        #expect(sweep(&table, at: t0 + .seconds(300)).isEmpty, "past the header, body and idle timeouts")
+        table.tunnelActivity(id(1), now: t0 + .seconds(300))
+        #expect(table[id(1)]?.lastActivity == t0 + .seconds(300))
+        #expect(sweep(&table, at: t0 + .seconds(900) - .nanoseconds(1)).isEmpty)
+        #expect(sweep(&table, at: t0 + .seconds(900)) == [id(1): .tunnelIdleTimeout])
+        #expect(table[id(1)]?.state == .closing)
+        #expect(sweep(&table, at: t0 + .seconds(86400)).isEmpty, "returned once; HTTP/2 streams are not the table's to time")
+    }
+
+    /// Draining with `seed`: 100 HTTP/1 WebSocket tunnels (1...100), 3 other HTTP/1 tunnels
+    /// (101...103), an HTTP/2 connection with a tunnel stream (104) and an idle HTTP/1 connection
+    /// quiet long enough (105), added in `order`.
+    func tunnelTable(seed: UInt64, window: Duration, order: [UInt64] = Array(1...105)) -> (Table, [(ConnectionID, Table.DrainingAction)]) {
+        var table = makeTable()
+        for raw in order {
+            add(&table, raw, raw == 104 ? .http2 : .http1, at: t0 - .seconds(30))
+            guard raw != 105 else { continue }
+            table.requestStarted(id(raw), now: t0 - .seconds(30))
+            startTunnel(&table, raw, raw > 100 && raw < 104 ? .other : .webSocket, at: t0 - .seconds(30))
+        }
+        let actions = drain(&table, at: t0, window: window, seed: seed)
+        return (table, actions)
+    }
+
+    func drain(_ table: inout Table, at now: Instant, window: Duration, seed: UInt64) -> [(ConnectionID, Table.DrainingAction)] {
+        var rng = SplitMix64(seed: seed)
+        return table.beginDraining(now: now, tunnelCloseWindow: window, using: &rng)
+    }
+
+    /// Draining gives each HTTP/1 WebSocket tunnel a moment spread over the tunnel close window,
+    /// and nothing to other tunnels or HTTP/2 connections; no tunnel is closed at once.
+    @Test(arguments: [UInt64(1), 42, 0xDEAD_BEEF])
+    func drainSpreadsWebSocketTunnelClosesOverTheWindow(seed: UInt64) {
+        let (table, actions) = tunnelTable(seed: seed, window: .seconds(10))
+        #expect(Dictionary(actions, uniquingKeysWith: { $1 }) == [id(104): .sendFinalGoAway, id(105): .close])
+        let moments = (UInt64(1)...100).compactMap { table[id($0)]?.tunnelCloseAt }
+        #expect(moments.count == 100)
+        #expect(moments.allSatisfy { $0 >= t0 && $0 <= t0 + .seconds(10) })
+        #expect(Set(moments.map(\.offset)).count > 90, "not all at once")
+        #expect(moments.min()! < t0 + .seconds(1), "some close early")
+        #expect(moments.max()! > t0 + .seconds(9), "some close late")
+        #expect((UInt64(101)...104).allSatisfy { table[id($0)]?.tunnelCloseAt == nil })
+        #expect((UInt64(1)...104).allSatisfy { table[id($0)]?.state == .tunnel })
+    }
+
+    /// The tunnels' moments come from the generator in ID order: the same seed gives every tunnel the
+    /// same moment, whatever order the connections came in; another seed gives others.
+    @Test func drainTunnelMomentsAreDeterministicForASeed() {
+        let (a, _) = tunnelTable(seed: 7, window: .seconds(10))
+        let (b, _) = tunnelTable(seed: 7, window: .seconds(10), order: Array((1...105).reversed()))
+        let (c, _) = tunnelTable(seed: 8, window: .seconds(10))
+        let momentsA = (UInt64(1)...100).map { a[id($0)]?.tunnelCloseAt }
+        #expect(momentsA == (UInt64(1)...100).map { b[id($0)]?.tunnelCloseAt })
+        #expect(momentsA != (UInt64(1)...100).map { c[id($0)]?.tunnelCloseAt })
+    }
+
+    /// A zero window asks every WebSocket tunnel to close at once.
+    @Test func drainWithAZeroWindowClosesEveryWebSocketTunnelAtOnce() {
+        var (table, _) = tunnelTable(seed: 3, window: .zero)
+        #expect((UInt64(1)...100).allSatisfy { table[id($0)]?.tunnelCloseAt == t0 })
+        #expect(Set(sweep(&table, at: t0).keys) == Set((UInt64(1)...100).map(id)))
+        #expect(sweep(&table, at: t0).isEmpty)
+    }
+
+    /// The sweep returns each WebSocket tunnel at its own moment, not a nanosecond before, and marks
+    /// it closing; the drain's quiet-idle rule never takes a tunnel, and other tunnels wait for the
+    /// drain deadline (or their idle timeout).
+    @Test func sweepStartsEachWebSocketTunnelsCloseAtItsMoment() {
+        var (table, _) = tunnelTable(seed: 5, window: .seconds(10))
+        let moments = (UInt64(1)...100).map { (id($0), table[id($0)]!.tunnelCloseAt!) }.sorted { $0.1 < $1.1 }
+        var closedAt: [ConnectionID: Instant] = [:]
+        for (tunnel, moment) in moments where closedAt[tunnel] == nil {
+            for at in [moment - .nanoseconds(1), moment] {
+                for (closed, reason) in sweep(&table, at: at) {
+                    #expect(reason == .drainTunnelClose)
+                    #expect(closedAt[closed] == nil)
+                    closedAt[closed] = at
+                }
+            }
+        }
+        #expect(Set(closedAt.keys) == Set((UInt64(1)...100).map(id)), "every WebSocket tunnel, and only those")
+        for (closed, at) in closedAt {
+            #expect(at == table[closed]!.tunnelCloseAt!, "at its moment, not before")
+            #expect(table[closed]?.state == .closing)
+        }
+        #expect(sweep(&table, at: t0 + .seconds(1000)).isEmpty, "other tunnels are not idle-closed by the drain")
+        #expect((UInt64(101)...103).allSatisfy { table[id($0)]?.state == .tunnel })
+        #expect(sweep(&table, at: t0 + .seconds(3570)) == [id(101): .tunnelIdleTimeout, id(102): .tunnelIdleTimeout, id(103): .tunnelIdleTimeout])
+    }
+
+    /// A WebSocket tunnel that opens during the drain gets a moment in what is left of the window,
+    /// or now once the window has passed; other tunnels and HTTP/2 streams get none, and tunnels
+    /// opened before a drain get none until it begins.
+    @Test func tunnelStartedWhileDrainingGetsAMomentInWhatIsLeftOfTheWindow() {
+        var table = makeTable()
+        for raw in UInt64(1)...24 {
+            add(&table, raw, raw == 24 ? .http2 : .http1, at: t0 - .seconds(1))
+            table.requestStarted(id(raw), now: t0 - .seconds(1))
+        }
+        var rng = SplitMix64(seed: 9)
+        _ = table.beginPropagating(now: t0 - .seconds(1), until: t0, using: &rng)
+        startTunnel(&table, 1, at: t0 - .seconds(1))
+        #expect(table[id(1)]?.tunnelCloseAt == nil, "propagating schedules no tunnel")
+        _ = drain(&table, at: t0, window: .seconds(10), seed: 2)
+        #expect(table[id(1)]?.tunnelCloseAt != nil)
+        for raw in UInt64(2)...21 { startTunnel(&table, raw, at: t0 + .seconds(4)) }
+        let moments = (UInt64(2)...21).compactMap { table[id($0)]?.tunnelCloseAt }
+        #expect(moments.count == 20)
+        #expect(moments.allSatisfy { $0 >= t0 + .seconds(4) && $0 <= t0 + .seconds(10) })
+        #expect(Set(moments.map(\.offset)).count > 1)
+        startTunnel(&table, 22, at: t0 + .seconds(12))
+        #expect(table[id(22)]?.tunnelCloseAt == t0 + .seconds(12))
+        #expect(sweep(&table, at: t0 + .seconds(12))[id(22)] == .drainTunnelClose)
+        startTunnel(&table, 23, .other, at: t0 + .seconds(4))
+        #expect(table[id(23)]?.tunnelCloseAt == nil)
+        startTunnel(&table, 24, at: t0 + .seconds(4))
+        #expect(table[id(24)]?.tunnelCloseAt == nil)
+    }
+
+    /// A tunnel already closing when the drain begins gets no close moment: it is on its way out.
+    @Test func drainSchedulesNoClosingTunnel() {
+        var table = makeTable()
+        add(&table, 1, at: t0)
+        table.requestStarted(id(1), now: t0)
+        startTunnel(&table, 1, at: t0)
+        table.markClosing(id(1))
+        #expect(drain(&table, at: t0, window: .seconds(10), seed: 1).isEmpty)
+        #expect(table[id(1)]?.tunnelCloseAt == nil)
+    }
+
+    /// A late protocol change keeps the tunnel fields.
+    @Test func setProtocolKeepsTheTunnel() {
+        var table = makeTable()
+        add(&table, 1, at: t0)
+        table.requestStarted(id(1), now: t0)
+        startTunnel(&table, 1, .other, at: t0)
+        table.setProtocol(id(1), .http1)
+        #expect(table[id(1)]?.tunnels == 1)
+        #expect(table[id(1)]?.tunnelKind == .other)
+    }
 }
 
 @Suite struct ConnectionIDTests {
@@ -566,6 +844,16 @@ import Testing
     /// Protocols have stable names for /status.
     @Test func protocolsHaveStableNames() {
         #expect(ConnectionProtocol.allCases.map(\.rawValue) == ["http1", "http2"])
-        #expect(ConnectionTable<MockClock.Instant>.State.allCases.map(\.rawValue) == ["idle", "active", "closing"])
+        #expect(ConnectionTable<MockClock.Instant>.State.allCases.map(\.rawValue) == ["idle", "active", "tunnel", "closing"])
+        #expect(TunnelKind.webSocket.rawValue == "websocket")
+    }
+
+}
+
+extension ConnectionTable {
+    /// `draining` with no tunnel close window, for the tests without tunnels.
+    mutating func beginDraining(now: Instant) -> [(ConnectionID, DrainingAction)] {
+        var rng = SplitMix64(seed: 0)
+        return self.beginDraining(now: now, tunnelCloseWindow: .zero, using: &rng)
     }
 }

@@ -47,6 +47,7 @@ public struct ReloadPlan: Sendable, Equatable {
         ("max-header-size", { "\($0.http.maxHeaderBytes)" }),
         ("request-body-timeout", { "\($0.http.requestBodyTimeout)" }),
         ("stream-stall-timeout", { "\($0.http.streamStallTimeout)" }),
+        ("tunnel-idle-timeout", { "\($0.http.tunnelIdleTimeout)" }),
         ("max-connections", { "\($0.http.maxConnections.map(String.init) ?? "auto")" }),
         ("log-level", { $0.logging.level.rawValue }),
         ("log-format", { $0.logging.format.rawValue }),

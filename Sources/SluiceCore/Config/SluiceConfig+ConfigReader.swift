@@ -109,6 +109,7 @@ extension SluiceConfig {
         }
         reader.duration("request-body-timeout", positive: true, into: &config.http.requestBodyTimeout)
         reader.duration("stream-stall-timeout", positive: true, into: &config.http.streamStallTimeout)
+        reader.duration("tunnel-idle-timeout", positive: true, into: &config.http.tunnelIdleTimeout)
         reader.one("max-connections", "a whole number from 1 to 10000000, or auto", into: &config.http.maxConnections) { text -> Int?? in
             if text.lowercased() == "auto" { return .some(nil) }
             return Int(text).flatMap { (1...10_000_000).contains($0) ? .some($0) : nil }

@@ -33,6 +33,7 @@ extension SluiceConfig {
         lines.append("max-body-size: \(self.http.maxBodyBytes.map(ByteSizeParser.format) ?? "unlimited")")
         lines.append("request-body-timeout: \(DurationParser.format(self.http.requestBodyTimeout))")
         lines.append("stream-stall-timeout: \(DurationParser.format(self.http.streamStallTimeout))")
+        lines.append("tunnel-idle-timeout: \(DurationParser.format(self.http.tunnelIdleTimeout))")
         lines.append("max-connections: \(self.http.maxConnections.map(String.init) ?? "auto")")
         lines.append("upstream-connect-timeout: \(DurationParser.format(self.upstream.connectTimeout))")
         lines.append("response-header-timeout: \(DurationParser.format(self.upstream.responseHeaderTimeout))")
@@ -259,8 +260,8 @@ public struct ConfigCheck: Sendable {
 
     /// One JSON object: `valid`, `errors`, `warnings`, `grace_period_seconds` (or null), and `config`
     /// (null when it could not be read) with `listen`, `admin`, `admin_port`, `drain` (each duration as
-    /// text and in seconds: `delay`, `timeout`, `margin`, `budget`, `termination_grace`), `groups` and
-    /// `routes`.
+    /// text and in seconds: `delay`, `timeout`, `margin`, `budget`, `termination_grace`),
+    /// `tunnel_idle_timeout` (and `tunnel_idle_timeout_seconds`), `groups` and `routes`.
     public var json: String {
         var fields: [(String, String)] = [
             ("valid", self.isValid ? "true" : "false"),
@@ -288,15 +289,14 @@ public struct ConfigCheck: Sendable {
                     ("path", JSONText.string(route.path.description)), ("upstream", JSONText.string(route.upstream)),
                 ])
             }
-            fields.append(
-                (
-                    "config",
-                    JSONText.object([
-                        ("listen", JSONText.array(config.listen.map { JSONText.string($0.description) })),
-                        ("admin", JSONText.string(config.admin.description)), ("admin_port", String(config.admin.port)),
-                        ("drain", JSONText.object(drainFields)), ("groups", JSONText.array(groups)), ("routes", JSONText.array(routes)),
-                    ])
-                ))
+            var configFields: [(String, String)] = [
+                ("listen", JSONText.array(config.listen.map { JSONText.string($0.description) })),
+                ("admin", JSONText.string(config.admin.description)), ("admin_port", String(config.admin.port)),
+                ("drain", JSONText.object(drainFields)),
+            ]
+            configFields += duration("tunnel_idle_timeout", config.http.tunnelIdleTimeout)
+            configFields += [("groups", JSONText.array(groups)), ("routes", JSONText.array(routes))]
+            fields.append(("config", JSONText.object(configFields)))
         } else {
             fields.append(("config", "null"))
         }

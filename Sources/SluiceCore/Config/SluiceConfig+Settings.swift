@@ -49,6 +49,7 @@ extension SluiceConfig {
         Setting("max-body-size", "SIZE", "Largest request body; larger gets 413. Default unlimited."),
         Setting("request-body-timeout", "DURATION", "Longest gap between request body bytes; then 408 (or abort). Default 30s."),
         Setting("stream-stall-timeout", "DURATION", "HTTP/2 streams stalled on the client's flow control are reset after this. Default 30s."),
+        Setting("tunnel-idle-timeout", "DURATION", "WebSocket and other upgraded connections close after this long without bytes. Default 1h."),
         Setting("max-connections", "N", "Most client connections at once; past it accepting pauses. Default auto (from the open-file limit)."),
         Setting("upstream-connect-timeout", "DURATION", "Upstream connect timeout (502 after). Default 5s."),
         Setting("response-header-timeout", "DURATION", "Upstream response head timeout (504 after). Default 60s."),

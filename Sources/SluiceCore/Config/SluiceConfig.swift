@@ -64,6 +64,10 @@ public struct SluiceConfig: Sendable, Equatable {
         /// An HTTP/2 stream whose response cannot move because the client's flow-control window stays
         /// closed is reset (`RST_STREAM`, `CANCEL`) after this long. Default 30 s.
         public var streamStallTimeout: Duration = .seconds(30)
+        /// A tunnel (an upgraded HTTP/1 connection: WebSocket or another `Upgrade` protocol) that
+        /// carries no bytes either way for this long is closed. Default 1 h: WebSockets are long-lived
+        /// and may be quiet, but a dead peer must not hold a connection for ever.
+        public var tunnelIdleTimeout: Duration = .seconds(3600)
         /// At most this many downstream connections at once (every listener, every loop); past it
         /// accepting pauses until one closes. Default `nil`: derived at start-up from `RLIMIT_NOFILE`
         /// (raised to its hard limit), leaving room for upstream connections and the admin listener.

@@ -1,3 +1,13 @@
+/// What a tunnel carries, for what the drain does to it: a WebSocket can be asked to close with a
+/// Close frame (so it is given a moment to do so, spread over the tunnel close window); any other
+/// upgraded protocol can only be cut, at the drain deadline.
+public enum TunnelKind: String, Sendable {
+    /// An HTTP/1 `Upgrade: websocket` (or, on HTTP/2, an RFC 8441 extended CONNECT).
+    case webSocket = "websocket"
+    /// Any other `Upgrade` protocol: opaque bytes.
+    case other
+}
+
 /// Every downstream connection of one event loop: what it speaks, who it is, how busy it is, and
 /// what the drain has decided for it.
 ///
@@ -8,12 +18,25 @@
 ///    first 80% of the delay after which its responses carry `Connection: close`, so pooled clients
 ///    move away gradually rather than in one reconnect storm; each HTTP/2 connection gets the
 ///    shutdown notice.
-/// 2. ``beginDraining(now:)``: busy connections close after their response; idle connections close
-///    once they have been quiet for the quiet period (``sweep(now:)``), so a request the client sent
-///    just before the close is not lost; HTTP/2 connections get their final GOAWAY.
+/// 2. ``beginDraining(now:tunnelCloseWindow:using:)``: busy connections close after their response;
+///    idle connections close once they have been quiet for the quiet period (``sweep(now:)``), so a
+///    request the client sent just before the close is not lost; HTTP/2 connections get their final
+///    GOAWAY; each HTTP/1 WebSocket tunnel gets a random moment in the tunnel close window at which
+///    its close handshake starts, so clients do not all reconnect in one burst.
 /// 3. ``sweep(now:)``: header-read and body-read timeouts, idle timeouts, the quiet-idle closes of
 ///    `draining`, and in `draining` the connections that have sent only part of a request head
-///    (slowloris) once ``Timeouts/drainPartialHead`` has passed.
+///    (slowloris) once ``Timeouts/drainPartialHead`` has passed. An HTTP/1 tunnel is past all of
+///    those: it is closed only by its tunnel idle timeout or, a WebSocket in `draining`, at its close
+///    moment.
+///
+/// A tunnel (``tunnelStarted(_:kind:now:using:)``) keeps its request in flight, so a drain waits for
+/// it as for any response, until its close handshake ends it or the drain deadline cuts it.
+///
+/// ```swift
+/// table.tunnelStarted(id, kind: .webSocket, now: now, using: &rng)   // after the upstream's 101
+/// table.tunnelActivity(id, now: now)                                 // each read batch
+/// table.sweep(now: later)                                            // [(id, .tunnelIdleTimeout)]
+/// ```
 public struct ConnectionTable<Instant: InstantProtocol> where Instant.Duration == Duration {
     /// What `/status` shows per connection.
     public enum State: String, Sendable, CaseIterable {
@@ -21,6 +44,8 @@ public struct ConnectionTable<Instant: InstantProtocol> where Instant.Duration =
         case idle
         /// Reading a request or serving one.
         case active
+        /// Carrying at least one tunnel (HTTP/1: the upgraded connection; HTTP/2: WebSocket streams).
+        case tunnel
         /// Told to close; finishing what it has.
         case closing
     }
@@ -42,6 +67,12 @@ public struct ConnectionTable<Instant: InstantProtocol> where Instant.Duration =
         public internal(set) var closing: Bool
         /// Responses completed on this connection.
         public internal(set) var requestsServed: Int
+        /// Tunnels open: HTTP/1 0 or 1 (the connection itself after a 101); HTTP/2 the tunnel streams.
+        public internal(set) var tunnels: Int = 0
+        /// HTTP/1: what the tunnel carries, while there is one (nil on HTTP/2, whose streams carry it).
+        public internal(set) var tunnelKind: TunnelKind? = nil
+        /// An HTTP/1 WebSocket tunnel in `draining`: when its close handshake should start.
+        public internal(set) var tunnelCloseAt: Instant? = nil
 
         // In-place updates: one hash lookup per event (``ConnectionTable/withEntry(_:_:)``).
         mutating func headBegan(now: Instant) {
@@ -64,6 +95,7 @@ public struct ConnectionTable<Instant: InstantProtocol> where Instant.Duration =
 
         public var state: State {
             if self.closing { return .closing }
+            if self.tunnels > 0 { return .tunnel }
             return self.inFlight > 0 || self.readingHeadSince != nil ? .active : .idle
         }
     }
@@ -72,7 +104,9 @@ public struct ConnectionTable<Instant: InstantProtocol> where Instant.Duration =
     private enum Mode {
         case normal
         case propagating(windowEnd: Instant)
-        case draining(since: Instant)
+        /// `tunnelCloseBy`: the end of the tunnel close window, by which every WebSocket tunnel has
+        /// been told to close.
+        case draining(since: Instant, tunnelCloseBy: Instant)
     }
 
     /// Timeouts the sweep enforces.
@@ -86,18 +120,22 @@ public struct ConnectionTable<Instant: InstantProtocol> where Instant.Duration =
         /// In `draining`, a connection with only part of a request head is closed after this long
         /// (from the start of `draining`, or from the head's first byte if that came later).
         public var drainPartialHead: Duration
+        /// An HTTP/1 tunnel with no bytes in either direction for this long is closed.
+        public var tunnelIdle: Duration
         public init(
             requestHeader: Duration,
             idle: Duration,
             drainQuiet: Duration,
             requestBody: Duration = .seconds(30),
-            drainPartialHead: Duration = SluiceConfig.Drain.partialHeadGrace
+            drainPartialHead: Duration = SluiceConfig.Drain.partialHeadGrace,
+            tunnelIdle: Duration = .seconds(3600)
         ) {
             self.requestHeader = requestHeader
             self.idle = idle
             self.drainQuiet = drainQuiet
             self.requestBody = requestBody
             self.drainPartialHead = drainPartialHead
+            self.tunnelIdle = tunnelIdle
         }
     }
 
@@ -122,6 +160,12 @@ public struct ConnectionTable<Instant: InstantProtocol> where Instant.Duration =
         case drainIdle
         /// `draining`: only part of a request head arrived, and the grace period is over.
         case drainPartialHead
+        /// An HTTP/1 tunnel carried no bytes either way for ``Timeouts/tunnelIdle``: close it (a
+        /// WebSocket with a Close frame first, if it can).
+        case tunnelIdleTimeout
+        /// `draining`: an HTTP/1 WebSocket tunnel's moment in the tunnel close window has come: start
+        /// its close handshake (Close frames both ways), then close the connection.
+        case drainTunnelClose
     }
 
     public struct Counts: Equatable, Sendable {
@@ -129,6 +173,9 @@ public struct ConnectionTable<Instant: InstantProtocol> where Instant.Duration =
         public var byState: [State: Int] = [:]
         public var byProtocol: [ConnectionProtocol: Int] = [:]
         public var requestsInFlight = 0
+        /// Tunnels open, by the protocol of the connection carrying them (HTTP/2: streams); a
+        /// protocol without any is absent.
+        public var tunnelsByProtocol: [ConnectionProtocol: Int] = [:]
         public init() {}
 
         public static func + (lhs: Counts, rhs: Counts) -> Counts {
@@ -137,6 +184,7 @@ public struct ConnectionTable<Instant: InstantProtocol> where Instant.Duration =
             sum.requestsInFlight += rhs.requestsInFlight
             sum.byState.merge(rhs.byState, uniquingKeysWith: +)
             sum.byProtocol.merge(rhs.byProtocol, uniquingKeysWith: +)
+            sum.tunnelsByProtocol.merge(rhs.tunnelsByProtocol, uniquingKeysWith: +)
             return sum
         }
     }
@@ -182,7 +230,8 @@ public struct ConnectionTable<Instant: InstantProtocol> where Instant.Duration =
         self.entries[id] = Entry(
             id: id, protocol: proto, peer: old.peer, acceptedAt: old.acceptedAt, lastActivity: old.lastActivity,
             inFlight: old.inFlight, readingHeadSince: old.readingHeadSince, bodyReadAt: old.bodyReadAt, closeAt: old.closeAt,
-            closing: old.closing, requestsServed: old.requestsServed
+            closing: old.closing, requestsServed: old.requestsServed, tunnels: old.tunnels, tunnelKind: old.tunnelKind,
+            tunnelCloseAt: old.tunnelCloseAt
         )
     }
 
@@ -248,6 +297,66 @@ public struct ConnectionTable<Instant: InstantProtocol> where Instant.Duration =
         self.withEntry(id) { $0.closing = true }
     }
 
+    // MARK: Tunnels
+
+    /// A tunnel opened on `id`: HTTP/1, the upstream answered 101 and the connection now carries
+    /// opaque bytes; HTTP/2, a tunnel stream (RFC 8441 WebSocket) began.
+    ///
+    /// The request stays in flight (a drain waits for the tunnel as for a response) and, on HTTP/1,
+    /// the header and body timeouts stop: from now on only ``Timeouts/tunnelIdle`` and the drain's
+    /// close moment apply. A WebSocket tunnel opened in `draining` gets its close moment at once, in
+    /// what is left of the tunnel close window (now, if that has passed).
+    @_specialize(exported: true, where Instant == MonotonicInstant, R == SystemRandomNumberGenerator)
+    public mutating func tunnelStarted<R: RandomNumberGenerator>(
+        _ id: ConnectionID,
+        kind: TunnelKind,
+        now: Instant,
+        using rng: inout R
+    ) {
+        guard let index = self.entries.index(forKey: id) else { return }
+        let tunnelCloseBy: Instant?
+        switch self.mode {
+        case .draining(_, let end): tunnelCloseBy = end
+        case .normal, .propagating: tunnelCloseBy = nil
+        }
+        self.entries.values[index].tunnels += 1
+        self.entries.values[index].lastActivity = now
+        switch self.entries.values[index].protocol {
+        case .http1:
+            self.entries.values[index].tunnelKind = kind
+            self.entries.values[index].readingHeadSince = nil
+            self.entries.values[index].bodyReadAt = nil
+            if kind == .webSocket, let tunnelCloseBy {
+                self.entries.values[index].tunnelCloseAt = Self.randomMoment(from: now, to: tunnelCloseBy, using: &rng)
+            }
+        case .http2:
+            break
+        }
+    }
+
+    /// A tunnel on `id` ended (mostly HTTP/2 streams: an HTTP/1 tunnel ends with its connection).
+    /// The owner finishes the request (``requestFinished(_:now:)``) or removes the entry as usual.
+    @_specialize(exported: true, where Instant == MonotonicInstant)
+    public mutating func tunnelEnded(_ id: ConnectionID, now: Instant) {
+        self.withEntry(id) { entry in
+            entry.tunnels = max(0, entry.tunnels - 1)
+            entry.lastActivity = now
+            if entry.tunnels == 0 {
+                entry.tunnelKind = nil
+                entry.tunnelCloseAt = nil
+            }
+        }
+    }
+
+    /// Bytes went through a tunnel on `id` (either way): its idle timeout runs from now. Called per
+    /// read batch, so one hash lookup and nothing else.
+    @_specialize(exported: true, where Instant == MonotonicInstant)
+    public mutating func tunnelActivity(_ id: ConnectionID, now: Instant) {
+        self.withEntry(id) { $0.lastActivity = now }
+    }
+
+    // MARK: Drain
+
     public mutating func beginPropagating<R: RandomNumberGenerator>(
         now: Instant,
         until: Instant,
@@ -268,8 +377,18 @@ public struct ConnectionTable<Instant: InstantProtocol> where Instant.Duration =
         return actions
     }
 
-    public mutating func beginDraining(now: Instant) -> [(ConnectionID, DrainingAction)] {
-        self.mode = .draining(since: now)
+    /// `draining` begins. `tunnelCloseWindow`: over how long the HTTP/1 WebSocket tunnels are told
+    /// to close (each at a random moment in `[now, now + tunnelCloseWindow]`, from `rng` in ID order,
+    /// so a seeded generator gives every tunnel the same moment each run); other tunnels are left to
+    /// the drain deadline, and no tunnel is closed as idle.
+    @_specialize(exported: true, where Instant == MonotonicInstant, R == SystemRandomNumberGenerator)
+    public mutating func beginDraining<R: RandomNumberGenerator>(
+        now: Instant,
+        tunnelCloseWindow: Duration,
+        using rng: inout R
+    ) -> [(ConnectionID, DrainingAction)] {
+        let tunnelCloseBy = now.advanced(by: max(.zero, tunnelCloseWindow))
+        self.mode = .draining(since: now, tunnelCloseBy: tunnelCloseBy)
         var actions: [(ConnectionID, DrainingAction)] = []
         for id in self.entries.keys.sorted(by: { $0.rawValue < $1.rawValue }) {
             self.entries[id]!.closeAt = now
@@ -278,7 +397,9 @@ public struct ConnectionTable<Instant: InstantProtocol> where Instant.Duration =
             case .http2:
                 actions.append((id, .sendFinalGoAway))
             case .http1:
-                if entry.state == .idle, entry.lastActivity.duration(to: now) >= self.timeouts.drainQuiet {
+                if entry.tunnelKind == .webSocket, !entry.closing {
+                    self.entries[id]!.tunnelCloseAt = Self.randomMoment(from: now, to: tunnelCloseBy, using: &rng)
+                } else if entry.state == .idle, entry.lastActivity.duration(to: now) >= self.timeouts.drainQuiet {
                     self.entries[id]!.closing = true
                     actions.append((id, .close))
                 }
@@ -293,13 +414,21 @@ public struct ConnectionTable<Instant: InstantProtocol> where Instant.Duration =
         var closes: [(ConnectionID, SweepReason)] = []
         let drainingSince: Instant?
         switch self.mode {
-        case .draining(let since): drainingSince = since
+        case .draining(let since, _): drainingSince = since
         case .normal, .propagating: drainingSince = nil
         }
         let draining = drainingSince != nil
         for (id, entry) in self.entries where !entry.closing && entry.protocol == .http1 {
             let reason: SweepReason?
-            if let since = entry.readingHeadSince {
+            if entry.tunnelKind != nil {
+                if let closeAt = entry.tunnelCloseAt, closeAt <= now {
+                    reason = .drainTunnelClose
+                } else if entry.lastActivity.duration(to: now) >= self.timeouts.tunnelIdle {
+                    reason = .tunnelIdleTimeout
+                } else {
+                    reason = nil
+                }
+            } else if let since = entry.readingHeadSince {
                 if since.duration(to: now) >= self.timeouts.requestHeader {
                     reason = .requestHeaderTimeout
                 } else if let drainingSince, max(drainingSince, since).duration(to: now) >= self.timeouts.drainPartialHead {
@@ -335,6 +464,7 @@ public struct ConnectionTable<Instant: InstantProtocol> where Instant.Duration =
             counts.byState[entry.state, default: 0] += 1
             counts.byProtocol[entry.protocol, default: 0] += 1
             counts.requestsInFlight += entry.inFlight
+            if entry.tunnels > 0 { counts.tunnelsByProtocol[entry.protocol, default: 0] += entry.tunnels }
         }
         return counts
     }

@@ -38,8 +38,10 @@ public enum WebSocketHandshake {
     /// Whether an `Upgrade` field value names `websocket` (case-insensitive, comma-separated tokens, `websocket/13`-style versions ignored).
     public static func namesWebSocket(_ upgradeValue: some StringProtocol) -> Bool {
         let target = Array("websocket".utf8)
-        for element in upgradeValue.utf8.split(separator: UInt8(ascii: ","), omittingEmptySubsequences: true) {
-            var token = element[...]
+        // A field value is short; an Array gives the trimming below a bidirectional view.
+        let value = Array(upgradeValue.utf8)
+        for element in value.split(separator: UInt8(ascii: ","), omittingEmptySubsequences: true) {
+            var token = element
             while let first = token.first, first == 0x20 || first == 0x09 { token = token.dropFirst() }
             while let last = token.last, last == 0x20 || last == 0x09 { token = token.dropLast() }
             // `protocol-name ["/" protocol-version]` (RFC 9110 §7.8): the version does not matter.

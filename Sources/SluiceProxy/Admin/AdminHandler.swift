@@ -187,6 +187,10 @@ enum StatusDocument {
         for proto in ConnectionProtocol.allCases {
             byProtocol.append("\"\(proto.rawValue)\":\(counts.byProtocol[proto] ?? 0)")
         }
+        var tunnels: [String] = []
+        for proto in ConnectionProtocol.allCases {
+            tunnels.append("\"\(proto.rawValue)\":\(counts.tunnelsByProtocol[proto] ?? 0)")
+        }
         var upstreams: [String] = []
         for pool in snapshot.upstreams {
             upstreams.append("{\"url\":\"\(pool.endpoint)\",\"group\":\"\(pool.group)\",\"idle\":\(pool.idle),\"busy\":\(pool.busy)}")
@@ -197,7 +201,7 @@ enum StatusDocument {
         return """
             {"phase":"\(phase.phase.rawValue)","ready":\(ready ?? phase.phase.isReady),"phase_seconds_left":\(left.map { String($0) } ?? "null"),\
             "uptime_seconds":\(phase.startedAt.duration(to: now).secondsDouble),\
-            "connections":{"total":\(counts.total),"by_state":{\(byState.joined(separator: ","))},"by_protocol":{\(byProtocol.joined(separator: ","))}},\
+            "connections":{"total":\(counts.total),"by_state":{\(byState.joined(separator: ","))},"by_protocol":{\(byProtocol.joined(separator: ","))},"tunnels":{\(tunnels.joined(separator: ","))}},\
             "requests_in_flight":\(counts.requestsInFlight),\
             "responses":{\(responses.joined(separator: ","))},\
             "forced_closes":\(stats.forcedCloses),"upstream_connect_errors":\(stats.upstreamConnectErrors),"upstream_unsolicited_bytes":\(stats.upstreamUnsolicitedBytes),"http2_stream_stall_resets":\(stats.http2StreamStallResets),"retries":\(stats.retries),\

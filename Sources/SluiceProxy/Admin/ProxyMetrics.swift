@@ -109,7 +109,47 @@ public final class ProxyMetrics: Sendable {
                 text += "sluice_http2_connection_errors_total{code=\"\(code)\"} \(count)\n"
             }
         }
+        text += Self.renderTunnels(stats, active: snapshot.connections.tunnelsByProtocol)
         text += self.renderGroups(groups, healthChanges: healthChanges)
+        return text
+    }
+
+    // MARK: Tunnels
+
+    /// The tunnel series, every one present from the start (zero-valued), rendered from the loops'
+    /// summed counters like the request histogram:
+    /// - `sluice_tunnels_active{protocol}`: tunnels open now (HTTP/2: WebSocket streams);
+    /// - `sluice_tunnels_total{protocol}`: tunnels closed;
+    /// - `sluice_tunnel_duration_seconds`: a histogram of closed tunnels' lifetimes;
+    /// - `sluice_tunnel_bytes_total{direction}`: bytes closed tunnels carried, `client_to_upstream`
+    ///   and `upstream_to_client`;
+    /// - `sluice_tunnel_drain_closes_total{result}`: WebSocket tunnels the drain closed, `clean` (both
+    ///   Close frames came back) or `timeout` (the close handshake or the drain deadline ran out).
+    static func renderTunnels(_ stats: RequestStats, active: [ConnectionProtocol: Int]) -> String {
+        var text = "# TYPE sluice_tunnels_active gauge\n"
+        for proto in ConnectionProtocol.allCases {
+            text += "sluice_tunnels_active{protocol=\"\(proto.rawValue)\"} \(active[proto] ?? 0)\n"
+        }
+        text += "# TYPE sluice_tunnels_total counter\n"
+        for (index, proto) in ConnectionProtocol.allCases.enumerated() {
+            text += "sluice_tunnels_total{protocol=\"\(proto.rawValue)\"} \(stats.tunnelsClosed[index])\n"
+        }
+        text += "# TYPE sluice_tunnel_duration_seconds histogram\n"
+        var cumulative = 0
+        for (index, bound) in RequestStats.tunnelDurationBuckets.enumerated() {
+            cumulative += stats.tunnelDurationCounts[index]
+            text += "sluice_tunnel_duration_seconds_bucket{le=\"\(bound)\"} \(cumulative)\n"
+        }
+        cumulative += stats.tunnelDurationCounts[RequestStats.tunnelDurationBuckets.count]
+        text += "sluice_tunnel_duration_seconds_bucket{le=\"+Inf\"} \(cumulative)\n"
+        text += "sluice_tunnel_duration_seconds_sum \(stats.tunnelDurationSumSeconds)\n"
+        text += "sluice_tunnel_duration_seconds_count \(cumulative)\n"
+        text += "# TYPE sluice_tunnel_bytes_total counter\n"
+        text += "sluice_tunnel_bytes_total{direction=\"client_to_upstream\"} \(stats.tunnelBytesFromClient)\n"
+        text += "sluice_tunnel_bytes_total{direction=\"upstream_to_client\"} \(stats.tunnelBytesToClient)\n"
+        text += "# TYPE sluice_tunnel_drain_closes_total counter\n"
+        text += "sluice_tunnel_drain_closes_total{result=\"clean\"} \(stats.tunnelDrainClosesClean)\n"
+        text += "sluice_tunnel_drain_closes_total{result=\"timeout\"} \(stats.tunnelDrainClosesTimedOut)\n"
         return text
     }
 

@@ -52,6 +52,11 @@ final class LoopContext {
     /// Retries in flight may be at most 20% of requests in flight (at least 3), on this loop.
     let retryBudget = LoopRetryBudget()
     let requestLimits: RequestRules.Limits
+    /// Over how long, from the start of `draining`, the WebSocket tunnels are told to close (each at
+    /// its own random moment, so clients do not reconnect in one burst): half of `drain-timeout`,
+    /// leaving the other half for the close handshakes and the requests still in flight. HTTP/2
+    /// connections read it when they send their final GOAWAY, for their WebSocket streams.
+    let tunnelCloseWindow: Duration
     let logger: Logger
     /// This loop's listeners (one per configured address, SO_REUSEPORT), by configured address.
     private(set) var listeners: [BoundListener] = []
@@ -78,9 +83,11 @@ final class LoopContext {
                 requestHeader: config.http.requestHeaderTimeout,
                 idle: config.http.idleTimeout,
                 drainQuiet: config.drain.idleQuietPeriod,
-                requestBody: config.http.requestBodyTimeout
+                requestBody: config.http.requestBodyTimeout,
+                tunnelIdle: config.http.tunnelIdleTimeout
             )
         )
+        self.tunnelCloseWindow = config.drain.timeout / 2
         self.routing = LoopRouting(config: config, eventLoop: eventLoop, loopIndex: index, logger: logger)
         // The body limit is the route's (``RouteTarget/maxBodyBytes``), applied once the request is routed.
         self.requestLimits = RequestRules.Limits(maxHeaderBytes: config.http.maxHeaderBytes, maxBodyBytes: nil)
@@ -169,7 +176,7 @@ final class LoopContext {
     func beginDraining() {
         self.eventLoop.assertInEventLoop()
         self.phase = .draining
-        for (id, action) in self.table.beginDraining(now: .now()) {
+        for (id, action) in self.table.beginDraining(now: .now(), tunnelCloseWindow: self.tunnelCloseWindow, using: &self.random) {
             switch action {
             case .close: self.connections[id]?.close()
             case .sendFinalGoAway: self.connections[id]?.beginGracefulShutdown()

@@ -113,7 +113,7 @@ final class UpstreamHTTP1Handler: ChannelDuplexHandler, UpstreamExchange {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         switch self.unwrapInboundIn(data) {
-        case .head(let head) where head.status.code < 200:
+        case .head(let head) where head.status.code < 200 && head.status != .switchingProtocols:
             // Interim (the codec's parser caps how many): the response-header timeout keeps running.
             guard let delegate = self.delegate else { return self.unexpectedResponse() }
             delegate.upstreamInterimResponse(head)
