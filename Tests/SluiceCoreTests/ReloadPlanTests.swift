@@ -66,11 +66,12 @@ import Testing
             $0.admin = HostPort(host: "127.0.0.1", port: 9902)
             $0.drain.delay = .seconds(9)
             $0.http.maxConnections = 100
+            $0.http.tunnelIdleTimeout = .seconds(60)
             $0.logging.level = .debug
             $0.http.maxBodyBytes = 1024
         }
         let plan = ReloadPlan(current: startedWith, new: new, startedWith: startedWith)
-        #expect(plan.needsRestart == ["threads", "admin", "drain-delay", "max-connections", "log-level"])
+        #expect(plan.needsRestart == ["threads", "admin", "drain-delay", "tunnel-idle-timeout", "max-connections", "log-level"])
         // max-body-size is the routes' business: it applies.
         #expect(plan.routesChanged)
         let back = ReloadPlan(current: new, new: startedWith, startedWith: startedWith)

@@ -4,7 +4,7 @@ import Testing
 /// ``ParsedCommandLine``: the proxy's flags read from the one settings table, every problem reported at once.
 @Suite struct SluiceConfigCommandLineTests {
     static let knownFlags =
-        "--config, --listen, --upstream, --admin, --threads, --drain-delay, --drain-timeout, --termination-grace, --drain-idle-quiet, --request-header-timeout, --idle-timeout, --max-header-size, --max-body-size, --request-body-timeout, --stream-stall-timeout, --max-connections, --upstream-connect-timeout, --response-header-timeout, --upstream-idle-timeout, --upstream-max-idle, --log-level, --log-format"
+        "--config, --listen, --upstream, --admin, --threads, --drain-delay, --drain-timeout, --termination-grace, --drain-idle-quiet, --request-header-timeout, --idle-timeout, --max-header-size, --max-body-size, --request-body-timeout, --stream-stall-timeout, --tunnel-idle-timeout, --max-connections, --upstream-connect-timeout, --response-header-timeout, --upstream-idle-timeout, --upstream-max-idle, --log-level, --log-format"
 
     /// The messages of the command line's own errors.
     func errors(_ arguments: [String]) -> [String] {

@@ -456,7 +456,7 @@ import Testing
         ]
         #expect(
             messages(file) == [
-                "unknown setting \"colour\" in sluice.yaml; known settings: listen, upstream, admin, threads, drain-delay, drain-timeout, termination-grace, drain-idle-quiet, request-header-timeout, idle-timeout, max-header-size, max-body-size, request-body-timeout, stream-stall-timeout, max-connections, upstream-connect-timeout, response-header-timeout, upstream-idle-timeout, upstream-max-idle, log-level, log-format, upstreams, routes, ready-requires",
+                "unknown setting \"colour\" in sluice.yaml; known settings: listen, upstream, admin, threads, drain-delay, drain-timeout, termination-grace, drain-idle-quiet, request-header-timeout, idle-timeout, max-header-size, max-body-size, request-body-timeout, stream-stall-timeout, tunnel-idle-timeout, max-connections, upstream-connect-timeout, response-header-timeout, upstream-idle-timeout, upstream-max-idle, log-level, log-format, upstreams, routes, ready-requires",
                 "invalid drain-delay in sluice.yaml \"soon\": expected a duration such as 500ms, 5s, 1m30s or a bare number of seconds",
                 "upstreams.api.balance: \"fastest\" is not a balance policy (round-robin, least-request, random, hash)",
                 "upstreams.api.health.interval: \"2x\" is not a duration (500ms, 5s, 1m30s)",
@@ -490,6 +490,7 @@ import Testing
                 max-body-size: unlimited
                 request-body-timeout: 30s
                 stream-stall-timeout: 30s
+                tunnel-idle-timeout: 1h
                 max-connections: auto
                 upstream-connect-timeout: 5s
                 response-header-timeout: 1m
@@ -570,7 +571,7 @@ import Testing
         #expect(fits.isValid)
         #expect(
             fits.json == """
-                {"valid": true, "errors": [], "warnings": [], "grace_period_seconds": 30, "config": {"listen": ["0.0.0.0:8080"], "admin": "0.0.0.0:9902", "admin_port": 9902, "drain": {"delay": "5s", "delay_seconds": 5, "timeout": "20s", "timeout_seconds": 20, "margin": "1s", "margin_seconds": 1, "budget": "26s", "budget_seconds": 26, "termination_grace": "30s", "termination_grace_seconds": 30}, "groups": [{"name": "default", "scheme": "http", "endpoints": ["http://a:1"]}], "routes": [{"host": null, "path": "path-prefix /", "upstream": "default"}]}}
+                {"valid": true, "errors": [], "warnings": [], "grace_period_seconds": 30, "config": {"listen": ["0.0.0.0:8080"], "admin": "0.0.0.0:9902", "admin_port": 9902, "drain": {"delay": "5s", "delay_seconds": 5, "timeout": "20s", "timeout_seconds": 20, "margin": "1s", "margin_seconds": 1, "budget": "26s", "budget_seconds": 26, "termination_grace": "30s", "termination_grace_seconds": 30}, "tunnel_idle_timeout": "1h", "tunnel_idle_timeout_seconds": 3600, "groups": [{"name": "default", "scheme": "http", "endpoints": ["http://a:1"]}], "routes": [{"host": null, "path": "path-prefix /", "upstream": "default"}]}}
 
                 """)
         let invalid = ConfigCheck(ConfigSources(flags: ["drain-delay": ["9.5s"]]), defaultThreads: 1)

@@ -8,7 +8,7 @@ import Testing
     static let upstreamAccepted = "a URL such as http://127.0.0.1:3000 or h2c://127.0.0.1:50051 (scheme http or h2c, no path)"
     static let sizeAccepted = "a size such as 32768, 32KiB, 1MiB or 2GiB"
     static let knownKeys =
-        "listen, upstream, admin, threads, drain-delay, drain-timeout, termination-grace, drain-idle-quiet, request-header-timeout, idle-timeout, max-header-size, max-body-size, request-body-timeout, stream-stall-timeout, max-connections, upstream-connect-timeout, response-header-timeout, upstream-idle-timeout, upstream-max-idle, log-level, log-format, upstreams, routes, ready-requires"
+        "listen, upstream, admin, threads, drain-delay, drain-timeout, termination-grace, drain-idle-quiet, request-header-timeout, idle-timeout, max-header-size, max-body-size, request-body-timeout, stream-stall-timeout, tunnel-idle-timeout, max-connections, upstream-connect-timeout, response-header-timeout, upstream-idle-timeout, upstream-max-idle, log-level, log-format, upstreams, routes, ready-requires"
 
     /// The error messages for `sources`, or `[]` when the configuration is valid.
     func messages(_ sources: ConfigSources, defaultThreads: Int = 2) -> [String] {
@@ -40,6 +40,7 @@ import Testing
         #expect(config.http.maxBodyBytes == nil)
         #expect(config.http.requestBodyTimeout == .seconds(30))
         #expect(config.http.streamStallTimeout == .seconds(30))
+        #expect(config.http.tunnelIdleTimeout == .seconds(3600))
         #expect(config.http.maxConnections == nil)
         #expect(SluiceConfig.Drain.partialHeadGrace == .seconds(1))
         #expect(config.upstream.connectTimeout == .seconds(5))
@@ -77,6 +78,7 @@ import Testing
             "max-body-size": ["10MiB"],
             "request-body-timeout": ["5s"],
             "stream-stall-timeout": ["10s"],
+            "tunnel-idle-timeout": ["15m"],
             "max-connections": ["2000"],
             "upstream-connect-timeout": ["1s"],
             "response-header-timeout": ["30s"],
@@ -101,6 +103,7 @@ import Testing
         #expect(config.http.maxBodyBytes == 10 << 20)
         #expect(config.http.requestBodyTimeout == .seconds(5))
         #expect(config.http.streamStallTimeout == .seconds(10))
+        #expect(config.http.tunnelIdleTimeout == .seconds(900))
         #expect(config.http.maxConnections == 2000)
         #expect(config.upstream.connectTimeout == .seconds(1))
         #expect(config.upstream.responseHeaderTimeout == .seconds(30))
@@ -209,6 +212,12 @@ import Testing
         BadValue(
             key: "stream-stall-timeout", value: "never",
             message: "invalid --stream-stall-timeout \"never\": expected \(durationAccepted), greater than zero"),
+        BadValue(
+            key: "tunnel-idle-timeout", value: "0",
+            message: "invalid --tunnel-idle-timeout \"0\": expected \(durationAccepted), greater than zero"),
+        BadValue(
+            key: "tunnel-idle-timeout", value: "forever",
+            message: "invalid --tunnel-idle-timeout \"forever\": expected \(durationAccepted), greater than zero"),
         BadValue(key: "max-connections", value: "0", message: "invalid --max-connections \"0\": expected a whole number from 1 to 10000000, or auto"),
         BadValue(key: "max-connections", value: "-5", message: "invalid --max-connections \"-5\": expected a whole number from 1 to 10000000, or auto"),
         BadValue(key: "threads", value: "0", message: "invalid --threads \"0\": expected a whole number from 1 to 256"),

@@ -29,9 +29,74 @@ struct AdminTests {
         #expect(metrics.contains("sluice_drain_phase 1"))
         #expect(metrics.contains("sluice_request_duration_seconds_count 2\n"))
         #expect(metrics.contains("# TYPE sluice_request_duration_seconds histogram\n"))
+        // The tunnel series are there from the start, at zero.
+        #expect(status.contains("\"by_protocol\":{\"http1\":"))
+        #expect(status.contains(",\"tunnels\":{\"http1\":0,\"http2\":0}},"))
+        for series in [
+            "sluice_tunnels_active{protocol=\"http1\"} 0", "sluice_tunnels_active{protocol=\"http2\"} 0",
+            "sluice_tunnels_total{protocol=\"http1\"} 0", "sluice_tunnels_total{protocol=\"http2\"} 0",
+            "sluice_tunnel_duration_seconds_bucket{le=\"86400.0\"} 0", "sluice_tunnel_duration_seconds_count 0",
+            "sluice_tunnel_bytes_total{direction=\"client_to_upstream\"} 0", "sluice_tunnel_bytes_total{direction=\"upstream_to_client\"} 0",
+            "sluice_tunnel_drain_closes_total{result=\"clean\"} 0", "sluice_tunnel_drain_closes_total{result=\"timeout\"} 0",
+        ] {
+            #expect(metrics.contains(series + "\n"), "\(series)")
+        }
 
         #expect(try await Curl.run(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", "POST", proxy.adminURL + "/readyz"]).stdout == "405")
         #expect(try await Curl.run(["-s", "-o", "/dev/null", "-w", "%{http_code}", proxy.adminURL + "/other"]).stdout == "404")
+    }
+
+    // MARK: Tunnels (issue 11)
+
+    /// Two loops' tunnel counters: one HTTP/1 tunnel of 2 s that carried 100 bytes up and 5000 down,
+    /// two HTTP/2 ones (0.5 s and two days), a clean and a timed-out drain close, and open tunnels.
+    static func tunnelSnapshot() -> LoopSnapshot {
+        var a = RequestStats()
+        a.recordTunnelClosed(protocol: .http1, duration: .seconds(2), bytesFromClient: 100, bytesToClient: 5000)
+        a.recordTunnelDrainClose(.clean)
+        var b = RequestStats()
+        b.recordTunnelClosed(protocol: .http2, duration: .milliseconds(500), bytesFromClient: 1, bytesToClient: 2)
+        b.recordTunnelClosed(protocol: .http2, duration: .seconds(2 * 86400), bytesFromClient: 0, bytesToClient: 0)
+        b.recordTunnelDrainClose(.timedOut)
+        var countsA = ConnectionTable<MonotonicInstant>.Counts()
+        countsA.tunnelsByProtocol = [.http1: 3]
+        var countsB = ConnectionTable<MonotonicInstant>.Counts()
+        countsB.tunnelsByProtocol = [.http1: 1, .http2: 4]
+        return LoopSnapshot(connections: countsA, stats: a, upstreams: []) + LoopSnapshot(connections: countsB, stats: b, upstreams: [])
+    }
+
+    /// /metrics sums the loops' tunnel counters: closed tunnels by protocol, the duration histogram
+    /// (cumulative, with +Inf), bytes by direction, drain closes by result, open tunnels by protocol.
+    @Test func tunnelMetricsSumTheLoops() {
+        let text = ProxyMetrics().render(Self.tunnelSnapshot())
+        for line in [
+            "# TYPE sluice_tunnels_active gauge", "sluice_tunnels_active{protocol=\"http1\"} 4", "sluice_tunnels_active{protocol=\"http2\"} 4",
+            "# TYPE sluice_tunnels_total counter", "sluice_tunnels_total{protocol=\"http1\"} 1", "sluice_tunnels_total{protocol=\"http2\"} 2",
+            "# TYPE sluice_tunnel_duration_seconds histogram",
+            "sluice_tunnel_duration_seconds_bucket{le=\"0.1\"} 0", "sluice_tunnel_duration_seconds_bucket{le=\"1.0\"} 1",
+            "sluice_tunnel_duration_seconds_bucket{le=\"10.0\"} 2", "sluice_tunnel_duration_seconds_bucket{le=\"86400.0\"} 2",
+            "sluice_tunnel_duration_seconds_bucket{le=\"+Inf\"} 3", "sluice_tunnel_duration_seconds_sum 172802.5",
+            "sluice_tunnel_duration_seconds_count 3",
+            "# TYPE sluice_tunnel_bytes_total counter",
+            "sluice_tunnel_bytes_total{direction=\"client_to_upstream\"} 101", "sluice_tunnel_bytes_total{direction=\"upstream_to_client\"} 5002",
+            "# TYPE sluice_tunnel_drain_closes_total counter",
+            "sluice_tunnel_drain_closes_total{result=\"clean\"} 1", "sluice_tunnel_drain_closes_total{result=\"timeout\"} 1",
+        ] {
+            #expect(text.contains("\n" + line + "\n"), "\(line)")
+        }
+    }
+
+    /// /status shows the open tunnels by protocol inside `connections`, next to `by_protocol`.
+    @Test func statusShowsOpenTunnelsByProtocol() {
+        let config = SluiceConfig()
+        let status = StatusDocument.render(
+            phase: ProxyServer.PhaseState(phase: .serving), snapshot: Self.tunnelSnapshot(), config: config,
+            limits: .init(maxConnections: 10, pausedListeners: 0), configState: ConfigState(config: config, generation: 1, loadedAt: 0, lastError: nil))
+        #expect(status.contains("\"by_state\":{\"idle\":0,\"active\":0,\"tunnel\":0,\"closing\":0}"))
+        #expect(status.contains(",\"tunnels\":{\"http1\":4,\"http2\":4}},\"requests_in_flight\":0,"))
+        let json = try? JSONSerialization.jsonObject(with: Data(status.utf8)) as? [String: Any]
+        let connections = json?["connections"] as? [String: Any]
+        #expect(connections?["tunnels"] as? [String: Int] == ["http1": 4, "http2": 4])
     }
 
     // MARK: Framing (issue 14, item 10)

@@ -100,6 +100,32 @@ struct CheckConfigCommandLineTests {
         #expect(result.stdout.contains("    connect-timeout: 1s\n"))  // api's own, over the flag
     }
 
+    /// `tunnel-idle-timeout` is read from the file, the environment and the flag (the flag winning),
+    /// printed in the effective configuration and in the JSON report, and must be above zero.
+    @Test(.enabled(if: enabled))
+    func tunnelIdleTimeoutIsReadPrintedAndValidated() async throws {
+        let path = try Self.file("upstream: http://127.0.0.1:3000\ntunnel-idle-timeout: 2h\n")
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let fromFile = try await CommandLineTests.run(["check-config", "--config", path])
+        #expect(fromFile.exitCode == 0)
+        #expect(fromFile.stdout.contains("\nstream-stall-timeout: 30s\ntunnel-idle-timeout: 2h\nmax-connections: auto\n"))
+        let fromEnvironment = try await CommandLineTests.run(
+            ["check-config", "--config", path, "--format", "json"], environment: ["SLUICE_TUNNEL_IDLE_TIMEOUT": "90s"])
+        #expect(fromEnvironment.exitCode == 0)
+        let report = try #require(try JSONSerialization.jsonObject(with: Data(fromEnvironment.stdout.utf8)) as? [String: Any])
+        let config = try #require(report["config"] as? [String: Any])
+        #expect(config["tunnel_idle_timeout"] as? String == "1m30s")
+        #expect(config["tunnel_idle_timeout_seconds"] as? Int == 90)
+        let fromFlag = try await CommandLineTests.run(
+            ["check-config", "--config", path, "--tunnel-idle-timeout", "45m"], environment: ["SLUICE_TUNNEL_IDLE_TIMEOUT": "90s"])
+        #expect(fromFlag.exitCode == 0)
+        #expect(fromFlag.stdout.contains("\ntunnel-idle-timeout: 45m\n"))
+        let zero = try await CommandLineTests.run(["check-config", "--config", path, "--tunnel-idle-timeout", "0s"])
+        #expect(zero.exitCode == 1)
+        #expect(zero.stdout == "")
+        #expect(zero.stderr.contains("sluice: invalid --tunnel-idle-timeout \"0s\": expected a duration such as 500ms, 5s, 1m30s or a bare number of seconds, greater than zero\n"))
+    }
+
     /// A bad file: every problem on stderr with its path, nothing on stdout; exit 1.
     @Test(.enabled(if: enabled))
     func invalidFileReportsEveryProblemAndExitsOne() async throws {

@@ -36,7 +36,8 @@ public struct WebSocketFrameTracker: Sendable, Equatable {
     private var byte1: UInt8 = 0
     /// The extended payload length accumulated so far (16- or 64-bit forms).
     private var extendedLength: UInt64 = 0
-    /// The current frame is a Close frame: its end is counted in ``Progress/closeFramesEnded``.
+    /// The frame whose payload is being skipped (or whose header is complete) is a Close frame: its
+    /// end is counted in ``Progress/closeFramesEnded``. False at a boundary.
     private var currentIsClose = false
     private var lost = false
 
@@ -82,6 +83,7 @@ public struct WebSocketFrameTracker: Sendable, Equatable {
                 index &+= Int(self.payloadRemaining)
                 self.payloadRemaining = 0
                 if self.currentIsClose { closes &+= 1 }
+                self.currentIsClose = false
                 continue
             }
             if self.headerCount == 0 {
@@ -109,9 +111,13 @@ public struct WebSocketFrameTracker: Sendable, Equatable {
                             }
                         }
                         index &+= Int(length)
-                        self.currentIsClose = b0 & 0x0F == 0x8
-                        self.payloadRemaining = payload
-                        if payload == 0, self.currentIsClose { closes &+= 1 }
+                        let isClose = b0 & 0x0F == 0x8
+                        if payload == 0 {
+                            if isClose { closes &+= 1 }
+                        } else {
+                            self.payloadRemaining = payload
+                            self.currentIsClose = isClose
+                        }
                         continue
                     }
                 }
@@ -122,7 +128,10 @@ public struct WebSocketFrameTracker: Sendable, Equatable {
                 return Progress(consumed: count, closeFramesEnded: closes)
             }
             index &+= 1
-            if self.headerCount == 0, self.payloadRemaining == 0, self.currentIsClose { closes &+= 1 }
+            if self.headerCount == 0, self.payloadRemaining == 0, self.currentIsClose {
+                closes &+= 1
+                self.currentIsClose = false
+            }
         }
         return Progress(consumed: index, closeFramesEnded: closes)
     }
@@ -152,8 +161,13 @@ public struct WebSocketFrameTracker: Sendable, Equatable {
             let len7 = self.byte1 & 0x7F
             self.payloadRemaining = len7 < 126 ? UInt64(len7) : self.extendedLength
             self.currentIsClose = self.byte0 & 0x0F == 0x8
+            // Clear the scratch fields, so equal positions in a stream compare equal however the
+            // header arrived (whole or split).
             self.headerCount = 0
             self.headerLength = 2
+            self.byte0 = 0
+            self.byte1 = 0
+            self.extendedLength = 0
         }
         return true
     }

@@ -129,6 +129,8 @@ final class HTTP1ServerCodec: ChannelDuplexHandler {
             context.eventLoop.assumeIsolated().execute {
                 guard self.input.receive(ByteBuffer()) else { return }
                 self.deliver(context: context)
+                // As after a socket read: the handler flushes what these parts wrote upstream.
+                context.fireChannelReadComplete()
             }
         }
         if self.pendingRead {
