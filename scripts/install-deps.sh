@@ -3,13 +3,14 @@
 #   Debian packages: libnghttp2-dev (HTTP/2), curl and nghttp2-client (test clients),
 #                    nginx-light (the e2e test's comparison target).
 #   PyPI: pytest (the e2e runner), h2 (scripted HTTP/2 client), grpcio (gRPC client and server for
-#         the h2c upstream tests).
+#         the h2c upstream tests), websockets >= 13 (WebSocket client and app of the tunnel tests; its
+#         asyncio API; Debian 12's python3-websockets is 10.4, too old).
 # Usage: scripts/install-deps.sh [--bench]   (--bench adds wrk, haproxy and matplotlib)
 set -euo pipefail
 
 apt_packages=(libnghttp2-dev nghttp2-client curl nginx-light python3 pkg-config)
-# PACKAGE or PACKAGE:IMPORT_NAME
-pip_modules=(pytest h2 grpcio:grpc)
+# PACKAGE or PACKAGE:IMPORT_NAME or PACKAGE:IMPORT_NAME:MIN_MAJOR_VERSION
+pip_modules=(pytest h2 grpcio:grpc websockets:websockets:13)
 if [[ "${1:-}" == "--bench" ]]; then
   apt_packages+=(wrk haproxy)
   pip_modules+=(matplotlib)
@@ -28,11 +29,17 @@ if ((${#missing[@]})); then
 fi
 
 for entry in "${pip_modules[@]}"; do
-  package="${entry%%:*}"
-  module="${entry#*:}"
-  if ! python3 -c "import ${module}" 2>/dev/null; then
-    echo "install-deps: pip install ${package}"
-    python3 -m pip install --quiet --disable-pip-version-check "${package}"
+  IFS=: read -r package module min_major <<<"${entry}"
+  module="${module:-$package}"
+  check="import ${module}"
+  spec="${package}"
+  if [[ -n "${min_major}" ]]; then
+    check+="; import sys; sys.exit(int(${module}.__version__.split('.')[0]) < ${min_major})"
+    spec="${package}>=${min_major}"
+  fi
+  if ! python3 -c "${check}" 2>/dev/null; then
+    echo "install-deps: pip install ${spec}"
+    python3 -m pip install --quiet --disable-pip-version-check --upgrade "${spec}"
   fi
 done
 

@@ -54,7 +54,16 @@ SCENARIOS = {
     "edge": {"tool": "wrk", "path": "/small", "headers": ["Host: www.edge.bench"], "variant": "edge",
              "desc": "GET small through 20 routes (host and path-prefix; the last one matches) to a group "
                      "of 3 endpoints, least-request"},
+    # Its own proxy instances (the `ws` variant) in front of the WebSocket echo origin of ws.c, and
+    # `direct` (the load generator straight to that origin) for reference. "req/s" is messages/s here:
+    # echo round trips of 64-byte binary messages on --ws-connections sessions.
+    "ws": {"tool": "wsload", "path": "/ws", "variant": "ws",
+           "desc": "WebSocket sessions echoing 64-byte binary messages (ws.c client and origin); "
+                   "req/s = messages/s, CPU per 10k messages"},
 }
+# Pseudo-proxy measured only in the `ws` scenario: no proxy, the reference for what the origin and
+# load generator can do.
+DIRECT = "direct"
 
 # --------------------------------------------------------------------------------------
 # the edge variant: one routing table, written for each proxy
@@ -320,6 +329,46 @@ def probe(port: int, scenario: str, h2_port: int | None = None) -> str | None:
         return f"probe failed: {e!r}"
     if scenario == "h2":
         return probe_h2(h2_port or port)
+    if scenario == "ws":
+        return probe_ws(port)
+    return None
+
+
+def probe_ws(port: int, size: int = 64) -> str | None:
+    """A WebSocket handshake (Accept checked) and one masked binary message echoed back, by hand."""
+    import base64
+    import hashlib
+    key = base64.b64encode(os.urandom(16)).decode()
+    want = base64.b64encode(hashlib.sha1((key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").encode()).digest()).decode()
+    payload = os.urandom(size)
+    mask = os.urandom(4)
+    frame = bytes([0x82, 0x80 | size]) + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=3) as sk:
+            sk.sendall(f"GET /ws HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                       f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode())
+            buf = b""
+            while b"\r\n\r\n" not in buf:
+                chunk = sk.recv(4096)
+                if not chunk:
+                    return f"WebSocket handshake: EOF after {buf[:80]!r}"
+                buf += chunk
+            head, _, rest = buf.partition(b"\r\n\r\n")
+            status = head.split(b"\r\n", 1)[0].decode("latin-1")
+            accept = re.search(rb"(?im)^sec-websocket-accept:\s*(\S+)", head)
+            if " 101 " not in status + " " or not accept or accept.group(1).decode() != want:
+                return f"WebSocket handshake not accepted: {status!r}, accept {accept.group(1) if accept else None!r}"
+            sk.sendall(frame)
+            buf = rest
+            while len(buf) < 2 + size:
+                chunk = sk.recv(4096)
+                if not chunk:
+                    return f"WebSocket echo: EOF after {len(buf)} bytes"
+                buf += chunk
+            if buf[:2 + size] != bytes([0x82, size]) + payload:
+                return f"WebSocket echo differs: {buf[:16]!r}..."
+    except OSError as e:
+        return f"WebSocket probe failed: {e!r}"
     return None
 
 
@@ -446,7 +495,7 @@ http {{
     keepalive_requests 1000000;
     keepalive_timeout 75s;
     tcp_nodelay on;
-{self.edge_block() if self.variant == "edge" else self.default_block()}
+{self.edge_block() if self.variant == "edge" else self.ws_block() if self.variant == "ws" else self.default_block()}
 }}
 """
         (d / "nginx.conf").write_text(conf)
@@ -470,6 +519,27 @@ http {{
             proxy_buffer_size 16k;
             proxy_buffers 8 16k;
             proxy_busy_buffers_size 32k;
+        }}
+    }}"""
+
+    def ws_block(self) -> str:
+        """nginx's WebSocket proxying: HTTP/1.1 upstream, the Upgrade/Connection pair passed on (a
+        plain request keeps its pooled upstream connection), no read timeout within a run."""
+        return f"""    map $http_upgrade $connection_upgrade {{ default upgrade; '' ''; }}
+    upstream origin {{
+        server 127.0.0.1:{self.origin_port};
+        keepalive 128;
+    }}
+    server {{
+        listen 127.0.0.1:{self.port} backlog=4096;
+        location / {{
+            proxy_pass http://origin;
+            proxy_http_version 1.1;
+            proxy_set_header Upgrade $http_upgrade;
+            proxy_set_header Connection $connection_upgrade;
+            proxy_set_header Host $host;
+            proxy_read_timeout 3600s;
+            proxy_send_timeout 3600s;
         }}
     }}"""
 
@@ -538,6 +608,7 @@ frontend fe
     # HTTP/1.1; HAProxy also detects the h2c prior-knowledge preface on this port
     bind 127.0.0.1:{self.port}
 {self.edge_sections() if self.variant == "edge" else self.default_sections()}
+{"    timeout tunnel 3600s" if self.variant == "ws" else ""}
 """
         (d / "haproxy.cfg").write_text(conf)
         return [shutil.which("haproxy") or "haproxy", "-db", "-f", str(d / "haproxy.cfg")]
@@ -632,7 +703,28 @@ class SluiceB(Sluice):
     binary: str = ""  # `self.binary` in Sluice's methods reads this one
 
 
-PROXY_CLASSES = {"nginx": Nginx, "haproxy": HAProxy, "sluice": Sluice, "sluice-b": SluiceB}
+class Direct(Proxy):
+    """No proxy: the `ws` load generator straight to the WebSocket origin (CPU and RSS: n/a)."""
+    name = DIRECT
+    exe = "-"
+
+    def start(self, timeout: float = 20.0) -> None:
+        self.port = self.h2_port = self.origin_port
+
+    def alive(self) -> bool:
+        return True
+
+    def pids(self) -> list[int]:
+        return []
+
+    def stop(self) -> int | None:
+        return None
+
+    def version(self) -> str:
+        return "no proxy"
+
+
+PROXY_CLASSES = {"nginx": Nginx, "haproxy": HAProxy, "sluice": Sluice, "sluice-b": SluiceB, DIRECT: Direct}
 SLUICES = ("sluice", "sluice-b")
 
 
@@ -690,6 +782,32 @@ def run_wrk(port: int, sc: dict, duration: int, conns: int, threads: int = 1,
     res = parse_wrk(out)
     if "requests" not in res:
         res["failure"] = "wrk produced no result: " + out.strip()[-200:].replace("\n", " | ")
+    return res
+
+
+WS_BIN: Path | None = None  # ws.c, built in main() when the `ws` scenario runs
+
+
+def run_wsload(port: int, sc: dict, duration: int, conns: int, size: int, depth: int,
+               core: str | None = "0", raw: Path | None = None) -> dict:
+    """ws.c's client: `conns` sessions, each with `depth` messages of `size` bytes in flight."""
+    cmd = pinned(core, [str(WS_BIN), "client", str(port), sc["path"], str(conns), str(duration), str(size), str(depth)])
+    try:
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 30)
+        out = r.stdout + r.stderr
+    except subprocess.TimeoutExpired as e:
+        out = f"TIMEOUT {e}"
+    if raw:
+        raw.write_text(" ".join(cmd) + "\n\n" + out)
+    kv = dict(re.findall(r"(\w+)=([\d.]+)", out))
+    if "messages" not in kv:
+        return {"failure": "ws client produced no result: " + out.strip()[-200:].replace("\n", " | ")}
+    res = {"requests": int(kv["messages"]), "elapsed_s": float(kv["elapsed_s"]), "rps": float(kv["rate"]),
+           "p50_ms": int(kv["p50_us"]) / 1000.0, "p99_ms": int(kv["p99_us"]) / 1000.0,
+           "errors": int(kv["errors"]), "non2xx": 0, "sessions_opened": int(kv["opened"]),
+           "sessions_closed_clean": int(kv["closed_clean"])}
+    if res["sessions_opened"] < conns:
+        res["failure"] = f"only {res['sessions_opened']} of {conns} WebSocket sessions opened: " + out.strip()[-200:]
     return res
 
 
@@ -785,6 +903,9 @@ def measure(proxy: Proxy, scenario: str, args, raw_dir: Path, rnd: int,
     raw = raw_dir / f"r{rnd}-{scenario}-{proxy.tag}.txt"
     if sc["tool"] == "wrk":
         res = run_wrk(port, sc, args.duration, args.connections, threads=wrk_threads, core=core, raw=raw)
+    elif sc["tool"] == "wsload":
+        res = run_wsload(port, sc, args.duration, args.ws_connections, args.ws_size, args.ws_depth,
+                         core=core, raw=raw)
     else:
         res = run_h2load(port, sc, args.duration, args.h2_clients, args.h2_streams, core=core, raw=raw)
     wall = time.monotonic() - t0
@@ -805,6 +926,8 @@ def measure(proxy: Proxy, scenario: str, args, raw_dir: Path, rnd: int,
                 peak_rss_mib=peak_kib / 1024.0)
     if res["errors"] > 0.01 * res["requests"]:
         cell["warning"] = f"{res['errors']} errors in {res['requests']} requests"
+    if proxy.name == DIRECT:  # no proxy process: nothing to account
+        cell.update(cpu_s=None, cpu_util=None, cpu_per_10k=None, peak_rss_mib=None)
     return cell
 
 
@@ -818,7 +941,11 @@ def cell_line(c: dict) -> str:
     head = f"  {c['scenario']:<7} {c['proxy'] + ('' if c.get('threads', 1) == 1 else ' t' + str(c['threads'])):<10}"
     if c["status"] != "ok":
         return f"{head} n/a  ({c.get('reason', '')[:120]})"
-    return (f"{head} {c['rps']:>9.0f} req/s  p50 {fmt(c.get('p50_ms')):>6} ms  p99 {fmt(c.get('p99_ms')):>7} ms  "
+    if c["proxy"] == DIRECT:
+        return (f"{head} {c['rps']:>9.0f} msg/s  p50 {fmt(c.get('p50_ms')):>6} ms  p99 {fmt(c.get('p99_ms')):>7} ms  "
+                f"(no proxy)  err {c['errors']}")
+    unit = "msg/s" if SCENARIOS.get(c["scenario"], {}).get("tool") == "wsload" else "req/s"
+    return (f"{head} {c['rps']:>9.0f} {unit}  p50 {fmt(c.get('p50_ms')):>6} ms  p99 {fmt(c.get('p99_ms')):>7} ms  "
             f"cpu {c['cpu_per_10k']:.3f} s/10k ({c['cpu_util'] * 100:.0f}%)  rss {c['peak_rss_mib']:.1f} MiB  "
             f"err {c['errors']}" + (f"  !! {c['warning']}" if c.get("warning") else ""))
 
@@ -865,7 +992,8 @@ def ratios(summary: dict) -> dict:
                     a, b = sl.get(m), rf.get(m)
                     target[f"{key}_vs_{ref}"] = (a / b) if (sl.get("status") == "ok" and rf.get("status") == "ok"
                                                            and a is not None and b) else None
-        if SCENARIOS.get(s, {}).get("variant") and "small" in summary:
+        if SCENARIOS.get(s, {}).get("variant") not in (None, "ws") and "small" in summary:
+            # (not `ws`: a message is not a request)
             # Each proxy's CPU per request here over its own in `small`, same run: what the variant's
             # configuration (for `edge`, routing and balancing) costs it. Issue 10: Sluice within 5%.
             own: dict = {}
@@ -891,6 +1019,8 @@ def table(summary: dict, rat: dict, proxies: list[str]) -> str:
                 v = rat.get(s, {}).get("cpu_vs_own_small", {}).get(p)
                 own = [fmt(v, ".3f") + "x" if v is not None else ("n/a" if "cpu_vs_own_small" in rat.get(s, {}) else "")]
             if e.get("status") != "ok":
+                if e.get("reason") == "not run":  # e.g. `direct` outside the ws scenario
+                    continue
                 rows.append([s, p, "n/a", "n/a", "n/a", "n/a", "n/a", "n/a", "", "", "", ""] + own)
                 continue
             extra = ["", "", "", ""]
@@ -910,6 +1040,62 @@ def table(summary: dict, rat: dict, proxies: list[str]) -> str:
     return "\n".join([line(hdr), sep] + [line(r) for r in rows])
 
 
+COLORS = {"nginx": "#2b8a3e", "haproxy": "#1971c2", "sluice": "#e8590c", "sluice-b": "#ae3ec9", DIRECT: "#868e96"}
+
+
+def ws_table(entry: dict, rat: dict, proxies: list[str]) -> str:
+    """The `ws` scenario alone, in its own units: messages/s and proxy CPU per 10k messages."""
+    hdr = ["proxy", "msg/s", "p50 ms", "p99 ms", "CPU s/10k msgs", "CPU % of a core", "RSS MiB", "errors",
+           "CPU/nginx", "CPU/haproxy", "note"]
+    rows = []
+    for p in proxies:
+        e = entry.get(p, {"status": "n/a"})
+        if e.get("status") != "ok":
+            rows.append([p, "n/a", "", "", "", "", "", "", "", "", e.get("reason", "")[:90]])
+            continue
+        rr = (rat if p == "sluice" else rat.get(p, {})) if p in SLUICES else {}
+        util = e.get("cpu_util")
+        rows.append([p, fmt(e["rps"], ".0f"), fmt(e.get("p50_ms")), fmt(e.get("p99_ms")),
+                     fmt(e.get("cpu_per_10k"), ".3f", "-"), fmt(util * 100 if util is not None else None, ".0f", "-"),
+                     fmt(e.get("peak_rss_mib"), ".1f", "-"), fmt(e["errors"], ".0f"),
+                     (fmt(rr.get("cpu_vs_nginx"), ".2f") + "x") if rr.get("cpu_vs_nginx") else "",
+                     (fmt(rr.get("cpu_vs_haproxy"), ".2f") + "x") if rr.get("cpu_vs_haproxy") else "",
+                     "no proxy: the origin's and load generator's own rate" if p == DIRECT else ""])
+    widths = [max(len(str(x)) for x in col) for col in zip(hdr, *rows)]
+    line = lambda cols: "| " + " | ".join(str(c).rjust(w) if 0 < i < len(cols) - 1 else str(c).ljust(w)
+                                          for i, (c, w) in enumerate(zip(cols, widths))) + " |"
+    sep = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
+    return "\n".join([line(hdr), sep] + [line(r) for r in rows])
+
+
+def ws_chart(entry: dict, proxies: list[str], path: Path, title: str) -> str | None:
+    """`ws`: messages/s (left) and proxy CPU seconds per 10k messages (right), per proxy."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except Exception as e:  # noqa: BLE001
+        return f"matplotlib unavailable: {e}"
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.2))
+    for ax, metric, label in ((axes[0], "rps", "messages/s (higher is better)"),
+                              (axes[1], "cpu_per_10k", "proxy CPU s per 10k messages (lower is better)")):
+        names = [p for p in proxies if not (p == DIRECT and metric == "cpu_per_10k")]
+        vals = [entry.get(p, {}).get(metric) if entry.get(p, {}).get("status") == "ok" else None for p in names]
+        bars = ax.bar(range(len(names)), [v or 0 for v in vals], color=[COLORS.get(p, "k") for p in names])
+        for b, v in zip(bars, vals):
+            ax.text(b.get_x() + b.get_width() / 2, v or 0, "n/a" if v is None else (f"{v:.3f}" if v < 10 else f"{v:.0f}"),
+                    ha="center", va="bottom", fontsize=8)
+        ax.set_xticks(range(len(names)))
+        ax.set_xticklabels(names)
+        ax.set_title(label, fontsize=9)
+        ax.grid(axis="y", alpha=0.3)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return None
+
+
 def chart(summary: dict, proxies: list[str], path: Path, title: str) -> str | None:
     try:
         import matplotlib
@@ -919,7 +1105,7 @@ def chart(summary: dict, proxies: list[str], path: Path, title: str) -> str | No
     except Exception as e:  # noqa: BLE001
         return f"matplotlib unavailable: {e}"
     scen = list(summary.keys())
-    colors = {"nginx": "#2b8a3e", "haproxy": "#1971c2", "sluice": "#e8590c", "sluice-b": "#ae3ec9"}
+    colors = COLORS
     fig, axes = plt.subplots(2, 1, figsize=(max(8, 1.6 * len(scen) + 2), 8.5))
     width = 0.8 / max(1, len(proxies))
     for ax, metric, ylabel in ((axes[0], "cpu_per_10k", "proxy CPU seconds per 10k requests"),
@@ -932,6 +1118,8 @@ def chart(summary: dict, proxies: list[str], path: Path, title: str) -> str | No
                 if e.get("status") == "ok" and e.get(metric) is not None:
                     xs.append(x)
                     ys.append(e[metric])
+                elif e.get("reason") == "not run" or p == DIRECT and metric == "cpu_per_10k":
+                    continue
                 else:
                     ax.text(x, 0, "n/a", ha="center", va="bottom", fontsize=7, rotation=90, color=colors.get(p, "k"))
             bars = ax.bar(xs, ys, width * 0.95, color=colors.get(p))
@@ -1011,6 +1199,19 @@ def raise_nofile(want: int) -> int:
     return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
+def build_ws_tool(work: Path) -> Path:
+    """ws.c (the `ws` scenario's origin and load generator), built like origin.c."""
+    out = work / "ws"
+    src = HERE / "ws.c"
+    if out.exists() and out.stat().st_mtime >= src.stat().st_mtime:
+        return out
+    cc = shutil.which("cc") or shutil.which("gcc") or "cc"
+    r = subprocess.run([cc, "-O2", "-o", str(out), str(src)], capture_output=True, text=True, timeout=120)
+    if r.returncode != 0:
+        raise SystemExit(f"building ws.c failed:\n{r.stderr}")
+    return out
+
+
 def build_origin(work: Path) -> Path:
     out = work / "origin"
     src = HERE / "origin.c"
@@ -1043,7 +1244,7 @@ def start_proxy(name: str, work: Path, origin_port: int, threads: int, core: str
                 max_conns: int, tag: str = "", variant: str = "default",
                 origin_ports: list[int] | None = None) -> tuple[Proxy | None, str]:
     cls = PROXY_CLASSES[name]
-    if name not in SLUICES and not shutil.which(cls.exe):
+    if name not in SLUICES and name != DIRECT and not shutil.which(cls.exe):
         return None, f"{cls.exe} not installed"
     if name == "sluice" and not Sluice.binary:
         return None, SLUICE_REASON
@@ -1179,6 +1380,10 @@ def parse_args(argv=None):
     ap.add_argument("--idle-conns", type=int, nargs="?", const=10000, default=None, metavar="N",
                     help="also: RSS cost of N idle keep-alive connections (default N=10000)")
     ap.add_argument("--no-matrix", action="store_true", help="skip the main scenario x proxy matrix")
+    ap.add_argument("--ws-connections", type=int, default=50, help="ws: WebSocket sessions (default %(default)s)")
+    ap.add_argument("--ws-size", type=int, default=64, help="ws: message size in bytes (default %(default)s)")
+    ap.add_argument("--ws-depth", type=int, default=1,
+                    help="ws: messages in flight per session (default %(default)s: the next is sent when the echo arrives)")
     ap.add_argument("--no-install", action="store_true", help="never apt-get/pip install anything")
     ap.add_argument("--sluice-bin-b", metavar="PATH",
                     help="A/B: a second sluice binary, measured as proxy `sluice-b` in the same rounds "
@@ -1196,11 +1401,13 @@ def parse_args(argv=None):
     for s in a.scenarios:
         if s not in SCENARIOS:
             ap.error(f"unknown scenario {s!r}")
+    if "ws" in a.scenarios and DIRECT not in a.proxies:
+        a.proxies.append(DIRECT)  # the reference: the load generator straight to the WebSocket origin
     return a
 
 
 def main(argv=None) -> int:
-    global PIN_OK, SLUICE_REASON, NOFILE
+    global PIN_OK, SLUICE_REASON, NOFILE, WS_BIN
     args = parse_args(argv)
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGHUP, _on_signal)
@@ -1264,6 +1471,17 @@ def main(argv=None) -> int:
         r = run_quiet(cmd, 10) if shutil.which(exe) else None
         meta["tools"][exe] = ((r.stdout + r.stderr).strip().splitlines() or ["?"])[0] if r else None
 
+    # The ws variant's origin: ws.c's echo server (it also answers plain GETs, for readiness and warm-up).
+    ws_port = None
+    if "ws" in variants and not args.no_matrix:
+        WS_BIN = build_ws_tool(work)
+        ws_port = free_port()
+        ws_origin = REG.spawn(pinned("0", [str(WS_BIN), "server", str(ws_port)]), work / "ws-origin.log")
+        if not wait_http(ws_port, "/small", time.monotonic() + 10, ws_origin):
+            raise SystemExit("ws origin did not start: " + (work / "ws-origin.log").read_text()[-300:])
+        extra_origins.append(ws_origin)
+        meta["ws"] = {"sessions": args.ws_connections, "message_bytes": args.ws_size, "depth": args.ws_depth}
+
     results: dict = {"meta": meta, "scenarios": {s: SCENARIOS[s]["desc"] for s in args.scenarios},
                      "proxies": {}}
     log(f"Sluice load benchmark: {meta['mode']}, {args.rounds} round(s) x {args.duration}s per cell, "
@@ -1277,14 +1495,17 @@ def main(argv=None) -> int:
         reasons: dict[tuple[str, str], str] = {}
         for name in args.proxies:
             for variant in variants:
-                px, why = start_proxy(name, work, origin_port, 1, "1", max_conns, variant=variant,
-                                      origin_ports=origin_ports)
+                if name == DIRECT and variant != "ws":
+                    continue  # `direct` exists for the ws scenario only
+                px, why = start_proxy(name, work, ws_port if variant == "ws" else origin_port, 1, "1", max_conns,
+                                      variant=variant, origin_ports=origin_ports)
                 info = {"available": px is not None}
                 if px:
                     running[(name, variant)] = px
                     info["version"] = px.version()
-                    info["command"] = (px.dir / "cmd.txt").read_text().strip()
-                    warm_up(px, 1 if args.quick else 2, "0", args.connections)
+                    if name != DIRECT:
+                        info["command"] = (px.dir / "cmd.txt").read_text().strip()
+                        warm_up(px, 1 if args.quick else 2, "0", args.connections)
                 else:
                     info["reason"] = reasons[(name, variant)] = why
                     warn(f"{name} ({variant}): n/a: {why}")
@@ -1304,6 +1525,8 @@ def main(argv=None) -> int:
                 for s in args.scenarios:
                     variant = SCENARIOS[s].get("variant", "default")
                     for name in rorder:
+                        if name == DIRECT and variant != "ws":
+                            continue
                         px = running.get((name, variant))
                         if px is None:
                             c = {"proxy": name, "scenario": s, "round": rnd, "status": "n/a",
@@ -1336,7 +1559,7 @@ def main(argv=None) -> int:
         for s in args.scenarios:
             own = rat.get(s, {}).get("cpu_vs_own_small")
             if own is not None:
-                parts = [f"{p} {fmt(own.get(p), '.3f')}x" for p in args.proxies]
+                parts = [f"{p} {fmt(own.get(p), '.3f')}x" for p in args.proxies if p != DIRECT]
                 log(f"{s}: CPU per request over the same proxy's `small`: {', '.join(parts)}"
                     + (" (issue 10: Sluice within 1.05x)" if s == "edge" else ""))
         title = (f"{meta['mode']}: {args.rounds} round(s) x {args.duration}s, proxy pinned to 1 core, "
@@ -1346,7 +1569,23 @@ def main(argv=None) -> int:
             warn(err)
         else:
             log(f"chart: {out / 'results.png'}")
-        (out / "results.md").write_text(f"# Sluice load benchmark ({meta['date']})\n\n{title}\n\n{tbl}\n")
+        md = f"# Sluice load benchmark ({meta['date']})\n\n{title}\n\n{tbl}\n"
+        if "ws" in args.scenarios:
+            ws_proxies = [p for p in args.proxies if p in summ["ws"]]
+            wtbl = ws_table(summ["ws"], rat.get("ws", {}), ws_proxies)
+            wtitle = (f"ws: {args.ws_connections} WebSocket sessions, {args.ws_size}-byte binary messages echoed, "
+                      f"{args.ws_depth} in flight per session; {args.rounds} round(s) x {args.duration}s; "
+                      f"proxy pinned to 1 core")
+            log("")
+            log(wtitle)
+            log(wtbl)
+            md += f"\n{wtitle}\n\n{wtbl}\n"
+            err = ws_chart(summ["ws"], ws_proxies, out / "results-ws.png", wtitle)
+            if err:
+                warn(err)
+            else:
+                log(f"chart: {out / 'results-ws.png'}")
+        (out / "results.md").write_text(md)
 
     # ---------------------------------------------------------------- scaling
     if args.scaling:
@@ -1354,7 +1593,7 @@ def main(argv=None) -> int:
         log("scaling: small responses, 2 threads vs 1, proxy and load generator unpinned")
         sc_res: dict = {}
         insts: dict[tuple[str, int], Proxy] = {}
-        for name in args.proxies:
+        for name in [p for p in args.proxies if p != DIRECT]:
             for th in (1, 2):
                 px, why = start_proxy(name, work, origin_port, th, None, max_conns, tag=f"{name}-scale-t{th}")
                 if px:
@@ -1365,7 +1604,7 @@ def main(argv=None) -> int:
         cells = []
         try:
             for rnd in range(1, args.rounds + 1):
-                for name in args.proxies:
+                for name in [p for p in args.proxies if p != DIRECT]:
                     ths = (1, 2) if rnd % 2 else (2, 1)
                     for th in ths:
                         px = insts.get((name, th))
@@ -1378,7 +1617,7 @@ def main(argv=None) -> int:
         finally:
             for px in insts.values():
                 px.stop()
-        for name in args.proxies:
+        for name in [p for p in args.proxies if p != DIRECT]:
             for th in (1, 2):
                 ok = [c for c in cells if c["proxy"] == name and c["threads"] == th and c["status"] == "ok"]
                 if ok:
@@ -1406,7 +1645,7 @@ def main(argv=None) -> int:
         log("")
         log(f"idle connections: {args.idle_conns} keep-alive connections (HTTP/1.1, then h2c), one GET each, then idle")
         idle_res: dict = {}
-        for name in args.proxies:
+        for name in [p for p in args.proxies if p != DIRECT]:
             px, why = start_proxy(name, work, origin_port, 1, "1", max_conns, tag=f"{name}-idle")
             if not px:
                 idle_res[name] = {"status": "n/a", "reason": why}
