@@ -367,7 +367,6 @@ def _parse_ws_frames(buf: bytes) -> tuple[list[tuple[int, bytes]], bytes]:
 
 
 @sluice_only
-@pytest.mark.xfail(strict=False, reason="RFC 8441 over h2c (helper C) may not have landed yet")
 def test_extended_connect_over_h2c_carries_websocket_frames(proxy, apps):
     h2 = pytest.importorskip("h2.connection")
     import h2.config
