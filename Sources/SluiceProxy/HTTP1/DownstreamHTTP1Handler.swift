@@ -59,6 +59,9 @@ final class DownstreamHTTP1Handler: ChannelDuplexHandler {
     private var requestStartedAt = MonotonicInstant(nanoseconds: 0)
     /// The tunnel after a `101`, with its counters; `nil` otherwise.
     private var tunnel: Tunnel?
+    /// In a tunnel: the codecs that read and write its bytes directly (``HTTP1TunnelReceiver``).
+    private var clientCodec: HTTP1ServerCodec?
+    private var upstreamCodec: HTTP1ClientCodec?
 
     private struct Tunnel {
         let startedAt: MonotonicInstant
@@ -578,24 +581,27 @@ final class DownstreamHTTP1Handler: ChannelDuplexHandler {
         self.attempt?.finish()
         self.loop.stats.recordResponse(status: 101, duration: self.requestStartedAt.duration(to: now))
         context.writeAndFlush(self.wrapOutboundOut(.head(head)), promise: nil)
+        // From now on the bytes go codec to codec, not as HTTP parts through the handlers.
+        if let codec = try? context.pipeline.syncOperations.handler(type: HTTP1ServerCodec.self) {
+            codec.attachTunnel(self)
+            self.clientCodec = codec
+        }
+        self.upstreamCodec = (self.upstream as? UpstreamHTTP1Handler)?.attachTunnel(self)
     }
 
     private func tunnelFromClient(_ bytes: ByteBuffer) {
         guard let upstream = self.upstream else { return }
         self.tunnel!.bytesFromClient += bytes.readableBytes
         if let id = self.id { self.loop.table.tunnelActivity(id, now: .now()) }
-        guard self.tunnel!.webSocket != nil else {
-            upstream.sendBody(bytes)
-            self.needsUpstreamFlush = true
-            return
-        }
+        self.needsUpstreamFlush = true
+        guard self.tunnel!.webSocket != nil else { return self.sendUpstream(bytes, upstream) }
         let plan = bytes.withUnsafeReadableBytes { self.tunnel!.webSocket!.received($0, from: .clientToUpstream) }
         if plan.forward == bytes.readableBytes {
-            upstream.sendBody(bytes)
+            self.sendUpstream(bytes, upstream)
         } else if plan.forward > 0 {
-            upstream.sendBody(bytes.getSlice(at: bytes.readerIndex, length: plan.forward)!)
+            self.sendUpstream(bytes.getSlice(at: bytes.readerIndex, length: plan.forward)!, upstream)
         }
-        if plan.injectClose { upstream.sendBody(Self.closeFrame(masked: true)) }
+        if plan.injectClose { self.sendUpstream(Self.closeFrame(masked: true), upstream) }
         self.needsUpstreamFlush = true
         self.webSocketCloseProgressed()
     }
@@ -604,18 +610,27 @@ final class DownstreamHTTP1Handler: ChannelDuplexHandler {
         guard let context = self.context else { return }
         self.tunnel!.bytesToClient += bytes.readableBytes
         if let id = self.id { self.loop.table.tunnelActivity(id, now: .now()) }
-        guard self.tunnel!.webSocket != nil else {
-            context.write(self.wrapOutboundOut(.body(.byteBuffer(bytes))), promise: nil)
-            return
-        }
+        guard self.tunnel!.webSocket != nil else { return self.sendToClient(bytes, context) }
         let plan = bytes.withUnsafeReadableBytes { self.tunnel!.webSocket!.received($0, from: .upstreamToClient) }
         if plan.forward == bytes.readableBytes {
-            context.write(self.wrapOutboundOut(.body(.byteBuffer(bytes))), promise: nil)
+            self.sendToClient(bytes, context)
         } else if plan.forward > 0 {
-            context.write(self.wrapOutboundOut(.body(.byteBuffer(bytes.getSlice(at: bytes.readerIndex, length: plan.forward)!))), promise: nil)
+            self.sendToClient(bytes.getSlice(at: bytes.readerIndex, length: plan.forward)!, context)
         }
-        if plan.injectClose { context.write(self.wrapOutboundOut(.body(.byteBuffer(Self.closeFrame(masked: false)))), promise: nil) }
+        if plan.injectClose { self.sendToClient(Self.closeFrame(masked: false), context) }
         self.webSocketCloseProgressed()
+    }
+
+    private func sendUpstream(_ bytes: ByteBuffer, _ upstream: any UpstreamExchange) {
+        if let codec = self.upstreamCodec { codec.writeTunnelBytes(bytes) } else { upstream.sendBody(bytes) }
+    }
+
+    private func sendToClient(_ bytes: ByteBuffer, _ context: ChannelHandlerContext) {
+        if let codec = self.clientCodec {
+            codec.writeTunnelBytes(bytes)
+        } else {
+            context.write(self.wrapOutboundOut(.body(.byteBuffer(bytes))), promise: nil)
+        }
     }
 
     /// `Close 1001 "going away"`: unmasked to the client (Sluice as the server), masked to the app
@@ -631,11 +646,12 @@ final class DownstreamHTTP1Handler: ChannelDuplexHandler {
         switch self.tunnel!.webSocket!.beginClose() {
         case .closing(let injectToUpstream, let injectToClient):
             if injectToUpstream, let upstream = self.upstream {
-                upstream.sendBody(Self.closeFrame(masked: true))
+                self.sendUpstream(Self.closeFrame(masked: true), upstream)
                 upstream.flush()
             }
             if injectToClient {
-                context.writeAndFlush(self.wrapOutboundOut(.body(.byteBuffer(Self.closeFrame(masked: false)))), promise: nil)
+                self.sendToClient(Self.closeFrame(masked: false), context)
+                context.flush()
             }
         case .notInjecting:
             // Closing by itself already, or framing lost: the timeout below ends it.
@@ -665,6 +681,15 @@ final class DownstreamHTTP1Handler: ChannelDuplexHandler {
         self.loop.stats.recordTunnelClosed(
             protocol: .http1, duration: tunnel.startedAt.duration(to: .now()), bytesFromClient: tunnel.bytesFromClient,
             bytesToClient: tunnel.bytesToClient)
+    }
+}
+
+// MARK: - Tunnel bytes
+
+extension DownstreamHTTP1Handler: HTTP1TunnelReceiver {
+    func tunnelBytes(_ bytes: ByteBuffer, fromUpstream: Bool) {
+        guard self.machine.isTunnel else { return }
+        if fromUpstream { self.tunnelToClient(bytes) } else { self.tunnelFromClient(bytes) }
     }
 }
 

@@ -38,6 +38,24 @@ final class HTTP1ClientCodec: ChannelDuplexHandler {
     private var outstanding = 0
     /// A `101` switched the connection to a tunnel.
     private var tunnel = false
+    /// In a tunnel: where bytes read go, bypassing the handler behind (``attachTunnel(_:)``).
+    private weak var tunnelReceiver: (any HTTP1TunnelReceiver)?
+    private var context: ChannelHandlerContext?
+
+    func handlerAdded(context: ChannelHandlerContext) { self.context = context }
+    func handlerRemoved(context: ChannelHandlerContext) { self.context = nil }
+
+    /// After the `101`: bytes read go to `receiver` as they are, not as `.body` parts (the end of
+    /// input and the close still go to the handler behind).
+    func attachTunnel(_ receiver: any HTTP1TunnelReceiver) {
+        precondition(self.tunnel, "a tunnel is attached after the 101")
+        self.tunnelReceiver = receiver
+    }
+
+    /// In a tunnel: writes bytes as they are, from the codec's place in the pipeline.
+    func writeTunnelBytes(_ bytes: ByteBuffer) {
+        self.context?.write(self.wrapOutboundOut(bytes), promise: nil)
+    }
 
     /// Sent before the head of a request that asks for an upgrade: a `101` to it is the switch.
     struct ExpectUpgrade: Sendable {}
@@ -55,6 +73,9 @@ final class HTTP1ClientCodec: ChannelDuplexHandler {
     // MARK: Inbound
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        if let receiver = self.tunnelReceiver, !self.input.hasUnparsedBytes {
+            return receiver.tunnelBytes(self.unwrapInboundIn(data), fromUpstream: true)
+        }
         if self.outstanding == 0, !self.input.failed {
             self.input.fail()
             context.fireErrorCaught(UnsolicitedBytes(afterResponse: false))

@@ -59,6 +59,23 @@ final class HTTP1ServerCodec: ChannelDuplexHandler {
     private var upgrade = Upgrade.none
     /// A `read()` held while paused.
     private var pendingRead = false
+    /// In a tunnel: where bytes read go, bypassing the handlers behind (``attachTunnel(_:)``).
+    private weak var tunnelReceiver: (any HTTP1TunnelReceiver)?
+    private var context: ChannelHandlerContext?
+
+    func handlerAdded(context: ChannelHandlerContext) { self.context = context }
+    func handlerRemoved(context: ChannelHandlerContext) { self.context = nil }
+
+    /// After the `101`: bytes read go to `receiver` as they are, not as `.body` parts.
+    func attachTunnel(_ receiver: any HTTP1TunnelReceiver) {
+        self.tunnelReceiver = receiver
+    }
+
+    /// In a tunnel: writes bytes as they are, from the codec's place in the pipeline (the same as a
+    /// `.body` part written through it, without the part).
+    func writeTunnelBytes(_ bytes: ByteBuffer) {
+        self.context?.write(self.wrapOutboundOut(bytes), promise: nil)
+    }
 
     init(maxHeadBytes: Int) {
         self.input = HTTP1Input(HTTP1Parser(kind: .request, limits: .init(maxHeadBytes: maxHeadBytes)))
@@ -67,6 +84,9 @@ final class HTTP1ServerCodec: ChannelDuplexHandler {
     // MARK: Inbound
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        if let receiver = self.tunnelReceiver, !self.input.hasUnparsedBytes {
+            return receiver.tunnelBytes(self.unwrapInboundIn(data), fromUpstream: false)
+        }
         guard self.input.receive(self.unwrapInboundIn(data)) else { return }
         self.deliver(context: context)
     }

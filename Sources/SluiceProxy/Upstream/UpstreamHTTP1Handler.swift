@@ -94,6 +94,16 @@ final class UpstreamHTTP1Handler: ChannelDuplexHandler, UpstreamExchange {
         context.read()
     }
 
+    /// After the `101`: the connection's codec hands tunnel bytes to `receiver` directly and writes
+    /// the ones given to it (see ``HTTP1TunnelReceiver``); returns that codec, `nil` if not a tunnel.
+    func attachTunnel(_ receiver: any HTTP1TunnelReceiver) -> HTTP1ClientCodec? {
+        guard self.isTunnel, let context = self.context,
+            let codec = try? context.pipeline.syncOperations.handler(type: HTTP1ClientCodec.self)
+        else { return nil }
+        codec.attachTunnel(receiver)
+        return codec
+    }
+
     func close() {
         guard !self.closed else { return }
         self.closed = true
