@@ -1199,29 +1199,26 @@ def raise_nofile(want: int) -> int:
     return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
-def build_ws_tool(work: Path) -> Path:
-    """ws.c (the `ws` scenario's origin and load generator), built like origin.c."""
-    out = work / "ws"
-    src = HERE / "ws.c"
+def build_c_tool(work: Path, name: str) -> Path:
+    """`name`.c next to this script, compiled into `work` once (again when the source is newer)."""
+    out = work / name
+    src = HERE / f"{name}.c"
     if out.exists() and out.stat().st_mtime >= src.stat().st_mtime:
         return out
     cc = shutil.which("cc") or shutil.which("gcc") or "cc"
     r = subprocess.run([cc, "-O2", "-o", str(out), str(src)], capture_output=True, text=True, timeout=120)
     if r.returncode != 0:
-        raise SystemExit(f"building ws.c failed:\n{r.stderr}")
+        raise SystemExit(f"building {name}.c failed:\n{r.stderr}")
     return out
+
+
+def build_ws_tool(work: Path) -> Path:
+    """ws.c: the `ws` scenario's origin and load generator."""
+    return build_c_tool(work, "ws")
 
 
 def build_origin(work: Path) -> Path:
-    out = work / "origin"
-    src = HERE / "origin.c"
-    if out.exists() and out.stat().st_mtime >= src.stat().st_mtime:
-        return out
-    cc = shutil.which("cc") or shutil.which("gcc") or "cc"
-    r = subprocess.run([cc, "-O2", "-o", str(out), str(src)], capture_output=True, text=True, timeout=120)
-    if r.returncode != 0:
-        raise SystemExit(f"building origin failed:\n{r.stderr}")
-    return out
+    return build_c_tool(work, "origin")
 
 
 def resolve_sluice(args) -> tuple[str | None, str]:
