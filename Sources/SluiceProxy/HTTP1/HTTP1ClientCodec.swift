@@ -73,7 +73,8 @@ final class HTTP1ClientCodec: ChannelDuplexHandler {
     // MARK: Inbound
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        if let receiver = self.tunnelReceiver, !self.input.hasUnparsedBytes {
+        // The flag first: a weak load costs a runtime call on every read of every HTTP connection.
+        if self.tunnel, let receiver = self.tunnelReceiver, !self.input.hasUnparsedBytes {
             return receiver.tunnelBytes(self.unwrapInboundIn(data), fromUpstream: true)
         }
         if self.outstanding == 0, !self.input.failed {
