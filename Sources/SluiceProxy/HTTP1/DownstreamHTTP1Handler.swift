@@ -416,7 +416,7 @@ final class DownstreamHTTP1Handler: ChannelDuplexHandler {
             case .end(let trailers): upstream.sendEnd(trailers: trailers)
             }
         }
-        if keepForReplay { self.replay.append(contentsOf: self.pendingParts) }
+        if keepForReplay, !self.pendingParts.isEmpty { self.replay.append(contentsOf: self.pendingParts) }
         self.pendingParts.removeAll(keepingCapacity: true)
         if self.partInThisReadBatch {
             // The rest of the request may be in this batch too: one flush at its end.

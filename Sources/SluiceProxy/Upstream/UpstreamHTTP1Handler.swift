@@ -123,7 +123,7 @@ final class UpstreamHTTP1Handler: ChannelDuplexHandler, UpstreamExchange {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         switch self.unwrapInboundIn(data) {
-        case .head(let head) where head.status.code < 200 && head.status != .switchingProtocols:
+        case .head(let head) where head.status.code < 200 && head.status.code != 101:
             // Interim (the codec's parser caps how many): the response-header timeout keeps running.
             guard let delegate = self.delegate else { return self.unexpectedResponse() }
             delegate.upstreamInterimResponse(head)
@@ -131,7 +131,7 @@ final class UpstreamHTTP1Handler: ChannelDuplexHandler, UpstreamExchange {
             self.awaitingHeadSince = nil
             self.responseKeepAlive = head.isKeepAlive
             guard let delegate = self.delegate else { return self.unexpectedResponse() }
-            if head.status == .switchingProtocols {
+            if head.status.code == 101 {
                 // The codec only passes a 101 that answers an upgrade. The upstream may now half-close
                 // its side of the tunnel and still read ours.
                 self.isTunnel = true
