@@ -772,6 +772,15 @@ def run_wrk(port: int, sc: dict, duration: int, conns: int, threads: int = 1,
         cmd += ["-s", str(HERE / sc["lua"])]
     cmd.append(f"http://127.0.0.1:{port}{sc['path']}")
     cmd = pinned(core, cmd)
+    out = run_load_tool(cmd, duration, raw)
+    res = parse_wrk(out)
+    if "requests" not in res:
+        res["failure"] = "wrk produced no result: " + out.strip()[-200:].replace("\n", " | ")
+    return res
+
+
+def run_load_tool(cmd: list[str], duration: int, raw: Path | None) -> str:
+    """Runs a load generator for `duration` seconds (plus a margin); its output, kept in `raw` if given."""
     try:
         r = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 30)
         out = r.stdout + r.stderr
@@ -779,10 +788,7 @@ def run_wrk(port: int, sc: dict, duration: int, conns: int, threads: int = 1,
         out = f"TIMEOUT {e}"
     if raw:
         raw.write_text(" ".join(cmd) + "\n\n" + out)
-    res = parse_wrk(out)
-    if "requests" not in res:
-        res["failure"] = "wrk produced no result: " + out.strip()[-200:].replace("\n", " | ")
-    return res
+    return out
 
 
 WS_BIN: Path | None = None  # ws.c, built in main() when the `ws` scenario runs
@@ -792,13 +798,7 @@ def run_wsload(port: int, sc: dict, duration: int, conns: int, size: int, depth:
                core: str | None = "0", raw: Path | None = None) -> dict:
     """ws.c's client: `conns` sessions, each with `depth` messages of `size` bytes in flight."""
     cmd = pinned(core, [str(WS_BIN), "client", str(port), sc["path"], str(conns), str(duration), str(size), str(depth)])
-    try:
-        r = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 30)
-        out = r.stdout + r.stderr
-    except subprocess.TimeoutExpired as e:
-        out = f"TIMEOUT {e}"
-    if raw:
-        raw.write_text(" ".join(cmd) + "\n\n" + out)
+    out = run_load_tool(cmd, duration, raw)
     kv = dict(re.findall(r"(\w+)=([\d.]+)", out))
     if "messages" not in kv:
         return {"failure": "ws client produced no result: " + out.strip()[-200:].replace("\n", " | ")}
@@ -824,13 +824,7 @@ def run_h2load(port: int, sc: dict, duration: int, clients: int, streams: int,
     cmd = ["h2load", "-c", str(clients), "-m", str(streams), "-t", "1", "-D", str(duration),
            "-N", "5s", "--log-file", str(logf), f"http://127.0.0.1:{port}{sc['path']}"]
     cmd = pinned(core, cmd)
-    try:
-        r = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 30)
-        out = r.stdout + r.stderr
-    except subprocess.TimeoutExpired as e:
-        out = f"TIMEOUT {e}"
-    if raw:
-        raw.write_text(" ".join(cmd) + "\n\n" + out)
+    out = run_load_tool(cmd, duration, raw)
     res: dict = {}
     m = re.search(r"finished in ([\d.]+)(us|ms|s|m), ([\d.]+) req/s", out)
     if m:
