@@ -14,6 +14,9 @@ let nioCore = Target.Dependency.product(name: "NIOCore", package: "swift-nio")
 let nioPosix = Target.Dependency.product(name: "NIOPosix", package: "swift-nio")
 let nioHTTP1 = Target.Dependency.product(name: "NIOHTTP1", package: "swift-nio")
 let nioEmbedded = Target.Dependency.product(name: "NIOEmbedded", package: "swift-nio")
+let nioTLS = Target.Dependency.product(name: "NIOTLS", package: "swift-nio")
+let nioSSL = Target.Dependency.product(name: "NIOSSL", package: "swift-nio-ssl")
+let x509 = Target.Dependency.product(name: "X509", package: "swift-certificates")
 let logging = Target.Dependency.product(name: "Logging", package: "swift-log")
 let metrics = Target.Dependency.product(name: "Metrics", package: "swift-metrics")
 let prometheus = Target.Dependency.product(name: "Prometheus", package: "swift-prometheus")
@@ -27,6 +30,8 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.37.0"),
+        .package(url: "https://github.com/apple/swift-certificates.git", from: "1.21.0"),
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.0"),
         .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.0"),
@@ -59,7 +64,9 @@ let package = Package(
         /// Listeners, HTTP/1 front end, forwarder, upstream pools, admin endpoints, metrics.
         .target(
             name: "SluiceProxy",
-            dependencies: ["SluiceCore", "SluiceHTTP2", "CGlibcMalloc", nioCore, nioPosix, nioHTTP1, logging, metrics, prometheus],
+            dependencies: [
+                "SluiceCore", "SluiceHTTP2", "CGlibcMalloc", nioCore, nioPosix, nioHTTP1, nioTLS, nioSSL, x509, logging, metrics, prometheus,
+            ],
             swiftSettings: strictSettings
         ),
         /// Command line, environment and YAML into a typed `Config`; `sluice demo`.
@@ -99,7 +106,8 @@ let package = Package(
         .testTarget(
             name: "SluiceProxyTests",
             dependencies: [
-                "SluiceCore", "SluiceProxy", "SluiceCLI", "SluiceTestSupport", nioCore, nioPosix, nioHTTP1, nioEmbedded, logging, metrics,
+                "SluiceCore", "SluiceProxy", "SluiceCLI", "SluiceTestSupport", nioCore, nioPosix, nioHTTP1, nioEmbedded, nioTLS, nioSSL, x509, logging,
+                metrics,
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
             ],
             swiftSettings: strictSettings
