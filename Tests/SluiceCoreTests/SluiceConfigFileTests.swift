@@ -71,7 +71,7 @@ import Testing
     /// The §5 example reads into two groups with their settings and three routes in order.
     @Test func designExampleReadsIntoGroupsAndRoutes() throws {
         let config = try read(Self.example)
-        #expect(config.listen == [HostPort(host: "0.0.0.0", port: 8080), HostPort(host: "0.0.0.0", port: 8443)])
+        #expect(config.listen.map(\.address) == [HostPort(host: "0.0.0.0", port: 8080), HostPort(host: "0.0.0.0", port: 8443)])
 
         var api = UpstreamGroup(name: "api", endpoints: [UpstreamURL(host: "api.default.svc", port: 3000), UpstreamURL(host: "10.0.0.7", port: 3000)])
         api.balance = .leastRequest

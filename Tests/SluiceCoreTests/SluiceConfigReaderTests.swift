@@ -25,7 +25,7 @@ import Testing
     /// With only an upstream given, every other setting has its documented default and threads follows the CPUs.
     @Test func onlyAnUpstreamGivenLeavesEveryDocumentedDefault() throws {
         let config = try SluiceConfig.read(ConfigSources(flags: Self.upstream), defaultThreads: 4)
-        #expect(config.listen == [HostPort(host: "0.0.0.0", port: 8080)])
+        #expect(config.listen == [Listener(HostPort(host: "0.0.0.0", port: 8080))])
         #expect(config.upstreams == [UpstreamURL(host: "127.0.0.1", port: 3000)])
         #expect(config.admin == HostPort(host: "0.0.0.0", port: 9901))
         #expect(config.threads == 4)
@@ -89,7 +89,7 @@ import Testing
         ]
         #expect(Set(flags.keys) == Set(SluiceConfig.keys))
         let config = try SluiceConfig.read(ConfigSources(flags: flags), defaultThreads: 2)
-        #expect(config.listen == [HostPort(host: "127.0.0.1", port: 8081), HostPort(host: "::1", port: 8082)])
+        #expect(config.listen.map(\.address) == [HostPort(host: "127.0.0.1", port: 8081), HostPort(host: "::1", port: 8082)])
         #expect(config.upstreams == [UpstreamURL(host: "10.0.0.1", port: 3000), UpstreamURL(host: "10.0.0.2", port: 80)])
         #expect(config.admin == HostPort(host: "127.0.0.1", port: 9999))
         #expect(config.threads == 8)
@@ -154,7 +154,7 @@ import Testing
         ])
         let config = try SluiceConfig.read(sources, defaultThreads: 1)
         #expect(config.upstreams == [UpstreamURL(host: "10.0.0.1", port: 3000), UpstreamURL(host: "10.0.0.2", port: 3001)])
-        #expect(config.listen == [HostPort(host: "127.0.0.1", port: 80), HostPort(host: "::1", port: 81)])
+        #expect(config.listen.map(\.address) == [HostPort(host: "127.0.0.1", port: 80), HostPort(host: "::1", port: 81)])
     }
 
     /// A repeatable setting given in the file keeps every value in order.
