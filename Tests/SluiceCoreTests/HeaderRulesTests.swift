@@ -112,6 +112,16 @@ import Testing
             ])
     }
 
+    /// A request that arrived on a TLS listener says so in X-Forwarded-Proto; one set by an earlier hop stays.
+    @Test func forwardedProtoIsTheListenersScheme() {
+        var headers = TestHeaders(["Host: example.com"])
+        HeaderRules.rewriteRequest(&headers, clientAddress: "10.0.0.1", scheme: .https, upstreamAuthority: "127.0.0.1:3000")
+        #expect(headers.lines == ["Host: example.com", "x-forwarded-for: 10.0.0.1", "x-forwarded-proto: https", "x-forwarded-host: example.com", "via: 1.1 sluice"])
+        var behindIngress = TestHeaders(["Host: example.com", "X-Forwarded-Proto: https"])
+        HeaderRules.rewriteRequest(&behindIngress, clientAddress: nil, scheme: .http, upstreamAuthority: "127.0.0.1:3000")
+        #expect(behindIngress.lines.filter { $0.lowercased().hasPrefix("x-forwarded-proto") } == ["X-Forwarded-Proto: https"])
+    }
+
     /// The client address is appended to an existing X-Forwarded-For list, spread over several lines,
     /// as one field.
     @Test func clientAddressIsAppendedToAnExistingForwardedForList() {

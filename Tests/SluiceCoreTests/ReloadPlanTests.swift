@@ -57,6 +57,23 @@ import Testing
         #expect(plan.summary == "listen +0.0.0.0:8081 +127.0.0.1:0 -0.0.0.0:8080")
     }
 
+    /// A kept address whose TLS settings changed (or that turned TLS on) is listed as changed, not
+    /// reopened; unchanged TLS listeners are not listed.
+    @Test func listenersWithChangedTLSAreChangedNotReopened() {
+        let tls = TLSSettings(certificates: [.init(cert: "/a.crt", key: "/a.key")])
+        let secure = HostPort(host: "0.0.0.0", port: 8443)
+        let current = Self.config { $0.listen.append(Listener(secure, tls: tls)) }
+        #expect(ReloadPlan(current: current, new: current, startedWith: current).changesNothing)
+
+        var rotated = tls
+        rotated.certificates.append(.init(cert: "/b.crt", key: "/b.key"))
+        let new = Self.config { $0.listen = [Listener(HostPort(host: "0.0.0.0", port: 8080), tls: tls), Listener(secure, tls: rotated)] }
+        let plan = ReloadPlan(current: current, new: new, startedWith: current)
+        #expect(plan.listenersToOpen.isEmpty && plan.listenersToClose.isEmpty)
+        #expect(plan.listenersChanged == new.listen)
+        #expect(plan.summary == "listen ~0.0.0.0:8080 (tls) ~0.0.0.0:8443 (tls)")
+    }
+
     /// Restart-only settings are compared with the start-up configuration, not the one in force:
     /// a value changed back to the start-up one needs no restart any more.
     @Test func restartOnlySettingsAreComparedWithTheStartUpConfiguration() {
