@@ -106,7 +106,7 @@ import Testing
         #expect(
             messages(.mapping(entries)) == [
                 "listen[1].tls: TLS termination is not available yet",
-                "upstreams.api.tls: TLS to upstreams is not available yet",
+                "upstreams.api.tls: only for https:// endpoints; this group's endpoints are http:// (write https://HOST:PORT to connect with TLS)",
             ])
     }
 
@@ -298,10 +298,7 @@ import Testing
             messages: ["upstreams.api.endpoints: empty; a group needs at least one endpoint, e.g. [http://10.0.0.7:3000]"]),
         Case(
             testDescription: "bad endpoint", file: ["upstreams": ["api": ["endpoints": ["http://a:1", "tcp://b:2"]]]],
-            messages: ["upstreams.api.endpoints[1]: \"tcp://b:2\" is not an endpoint URL (http://HOST:PORT or h2c://HOST:PORT, no path)"]),
-        Case(
-            testDescription: "https endpoint", file: ["upstreams": ["api": ["endpoints": ["https://a:443"]]]],
-            messages: ["upstreams.api.endpoints[0]: \"https://a:443\" needs TLS to the upstream, which is not available yet; use http:// or h2c://"]),
+            messages: ["upstreams.api.endpoints[1]: \"tcp://b:2\" is not an endpoint URL (http://HOST:PORT, https://HOST:PORT or h2c://HOST:PORT, no path)"]),
         Case(
             testDescription: "endpoints of two schemes", file: ["upstreams": ["api": ["endpoints": ["http://a:1", "h2c://b:2"]]]],
             messages: ["upstreams.api.endpoints: mixes schemes (http://a:1 and h2c://b:2); all endpoints of a group must be http:// or all h2c://"]),
@@ -372,7 +369,7 @@ import Testing
             messages: ["upstreams.api.dns-refresh: \"0\" is too short: must be greater than zero"]),
         Case(
             testDescription: "group tls", file: group(["tls": ["ca": "/ca.pem"]]),
-            messages: ["upstreams.api.tls: TLS to upstreams is not available yet"]),
+            messages: ["upstreams.api.tls: only for https:// endpoints; this group's endpoints are http:// (write https://HOST:PORT to connect with TLS)"]),
         // Routes.
         Case(
             testDescription: "several groups without routes", file: ["upstreams": ["api": api, "grpc": ["endpoints": ["h2c://g:1"]]]],
