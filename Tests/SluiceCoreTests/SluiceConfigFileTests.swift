@@ -252,7 +252,7 @@ import Testing
             testDescription: "flat key holding a list of lists", file: ["upstream": [["http://a:1"]]],
             messages: [
                 "upstream in sluice.yaml must be a list of plain values",
-                "no upstream configured: set --upstream (or SLUICE_UPSTREAM, or upstream in the config file) to a URL such as http://127.0.0.1:3000 or h2c://127.0.0.1:50051 (scheme http or h2c, no path)",
+                "no upstream configured: set --upstream (or SLUICE_UPSTREAM, or upstream in the config file) to a URL such as http://127.0.0.1:3000, https://api.internal or h2c://127.0.0.1:50051 (scheme http, https or h2c, no path)",
             ]),
         Case(
             testDescription: "file that is a list", file: ["a", "b"], flags: ["upstream": ["http://a:1"]],
@@ -457,7 +457,7 @@ import Testing
                 "invalid drain-delay in sluice.yaml \"soon\": expected a duration such as 500ms, 5s, 1m30s or a bare number of seconds",
                 "upstreams.api.balance: \"fastest\" is not a balance policy (round-robin, least-request, random, hash)",
                 "upstreams.api.health.interval: \"2x\" is not a duration (500ms, 5s, 1m30s)",
-                "upstreams.grpc.endpoints[0]: \"tcp://g:1\" is not an endpoint URL (http://HOST:PORT or h2c://HOST:PORT, no path)",
+                "upstreams.grpc.endpoints[0]: \"tcp://g:1\" is not an endpoint URL (http://HOST:PORT, https://HOST:PORT or h2c://HOST:PORT, no path)",
                 "routes[1].upstream: \"apii\" is not a group; groups: api, grpc",
                 "routes[1].path-prefix: \"v1\" must start with /",
                 "ready-requires[1]: \"web\" is not a group; groups: api, grpc",
@@ -568,13 +568,13 @@ import Testing
         #expect(fits.isValid)
         #expect(
             fits.json == """
-                {"valid": true, "errors": [], "warnings": [], "grace_period_seconds": 30, "config": {"listen": ["0.0.0.0:8080"], "admin": "0.0.0.0:9902", "admin_port": 9902, "drain": {"delay": "5s", "delay_seconds": 5, "timeout": "20s", "timeout_seconds": 20, "margin": "1s", "margin_seconds": 1, "budget": "26s", "budget_seconds": 26, "termination_grace": "30s", "termination_grace_seconds": 30}, "tunnel_idle_timeout": "1h", "tunnel_idle_timeout_seconds": 3600, "groups": [{"name": "default", "scheme": "http", "endpoints": ["http://a:1"]}], "routes": [{"host": null, "path": "path-prefix /", "upstream": "default"}]}}
+                {"valid": true, "errors": [], "warnings": [], "grace_period_seconds": 30, "config": {"listen": ["0.0.0.0:8080"], "admin": "0.0.0.0:9902", "admin_port": 9902, "drain": {"delay": "5s", "delay_seconds": 5, "timeout": "20s", "timeout_seconds": 20, "margin": "1s", "margin_seconds": 1, "budget": "26s", "budget_seconds": 26, "termination_grace": "30s", "termination_grace_seconds": 30}, "tunnel_idle_timeout": "1h", "tunnel_idle_timeout_seconds": 3600, "groups": [{"name": "default", "scheme": "http", "endpoints": ["http://a:1"], "tls": null}], "routes": [{"host": null, "path": "path-prefix /", "upstream": "default"}]}}
 
                 """)
         let invalid = ConfigCheck(ConfigSources(flags: ["drain-delay": ["9.5s"]]), defaultThreads: 1)
         #expect(
             invalid.json == """
-                {"valid": false, "errors": ["no upstream configured: set --upstream (or SLUICE_UPSTREAM, or upstream in the config file) to a URL such as http://127.0.0.1:3000 or h2c://127.0.0.1:50051 (scheme http or h2c, no path)", "drain budget does not fit: drain-delay 9500ms + drain-timeout 20s + margin 1s = 30500ms exceeds termination-grace 30s; shorten drain-delay or drain-timeout, or raise termination-grace together with the pod's terminationGracePeriodSeconds"], "warnings": [], "grace_period_seconds": null, "config": null}
+                {"valid": false, "errors": ["no upstream configured: set --upstream (or SLUICE_UPSTREAM, or upstream in the config file) to a URL such as http://127.0.0.1:3000, https://api.internal or h2c://127.0.0.1:50051 (scheme http, https or h2c, no path)", "drain budget does not fit: drain-delay 9500ms + drain-timeout 20s + margin 1s = 30500ms exceeds termination-grace 30s; shorten drain-delay or drain-timeout, or raise termination-grace together with the pod's terminationGracePeriodSeconds"], "warnings": [], "grace_period_seconds": null, "config": null}
 
                 """)
     }

@@ -145,8 +145,8 @@ import Testing
 
         func json(_ file: ConfigNode) -> String { ConfigCheck(ConfigSources(file: file, fileName: "sluice.yaml"), defaultThreads: 2).json }
         #expect(json(Self.https(["tls": ["ca": "/etc/ssl/ca.pem", "sni": "api.internal", "cert": "/c.pem", "key": "/k.pem"]])).contains(
-            #""endpoints":["https://api.internal:8443"],"tls":{"ca":"/etc/ssl/ca.pem","sni":"api.internal","cert":"/c.pem","key":"/k.pem"}"#))
-        #expect(json(Self.https()).contains(#""tls":{"ca":null,"sni":null,"cert":null,"key":null}"#))
-        #expect(json(["upstreams": ["api": ["endpoints": ["http://a:1"]]]]).contains(#""endpoints":["http://a:1"],"tls":null"#))
+            #""endpoints": ["https://api.internal:8443"], "tls": {"ca": "/etc/ssl/ca.pem", "sni": "api.internal", "cert": "/c.pem", "key": "/k.pem"}"#))
+        #expect(json(Self.https()).contains(#""tls": {"ca": null, "sni": null, "cert": null, "key": null}"#))
+        #expect(json(["upstreams": ["api": ["endpoints": ["http://a:1"]]]]).contains(#""endpoints": ["http://a:1"], "tls": null"#))
     }
 }

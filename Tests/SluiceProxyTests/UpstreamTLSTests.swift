@@ -30,7 +30,8 @@ struct UpstreamTLSTests {
         let (status, body) = try await Self.get(proxy.url + "/hello?x=1")
         #expect(status == 200)
         #expect(body == "tls upstream http/1.1: GET /hello?x=1")
-        #expect(upstream.serverNames == ["upstream.test"])
+        // The probe that learned the protocol, then the connection that carried the request.
+        #expect(upstream.serverNames == ["upstream.test", "upstream.test"])
     }
 
     /// An endpoint given by IP with no `sni`: no SNI is sent and the certificate's IP name is checked.
@@ -43,7 +44,7 @@ struct UpstreamTLSTests {
         let (status, body) = try await Self.get(proxy.url + "/ip")
         #expect(status == 200)
         #expect(body == "tls upstream http/1.1: GET /ip")
-        #expect(upstream.serverNames == ["-"])
+        #expect(upstream.serverNames == ["-", "-"])
     }
 
     /// A name endpoint (`localhost`) without `sni`: its host name is the SNI.
@@ -55,11 +56,12 @@ struct UpstreamTLSTests {
 
         let (status, _) = try await Self.get(proxy.url + "/name")
         #expect(status == 200)
-        #expect(upstream.serverNames == ["localhost"])
+        #expect(upstream.serverNames == ["localhost", "localhost"])
     }
 
-    /// A certificate from a CA the group does not trust, or one that does not name the SNI: 502, and
-    /// the upstream never sees a request.
+    /// A certificate from a CA the group does not trust, or one that does not name the SNI (though it
+    /// names the connected IP address, which NIOSSL alone would accept): 502, and the upstream never
+    /// sees a request.
     @Test(arguments: ["unknown CA", "hostname mismatch", "system CA bundle"])
     func unverifiedUpstreamIs502(_ scenario: String) async throws {
         let pki = try TestPKI.shared()
@@ -155,7 +157,7 @@ struct UpstreamTLSTests {
         let pki = try TestPKI.shared()
         let cases: [(certificate: TestPKI.Pair, sni: String?, reason: UpstreamTLSFailure.Reason, detail: String)] = [
             (pki.otherServer, "upstream.test", .verify, "unknown CA: the certificate chain does not lead to a trusted CA (certificate verify failed)"),
-            (pki.server, "elsewhere.test", .verify, "hostname mismatch: the certificate is not valid for the name elsewhere.test"),
+            (pki.server, "elsewhere.test", .verify, "hostname mismatch: the certificate is not valid for the name elsewhere.test (it names upstream.test, localhost)"),
             (pki.expiredServer, "upstream.test", .verify, "certificate has expired (not valid after 2020-01-02T00:00:00Z)"),
         ]
         for item in cases {
@@ -314,9 +316,9 @@ final class TLSUpstream: Sendable {
     var requests: Int { self.state.withLock { $0.paths.count } }
     var requestPaths: [String] { self.state.withLock { $0.paths } }
 
-    private init(server: TestServer, state: Mutex<(serverNames: [String], handshakes: Int, paths: [String])>) {
+    private init(server: TestServer) {
         self.server = server
-        self.state = state
+        self.state = Mutex(([], 0, []))
     }
 
     func stop() async { await self.server.stop() }
@@ -346,7 +348,7 @@ final class TLSUpstream: Sendable {
             try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: context))
             try channel.pipeline.syncOperations.addHandler(ProtocolSwitch(upstream: upstream))
         }
-        let made = TLSUpstream(server: server, state: Mutex(([], 0, [])))
+        let made = TLSUpstream(server: server)
         upstream.set(made, recorder: recorder)
         return made
     }

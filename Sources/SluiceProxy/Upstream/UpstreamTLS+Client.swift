@@ -3,6 +3,7 @@ import NIOCore
 import NIOSSL
 import NIOTLS
 import SluiceCore
+import X509
 
 #if canImport(Glibc)
 import Glibc
@@ -125,6 +126,32 @@ struct UpstreamTLSFailure: Error, CustomStringConvertible, Equatable {
         return UpstreamTLSFailure(reason: .other, detail: "\(error)")
     }
 
+    /// `nil` when `certificate`'s DNS names (subjectAltName) include `serverName` (`*.example.com`
+    /// covers one label), else the failure that says which names it has.
+    static func nameMismatch(_ certificate: NIOSSLCertificate, serverName: String) -> UpstreamTLSFailure? {
+        var names: [String] = []
+        if let der = try? certificate.toDERBytes(), let parsed = try? Certificate(derEncoded: der),
+            let alternatives = try? parsed.extensions.subjectAlternativeNames
+        {
+            for name in alternatives {
+                if case .dnsName(let dns) = name { names.append(dns) }
+            }
+        }
+        if names.contains(where: { Self.name($0, covers: serverName) }) { return nil }
+        let named = names.isEmpty ? "no DNS name" : names.joined(separator: ", ")
+        return UpstreamTLSFailure(reason: .verify, detail: "hostname mismatch: the certificate is not valid for the name \(serverName) (it names \(named))")
+    }
+
+    /// Case-insensitive; a trailing dot is ignored; `*.` matches exactly one leftmost label.
+    static func name(_ pattern: String, covers host: String) -> Bool {
+        func normal(_ text: String) -> String { String((text.hasSuffix(".") ? text.dropLast() : Substring(text)).lowercased()) }
+        let pattern = normal(pattern)
+        let host = normal(host)
+        if pattern == host { return true }
+        guard pattern.hasPrefix("*."), let dot = host.firstIndex(of: "."), dot > host.startIndex else { return false }
+        return host[dot...] == pattern.dropFirst()
+    }
+
     /// A verification failure with the leaf in hand: its dates say expired or not yet valid;
     /// otherwise the chain does not lead to a trusted CA.
     private static func diagnose(_ certificate: NIOSSLCertificate?, now: time_t) -> String {
@@ -148,10 +175,9 @@ struct UpstreamTLSFailure: Error, CustomStringConvertible, Equatable {
         default: return []
         }
         return stack.compactMap { entry in
-            let text = entry.description
-            guard let range = text.range(of: "OPENSSL_internal:") else { return nil }
-            let rest = text[range.upperBound...]
-            return String(rest.prefix { $0 != " " && $0 != ":" })
+            let fields = entry.description.split(separator: ":", omittingEmptySubsequences: false)
+            guard let library = fields.firstIndex(of: "OPENSSL_internal"), library + 1 < fields.count else { return nil }
+            return String(fields[library + 1].prefix { $0 != " " })
         }
     }
 
@@ -224,6 +250,16 @@ final class UpstreamTLSHandshakeHandler: ChannelInboundHandler, RemovableChannel
         self.promise = nil
         self.timer?.cancel()
         self.timer = nil
+        if let serverName = self.serverName,
+            let peer = try? context.pipeline.syncOperations.handler(type: NIOSSLClientHandler.self).peerCertificate,
+            let problem = UpstreamTLSFailure.nameMismatch(peer, serverName: serverName)
+        {
+            // NIOSSL also accepts a certificate that names the connected IP address; with a name to
+            // check, the certificate must name it.
+            promise.fail(problem)
+            context.close(promise: nil)
+            return
+        }
         do {
             try self.initialize(context.channel, negotiated)
         } catch {
