@@ -177,6 +177,16 @@ struct UpstreamTLSTests {
         #expect(error?.reason == .handshake)
     }
 
+    /// An upstream that accepts TCP and never answers the ClientHello: the handshake times out after
+    /// the connect timeout, a failed connect.
+    @Test func silentUpstreamTimesTheHandshakeOut() async throws {
+        let pki = try TestPKI.shared()
+        let silent = try await TestServer.start { _ in }
+        defer { Task { await silent.stop() } }
+        let error = await Self.connectError(port: silent.port, tls: UpstreamTLS(ca: pki.caCert, sni: "upstream.test"), timeout: .milliseconds(200))
+        #expect(error == UpstreamTLSFailure(reason: .handshake, detail: "timed out after 200ms"))
+    }
+
     /// A request that must switch protocols gets an HTTP/1.1 connection from an endpoint that speaks
     /// HTTP/2; other requests get HTTP/2 streams.
     @Test func upgradeRequestsGetHTTP1FromAnH2Endpoint() async throws {
@@ -265,11 +275,11 @@ struct UpstreamTLSTests {
     }
 
     /// The failure of a TLS connect to 127.0.0.1:`port`, or `nil` if it connected.
-    static func connectError(port: Int, tls settings: UpstreamTLS) async -> UpstreamTLSFailure? {
+    static func connectError(port: Int, tls settings: UpstreamTLS, timeout: Duration = .seconds(5)) async -> UpstreamTLSFailure? {
         let loop = MultiThreadedEventLoopGroup.singleton.next()
         let endpoint = UpstreamURL(scheme: .https, host: "127.0.0.1", port: port)
         let connector = UpstreamConnector(
-            endpoint: endpoint, eventLoop: loop, connectTimeout: .seconds(5),
+            endpoint: endpoint, eventLoop: loop, connectTimeout: timeout,
             tls: .init(client: .success(try! UpstreamTLSClient(settings: settings)), offer: .negotiate, serverName: settings.serverName(for: endpoint), group: "api"))
         do {
             let channel = try await connector.connect { _, _ in }.get()
