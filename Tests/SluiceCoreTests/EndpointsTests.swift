@@ -67,7 +67,7 @@ import Testing
 
     /// Other schemes, missing scheme or host, a path, query, fragment or user info, unbracketed IPv6 and port 0 are rejected.
     @Test(arguments: [
-        "https://example.com", "h2://example.com:80", "h2c://example.com/grpc", "ftp://example.com", "127.0.0.1:3000", "example.com", "http:/example.com",
+        "h2://example.com:80", "https://example.com/path", "h2c://example.com/grpc", "ftp://example.com", "127.0.0.1:3000", "example.com", "http:/example.com",
         "http//example.com", "http://", "http:///", "http://example.com/path", "http://example.com:3000/api/",
         "http://example.com//", "http://example.com?x=1", "http://example.com/?x=1", "http://example.com#top",
         "http://user@example.com", "http://user:pw@example.com:3000", "http://::1", "http://::1:3000",

@@ -94,7 +94,8 @@ import Testing
         #expect(config.upstreams.isEmpty)
     }
 
-    /// The §5 example as written, `tls:` blocks included: the listener's is read; the group's is refused.
+    /// The §5 example as written, `tls:` blocks included: the listener's is read; the group's, put on a
+    /// group of `http://` endpoints, is refused for that.
     @Test func designExampleWithTLSIsRefusedForItsTLSBlocksOnly() {
         guard case .mapping(var entries) = Self.example(replacing: ["listen": ["0.0.0.0:8080", Self.tlsListener]]),
             let upstreams = entries.firstIndex(where: { $0.key == "upstreams" }), case .mapping(var groups) = entries[upstreams].value,
@@ -105,7 +106,7 @@ import Testing
         entries[upstreams].value = .mapping(groups)
         #expect(
             messages(.mapping(entries)) == [
-                "upstreams.api.tls: TLS to upstreams is not available yet"
+                "upstreams.api.tls: only for https:// endpoints; this group's endpoints are http:// (write https://HOST:PORT to connect with TLS)"
             ])
     }
 
@@ -286,7 +287,7 @@ import Testing
             testDescription: "flat key holding a list of lists", file: ["upstream": [["http://a:1"]]],
             messages: [
                 "upstream in sluice.yaml must be a list of plain values",
-                "no upstream configured: set --upstream (or SLUICE_UPSTREAM, or upstream in the config file) to a URL such as http://127.0.0.1:3000 or h2c://127.0.0.1:50051 (scheme http or h2c, no path)",
+                "no upstream configured: set --upstream (or SLUICE_UPSTREAM, or upstream in the config file) to a URL such as http://127.0.0.1:3000, https://api.internal or h2c://127.0.0.1:50051 (scheme http, https or h2c, no path)",
             ]),
         Case(
             testDescription: "file that is a list", file: ["a", "b"], flags: ["upstream": ["http://a:1"]],
@@ -332,10 +333,7 @@ import Testing
             messages: ["upstreams.api.endpoints: empty; a group needs at least one endpoint, e.g. [http://10.0.0.7:3000]"]),
         Case(
             testDescription: "bad endpoint", file: ["upstreams": ["api": ["endpoints": ["http://a:1", "tcp://b:2"]]]],
-            messages: ["upstreams.api.endpoints[1]: \"tcp://b:2\" is not an endpoint URL (http://HOST:PORT or h2c://HOST:PORT, no path)"]),
-        Case(
-            testDescription: "https endpoint", file: ["upstreams": ["api": ["endpoints": ["https://a:443"]]]],
-            messages: ["upstreams.api.endpoints[0]: \"https://a:443\" needs TLS to the upstream, which is not available yet; use http:// or h2c://"]),
+            messages: ["upstreams.api.endpoints[1]: \"tcp://b:2\" is not an endpoint URL (http://HOST:PORT, https://HOST:PORT or h2c://HOST:PORT, no path)"]),
         Case(
             testDescription: "endpoints of two schemes", file: ["upstreams": ["api": ["endpoints": ["http://a:1", "h2c://b:2"]]]],
             messages: ["upstreams.api.endpoints: mixes schemes (http://a:1 and h2c://b:2); all endpoints of a group must be http:// or all h2c://"]),
@@ -406,7 +404,7 @@ import Testing
             messages: ["upstreams.api.dns-refresh: \"0\" is too short: must be greater than zero"]),
         Case(
             testDescription: "group tls", file: group(["tls": ["ca": "/ca.pem"]]),
-            messages: ["upstreams.api.tls: TLS to upstreams is not available yet"]),
+            messages: ["upstreams.api.tls: only for https:// endpoints; this group's endpoints are http:// (write https://HOST:PORT to connect with TLS)"]),
         // Routes.
         Case(
             testDescription: "several groups without routes", file: ["upstreams": ["api": api, "grpc": ["endpoints": ["h2c://g:1"]]]],
@@ -494,7 +492,7 @@ import Testing
                 "invalid drain-delay in sluice.yaml \"soon\": expected a duration such as 500ms, 5s, 1m30s or a bare number of seconds",
                 "upstreams.api.balance: \"fastest\" is not a balance policy (round-robin, least-request, random, hash)",
                 "upstreams.api.health.interval: \"2x\" is not a duration (500ms, 5s, 1m30s)",
-                "upstreams.grpc.endpoints[0]: \"tcp://g:1\" is not an endpoint URL (http://HOST:PORT or h2c://HOST:PORT, no path)",
+                "upstreams.grpc.endpoints[0]: \"tcp://g:1\" is not an endpoint URL (http://HOST:PORT, https://HOST:PORT or h2c://HOST:PORT, no path)",
                 "routes[1].upstream: \"apii\" is not a group; groups: api, grpc",
                 "routes[1].path-prefix: \"v1\" must start with /",
                 "ready-requires[1]: \"web\" is not a group; groups: api, grpc",
@@ -605,13 +603,13 @@ import Testing
         #expect(fits.isValid)
         #expect(
             fits.json == """
-                {"valid": true, "errors": [], "warnings": [], "grace_period_seconds": 30, "config": {"listen": ["0.0.0.0:8080"], "listeners": [{"address": "0.0.0.0:8080", "scheme": "http", "tls": null}], "admin": "0.0.0.0:9902", "admin_port": 9902, "drain": {"delay": "5s", "delay_seconds": 5, "timeout": "20s", "timeout_seconds": 20, "margin": "1s", "margin_seconds": 1, "budget": "26s", "budget_seconds": 26, "termination_grace": "30s", "termination_grace_seconds": 30}, "tunnel_idle_timeout": "1h", "tunnel_idle_timeout_seconds": 3600, "groups": [{"name": "default", "scheme": "http", "endpoints": ["http://a:1"]}], "routes": [{"host": null, "path": "path-prefix /", "upstream": "default"}]}}
+                {"valid": true, "errors": [], "warnings": [], "grace_period_seconds": 30, "config": {"listen": ["0.0.0.0:8080"], "listeners": [{"address": "0.0.0.0:8080", "scheme": "http", "tls": null}], "admin": "0.0.0.0:9902", "admin_port": 9902, "drain": {"delay": "5s", "delay_seconds": 5, "timeout": "20s", "timeout_seconds": 20, "margin": "1s", "margin_seconds": 1, "budget": "26s", "budget_seconds": 26, "termination_grace": "30s", "termination_grace_seconds": 30}, "tunnel_idle_timeout": "1h", "tunnel_idle_timeout_seconds": 3600, "groups": [{"name": "default", "scheme": "http", "endpoints": ["http://a:1"], "tls": null}], "routes": [{"host": null, "path": "path-prefix /", "upstream": "default"}]}}
 
                 """)
         let invalid = ConfigCheck(ConfigSources(flags: ["drain-delay": ["9.5s"]]), defaultThreads: 1)
         #expect(
             invalid.json == """
-                {"valid": false, "errors": ["no upstream configured: set --upstream (or SLUICE_UPSTREAM, or upstream in the config file) to a URL such as http://127.0.0.1:3000 or h2c://127.0.0.1:50051 (scheme http or h2c, no path)", "drain budget does not fit: drain-delay 9500ms + drain-timeout 20s + margin 1s = 30500ms exceeds termination-grace 30s; shorten drain-delay or drain-timeout, or raise termination-grace together with the pod's terminationGracePeriodSeconds"], "warnings": [], "grace_period_seconds": null, "config": null}
+                {"valid": false, "errors": ["no upstream configured: set --upstream (or SLUICE_UPSTREAM, or upstream in the config file) to a URL such as http://127.0.0.1:3000, https://api.internal or h2c://127.0.0.1:50051 (scheme http, https or h2c, no path)", "drain budget does not fit: drain-delay 9500ms + drain-timeout 20s + margin 1s = 30500ms exceeds termination-grace 30s; shorten drain-delay or drain-timeout, or raise termination-grace together with the pod's terminationGracePeriodSeconds"], "warnings": [], "grace_period_seconds": null, "config": null}
 
                 """)
     }

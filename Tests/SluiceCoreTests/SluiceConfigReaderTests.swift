@@ -5,7 +5,7 @@ import Testing
     static let upstream = ["upstream": ["http://127.0.0.1:3000"]]
     static let durationAccepted = "a duration such as 500ms, 5s, 1m30s or a bare number of seconds"
     static let hostPortAccepted = "HOST:PORT, e.g. 0.0.0.0:8080 or [::1]:8080, port 0-65535"
-    static let upstreamAccepted = "a URL such as http://127.0.0.1:3000 or h2c://127.0.0.1:50051 (scheme http or h2c, no path)"
+    static let upstreamAccepted = "a URL such as http://127.0.0.1:3000, https://api.internal or h2c://127.0.0.1:50051 (scheme http, https or h2c, no path)"
     static let sizeAccepted = "a size such as 32768, 32KiB, 1MiB or 2GiB"
     static let knownKeys =
         "listen, listen-tls, tls-cert, tls-key, upstream, admin, threads, drain-delay, drain-timeout, termination-grace, drain-idle-quiet, request-header-timeout, idle-timeout, max-header-size, max-body-size, request-body-timeout, stream-stall-timeout, tunnel-idle-timeout, max-connections, upstream-connect-timeout, response-header-timeout, upstream-idle-timeout, upstream-max-idle, log-level, log-format, upstreams, routes, ready-requires"
@@ -238,7 +238,7 @@ import Testing
         BadValue(key: "log-format", value: "xml", message: "invalid --log-format \"xml\": expected text or json"),
         BadValue(key: "listen", value: "::1:8080", message: "invalid --listen \"::1:8080\": expected \(hostPortAccepted)"),
         BadValue(key: "admin", value: "localhost", message: "invalid --admin \"localhost\": expected \(hostPortAccepted)"),
-        BadValue(key: "upstream", value: "https://app:443", message: "invalid --upstream \"https://app:443\": expected \(upstreamAccepted)"),
+        BadValue(key: "upstream", value: "https://app:443/v1", message: "invalid --upstream \"https://app:443/v1\": expected \(upstreamAccepted)"),
         BadValue(key: "upstream", value: "http://app:3000/api", message: "invalid --upstream \"http://app:3000/api\": expected \(upstreamAccepted)"),
     ]
 
@@ -266,8 +266,8 @@ import Testing
     /// One bad element of an environment list is reported; an empty element (trailing comma) too.
     @Test func badElementOfAnEnvironmentListIsReported() {
         #expect(
-            messages(ConfigSources(environment: ["SLUICE_UPSTREAM": "http://a:1,https://b"]))
-                == ["invalid SLUICE_UPSTREAM \"https://b\": expected \(Self.upstreamAccepted)"])
+            messages(ConfigSources(environment: ["SLUICE_UPSTREAM": "http://a:1,https://b/x"]))
+                == ["invalid SLUICE_UPSTREAM \"https://b/x\": expected \(Self.upstreamAccepted)"])
         #expect(
             messages(ConfigSources(environment: ["SLUICE_UPSTREAM": "http://a:1,"]))
                 == ["invalid SLUICE_UPSTREAM \"\": expected \(Self.upstreamAccepted)"])

@@ -35,7 +35,7 @@ struct CommandLineTests {
                 sluice: invalid --threads "0": expected a whole number from 1 to 256
                 sluice: invalid --drain-delay "5x": expected a duration such as 500ms, 5s, 1m30s or a bare number of seconds
                 sluice: invalid SLUICE_MAX_BODY_SIZE "lots": expected a size such as 32768, 32KiB, 1MiB or 2GiB, or unlimited
-                sluice: no upstream configured: set --upstream (or SLUICE_UPSTREAM, or upstream in the config file) to a URL such as http://127.0.0.1:3000 or h2c://127.0.0.1:50051 (scheme http or h2c, no path)
+                sluice: no upstream configured: set --upstream (or SLUICE_UPSTREAM, or upstream in the config file) to a URL such as http://127.0.0.1:3000, https://api.internal or h2c://127.0.0.1:50051 (scheme http, https or h2c, no path)
 
                 """
         )

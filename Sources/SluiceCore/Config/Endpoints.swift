@@ -39,8 +39,9 @@ public struct HostPort: Hashable, Sendable, CustomStringConvertible {
     public var description: String { self.host.contains(":") ? "[\(self.host)]:\(self.port)" : "\(self.host):\(self.port)" }
 }
 
-/// An upstream as given to `--upstream`: `http://HOST:PORT`, `http://HOST` (port 80), or
-/// `h2c://HOST:PORT` for an upstream that speaks HTTP/2 without TLS (gRPC servers).
+/// An upstream as given to `--upstream`: `http://HOST:PORT`, `http://HOST` (port 80),
+/// `https://HOST[:PORT]` (TLS, port 443 by default), or `h2c://HOST:PORT` for an upstream that
+/// speaks HTTP/2 without TLS (gRPC servers).
 ///
 /// A path, query or user info in the URL is rejected rather than silently ignored.
 public struct UpstreamURL: Hashable, Sendable, CustomStringConvertible {
@@ -49,20 +50,29 @@ public struct UpstreamURL: Hashable, Sendable, CustomStringConvertible {
         case http
         /// HTTP/2 with prior knowledge (no TLS, no upgrade), streams multiplexed on few connections.
         case h2c
-    }
+        /// TLS (the group's ``UpstreamTLS``); HTTP/2 when the upstream picks `h2` by ALPN, else HTTP/1.1.
+        case https
 
+        /// The port a URL of this scheme without one gets: 443 for https, else 80.
+        public var defaultPort: Int { self == .https ? 443 : 80 }
+    }
 
     public var scheme: Scheme
     public var host: String
     public var port: Int
+    /// The name this endpoint's address was resolved from (DNS re-resolution turns `api.internal`
+    /// into one endpoint per address); `nil` for an endpoint as configured. Not part of the text.
+    public var resolvedFrom: String?
 
-    public init(scheme: Scheme = .http, host: String, port: Int) {
+    public init(scheme: Scheme = .http, host: String, port: Int, resolvedFrom: String? = nil) {
         self.scheme = scheme
         self.host = host
         self.port = port
+        self.resolvedFrom = resolvedFrom
     }
 
-    public static let accepted = "a URL such as http://127.0.0.1:3000 or h2c://127.0.0.1:50051 (scheme http or h2c, no path)"
+    public static let accepted =
+        "a URL such as http://127.0.0.1:3000, https://api.internal or h2c://127.0.0.1:50051 (scheme http, https or h2c, no path)"
 
     public init?(parsing text: String) {
         let text = text.trimmingWhitespace()
@@ -86,8 +96,30 @@ public struct UpstreamURL: Hashable, Sendable, CustomStringConvertible {
             guard !host.isEmpty, !host.contains(where: { $0.isWhitespace || $0 == "[" || $0 == "]" }), host.contains(":") == bracketed else {
                 return nil
             }
-            self.init(scheme: scheme, host: host, port: 80)
+            self.init(scheme: scheme, host: host, port: scheme.defaultPort)
         }
+    }
+
+    /// Whether ``host`` is an IPv4 or IPv6 literal rather than a name.
+    public var hostIsIPLiteral: Bool { Self.isIPLiteral(self.host) }
+
+    /// The name TLS sends (SNI) and checks the certificate against when the group sets no `sni`: the
+    /// configured name (also after it was resolved to addresses); `nil` for an IP literal, whose
+    /// certificate must then name the address.
+    public var tlsServerName: String? {
+        if let name = self.resolvedFrom { return name }
+        return self.hostIsIPLiteral ? nil : self.host
+    }
+
+    /// `10.0.0.7` (four decimal parts 0-255) or an IPv6 literal (any text with a colon: a host name
+    /// has none).
+    public static func isIPLiteral(_ host: String) -> Bool {
+        if host.contains(":") { return true }
+        let parts = host.split(separator: ".", omittingEmptySubsequences: false)
+        return parts.count == 4
+            && parts.allSatisfy { part in
+                !part.isEmpty && part.count <= 3 && part.allSatisfy { ("0"..."9").contains($0) } && Int(part).map { $0 <= 255 } == true
+            }
     }
 
     /// The authority as written in a `Host` header or a `Via` hop: `127.0.0.1:3000`.

@@ -157,6 +157,17 @@ extension UpstreamGroup {
         lines.append("idle-timeout: \(DurationParser.format(self.connection.idleTimeout))")
         lines.append("max-idle: \(self.connection.maxIdle)")
         lines.append("dns-refresh: \(DurationParser.format(self.dnsRefresh))")
+        if let tls = self.effectiveTLS {
+            // Only the keys set; a comment says what the unset ones mean (the text stays valid input).
+            let set = [("ca", tls.ca), ("sni", tls.sni), ("cert", tls.cert), ("key", tls.key)].compactMap { key, value in
+                value.map { "\(key): \(YAMLText.scalar($0))" }
+            }
+            var defaults: [String] = []
+            if tls.ca == nil { defaults.append("ca: the system CA bundle") }
+            if tls.sni == nil { defaults.append("sni: each endpoint's host name") }
+            if tls.cert == nil { defaults.append("no client certificate") }
+            lines.append("tls: {\(set.joined(separator: ", "))}" + (defaults.isEmpty ? "" : "  # \(defaults.joined(separator: "; "))"))
+        }
         return lines
     }
 }
@@ -292,6 +303,12 @@ public struct ConfigCheck: Sendable {
                 JSONText.object([
                     ("name", JSONText.string(group.name)), ("scheme", JSONText.string(group.scheme.rawValue)),
                     ("endpoints", JSONText.array(group.endpoints.map { JSONText.string($0.description) })),
+                    ("tls", group.effectiveTLS.map { tls in
+                        JSONText.object([
+                            ("ca", tls.ca.map(JSONText.string) ?? "null"), ("sni", tls.sni.map(JSONText.string) ?? "null"),
+                            ("cert", tls.cert.map(JSONText.string) ?? "null"), ("key", tls.key.map(JSONText.string) ?? "null"),
+                        ])
+                    } ?? "null"),
                 ])
             }
             let routes = config.routes.map { route in

@@ -3,7 +3,7 @@
 /// ```yaml
 /// upstreams:
 ///   api:
-///     endpoints: [http://api.default.svc:3000]      # required; one scheme per group: http or h2c
+///     endpoints: [http://api.default.svc:3000]      # required; one scheme per group: http, https or h2c
 ///     balance: least-request                         # round-robin | least-request | random | hash
 ///     hash-on: header:x-user-id                      # only, and required, with balance: hash
 ///     retries: 1                                     # 0-10
@@ -15,6 +15,8 @@
 ///     idle-timeout: 4s
 ///     max-idle: 512
 ///     dns-refresh: 5s
+///     tls: {ca: /etc/ssl/internal-ca.pem, sni: api.internal, cert: /etc/tls/client.crt, key: /etc/tls/client.key}
+///                                                    # https:// groups only; every key optional, cert and key together
 /// ```
 extension UpstreamGroup {
     /// The keys of a group, in the order messages list them.
@@ -27,6 +29,10 @@ extension UpstreamGroup {
     static func isValidName(_ name: String) -> Bool {
         !name.isEmpty && name.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "-" || $0 == "_") }
     }
+}
+
+extension UpstreamTLS {
+    public static let keys = ["ca", "sni", "cert", "key"]
 }
 
 extension HealthCheck {
@@ -164,11 +170,57 @@ extension TreeReader {
             group.connection.maxIdle = value
         }
         if let node = entries["dns-refresh"], let value = self.duration(node, at: path.key("dns-refresh")) { group.dnsRefresh = value }
-        if entries["tls"] != nil { self.error(path.key("tls"), "TLS to upstreams is not available yet") }
+        if let node = entries["tls"] {
+            if let first = group.endpoints.first, first.scheme != .https {
+                self.error(
+                    path.key("tls"),
+                    "only for https:// endpoints; this group's endpoints are \(first.scheme.rawValue):// (write https://HOST:PORT to connect with TLS)")
+            } else {
+                group.tls = self.upstreamTLS(node, at: path.key("tls"))
+            }
+        }
         return group
     }
 
-    /// `endpoints:`: URLs of one scheme, http or h2c.
+    /// `tls:` of an https group: a mapping of optional keys (``UpstreamTLS``); `cert` and `key` together.
+    mutating func upstreamTLS(_ node: ConfigNode, at path: ConfigPath) -> UpstreamTLS? {
+        let example = "{ca: /etc/ssl/internal-ca.pem, sni: api.internal, cert: /etc/tls/client.crt, key: /etc/tls/client.key}"
+        guard let entries = self.mapping(node, at: path, known: UpstreamTLS.keys, example: example) else { return nil }
+        var tls = UpstreamTLS()
+        func file(_ key: String, _ what: String) -> String? {
+            guard let node = entries[key], let text = self.scalar(node, at: path.key(key)) else { return nil }
+            guard !text.isEmpty else {
+                self.error(path.key(key), "empty; give the path of \(what)")
+                return nil
+            }
+            return text
+        }
+        tls.ca = file("ca", "a PEM file of CA certificates")
+        tls.cert = file("cert", "the PEM client certificate")
+        tls.key = file("key", "the PEM private key of the client certificate")
+        if let node = entries["sni"], let text = self.scalar(node, at: path.key("sni")) {
+            if text.isEmpty || text.count > 253 || text.hasPrefix(".") || text.hasSuffix(".")
+                || !text.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "-" || $0 == "." || $0 == "_") })
+            {
+                self.error(path.key("sni"), "\"\(text)\" is not a host name (letters, digits, - and . such as api.internal)")
+            } else if UpstreamURL.isIPLiteral(text) {
+                self.error(path.key("sni"), "\"\(text)\" is an IP address; SNI carries host names only (leave sni out to check the certificate against the endpoint's IP)")
+            } else {
+                tls.sni = text
+            }
+        }
+        switch (entries["cert"] != nil, entries["key"] != nil) {
+        case (true, false):
+            self.error(path.key("key"), "missing; a client certificate (cert) needs its private key (key)")
+        case (false, true):
+            self.error(path.key("cert"), "missing; a private key (key) needs its client certificate (cert)")
+        case (true, true), (false, false):
+            break
+        }
+        return tls
+    }
+
+    /// `endpoints:`: URLs of one scheme, http, https or h2c.
     mutating func endpoints(_ node: ConfigNode, at path: ConfigPath) -> [UpstreamURL] {
         guard let texts = self.scalars(node, at: path) else { return [] }
         guard !texts.isEmpty else {
@@ -179,14 +231,16 @@ extension TreeReader {
         for (text, at) in texts {
             if let url = UpstreamURL(parsing: text) {
                 endpoints.append(url)
-            } else if text.lowercased().hasPrefix("https://") {
-                self.error(at, "\"\(text)\" needs TLS to the upstream, which is not available yet; use http:// or h2c://")
             } else {
-                self.error(at, "\"\(text)\" is not an endpoint URL (http://HOST:PORT or h2c://HOST:PORT, no path)")
+                self.error(at, "\"\(text)\" is not an endpoint URL (http://HOST:PORT, https://HOST:PORT or h2c://HOST:PORT, no path)")
             }
         }
         if let first = endpoints.first, let other = endpoints.first(where: { $0.scheme != first.scheme }) {
-            self.error(path, "mixes schemes (\(first) and \(other)); all endpoints of a group must be http:// or all h2c://")
+            if first.scheme == .https || other.scheme == .https {
+                self.error(path, "mixes schemes (\(first) and \(other)); all endpoints of a group must be https:// (TLS) or none")
+            } else {
+                self.error(path, "mixes schemes (\(first) and \(other)); all endpoints of a group must be http:// or all h2c://")
+            }
         }
         return endpoints
     }

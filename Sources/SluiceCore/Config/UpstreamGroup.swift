@@ -1,8 +1,8 @@
 /// A named set of endpoints that serve the same thing, and how requests are spread over them
 /// (DESIGN.md §5, `upstreams:`). `--upstream` given as flags makes one group, ``defaultName``.
 ///
-/// The scheme belongs to the group: every endpoint of a group is `http://`, or every one `h2c://`
-/// (``scheme``); groups of different schemes live side by side.
+/// The scheme belongs to the group: every endpoint of a group is `http://`, every one `https://`,
+/// or every one `h2c://` (``scheme``); groups of different schemes live side by side.
 public struct UpstreamGroup: Sendable, Equatable {
     /// The name the flags' group gets, and the group the flags' one route points to.
     public static let defaultName = "default"
@@ -26,6 +26,9 @@ public struct UpstreamGroup: Sendable, Equatable {
     public var connection = SluiceConfig.Upstream()
     /// Endpoint names are resolved again this often. Default 5 s.
     public var dnsRefresh: Duration = .seconds(5)
+    /// `tls:` of an `https://` group; `nil`: the defaults (``UpstreamTLS/init()``: the system CA
+    /// bundle, SNI the endpoint's host name, no client certificate). Only https groups have one.
+    public var tls: UpstreamTLS? = nil
 
     public init(name: String, endpoints: [UpstreamURL]) {
         self.name = name
@@ -34,6 +37,46 @@ public struct UpstreamGroup: Sendable, Equatable {
 
     /// The group's scheme (validation makes every endpoint share it).
     public var scheme: UpstreamURL.Scheme { self.endpoints.first?.scheme ?? .http }
+
+    /// The TLS settings connections to this group use: ``tls`` or the defaults for an `https://`
+    /// group, `nil` for a plaintext one.
+    public var effectiveTLS: UpstreamTLS? { self.scheme == .https ? (self.tls ?? UpstreamTLS()) : nil }
+}
+
+/// TLS to a group's `https://` endpoints (`tls: {ca, sni, cert, key}`, DESIGN.md §5).
+///
+/// 1. **Trust.** The upstream's certificate chain must lead to a CA of ``ca`` (a PEM bundle), or of
+///    the system CA bundle when it is `nil`. TLS 1.2 and 1.3 only.
+/// 2. **Name.** The name sent in SNI and checked against the certificate is ``sni``, else the
+///    endpoint's configured host name (``UpstreamURL/tlsServerName``, kept across DNS
+///    re-resolution). An endpoint given by IP literal with no ``sni`` sends no SNI, and its
+///    certificate must name that IP address.
+/// 3. **Client certificate (mTLS).** ``cert`` and ``key`` together, or neither.
+/// 4. **Protocol.** ALPN offers `h2` and `http/1.1`: an upstream that picks `h2` is spoken to over
+///    HTTP/2, any other over HTTP/1.1.
+///
+/// The files are read when the group's connections are set up (start-up, reload); checking that
+/// they exist and hold what they should is the proxy's business (`UpstreamTLS.check(group:)`), not
+/// the config reader's, which does no file I/O.
+public struct UpstreamTLS: Sendable, Hashable {
+    /// PEM file of the CA certificates to trust; `nil`: the system CA bundle.
+    public var ca: String? = nil
+    /// The TLS server name (SNI and certificate check); `nil`: the endpoint's host name.
+    public var sni: String? = nil
+    /// PEM client certificate (chain) for mTLS; set together with ``key``.
+    public var cert: String? = nil
+    /// PEM private key of ``cert``.
+    public var key: String? = nil
+
+    public init(ca: String? = nil, sni: String? = nil, cert: String? = nil, key: String? = nil) {
+        self.ca = ca
+        self.sni = sni
+        self.cert = cert
+        self.key = key
+    }
+
+    /// The name TLS uses for `endpoint`: ``sni``, else the endpoint's host name, else none (an IP literal).
+    public func serverName(for endpoint: UpstreamURL) -> String? { self.sni ?? endpoint.tlsServerName }
 }
 
 /// How a group's ``Balancer`` picks an endpoint (`balance:`).

@@ -1,6 +1,7 @@
 import Logging
 import NIOCore
 import NIOPosix
+import NIOSSL
 import SluiceCore
 
 /// Asks for an upstream connection and hears back when it is ready.
@@ -9,6 +10,14 @@ protocol UpstreamLeaseRequester: AnyObject {
     func upstreamConnected(_ connection: any UpstreamExchange) -> Bool
     /// The connection could not be made; the requester knows which endpoint it asked.
     func upstreamConnectFailed(_ error: ProxyError)
+    /// The request asks to switch protocols (an HTTP/1.1 `Upgrade`, a WebSocket; an RFC 8441
+    /// CONNECT made into one): it needs an HTTP/1.1 connection, which an `https://` endpoint that
+    /// speaks HTTP/2 gives it too (``HTTPSEndpointPool``). Default `false`.
+    var needsHTTP1: Bool { get }
+}
+
+extension UpstreamLeaseRequester {
+    var needsHTTP1: Bool { false }
 }
 
 /// What a pool answers a lease.
@@ -24,9 +33,10 @@ enum UpstreamLease {
 /// group, endpoint and event loop). Which endpoint a request goes to is the group's balancer's
 /// decision (``LoopUpstreamGroup``); the pool only decides which of its connections carries it.
 ///
-/// Two kinds stand behind this interface, chosen by the group's scheme: ``HTTP1EndpointPool``
-/// (`http://`: a connection per request in flight) and ``HTTP2EndpointPool`` (`h2c://`: a stream
-/// per request, multiplexed on a few connections).
+/// Three kinds stand behind this interface, chosen by the group's scheme: ``HTTP1EndpointPool``
+/// (`http://`: a connection per request in flight), ``HTTP2EndpointPool`` (`h2c://`: a stream
+/// per request, multiplexed on a few connections) and ``HTTPSEndpointPool`` (`https://`: one of
+/// the other two over TLS, as the endpoint's ALPN answer says).
 protocol EndpointPool: AnyObject {
     var endpoint: UpstreamURL { get }
     /// A connection or stream for `requester`: ready now, or reported later.
@@ -57,24 +67,38 @@ struct EndpointPoolStats: Sendable {
     }
 }
 
-/// Opens TCP connections to one endpoint on one event loop, with the options every upstream
-/// connection gets. Shared by both pool kinds.
+/// Opens connections to one endpoint on one event loop, with the options every upstream connection
+/// gets: TCP, and for an `https://` endpoint TLS on top. Shared by every pool kind and the health checks.
+///
+/// 1. TCP_NODELAY, one read per event, the connect timeout.
+/// 2. With ``tls``: `NIOSSLClientHandler` (the group's context, built once; SNI and the
+///    certificate check against ``TLS/serverName``) and ``UpstreamTLSHandshakeHandler``. The
+///    returned future completes only after the handshake, so a refused certificate is a failed
+///    connect (``UpstreamTLSFailure``), and `initialize` learns the protocol ALPN chose.
 struct UpstreamConnector {
     let endpoint: UpstreamURL
     let eventLoop: any EventLoop
     let connectTimeout: Duration
+    let tls: TLS?
     /// An IP literal is parsed once; a host name is resolved per new connection.
     private let address: SocketAddress?
 
-    init(endpoint: UpstreamURL, eventLoop: any EventLoop, connectTimeout: Duration) {
+    init(endpoint: UpstreamURL, eventLoop: any EventLoop, connectTimeout: Duration, tls: TLS? = nil) {
         self.endpoint = endpoint
         self.eventLoop = eventLoop
         self.connectTimeout = connectTimeout
+        self.tls = tls
         self.address = try? SocketAddress(ipAddress: endpoint.host, port: endpoint.port)
     }
 
-    /// Connects on this loop (TCP_NODELAY, the connect timeout) with the pipeline `initialize` sets up.
+    /// Connects on this loop with the pipeline `initialize` sets up (the protocol is `nil`: no TLS,
+    /// or the upstream chose none by ALPN).
     func connect(initialize: @escaping @Sendable (any Channel) throws -> Void) -> EventLoopFuture<any Channel> {
+        self.connect { channel, _ in try initialize(channel) }
+    }
+
+    /// Connects on this loop; `initialize` gets the protocol ALPN chose (`h2`, `http/1.1`, or `nil`).
+    func connect(initialize: @escaping @Sendable (any Channel, _ negotiatedProtocol: String?) throws -> Void) -> EventLoopFuture<any Channel> {
         let bootstrap = ClientBootstrap(group: self.eventLoop)
             .channelOption(.tcpOption(.tcp_nodelay), value: 1)
             // One receive buffer (up to 64 KiB) per read event: with NIO's default of 4, 64 KiB
@@ -82,9 +106,36 @@ struct UpstreamConnector {
             // RSS 44.5 -> 30.5 MiB in the 64k load scenario).
             .channelOption(.maxMessagesPerRead, value: 1)
             .connectTimeout(self.connectTimeout.timeAmount)
-            .channelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture { try initialize(channel) }
-            }
+        guard let tls = self.tls else {
+            return self.connect(
+                bootstrap.channelInitializer { channel in
+                    channel.eventLoop.makeCompletedFuture { try initialize(channel, nil) }
+                })
+        }
+        let context: NIOSSLContext
+        switch tls.client {
+        case .failure(let failure):
+            return self.eventLoop.makeFailedFuture(failure)
+        case .success(let client):
+            context = tls.offer == .negotiate ? client.negotiating : client.http1Only
+        }
+        let handshake = self.eventLoop.makePromise(of: Void.self)
+        let serverName = tls.serverName
+        let timeout = self.connectTimeout
+        let connected = self.connect(
+            bootstrap.channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    let sync = channel.pipeline.syncOperations
+                    try sync.addHandler(NIOSSLClientHandler(context: context, serverHostname: serverName))
+                    try sync.addHandler(UpstreamTLSHandshakeHandler(serverName: serverName, timeout: timeout, promise: handshake, initialize: initialize))
+                }
+            })
+        // A failed TCP connect never reaches the handshake handler (a second completion is ignored).
+        connected.whenFailure { handshake.fail($0) }
+        return connected.flatMap { channel in handshake.futureResult.map { channel } }
+    }
+
+    private func connect(_ bootstrap: ClientBootstrap) -> EventLoopFuture<any Channel> {
         if let address = self.address {
             return bootstrap.connect(to: address)
         }

@@ -202,7 +202,10 @@ final class EndpointResolver: Sendable {
                 do {
                     let addresses = try await self.resolver.resolve(host: configured.host, port: configured.port)
                     guard !addresses.isEmpty else { throw SystemEndpointResolver.ResolveError(host: configured.host, reason: "empty answer") }
-                    let resolved = addresses.sorted().map { UpstreamURL(scheme: configured.scheme, host: $0, port: configured.port) }
+                    let resolved = addresses.sorted().map {
+                        // The name goes along: TLS sends it (SNI) and checks the certificate against it.
+                        UpstreamURL(scheme: configured.scheme, host: $0, port: configured.port, resolvedFrom: configured.host)
+                    }
                     lastGood[configured.authority] = resolved
                 } catch {
                     // Task cancelled while resolving: stop without a warning.

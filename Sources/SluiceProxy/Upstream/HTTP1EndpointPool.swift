@@ -2,7 +2,8 @@ import Logging
 import NIOCore
 import SluiceCore
 
-/// One event loop's HTTP/1.1 connections to one `http://` endpoint: the executor of
+/// One event loop's HTTP/1.1 connections to one `http://` endpoint (or, inside an
+/// ``HTTPSEndpointPool``, to an `https://` one over TLS, ALPN `http/1.1`): the executor of
 /// ``UpstreamPoolStateMachine`` (a connection per request in flight, idle ones parked LIFO).
 ///
 /// Every connection is created on this loop (`ClientBootstrap(group: eventLoop)`), so a request
@@ -19,9 +20,12 @@ final class HTTP1EndpointPool: EndpointPool {
     private let logger: Logger
     private(set) var stats = EndpointPoolStats()
 
-    init(endpoint: UpstreamURL, eventLoop: any EventLoop, settings: SluiceConfig.Upstream, idGenerator: ConnectionID.Generator, logger: Logger) {
+    init(
+        endpoint: UpstreamURL, eventLoop: any EventLoop, settings: SluiceConfig.Upstream, idGenerator: ConnectionID.Generator, logger: Logger,
+        tls: UpstreamConnector.TLS? = nil
+    ) {
         self.endpoint = endpoint
-        self.connector = UpstreamConnector(endpoint: endpoint, eventLoop: eventLoop, connectTimeout: settings.connectTimeout)
+        self.connector = UpstreamConnector(endpoint: endpoint, eventLoop: eventLoop, connectTimeout: settings.connectTimeout, tls: tls)
         self.responseHeaderTimeout = settings.responseHeaderTimeout
         self.logger = logger
         self.machine = UpstreamPoolStateMachine(maxIdle: settings.maxIdle, idleTimeout: settings.idleTimeout, idGenerator: idGenerator)
@@ -136,7 +140,7 @@ final class HTTP1EndpointPool: EndpointPool {
             case .failure(let error):
                 self.forget(id)
                 self.stats.connectErrors += 1
-                self.logger.warning("upstream connect failed", metadata: ["upstream": "\(self.endpoint)", "error": "\(error)"])
+                self.connector.logConnectFailure(error, logger: self.logger)
                 requester.upstreamConnectFailed(.upstreamConnectFailed("\(self.endpoint): \(error)"))
             }
         }

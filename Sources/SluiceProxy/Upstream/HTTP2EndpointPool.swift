@@ -3,7 +3,8 @@ import NIOCore
 import SluiceCore
 import SluiceHTTP2
 
-/// One event loop's h2c connections to one `h2c://` endpoint: the executor of
+/// One event loop's h2c connections to one `h2c://` endpoint (or, inside an ``HTTPSEndpointPool``,
+/// HTTP/2 connections over TLS to an `https://` one whose ALPN answer was `h2`): the executor of
 /// ``HTTP2UpstreamPoolStateMachine`` (a stream per request, multiplexed on up to
 /// ``maxConnections`` connections).
 final class HTTP2EndpointPool: EndpointPool {
@@ -21,9 +22,15 @@ final class HTTP2EndpointPool: EndpointPool {
     private let logger: Logger
     private(set) var stats = EndpointPoolStats()
 
-    init(endpoint: UpstreamURL, eventLoop: any EventLoop, settings: SluiceConfig.Upstream, idGenerator: ConnectionID.Generator, logger: Logger) {
+    /// Over TLS: called when a handshake chose another protocol than `h2` (``UpstreamALPNMismatch``).
+    var protocolChanged: (() -> Void)?
+
+    init(
+        endpoint: UpstreamURL, eventLoop: any EventLoop, settings: SluiceConfig.Upstream, idGenerator: ConnectionID.Generator, logger: Logger,
+        tls: UpstreamConnector.TLS? = nil
+    ) {
         self.endpoint = endpoint
-        self.connector = UpstreamConnector(endpoint: endpoint, eventLoop: eventLoop, connectTimeout: settings.connectTimeout)
+        self.connector = UpstreamConnector(endpoint: endpoint, eventLoop: eventLoop, connectTimeout: settings.connectTimeout, tls: tls)
         self.responseHeaderTimeout = settings.responseHeaderTimeout
         self.logger = logger
         self.machine = HTTP2UpstreamPoolStateMachine(maxConnections: Self.maxConnections, idleTimeout: settings.idleTimeout, idGenerator: idGenerator)
@@ -50,7 +57,10 @@ final class HTTP2EndpointPool: EndpointPool {
         let connection = UpstreamHTTP2Connection(id: id, eventLoop: self.connector.eventLoop)
         connection.pool = self
         let bound = NIOLoopBound(connection, eventLoop: self.connector.eventLoop)
-        let future = self.connector.connect { channel in
+        let overTLS = self.connector.tls != nil
+        let future = self.connector.connect { channel, negotiated in
+            // Over TLS only a handshake that chose h2 carries HTTP/2.
+            if overTLS, negotiated != "h2" { throw UpstreamALPNMismatch(negotiated: negotiated) }
             let handler = try HTTP2ClientConnectionHandler(delegate: bound.value)
             bound.value.attach(handler)
             try channel.pipeline.syncOperations.addHandler(handler)
@@ -71,7 +81,8 @@ final class HTTP2EndpointPool: EndpointPool {
             case .failure(let error):
                 self.machine.connectionClosed(id)
                 self.stats.connectErrors += 1
-                self.logger.warning("upstream connect failed", metadata: ["upstream": "\(self.endpoint)", "error": "\(error)"])
+                self.connector.logConnectFailure(error, logger: self.logger)
+                if error is UpstreamALPNMismatch { self.protocolChanged?() }
                 for requester in waiters { requester.upstreamConnectFailed(.upstreamConnectFailed("\(self.endpoint): \(error)")) }
             }
         }

@@ -12,7 +12,7 @@ import SluiceCore
 ///    `[key: EndpointHealth]` (``LoopUpstreamGroup/setHealth(_:)``, through `execute`: nothing is
 ///    locked on the request path).
 /// 2. ``update(groups:endpoints:)`` takes a configuration generation's groups: a group whose
-///    `health:` and scheme are unchanged keeps its checker (and its endpoints' states), a new one
+///    `health:`, scheme and `tls:` are unchanged keeps its checker (and its endpoints' states), a new one
 ///    starts, a removed one (or one whose `health:` went away) stops. ``setEndpoints(group:_:)``
 ///    follows a DNS answer: endpoints that stay keep their state.
 /// 3. ``status()`` is the last published state of every group, for `/readyz` (`ready-requires`),
@@ -63,7 +63,9 @@ final class HealthCheckers: Sendable {
             var started: [(Running, [UpstreamURL])] = []
             for (index, group) in withChecks {
                 if let existing = running.removeValue(forKey: group.name) {
-                    if existing.config.health == group.health, existing.config.scheme == group.scheme {
+                    if existing.config.health == group.health, existing.config.scheme == group.scheme,
+                        existing.config.tls == group.tls
+                    {
                         next[group.name] = existing
                         kept.append(existing)
                         continue
@@ -123,7 +125,9 @@ final class HealthCheckers: Sendable {
 /// with ``UpstreamConnector`` and ``HTTP1ClientCodec`` on this loop; the first final response
 /// head's status is the result. A check of an `h2c://` group is a plain TCP connect: an h2c
 /// endpoint need not speak HTTP/1.1, and a connect that succeeds within the timeout passes (as the
-/// lowest status of `expect`); the path is not requested.
+/// lowest status of `expect`); the path is not requested. A check of an `https://` group is the
+/// `http://` check over TLS with the group's settings (its own contexts, ALPN `http/1.1`): a
+/// refused certificate or a failed handshake is a failed check.
 final class GroupHealthChecker {
     typealias Machine = HealthCheckStateMachine<String, MonotonicInstant>
 
@@ -142,6 +146,8 @@ final class GroupHealthChecker {
     private var stopped = false
     /// Endpoints were set: a late ``start(endpoints:)`` (with an older list) is ignored.
     private var started = false
+    /// An https group's TLS contexts, built once for the checker.
+    private let tlsClient: Result<UpstreamTLSClient, UpstreamTLSFailure>?
 
     private init(group: UpstreamGroup, eventLoop: any EventLoop, loops: LoopRoutingAccess, logger: Logger, statuses: NIOLockedValueBox<[String: HealthCheckers.GroupStatus]>) {
         self.group = group
@@ -150,6 +156,7 @@ final class GroupHealthChecker {
         self.logger = logger
         self.statuses = statuses
         self.machine = Machine(check: group.health!)
+        self.tlsClient = UpstreamTLSClient.make(for: group)
         var seed = SystemRandomNumberGenerator()
         self.random = SplitMix64(seed: seed.next())
     }
@@ -242,9 +249,12 @@ final class GroupHealthChecker {
             preconditionFailure("the machine checks only endpoints the checker added")
         }
         let timeout = MonotonicInstant.now().duration(to: start.deadline)
+        let tls = self.tlsClient.map { client in
+            UpstreamConnector.TLS(client: client, offer: .http1Only, serverName: self.group.effectiveTLS?.serverName(for: endpoint), group: self.group.name)
+        }
         let probe = HealthProbe(
             endpoint: endpoint, path: self.group.health!.path, eventLoop: self.eventLoop, timeout: max(timeout, .milliseconds(1)),
-            passStatus: self.group.health!.expect.lowerBound
+            passStatus: self.group.health!.expect.lowerBound, tls: tls
         ) { [self] result in
             self.checkCompleted(start.id, result: result)
         }
@@ -287,8 +297,8 @@ final class GroupHealthChecker {
     }
 }
 
-/// One check: connect, `GET path` (HTTP/1.1, `Connection: close`) or nothing (h2c: the connect is
-/// the check), and report the first final status, a connect failure or another failure, once.
+/// One check: connect (over TLS for https), `GET path` (HTTP/1.1, `Connection: close`) or nothing
+/// (h2c: the connect is the check), and report the first final status, a connect failure or another failure, once.
 /// Confined to its loop; ``cancel()`` closes what it opened and reports nothing.
 final class HealthProbe {
     typealias Result = HealthCheckStateMachine<String, MonotonicInstant>.CheckResult
@@ -298,11 +308,16 @@ final class HealthProbe {
     private let eventLoop: any EventLoop
     private let timeout: Duration
     private let passStatus: Int
+    private let tls: UpstreamConnector.TLS?
     private var report: ((Result) -> Void)?
     private var channel: (any Channel)?
 
-    init(endpoint: UpstreamURL, path: String, eventLoop: any EventLoop, timeout: Duration, passStatus: Int, report: @escaping (Result) -> Void) {
+    init(
+        endpoint: UpstreamURL, path: String, eventLoop: any EventLoop, timeout: Duration, passStatus: Int, tls: UpstreamConnector.TLS? = nil,
+        report: @escaping (Result) -> Void
+    ) {
         self.endpoint = endpoint
+        self.tls = tls
         self.path = path
         self.eventLoop = eventLoop
         self.timeout = timeout
@@ -311,8 +326,8 @@ final class HealthProbe {
     }
 
     func run() {
-        let connector = UpstreamConnector(endpoint: self.endpoint, eventLoop: self.eventLoop, connectTimeout: self.timeout)
-        let isHTTP = self.endpoint.scheme == .http
+        let connector = UpstreamConnector(endpoint: self.endpoint, eventLoop: self.eventLoop, connectTimeout: self.timeout, tls: self.tls)
+        let isHTTP = self.endpoint.scheme != .h2c
         var head = HTTPRequestHead(version: .http1_1, method: .GET, uri: self.path)
         head.headers.add(name: "host", value: self.endpoint.authority)
         head.headers.add(name: "user-agent", value: "sluice-health-check")
@@ -380,10 +395,23 @@ final class HealthProbeHandler: ChannelInboundHandler, RemovableChannelHandler {
         self.deliver()
     }
 
+    /// Over TLS the handler is added after the handshake, on an active channel: it sends then.
+    func handlerAdded(context: ChannelHandlerContext) {
+        if context.channel.isActive { self.send(context: context) }
+    }
+
     func channelActive(context: ChannelHandlerContext) {
+        self.send(context: context)
+        context.fireChannelActive()
+    }
+
+    private var sent = false
+
+    private func send(context: ChannelHandlerContext) {
+        guard !self.sent else { return }
+        self.sent = true
         context.write(self.wrapOutboundOut(.head(self.request)), promise: nil)
         context.writeAndFlush(self.wrapOutboundOut(.end(nil)), promise: nil)
-        context.fireChannelActive()
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {

@@ -4,7 +4,7 @@ import NIOHTTP1
 import SluiceCore
 
 /// One upstream group as one event loop sees it: a pool per endpoint (``EndpointPool``, of the
-/// group's scheme), the group's ``Balancer``, which picks the endpoint of each attempt, and its
+/// group's scheme; an https group's TLS contexts are built here, once), the group's ``Balancer``, which picks the endpoint of each attempt, and its
 /// passive ``OutlierDetector``. Confined to the loop; a request keeps the group it started with
 /// across a reload.
 ///
@@ -49,6 +49,8 @@ final class LoopUpstreamGroup {
     private let eventLoop: any EventLoop
     private let ids: ConnectionID.Generator
     private let logger: Logger
+    /// An https group's TLS contexts, built once per group and loop (or why they could not be).
+    private let tlsClient: Result<UpstreamTLSClient, UpstreamTLSFailure>?
     /// The last pick was a panic pick (no endpoint available): the log line is written on the way in
     /// and out of panic, not per request.
     private var inPanic = false
@@ -72,6 +74,10 @@ final class LoopUpstreamGroup {
         // Upstream connection IDs live in their own half of the ID space so they never equal a
         // downstream ID; they are keys within one pool.
         self.ids = ConnectionID.Generator(loopIndex: loopIndex | 0x8000)
+        self.tlsClient = UpstreamTLSClient.make(for: config)
+        if case .failure(let failure) = self.tlsClient {
+            logger.error("upstream TLS settings unusable: connections to the group fail", metadata: ["group": "\(config.name)", "error": "\(failure.detail)"])
+        }
         self.pools = []
         self.pools = config.endpoints.map { self.makePool($0) }
     }
@@ -82,11 +88,17 @@ final class LoopUpstreamGroup {
             HTTP1EndpointPool(endpoint: endpoint, eventLoop: self.eventLoop, settings: self.config.connection, idGenerator: self.ids, logger: self.logger)
         case .h2c:
             HTTP2EndpointPool(endpoint: endpoint, eventLoop: self.eventLoop, settings: self.config.connection, idGenerator: self.ids, logger: self.logger)
+        case .https:
+            HTTPSEndpointPool(
+                endpoint: endpoint, eventLoop: self.eventLoop, settings: self.config.connection, idGenerator: self.ids, logger: self.logger,
+                group: self.config.name, client: self.tlsClient!, serverName: self.config.effectiveTLS!.serverName(for: endpoint))
         }
     }
 
     var name: String { self.config.name }
-    /// Whether the group's endpoints speak HTTP/2 (h2c://).
+    /// Whether every request to the group goes over HTTP/2 (h2c://). An https group is false: its
+    /// endpoints speak what ALPN chose, and a request that switches protocols gets HTTP/1.1 there
+    /// (``HTTPSEndpointPool``), so the downstream side keeps the upgrade pair.
     var isHTTP2: Bool { self.config.scheme == .h2c }
 
     /// The key `balance: hash` hashes for a request (its upstream head's fields, and the client's
