@@ -31,6 +31,10 @@ enum Launcher {
         let bound: ProxyServer.BoundAddresses
         do {
             bound = try await server.start()
+        } catch let error as TLSStartError {
+            for message in error.messages { Console.error("sluice: \(message)") }
+            await server.shutdown()
+            return 1
         } catch {
             Console.error("sluice: \(error)")
             await server.shutdown()

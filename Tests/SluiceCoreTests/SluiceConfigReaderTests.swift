@@ -289,7 +289,7 @@ import Testing
         #expect(config.upstreams == [UpstreamURL(scheme: .h2c, host: "127.0.0.1", port: 50051), UpstreamURL(scheme: .h2c, host: "::1", port: 50052)])
         #expect(
             messages(ConfigSources(flags: ["upstream": ["http://a:1", "http://b:2", "h2c://c:3"]]))
-                == ["--upstream mixes schemes (http://a:1 and h2c://c:3): all upstreams must be http:// or all h2c://"])
+                == ["--upstream mixes schemes (http://a:1 and h2c://c:3): all upstreams must share one scheme: http://, https:// or h2c://"])
     }
 
     /// A single-valued setting given twice is an error naming the count, from a flag or the environment.

@@ -150,7 +150,7 @@ extension SluiceConfig {
                 errors.append(ConfigError("no upstream configured: set --upstream (or SLUICE_UPSTREAM, or upstream in the config file) to \(UpstreamURL.accepted)"))
             }
             if let first = config.upstreams.first, let other = config.upstreams.first(where: { $0.scheme != first.scheme }) {
-                errors.append(ConfigError("--upstream mixes schemes (\(first) and \(other)): all upstreams must be http:// or all h2c://"))
+                errors.append(ConfigError("--upstream mixes schemes (\(first) and \(other)): all upstreams must share one scheme: http://, https:// or h2c://"))
             }
             if !config.upstreams.isEmpty { config.applyShortForm() }
         }

@@ -701,6 +701,9 @@ extension DownstreamHTTP1Handler: HTTP1TunnelReceiver {
 // MARK: - Upstream events
 
 extension DownstreamHTTP1Handler: UpstreamLeaseRequester {
+    /// An upgrade needs an HTTP/1.1 connection, even to an `https://` endpoint that chose h2.
+    var needsHTTP1: Bool { self.upgradeProtocols != nil }
+
     func upstreamConnected(_ connection: any UpstreamExchange) -> Bool {
         guard self.machine.isLeasing, let context = self.context else { return false }
         self.startForwarding(connection, context: context)

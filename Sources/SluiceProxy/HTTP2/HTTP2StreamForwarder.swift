@@ -404,6 +404,9 @@ final class HTTP2StreamForwarder {
 // MARK: - Upstream events
 
 extension HTTP2StreamForwarder: UpstreamLeaseRequester {
+    /// A WebSocket (RFC 8441) becomes an HTTP/1.1 upgrade: it needs an HTTP/1.1 connection.
+    var needsHTTP1: Bool { self.webSocketKey != nil }
+
     func upstreamConnected(_ connection: any UpstreamExchange) -> Bool {
         switch self.machine.upstreamConnected() {
         case .decline:

@@ -112,7 +112,7 @@ extension ProxyServer {
         // Certificates of new and changed TLS listeners must load, and new listeners are bound, before
         // anything changes, so that a bad certificate or an address that cannot be bound fails the
         // reload as a whole.
-        let (tls, tlsErrors) = self.prepareTLSReload(plan)
+        let (tls, tlsErrors) = self.prepareTLSReload(plan, newGroups: new.groups)
         guard tlsErrors.isEmpty else { return self.fail(tlsErrors, trigger: trigger) }
         var opening: [[BoundListener]] = Array(repeating: [], count: self.loops.count)
         var opened: [(HostPort, SocketAddress)] = []

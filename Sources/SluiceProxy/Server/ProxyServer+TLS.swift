@@ -3,12 +3,11 @@ import NIOConcurrencyHelpers
 import NIOCore
 import SluiceCore
 
-/// Certificates failed to load at start-up: every problem of every TLS listener, one per line.
+/// Certificates or keys failed to load at start-up: every problem of every TLS listener and
+/// `https://` group, each a line of its own.
 public struct TLSStartError: Error, CustomStringConvertible {
     public var messages: [String]
-    public var description: String {
-        self.messages.count == 1 ? self.messages[0] : "TLS certificates:\n" + self.messages.map { "  " + $0 }.joined(separator: "\n")
-    }
+    public var description: String { self.messages.joined(separator: "\n") }
 }
 
 /// One TLS listener in force: its certificates and the watcher that reloads them when their files change.
@@ -25,10 +24,11 @@ struct ListenerStatus: Sendable {
 }
 
 extension ProxyServer {
-    /// Loads and checks the certificates of every TLS listener in `listeners`; throws every problem at once.
-    func loadTLS(_ listeners: [Listener]) throws(TLSStartError) -> [HostPort: TLSListener] {
+    /// Loads and checks the certificates of every TLS listener in `listeners`, and the TLS files of
+    /// `groups` (`https://` upstreams: CA, client certificate and key); throws every problem at once.
+    func loadTLS(_ listeners: [Listener], groups: [UpstreamGroup] = []) throws(TLSStartError) -> [HostPort: TLSListener] {
         var loaded: [HostPort: TLSListener] = [:]
-        var messages: [String] = []
+        var messages: [String] = groups.flatMap { UpstreamTLS.check(group: $0) }
         for listener in listeners where listener.tls != nil {
             do {
                 loaded[listener.address] = try TLSListener(listener: listener, metrics: self.metrics, logger: self.logger)
@@ -75,15 +75,17 @@ extension ProxyServer {
     /// - a new TLS listener's certificates must load (they are returned for binding);
     /// - a kept listener whose TLS settings changed takes them now, or keeps its old ones if they fail
     ///   to load, which fails the reload as a whole (the configuration in force stays).
-    func prepareTLSReload(_ plan: ReloadPlan) -> (loaded: [HostPort: TLSListener], errors: [String]) {
+    /// - a new or changed group's TLS files must be readable and valid.
+    func prepareTLSReload(_ plan: ReloadPlan, newGroups: [UpstreamGroup]) -> (loaded: [HostPort: TLSListener], errors: [String]) {
         var errors: [String] = []
         for listener in plan.listenersChanged where (listener.tls == nil) != (self.tlsListener(at: listener.address) == nil) {
             errors.append("listen \(listener.address): turning TLS \(listener.tls == nil ? "off" : "on") needs a restart (or use another address)")
         }
         guard errors.isEmpty else { return ([:], errors) }
         let loaded: [HostPort: TLSListener]
+        let groups = Set(plan.groupsAdded + plan.groupsReplaced)
         do {
-            loaded = try self.loadTLS(plan.listenersToOpen)
+            loaded = try self.loadTLS(plan.listenersToOpen, groups: newGroups.filter { groups.contains($0.name) })
         } catch {
             return ([:], error.messages)
         }
@@ -123,6 +125,6 @@ extension ProxyServer {
     /// What `sluice check-config` finds wrong in the files the configuration names (certificates and
     /// keys), which a configuration read alone cannot tell: the same messages start-up gives.
     public static func fileProblems(_ config: SluiceConfig) -> [String] {
-        config.listen.filter { $0.tls != nil }.flatMap(TLSListener.check)
+        config.listen.filter { $0.tls != nil }.flatMap(TLSListener.check) + config.groups.flatMap { UpstreamTLS.check(group: $0) }
     }
 }

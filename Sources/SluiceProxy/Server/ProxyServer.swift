@@ -115,9 +115,10 @@ public final class ProxyServer: Sendable {
     /// Binds the listeners (one per loop and address) and the admin listener.
     public func start() async throws -> BoundAddresses {
         // Upstream names resolved (bounded wait) and health checks running before the first request.
+        // Every certificate and key is loaded and checked before anything starts; every problem is
+        // reported at once.
+        let tls = try self.loadTLS(self.config.listen, groups: self.config.groups)
         await self.upstreamServices.start(groups: self.config.groups)
-        // Every certificate is loaded and checked before anything binds; every problem is reported at once.
-        let tls = try self.loadTLS(self.config.listen)
         var bound: [SocketAddress] = []
         for listener in self.config.listen {
             let (local, channels) = try await self.bindEverywhere(listener, tls: tls[listener.address])
