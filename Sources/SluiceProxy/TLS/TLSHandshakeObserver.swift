@@ -104,6 +104,7 @@ final class TLSHandshakeObserver: ChannelInboundHandler, RemovableChannelHandler
         if let error = error as? NIOSSLError, case .uncleanShutdown = error { return .eof }
         if error is ChannelError || error is IOError { return .eof }
         let text = "\(error)".uppercased()
+        if text.contains("EOF DURING HANDSHAKE") || text.contains("UNEXPECTED_EOF") { return .eof }
         if text.contains("HTTP_REQUEST") || text.contains("HTTPS_PROXY_REQUEST") || text.contains("WRONG_VERSION_NUMBER")
             || text.contains("RECORD_TOO_LARGE") || text.contains("WRONG_SSL_VERSION")
         {
