@@ -1,6 +1,7 @@
 import ArgumentParser
 import NIOCore
 import SluiceCore
+import SluiceProxy
 
 /// `sluice check-config`: validates the configuration the proxy would run with, like `nginx -t`.
 ///
@@ -83,6 +84,8 @@ struct CheckConfigCommand: AsyncParsableCommand {
                 }
             }
             check = ConfigCheck(given.sources, defaultThreads: System.coreCount, gracePeriod: gracePeriod, errors: errors)
+            // Certificates and keys are read as start-up reads them.
+            if let config = check.config { check.errors += ProxyServer.fileProblems(config).map(ConfigError.init) }
         } catch {
             check = ConfigCheck(errors: error.errors)
         }

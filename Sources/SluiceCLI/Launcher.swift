@@ -39,7 +39,7 @@ enum Launcher {
         logger.notice(
             "started",
             metadata: [
-                "listen": "\(bound.listeners.map(Self.describe).joined(separator: ","))",
+                "listen": "\(zip(config.listen, bound.listeners).map { "\(Self.describe($1))\($0.tls == nil ? "" : " (tls)")" }.joined(separator: ","))",
                 "admin": "\(Self.describe(bound.admin))",
                 "upstreams": "\(config.groups.map { "\($0.name)=\($0.endpoints.map(\.description).joined(separator: ","))" }.joined(separator: " "))",
                 "routes": "\(config.routes.count)",

@@ -38,7 +38,7 @@ import Testing
     /// the client had never sent it (the names present are looked at again).
     @Test func connectionNamingAForwardingHeaderIsRewrittenAsAbsent() {
         var headers = TestHeaders(["Host: a", "Connection: Via, X-Forwarded-For", "Via: 1.0 other", "X-Forwarded-For: 9.9.9.9"])
-        HeaderRules.rewriteRequest(&headers, clientAddress: "10.0.0.1", upstreamAuthority: "up")
+        HeaderRules.rewriteRequest(&headers, clientAddress: "10.0.0.1", scheme: .http, upstreamAuthority: "up")
         #expect(headers.lines == ["Host: a", "x-forwarded-for: 10.0.0.1", "x-forwarded-proto: http", "x-forwarded-host: a", "via: 1.1 sluice"])
     }
 
@@ -93,7 +93,7 @@ import Testing
         var headers = TestHeaders(["Host: a", "Connection: transfer-encoding", "Transfer-Encoding: chunked"])
         #expect(HeaderRules.removeHopByHop(&headers).chunked)
         var request = TestHeaders(["Host: a", "Connection: Transfer-Encoding", "Transfer-Encoding: chunked"])
-        HeaderRules.rewriteRequest(&request, clientAddress: nil, upstreamAuthority: "app:80")
+        HeaderRules.rewriteRequest(&request, clientAddress: nil, scheme: .http, upstreamAuthority: "app:80")
         #expect(request.tokens(name: "transfer-encoding") == ["chunked"])
     }
 
@@ -104,7 +104,7 @@ import Testing
         var headers = TestHeaders([
             "Host: example.com", "Connection: keep-alive, X-Secret", "Keep-Alive: timeout=5", "X-Secret: 1", "Accept: */*",
         ])
-        HeaderRules.rewriteRequest(&headers, clientAddress: "10.0.0.1", upstreamAuthority: "127.0.0.1:3000")
+        HeaderRules.rewriteRequest(&headers, clientAddress: "10.0.0.1", scheme: .http, upstreamAuthority: "127.0.0.1:3000")
         #expect(
             headers.lines == [
                 "Host: example.com", "Accept: */*", "x-forwarded-for: 10.0.0.1", "x-forwarded-proto: http",
@@ -112,11 +112,21 @@ import Testing
             ])
     }
 
+    /// A request that arrived on a TLS listener says so in X-Forwarded-Proto; one set by an earlier hop stays.
+    @Test func forwardedProtoIsTheListenersScheme() {
+        var headers = TestHeaders(["Host: example.com"])
+        HeaderRules.rewriteRequest(&headers, clientAddress: "10.0.0.1", scheme: .https, upstreamAuthority: "127.0.0.1:3000")
+        #expect(headers.lines == ["Host: example.com", "x-forwarded-for: 10.0.0.1", "x-forwarded-proto: https", "x-forwarded-host: example.com", "via: 1.1 sluice"])
+        var behindIngress = TestHeaders(["Host: example.com", "X-Forwarded-Proto: https"])
+        HeaderRules.rewriteRequest(&behindIngress, clientAddress: nil, scheme: .http, upstreamAuthority: "127.0.0.1:3000")
+        #expect(behindIngress.lines.filter { $0.lowercased().hasPrefix("x-forwarded-proto") } == ["X-Forwarded-Proto: https"])
+    }
+
     /// The client address is appended to an existing X-Forwarded-For list, spread over several lines,
     /// as one field.
     @Test func clientAddressIsAppendedToAnExistingForwardedForList() {
         var headers = TestHeaders(["Host: a", "X-Forwarded-For: 1.1.1.1, 2.2.2.2", "Accept: */*", "X-Forwarded-For: 3.3.3.3"])
-        HeaderRules.rewriteRequest(&headers, clientAddress: "10.0.0.1", upstreamAuthority: "app:80")
+        HeaderRules.rewriteRequest(&headers, clientAddress: "10.0.0.1", scheme: .http, upstreamAuthority: "app:80")
         #expect(
             headers.lines == [
                 "Host: a", "Accept: */*", "x-forwarded-for: 1.1.1.1, 2.2.2.2, 3.3.3.3, 10.0.0.1", "x-forwarded-proto: http",
@@ -127,7 +137,7 @@ import Testing
     /// Without a known client address X-Forwarded-For is left as it came.
     @Test func unknownClientAddressLeavesForwardedForAlone() {
         var headers = TestHeaders(["Host: a", "X-Forwarded-For: 1.1.1.1"])
-        HeaderRules.rewriteRequest(&headers, clientAddress: nil, upstreamAuthority: "app:80")
+        HeaderRules.rewriteRequest(&headers, clientAddress: nil, scheme: .http, upstreamAuthority: "app:80")
         #expect(headers.lines == ["Host: a", "X-Forwarded-For: 1.1.1.1", "x-forwarded-proto: http", "x-forwarded-host: a", "via: 1.1 sluice"])
     }
 
@@ -136,7 +146,7 @@ import Testing
         var headers = TestHeaders([
             "Host: internal", "X-Forwarded-Proto: https", "X-Forwarded-Host: shop.example.com", "Via: 1.1 ingress",
         ])
-        HeaderRules.rewriteRequest(&headers, clientAddress: "10.0.0.1", upstreamAuthority: "app:80")
+        HeaderRules.rewriteRequest(&headers, clientAddress: "10.0.0.1", scheme: .http, upstreamAuthority: "app:80")
         #expect(
             headers.lines == [
                 "Host: internal", "X-Forwarded-Proto: https", "X-Forwarded-Host: shop.example.com", "x-forwarded-for: 10.0.0.1",
@@ -147,7 +157,7 @@ import Testing
     /// A chunked request body is re-declared as plain chunked.
     @Test func chunkedRequestIsReDeclaredChunked() {
         var headers = TestHeaders(["Host: a", "Transfer-Encoding: chunked", "Content-Type: text/plain"])
-        HeaderRules.rewriteRequest(&headers, clientAddress: nil, upstreamAuthority: "app:80")
+        HeaderRules.rewriteRequest(&headers, clientAddress: nil, scheme: .http, upstreamAuthority: "app:80")
         #expect(
             headers.lines == [
                 "Host: a", "Content-Type: text/plain", "transfer-encoding: chunked", "x-forwarded-proto: http", "x-forwarded-host: a",
@@ -158,7 +168,7 @@ import Testing
     /// An HTTP/1.0 request without Host gets the upstream's authority as Host.
     @Test func requestWithoutHostGetsTheUpstreamAuthority() {
         var headers = TestHeaders(["Accept: */*"])
-        HeaderRules.rewriteRequest(&headers, clientAddress: "10.0.0.1", upstreamAuthority: "127.0.0.1:3000")
+        HeaderRules.rewriteRequest(&headers, clientAddress: "10.0.0.1", scheme: .http, upstreamAuthority: "127.0.0.1:3000")
         #expect(headers.first(name: "host") == "127.0.0.1:3000")
         #expect(headers.tokens(name: "host") == ["127.0.0.1:3000"])
         #expect(headers.first(name: "x-forwarded-for") == "10.0.0.1")
@@ -172,7 +182,7 @@ import Testing
     /// client asked for `127.0.0.1:3000`.
     @Test func requestWithoutHostGetsNoForwardedHost() {
         var headers = TestHeaders(["Accept: */*"])
-        HeaderRules.rewriteRequest(&headers, clientAddress: "10.0.0.1", upstreamAuthority: "127.0.0.1:3000")
+        HeaderRules.rewriteRequest(&headers, clientAddress: "10.0.0.1", scheme: .http, upstreamAuthority: "127.0.0.1:3000")
         #expect(!headers.contains(name: "x-forwarded-host"))
     }
 
@@ -200,7 +210,7 @@ import Testing
         _ = HeaderRules.rewriteResponse(&response, via: HeaderRules.viaValueHTTP2)
         #expect(response.lines == ["via: 1.1 app, 2 sluice"])
         var request = TestHeaders(["Host: a"])
-        HeaderRules.rewriteRequest(&request, clientAddress: nil, upstreamAuthority: "up", via: HeaderRules.viaValueHTTP2)
+        HeaderRules.rewriteRequest(&request, clientAddress: nil, scheme: .http, upstreamAuthority: "up", via: HeaderRules.viaValueHTTP2)
         #expect(request.lines.last == "via: 2 sluice")
     }
 

@@ -4,7 +4,7 @@ import Testing
 @Suite struct ReloadPlanTests {
     static func config(_ configure: (inout SluiceConfig) -> Void = { _ in }) -> SluiceConfig {
         var config = SluiceConfig()
-        config.listen = [HostPort(host: "0.0.0.0", port: 8080)]
+        config.listen = [Listener(HostPort(host: "0.0.0.0", port: 8080))]
         config.groups = [
             UpstreamGroup(name: "api", endpoints: [UpstreamURL(parsing: "http://10.0.0.1:3000")!]),
             UpstreamGroup(name: "web", endpoints: [UpstreamURL(parsing: "http://10.0.0.2:3000")!]),
@@ -50,11 +50,28 @@ import Testing
 
     /// Listen addresses open and close by their configured HOST:PORT.
     @Test func listenersOpenAndClose() {
-        let new = Self.config { $0.listen = [HostPort(host: "0.0.0.0", port: 8081), HostPort(host: "127.0.0.1", port: 0)] }
+        let new = Self.config { $0.listen = [Listener(HostPort(host: "0.0.0.0", port: 8081)), Listener(HostPort(host: "127.0.0.1", port: 0))] }
         let plan = ReloadPlan(current: Self.config(), new: new, startedWith: Self.config())
-        #expect(plan.listenersToOpen == [HostPort(host: "0.0.0.0", port: 8081), HostPort(host: "127.0.0.1", port: 0)])
-        #expect(plan.listenersToClose == [HostPort(host: "0.0.0.0", port: 8080)])
+        #expect(plan.listenersToOpen.map(\.address) == [HostPort(host: "0.0.0.0", port: 8081), HostPort(host: "127.0.0.1", port: 0)])
+        #expect(plan.listenersToClose.map(\.address) == [HostPort(host: "0.0.0.0", port: 8080)])
         #expect(plan.summary == "listen +0.0.0.0:8081 +127.0.0.1:0 -0.0.0.0:8080")
+    }
+
+    /// A kept address whose TLS settings changed (or that turned TLS on) is listed as changed, not
+    /// reopened; unchanged TLS listeners are not listed.
+    @Test func listenersWithChangedTLSAreChangedNotReopened() {
+        let tls = TLSSettings(certificates: [.init(cert: "/a.crt", key: "/a.key")])
+        let secure = HostPort(host: "0.0.0.0", port: 8443)
+        let current = Self.config { $0.listen.append(Listener(secure, tls: tls)) }
+        #expect(ReloadPlan(current: current, new: current, startedWith: current).changesNothing)
+
+        var rotated = tls
+        rotated.certificates.append(.init(cert: "/b.crt", key: "/b.key"))
+        let new = Self.config { $0.listen = [Listener(HostPort(host: "0.0.0.0", port: 8080), tls: tls), Listener(secure, tls: rotated)] }
+        let plan = ReloadPlan(current: current, new: new, startedWith: current)
+        #expect(plan.listenersToOpen.isEmpty && plan.listenersToClose.isEmpty)
+        #expect(plan.listenersChanged == new.listen)
+        #expect(plan.summary == "listen ~0.0.0.0:8080 (tls) ~0.0.0.0:8443 (tls)")
     }
 
     /// Restart-only settings are compared with the start-up configuration, not the one in force:

@@ -71,7 +71,7 @@ import Testing
     /// The §5 example reads into two groups with their settings and three routes in order.
     @Test func designExampleReadsIntoGroupsAndRoutes() throws {
         let config = try read(Self.example)
-        #expect(config.listen == [HostPort(host: "0.0.0.0", port: 8080), HostPort(host: "0.0.0.0", port: 8443)])
+        #expect(config.listen.map(\.address) == [HostPort(host: "0.0.0.0", port: 8080), HostPort(host: "0.0.0.0", port: 8443)])
 
         var api = UpstreamGroup(name: "api", endpoints: [UpstreamURL(host: "api.default.svc", port: 3000), UpstreamURL(host: "10.0.0.7", port: 3000)])
         api.balance = .leastRequest
@@ -94,7 +94,7 @@ import Testing
         #expect(config.upstreams.isEmpty)
     }
 
-    /// The §5 example as written, `tls:` blocks included, is refused for exactly those two blocks.
+    /// The §5 example as written, `tls:` blocks included: the listener's is read; the group's is refused.
     @Test func designExampleWithTLSIsRefusedForItsTLSBlocksOnly() {
         guard case .mapping(var entries) = Self.example(replacing: ["listen": ["0.0.0.0:8080", Self.tlsListener]]),
             let upstreams = entries.firstIndex(where: { $0.key == "upstreams" }), case .mapping(var groups) = entries[upstreams].value,
@@ -105,8 +105,7 @@ import Testing
         entries[upstreams].value = .mapping(groups)
         #expect(
             messages(.mapping(entries)) == [
-                "listen[1].tls: TLS termination is not available yet",
-                "upstreams.api.tls: TLS to upstreams is not available yet",
+                "upstreams.api.tls: TLS to upstreams is not available yet"
             ])
     }
 
@@ -234,10 +233,45 @@ import Testing
         // Listeners.
         Case(
             testDescription: "listener with tls", file: ["upstream": ["http://a:1"], "listen": ["0.0.0.0:8080", tlsListener]],
-            messages: ["listen[1].tls: TLS termination is not available yet"]),
+            messages: []),
         Case(
             testDescription: "listener mapping without address", file: ["upstream": ["http://a:1"], "listen": [["tls": [:]]]],
-            messages: ["listen[0].tls: TLS termination is not available yet", "listen[0].address: missing; e.g. address: 0.0.0.0:8080"]),
+            messages: [
+                "listen[0].tls.certificates: missing; e.g. certificates: [{cert: /etc/tls/tls.crt, key: /etc/tls/tls.key}]",
+                "listen[0].address: missing; e.g. address: 0.0.0.0:8080",
+            ]),
+        Case(
+            testDescription: "tls with empty certificates, a bad version and bad alpn",
+            file: [
+                "upstream": ["http://a:1"],
+                "listen": [["address": "0.0.0.0:8443", "tls": ["certificates": [], "min-version": "1.1", "alpn": ["h3", "h2", "H2"]]]],
+            ],
+            messages: [
+                "listen[0].tls.certificates: empty; a TLS listener needs at least one {cert: FILE, key: FILE}",
+                "listen[0].tls.min-version: \"1.1\" is not a TLS version Sluice accepts; use \"1.2\" or \"1.3\"",
+                "listen[0].tls.alpn[0]: \"h3\" is not a protocol Sluice serves; use h2 and/or http/1.1",
+                "listen[0].tls.alpn[2]: \"H2\" is listed twice",
+            ]),
+        Case(
+            testDescription: "tls certificate without a key, and an unknown key",
+            file: [
+                "upstream": ["http://a:1"],
+                "listen": [["address": "0.0.0.0:8443", "tls": ["certificates": [["cert": "/c.pem", "chain": "/x"]]]]],
+            ],
+            messages: [
+                "listen[0].tls.certificates[0].chain: unknown key; known keys: cert, key",
+                "listen[0].tls.certificates[0].key: missing; e.g. key: /etc/tls/tls.key",
+            ]),
+        Case(
+            testDescription: "tls short form alone, and on a plaintext listener's address",
+            file: ["upstream": ["http://a:1"], "tls-cert": "/c.pem"],
+            messages: [
+                "tls-cert in sluice.yaml given alone: a TLS listener needs all three of --listen-tls HOST:PORT, --tls-cert FILE and --tls-key FILE"
+            ]),
+        Case(
+            testDescription: "tls short form on a plaintext listener's address",
+            file: ["upstream": ["http://a:1"], "listen": ["0.0.0.0:8443"], "listen-tls": "0.0.0.0:8443", "tls-cert": "/c.pem", "tls-key": "/k.pem"],
+            messages: ["listen-tls in sluice.yaml 0.0.0.0:8443 is also a plaintext listener; one address serves one of them"]),
         Case(
             testDescription: "listener mapping with a bad address", file: ["upstream": ["http://a:1"], "listen": [["address": "nowhere"]]],
             messages: ["listen[0].address: \"nowhere\" is not HOST:PORT (0.0.0.0:8080, [::1]:8080; port 0-65535)"]),
@@ -456,7 +490,7 @@ import Testing
         ]
         #expect(
             messages(file) == [
-                "unknown setting \"colour\" in sluice.yaml; known settings: listen, upstream, admin, threads, drain-delay, drain-timeout, termination-grace, drain-idle-quiet, request-header-timeout, idle-timeout, max-header-size, max-body-size, request-body-timeout, stream-stall-timeout, tunnel-idle-timeout, max-connections, upstream-connect-timeout, response-header-timeout, upstream-idle-timeout, upstream-max-idle, log-level, log-format, upstreams, routes, ready-requires",
+                "unknown setting \"colour\" in sluice.yaml; known settings: listen, listen-tls, tls-cert, tls-key, upstream, admin, threads, drain-delay, drain-timeout, termination-grace, drain-idle-quiet, request-header-timeout, idle-timeout, max-header-size, max-body-size, request-body-timeout, stream-stall-timeout, tunnel-idle-timeout, max-connections, upstream-connect-timeout, response-header-timeout, upstream-idle-timeout, upstream-max-idle, log-level, log-format, upstreams, routes, ready-requires",
                 "invalid drain-delay in sluice.yaml \"soon\": expected a duration such as 500ms, 5s, 1m30s or a bare number of seconds",
                 "upstreams.api.balance: \"fastest\" is not a balance policy (round-robin, least-request, random, hash)",
                 "upstreams.api.health.interval: \"2x\" is not a duration (500ms, 5s, 1m30s)",
@@ -571,7 +605,7 @@ import Testing
         #expect(fits.isValid)
         #expect(
             fits.json == """
-                {"valid": true, "errors": [], "warnings": [], "grace_period_seconds": 30, "config": {"listen": ["0.0.0.0:8080"], "admin": "0.0.0.0:9902", "admin_port": 9902, "drain": {"delay": "5s", "delay_seconds": 5, "timeout": "20s", "timeout_seconds": 20, "margin": "1s", "margin_seconds": 1, "budget": "26s", "budget_seconds": 26, "termination_grace": "30s", "termination_grace_seconds": 30}, "tunnel_idle_timeout": "1h", "tunnel_idle_timeout_seconds": 3600, "groups": [{"name": "default", "scheme": "http", "endpoints": ["http://a:1"]}], "routes": [{"host": null, "path": "path-prefix /", "upstream": "default"}]}}
+                {"valid": true, "errors": [], "warnings": [], "grace_period_seconds": 30, "config": {"listen": ["0.0.0.0:8080"], "listeners": [{"address": "0.0.0.0:8080", "scheme": "http", "tls": null}], "admin": "0.0.0.0:9902", "admin_port": 9902, "drain": {"delay": "5s", "delay_seconds": 5, "timeout": "20s", "timeout_seconds": 20, "margin": "1s", "margin_seconds": 1, "budget": "26s", "budget_seconds": 26, "termination_grace": "30s", "termination_grace_seconds": 30}, "tunnel_idle_timeout": "1h", "tunnel_idle_timeout_seconds": 3600, "groups": [{"name": "default", "scheme": "http", "endpoints": ["http://a:1"]}], "routes": [{"host": null, "path": "path-prefix /", "upstream": "default"}]}}
 
                 """)
         let invalid = ConfigCheck(ConfigSources(flags: ["drain-delay": ["9.5s"]]), defaultThreads: 1)
@@ -580,5 +614,74 @@ import Testing
                 {"valid": false, "errors": ["no upstream configured: set --upstream (or SLUICE_UPSTREAM, or upstream in the config file) to a URL such as http://127.0.0.1:3000 or h2c://127.0.0.1:50051 (scheme http or h2c, no path)", "drain budget does not fit: drain-delay 9500ms + drain-timeout 20s + margin 1s = 30500ms exceeds termination-grace 30s; shorten drain-delay or drain-timeout, or raise termination-grace together with the pod's terminationGracePeriodSeconds"], "warnings": [], "grace_period_seconds": null, "config": null}
 
                 """)
+    }
+}
+
+/// TLS listeners in the file and by the short form (issue 12).
+@Suite struct TLSListenerConfigTests {
+    static func read(_ file: ConfigNode, flags: [String: [String]] = [:]) throws -> SluiceConfig {
+        try SluiceConfig.read(ConfigSources(flags: flags, file: file, fileName: "sluice.yaml"), defaultThreads: 1)
+    }
+
+    /// A TLS listener beside a plaintext one, with several certificates, a minimum version and ALPN.
+    @Test func fileListenersCarryTheirTLSSettings() throws {
+        let config = try Self.read([
+            "upstream": ["http://a:1"],
+            "listen": [
+                "0.0.0.0:8080",
+                [
+                    "address": "0.0.0.0:8443",
+                    "tls": [
+                        "certificates": [["cert": "/a.crt", "key": "/a.key"], ["cert": "/b.crt", "key": "/b.key"]],
+                        "min-version": "1.3", "alpn": ["http/1.1"],
+                    ],
+                ],
+            ],
+        ])
+        #expect(
+            config.listen == [
+                Listener(HostPort(host: "0.0.0.0", port: 8080)),
+                Listener(
+                    HostPort(host: "0.0.0.0", port: 8443),
+                    tls: TLSSettings(certificates: [.init(cert: "/a.crt", key: "/a.key"), .init(cert: "/b.crt", key: "/b.key")], minVersion: .v1_3, alpn: ["http/1.1"])),
+            ])
+        #expect(config.listen.map(\.scheme) == [.http, .https])
+        // The defaults: TLS 1.2 and both protocols, h2 first.
+        let defaults = try Self.read(["upstream": ["http://a:1"], "listen": [["address": "0.0.0.0:8443", "tls": ["certificates": [["cert": "/a", "key": "/b"]]]]]])
+        #expect(defaults.listen[0].tls == TLSSettings(certificates: [.init(cert: "/a", key: "/b")], minVersion: .v1_2, alpn: ["h2", "http/1.1"]))
+    }
+
+    /// `--listen-tls` adds one TLS listener after the plaintext ones, from flags or the file's flat keys.
+    @Test func theShortFormAddsOneTLSListener() throws {
+        let config = try Self.read(
+            ["upstream": ["http://a:1"], "listen": ["0.0.0.0:8080"]],
+            flags: ["listen-tls": ["127.0.0.1:8443"], "tls-cert": ["/c.pem"], "tls-key": ["/k.pem"]])
+        #expect(config.listen.map(\.description) == ["0.0.0.0:8080", "127.0.0.1:8443 (tls)"])
+        #expect(config.listen[1].tls?.certificates == [.init(cert: "/c.pem", key: "/k.pem")])
+    }
+
+    /// check-config's YAML writes a TLS listener as the file would, and reads back to the same listeners.
+    @Test func effectiveYAMLRoundTripsTLSListeners() throws {
+        var config = SluiceConfig()
+        config.listen = [
+            Listener(HostPort(host: "0.0.0.0", port: 8080)),
+            Listener(HostPort(host: "0.0.0.0", port: 8443), tls: TLSSettings(certificates: [.init(cert: "/a.crt", key: "/a.key")], minVersion: .v1_3)),
+        ]
+        config.upstreams = [UpstreamURL(host: "a", port: 1)]
+        config.applyShortForm()
+        let yaml = config.effectiveYAML
+        #expect(
+            yaml.hasPrefix(
+                """
+                listen:
+                  - 0.0.0.0:8080
+                  - address: 0.0.0.0:8443
+                    tls:
+                      certificates:
+                        - {cert: /a.crt, key: /a.key}
+                      min-version: "1.3"
+                      alpn: [h2, http/1.1]
+                admin:
+                """))
     }
 }

@@ -8,7 +8,7 @@ import Testing
     static let upstreamAccepted = "a URL such as http://127.0.0.1:3000 or h2c://127.0.0.1:50051 (scheme http or h2c, no path)"
     static let sizeAccepted = "a size such as 32768, 32KiB, 1MiB or 2GiB"
     static let knownKeys =
-        "listen, upstream, admin, threads, drain-delay, drain-timeout, termination-grace, drain-idle-quiet, request-header-timeout, idle-timeout, max-header-size, max-body-size, request-body-timeout, stream-stall-timeout, tunnel-idle-timeout, max-connections, upstream-connect-timeout, response-header-timeout, upstream-idle-timeout, upstream-max-idle, log-level, log-format, upstreams, routes, ready-requires"
+        "listen, listen-tls, tls-cert, tls-key, upstream, admin, threads, drain-delay, drain-timeout, termination-grace, drain-idle-quiet, request-header-timeout, idle-timeout, max-header-size, max-body-size, request-body-timeout, stream-stall-timeout, tunnel-idle-timeout, max-connections, upstream-connect-timeout, response-header-timeout, upstream-idle-timeout, upstream-max-idle, log-level, log-format, upstreams, routes, ready-requires"
 
     /// The error messages for `sources`, or `[]` when the configuration is valid.
     func messages(_ sources: ConfigSources, defaultThreads: Int = 2) -> [String] {
@@ -25,7 +25,7 @@ import Testing
     /// With only an upstream given, every other setting has its documented default and threads follows the CPUs.
     @Test func onlyAnUpstreamGivenLeavesEveryDocumentedDefault() throws {
         let config = try SluiceConfig.read(ConfigSources(flags: Self.upstream), defaultThreads: 4)
-        #expect(config.listen == [HostPort(host: "0.0.0.0", port: 8080)])
+        #expect(config.listen == [Listener(HostPort(host: "0.0.0.0", port: 8080))])
         #expect(config.upstreams == [UpstreamURL(host: "127.0.0.1", port: 3000)])
         #expect(config.admin == HostPort(host: "0.0.0.0", port: 9901))
         #expect(config.threads == 4)
@@ -65,6 +65,9 @@ import Testing
     @Test func everySettingGivenAsAFlagLandsInItsField() throws {
         let flags: [String: [String]] = [
             "listen": ["127.0.0.1:8081", "[::1]:8082"],
+            "listen-tls": ["127.0.0.1:8443"],
+            "tls-cert": ["/etc/tls/tls.crt"],
+            "tls-key": ["/etc/tls/tls.key"],
             "upstream": ["http://10.0.0.1:3000", "http://10.0.0.2"],
             "admin": ["127.0.0.1:9999"],
             "threads": ["8"],
@@ -89,7 +92,11 @@ import Testing
         ]
         #expect(Set(flags.keys) == Set(SluiceConfig.keys))
         let config = try SluiceConfig.read(ConfigSources(flags: flags), defaultThreads: 2)
-        #expect(config.listen == [HostPort(host: "127.0.0.1", port: 8081), HostPort(host: "::1", port: 8082)])
+        #expect(
+            config.listen == [
+                Listener(HostPort(host: "127.0.0.1", port: 8081)), Listener(HostPort(host: "::1", port: 8082)),
+                Listener(HostPort(host: "127.0.0.1", port: 8443), tls: TLSSettings(certificates: [.init(cert: "/etc/tls/tls.crt", key: "/etc/tls/tls.key")])),
+            ])
         #expect(config.upstreams == [UpstreamURL(host: "10.0.0.1", port: 3000), UpstreamURL(host: "10.0.0.2", port: 80)])
         #expect(config.admin == HostPort(host: "127.0.0.1", port: 9999))
         #expect(config.threads == 8)
@@ -154,7 +161,7 @@ import Testing
         ])
         let config = try SluiceConfig.read(sources, defaultThreads: 1)
         #expect(config.upstreams == [UpstreamURL(host: "10.0.0.1", port: 3000), UpstreamURL(host: "10.0.0.2", port: 3001)])
-        #expect(config.listen == [HostPort(host: "127.0.0.1", port: 80), HostPort(host: "::1", port: 81)])
+        #expect(config.listen.map(\.address) == [HostPort(host: "127.0.0.1", port: 80), HostPort(host: "::1", port: 81)])
     }
 
     /// A repeatable setting given in the file keeps every value in order.

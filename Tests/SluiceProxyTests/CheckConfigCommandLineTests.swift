@@ -152,7 +152,7 @@ struct CheckConfigCommandLineTests {
         #expect(result.stdout == "")
         #expect(
             result.stderr == """
-                sluice: listen[1].tls: TLS termination is not available yet
+                sluice: listen[1].tls.certificates: empty; a TLS listener needs at least one {cert: FILE, key: FILE}
                 sluice: upstreams.api.health.interval: "2x" is not a duration (500ms, 5s, 1m30s)
                 sluice: routes[2].upstream: "apii" is not a group; groups: api, grpc
                 sluice: configuration is invalid (3 errors)

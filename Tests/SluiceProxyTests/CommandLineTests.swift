@@ -129,7 +129,7 @@ struct CommandLineTests {
         try "upstream: [http://127.0.0.1:3000]\ndrain-dely: 5s\n".write(to: file, atomically: true, encoding: .utf8)
         let unknown = try await Self.run(["--config", file.path])
         #expect(unknown.exitCode == 1)
-        #expect(unknown.stderr.hasPrefix("sluice: unknown setting \"drain-dely\" in \(file.path); known settings: listen, upstream,"))
+        #expect(unknown.stderr.hasPrefix("sluice: unknown setting \"drain-dely\" in \(file.path); known settings: listen, listen-tls, tls-cert, tls-key, upstream,"))
 
         try "upstream: [unclosed\n".write(to: file, atomically: true, encoding: .utf8)
         let broken = try await Self.run([], environment: ["SLUICE_CONFIG": file.path])

@@ -43,7 +43,7 @@ struct DownstreamHandlerTests {
             // As in production: the connection is registered at accept (by the protocol detector there)
             // and the HTTP/1 handler takes over the entry.
             let id = self.context.register(AcceptedConnection(), protocol: .http1, peer: "10.0.0.7:40000")
-            try self.client.pipeline.syncOperations.addHandler(DownstreamHTTP1Handler(loop: self.context, adopting: (id, "10.0.0.7")))
+            try self.client.pipeline.syncOperations.addHandler(DownstreamHTTP1Handler(loop: self.context, adopting: (id, "10.0.0.7"), scheme: .http))
             try self.client.connect(to: SocketAddress(ipAddress: "10.0.0.7", port: 40000)).wait()
         }
 

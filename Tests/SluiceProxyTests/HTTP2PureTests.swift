@@ -55,7 +55,7 @@ struct HTTP2RequestTranslationTests {
     static let limits = RequestRules.Limits(maxHeaderBytes: 8192, maxBodyBytes: nil)
 
     static func translate(_ head: HTTP2RequestHead, endStream: Bool = true) -> Result<HTTP2RequestTranslation.Translated, HTTP2RequestTranslation.Rejection> {
-        HTTP2RequestTranslation.translate(head, endStream: endStream, clientAddress: "10.0.0.1", upstreamAuthority: "app:3000", limits: Self.limits)
+        HTTP2RequestTranslation.translate(head, endStream: endStream, clientAddress: "10.0.0.1", scheme: .http, upstreamAuthority: "app:3000", limits: Self.limits)
     }
 
     static func get(_ headers: [(String, String)] = [], method: String = "GET", authority: String? = "example.com", path: String? = "/p?q=1") -> HTTP2RequestHead {
@@ -91,7 +91,7 @@ struct HTTP2RequestTranslationTests {
         let http1 = try Self.translate(head).get().head
         #expect(!http1.headers.contains(name: "te"))
         let http2 = try HTTP2RequestTranslation.translate(
-            head, endStream: true, clientAddress: "10.0.0.1", upstreamAuthority: "app:3000", limits: Self.limits, upstreamIsHTTP2: true
+            head, endStream: true, clientAddress: "10.0.0.1", scheme: .http, upstreamAuthority: "app:3000", limits: Self.limits, upstreamIsHTTP2: true
         ).get().head
         #expect(http2.headers["te"] == ["trailers"])
         #expect(http2.headers["content-type"] == ["application/grpc"])
@@ -121,7 +121,7 @@ struct HTTP2RequestTranslationTests {
         headers.add(name: "Transfer-Encoding", value: "chunked")
         headers.add(name: "TE", value: "trailers")
         headers.add(name: "Keep-Alive", value: "timeout=5")
-        let head = UpstreamHTTP2Stream.translate(HTTPRequestHead(version: .http1_1, method: .POST, uri: "/svc/M?x=1", headers: headers))
+        let head = UpstreamHTTP2Stream.translate(HTTPRequestHead(version: .http1_1, method: .POST, uri: "/svc/M?x=1", headers: headers), scheme: .http)
         #expect(head.method == "POST")
         #expect(head.scheme == "http")
         #expect(head.authority == "app.example:8080")
@@ -166,7 +166,7 @@ struct HTTP2RequestTranslationTests {
         let big = Self.get([("x-big", String(repeating: "a", count: 9000))])
         #expect(Self.translate(big) == .failure(.refused(.headersTooLarge(limit: 8192))))
         let bodyLimit = HTTP2RequestTranslation.translate(
-            Self.get([("content-length", "100")], method: "POST"), endStream: false, clientAddress: nil, upstreamAuthority: "a",
+            Self.get([("content-length", "100")], method: "POST"), endStream: false, clientAddress: nil, scheme: .http, upstreamAuthority: "a",
             limits: .init(maxHeaderBytes: 8192, maxBodyBytes: 10)
         )
         #expect(bodyLimit == .failure(.refused(.bodyTooLarge(limit: 10))))

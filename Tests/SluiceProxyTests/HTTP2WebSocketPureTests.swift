@@ -25,7 +25,7 @@ struct HTTP2WebSocketTranslationTests {
     ) -> (Result<HTTP2RequestTranslation.Translated, HTTP2RequestTranslation.Rejection>, keysMade: Int) {
         var made = 0
         let result = HTTP2RequestTranslation.translateExtendedConnect(
-            head, clientAddress: "10.0.0.1", upstreamAuthority: "app:3000", limits: Self.limits, upstreamIsHTTP2: upstreamIsHTTP2,
+            head, clientAddress: "10.0.0.1", scheme: .http, upstreamAuthority: "app:3000", limits: Self.limits, upstreamIsHTTP2: upstreamIsHTTP2,
             makeKey: {
                 made += 1
                 return key
@@ -99,7 +99,7 @@ struct HTTP2WebSocketTranslationTests {
         #expect(Self.translate(Self.connect([("upgrade", "websocket")])).0 == .failure(.malformed("connection-specific header field upgrade")))
         #expect(Self.translate(Self.connect([("host", "other.example")])).0 == .failure(.refused(.badRequest("host header differs from :authority"))))
         let plain = HTTP2RequestTranslation.translate(
-            HTTP2RequestHead(method: "CONNECT", authority: "example.com:443"), endStream: false, clientAddress: nil, upstreamAuthority: "app",
+            HTTP2RequestHead(method: "CONNECT", authority: "example.com:443"), endStream: false, clientAddress: nil, scheme: .http, upstreamAuthority: "app",
             limits: Self.limits
         )
         #expect(plain == .failure(.refused(.connectRefused)))

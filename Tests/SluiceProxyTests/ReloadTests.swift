@@ -135,12 +135,12 @@ struct ReloadTests {
         let proxy = try await ProxyHarness.start(upstreams: [a.url], threads: 2)
         defer { Task { await proxy.stop(); await a.stop() } }
         let original = proxy.server.config.listen[0]
-        let extra = HostPort(host: "127.0.0.2", port: 0)
+        let extra = Listener(HostPort(host: "127.0.0.2", port: 0))
 
         var next = proxy.server.config
         next.listen = [original, extra]
         #expect(await proxy.server.reload(to: next) == .applied(generation: 2))
-        let extraPort = try #require(proxy.server.boundListeners.withLockedValue { $0[extra] }?.port)
+        let extraPort = try #require(proxy.server.boundListeners.withLockedValue { $0[extra.address] }?.port)
         #expect(try await Curl.run(["-s", "http://127.0.0.2:\(extraPort)/new"]).stdout == "A /new")
 
         let kept = try await RawClient.connect(port: proxy.port)
@@ -170,7 +170,7 @@ struct ReloadTests {
         var next = proxy.server.config
         next.routes = [Route(upstream: "b")]
         // The upstream's port is taken (without SO_REUSEPORT).
-        next.listen.append(HostPort(host: "127.0.0.1", port: a.port))
+        next.listen.append(Listener(HostPort(host: "127.0.0.1", port: a.port)))
         guard case .invalid(let errors) = await proxy.server.reload(to: next) else {
             Issue.record("the reload should have failed")
             return

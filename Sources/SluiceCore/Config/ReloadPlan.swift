@@ -2,7 +2,8 @@
 /// process started with. Pure: the proxy carries it out (``ReloadPlan/init(current:new:startedWith:)``).
 ///
 /// 1. Listeners are compared by their configured `HOST:PORT` (port 0 stays the port it was given at
-///    start-up): new ones open, removed ones stop accepting.
+///    start-up): new ones open, removed ones stop accepting, kept ones whose TLS settings changed
+///    take the new certificates for new handshakes.
 /// 2. A group whose ``UpstreamGroup`` value is unchanged is kept as it is (pools, balancer, outlier
 ///    state); a changed one is replaced (the old one drains on the upstream side), as is a removed one.
 /// 3. Routes (and with them `max-body-size`, which routes apply) are rebuilt on every reload.
@@ -16,10 +17,14 @@
 /// plan.needsRestart      // ["drain-delay"]
 /// ```
 public struct ReloadPlan: Sendable, Equatable {
-    /// Listener addresses in the new configuration but not in force: they open on every loop.
-    public var listenersToOpen: [HostPort]
-    /// Listener addresses in force but not in the new configuration: they stop accepting.
-    public var listenersToClose: [HostPort]
+    /// Listeners whose address is in the new configuration but not in force: they open on every loop.
+    public var listenersToOpen: [Listener]
+    /// Listeners whose address is in force but not in the new configuration: they stop accepting.
+    public var listenersToClose: [Listener]
+    /// Listeners kept whose TLS settings changed (certificate files, minimum version, ALPN): new
+    /// handshakes use the new settings, established connections keep theirs. Turning TLS on or off
+    /// at an address is such a change too, and the proxy refuses it (it needs a restart).
+    public var listenersChanged: [Listener]
     /// Groups whose configuration is unchanged: kept with their connections and state.
     public var groupsKept: [String]
     /// Groups whose configuration changed: a new group replaces the old one, which drains.
@@ -55,10 +60,15 @@ public struct ReloadPlan: Sendable, Equatable {
     ]
 
     public init(current: SluiceConfig, new: SluiceConfig, startedWith: SluiceConfig) {
-        let currentListeners = Set(current.listen)
-        let newListeners = Set(new.listen)
-        self.listenersToOpen = Self.unique(new.listen.filter { !currentListeners.contains($0) })
-        self.listenersToClose = Self.unique(current.listen.filter { !newListeners.contains($0) })
+        let currentListeners = Set(current.listen.map(\.address))
+        let newListeners = Set(new.listen.map(\.address))
+        self.listenersToOpen = Self.unique(new.listen.filter { !currentListeners.contains($0.address) })
+        self.listenersToClose = Self.unique(current.listen.filter { !newListeners.contains($0.address) })
+        var currentTLS: [HostPort: TLSSettings?] = [:]
+        for listener in current.listen where currentTLS[listener.address] == nil { currentTLS[listener.address] = listener.tls }
+        self.listenersChanged = Self.unique(
+            new.listen.filter { listener in currentTLS[listener.address].map { $0 != listener.tls } ?? false }
+        )
 
         var currentGroups: [String: UpstreamGroup] = [:]
         for group in current.groups { currentGroups[group.name] = group }
@@ -80,14 +90,15 @@ public struct ReloadPlan: Sendable, Equatable {
 
     /// The new configuration is applied as it stands: nothing to open, close, replace or reroute.
     public var changesNothing: Bool {
-        self.listenersToOpen.isEmpty && self.listenersToClose.isEmpty && self.groupsReplaced.isEmpty
+        self.listenersToOpen.isEmpty && self.listenersToClose.isEmpty && self.listenersChanged.isEmpty && self.groupsReplaced.isEmpty
             && self.groupsAdded.isEmpty && self.groupsRemoved.isEmpty && !self.routesChanged
     }
 
     /// `listen +127.0.0.1:8081 -0.0.0.0:8080; groups +b ~api -old; routes changed`, or `no change`.
     public var summary: String {
         var parts: [String] = []
-        let listeners = self.listenersToOpen.map { "+\($0)" } + self.listenersToClose.map { "-\($0)" }
+        let listeners =
+            self.listenersToOpen.map { "+\($0)" } + self.listenersChanged.map { "~\($0)" } + self.listenersToClose.map { "-\($0)" }
         if !listeners.isEmpty { parts.append("listen " + listeners.joined(separator: " ")) }
         let groups = self.groupsAdded.map { "+\($0)" } + self.groupsReplaced.map { "~\($0)" } + self.groupsRemoved.map { "-\($0)" }
         if !groups.isEmpty { parts.append("groups " + groups.joined(separator: " ")) }
@@ -95,8 +106,8 @@ public struct ReloadPlan: Sendable, Equatable {
         return parts.isEmpty ? "no change" : parts.joined(separator: "; ")
     }
 
-    private static func unique(_ addresses: [HostPort]) -> [HostPort] {
+    private static func unique(_ listeners: [Listener]) -> [Listener] {
         var seen: Set<HostPort> = []
-        return addresses.filter { seen.insert($0).inserted }
+        return listeners.filter { seen.insert($0.address).inserted }
     }
 }

@@ -90,7 +90,13 @@ extension SluiceConfig {
         var reader = Reader(sources: sources, file: flatFile)
         reader.errors = fileReader.unknownKeyErrors
 
-        reader.list("listen", HostPort.accepted, into: &config.listen) { HostPort(parsing: $0) }
+        // Flags and the environment give plaintext addresses; the file's `listen:` may hold TLS ones.
+        if sources.commandLineOrEnvironment("listen") != nil {
+            reader.list("listen", HostPort.accepted, into: &config.listen) { HostPort(parsing: $0).map { Listener($0) } }
+        } else if let listeners = fileReader.listeners {
+            config.listen = listeners
+        }
+        reader.tlsShortForm(into: &config.listen)
         reader.list("upstream", UpstreamURL.accepted, into: &config.upstreams) { UpstreamURL(parsing: $0) }
         reader.one("admin", HostPort.accepted, into: &config.admin) { HostPort(parsing: $0) }
         reader.one("threads", "a whole number from 1 to 256", into: &config.threads) { Int($0).flatMap { (1...256).contains($0) ? $0 : nil } }
@@ -189,6 +195,8 @@ extension SluiceConfig {
         var sources: ConfigSources
         var unknownKeyErrors: [ConfigError] = []
         var shapeErrors: [ConfigError] = []
+        /// The file's `listen:` entries; `nil` when it has none (or they have errors).
+        var listeners: [Listener]?
 
         /// The flat keys' values as text, keyed by name; problems go to the two error lists.
         mutating func flatSettings() -> [String: [String]] {
@@ -213,7 +221,7 @@ extension SluiceConfig {
                     continue
                 }
                 if entry.key == "listen" {
-                    flat[entry.key] = self.listeners(entry.value)
+                    self.listeners = self.listeners(entry.value)
                     continue
                 }
                 switch entry.value {
@@ -233,41 +241,44 @@ extension SluiceConfig {
             return flat
         }
 
-        /// `listen:` entries: a plain `HOST:PORT`, or `{address: HOST:PORT, tls: ...}` (TLS is refused
-        /// until it exists, never ignored).
-        mutating func listeners(_ node: ConfigNode) -> [String]? {
+        /// `listen:` entries: a plain `HOST:PORT` (plaintext), or `{address: HOST:PORT, tls: {...}}`.
+        mutating func listeners(_ node: ConfigNode) -> [Listener]? {
             let path = ConfigPath.key("listen")
             let items: [ConfigNode]
             switch node {
-            case .scalar: return node.text.map { [$0] }
+            case .scalar: items = [node]
             case .list(let list): items = list
             case .mapping: items = [node]
             }
-            var addresses: [String] = []
+            var listeners: [Listener] = []
             var tree = TreeReader()
             for (index, item) in items.enumerated() {
+                let at = path.index(index)
                 if let text = item.text {
-                    addresses.append(text)
+                    if let address = HostPort(parsing: text) {
+                        listeners.append(Listener(address))
+                    } else {
+                        tree.error(at, "\"\(text)\" is not HOST:PORT (0.0.0.0:8080, [::1]:8080; port 0-65535)")
+                    }
                     continue
                 }
-                let at = path.index(index)
                 guard let entries = tree.mapping(item, at: at, known: ["address", "tls"], example: "{address: 0.0.0.0:8443, tls: {...}}") else {
                     continue
                 }
-                if entries["tls"] != nil { tree.error(at.key("tls"), "TLS termination is not available yet") }
+                let tls = entries["tls"].flatMap { tree.tlsSettings($0, at: at.key("tls")) }
                 guard let address = entries["address"] else {
                     tree.error(at.key("address"), "missing; e.g. address: 0.0.0.0:8080")
                     continue
                 }
                 guard let text = tree.scalar(address, at: at.key("address")) else { continue }
-                if HostPort(parsing: text) == nil {
-                    tree.error(at.key("address"), "\"\(text)\" is not HOST:PORT (0.0.0.0:8080, [::1]:8080; port 0-65535)")
+                if let hostPort = HostPort(parsing: text) {
+                    listeners.append(Listener(hostPort, tls: tls))
                 } else {
-                    addresses.append(text)
+                    tree.error(at.key("address"), "\"\(text)\" is not HOST:PORT (0.0.0.0:8080, [::1]:8080; port 0-65535)")
                 }
             }
             self.shapeErrors += tree.errors
-            return tree.errors.isEmpty ? addresses : nil
+            return tree.errors.isEmpty ? listeners : nil
         }
     }
 
@@ -307,6 +318,37 @@ extension SluiceConfig {
                 if let item = parse(value) { parsed.append(item) } else { self.fail(key, origin, value, accepted) }
             }
             if !self.failedKeys.contains(key) { target = parsed }
+        }
+
+        /// The value of a setting without a default: `nil` when not given or invalid (then reported).
+        mutating func given<T>(_ key: String, _ accepted: String, _ parse: (String) -> T?) -> T? {
+            guard self.lookup(key) != nil else { return nil }
+            var value: T?
+            self.one(key, accepted, into: &value) { parse($0).map { .some($0) } }
+            return value
+        }
+
+        /// `--listen-tls HOST:PORT --tls-cert FILE --tls-key FILE`: one TLS listener, after the others.
+        /// The three come together; an address that another listener already has is an error.
+        mutating func tlsShortForm(into listeners: inout [Listener]) {
+            let address = self.given("listen-tls", HostPort.accepted) { HostPort(parsing: $0) }
+            let cert = self.given("tls-cert", "the path of a PEM certificate file") { $0.isEmpty ? nil : $0 }
+            let key = self.given("tls-key", "the path of a PEM private key file") { $0.isEmpty ? nil : $0 }
+            let given = ["listen-tls", "tls-cert", "tls-key"].compactMap { self.lookup($0)?.origin }
+            guard !given.isEmpty, self.failedKeys.isDisjoint(with: ["listen-tls", "tls-cert", "tls-key"]) else { return }
+            guard let address, let cert, let key else {
+                self.failedKeys.insert("listen-tls")
+                self.errors.append(
+                    ConfigError("\(given.joined(separator: " and ")) given alone: a TLS listener needs all three of --listen-tls HOST:PORT, --tls-cert FILE and --tls-key FILE")
+                )
+                return
+            }
+            if listeners.contains(where: { $0.address == address }) {
+                self.failedKeys.insert("listen-tls")
+                self.errors.append(ConfigError("\(given[0]) \(address) is also a plaintext listener; one address serves one of them"))
+                return
+            }
+            listeners.append(Listener(address, tls: TLSSettings(certificates: [.init(cert: cert, key: key)])))
         }
 
         mutating func duration(_ key: String, positive: Bool = false, into target: inout Duration) {

@@ -20,7 +20,18 @@ extension SluiceConfig {
     public var effectiveYAML: String {
         var lines: [String] = []
         lines.append("listen:")
-        lines += self.listen.map { "  - \($0)" }
+        for listener in self.listen {
+            guard let tls = listener.tls else {
+                lines.append("  - \(listener.address)")
+                continue
+            }
+            lines.append("  - address: \(listener.address)")
+            lines.append("    tls:")
+            lines.append("      certificates:")
+            lines += tls.certificates.map { "        - {cert: \($0.cert), key: \($0.key)}" }
+            lines.append("      min-version: \"\(tls.minVersion.rawValue)\"")
+            lines.append("      alpn: [\(tls.alpn.joined(separator: ", "))]")
+        }
         lines.append("admin: \(self.admin)")
         lines.append("threads: \(self.threads)")
         lines.append("drain-delay: \(DurationParser.format(self.drain.delay))")
@@ -290,7 +301,8 @@ public struct ConfigCheck: Sendable {
                 ])
             }
             var configFields: [(String, String)] = [
-                ("listen", JSONText.array(config.listen.map { JSONText.string($0.description) })),
+                ("listen", JSONText.array(config.listen.map { JSONText.string($0.address.description) })),
+                ("listeners", JSONText.array(config.listen.map(\.jsonText))),
                 ("admin", JSONText.string(config.admin.description)), ("admin_port", String(config.admin.port)),
                 ("drain", JSONText.object(drainFields)),
             ]
@@ -301,5 +313,25 @@ public struct ConfigCheck: Sendable {
             fields.append(("config", "null"))
         }
         return JSONText.object(fields) + "\n"
+    }
+}
+
+extension Listener {
+    /// `{"address": "0.0.0.0:8443", "scheme": "https", "tls": {...}}` (`tls` null for plaintext).
+    var jsonText: String {
+        let tls = self.tls.map { tls in
+            JSONText.object([
+                (
+                    "certificates",
+                    JSONText.array(tls.certificates.map { JSONText.object([("cert", JSONText.string($0.cert)), ("key", JSONText.string($0.key))]) })
+                ),
+                ("min_version", JSONText.string(tls.minVersion.rawValue)),
+                ("alpn", JSONText.array(tls.alpn.map(JSONText.string))),
+            ])
+        }
+        return JSONText.object([
+            ("address", JSONText.string(self.address.description)), ("scheme", JSONText.string(self.scheme.rawValue)),
+            ("tls", tls ?? "null"),
+        ])
     }
 }

@@ -32,7 +32,10 @@ extension SluiceConfig {
 
     /// Every setting, in the order `--help` and error messages list them.
     public static let settings: [Setting] = [
-        Setting("listen", "HOST:PORT", "Where clients connect; repeatable. Default 0.0.0.0:8080.", repeatable: true),
+        Setting("listen", "HOST:PORT", "Where clients connect (plaintext: HTTP/1.1 and h2c); repeatable. Default 0.0.0.0:8080.", repeatable: true),
+        Setting("listen-tls", "HOST:PORT", "A TLS listener, with --tls-cert and --tls-key; ALPN picks HTTP/2 or HTTP/1.1. Default none."),
+        Setting("tls-cert", "FILE", "PEM certificate chain (leaf first) of --listen-tls; reloaded when the file changes."),
+        Setting("tls-key", "FILE", "PEM private key of --tls-cert."),
         Setting(
             "upstream", "URL",
             "Upstream URL, e.g. http://127.0.0.1:3000, or h2c://127.0.0.1:50051 for HTTP/2 (gRPC); repeatable, round-robin.",

@@ -3,8 +3,10 @@
 /// Built once in `main` from flags, environment and YAML (see ``SluiceConfig/read(_:defaultThreads:)``);
 /// everything below `main` receives this struct and never sees where a value came from.
 public struct SluiceConfig: Sendable, Equatable {
-    /// Where downstream clients connect. Default `0.0.0.0:8080`. Repeatable.
-    public var listen: [HostPort] = [HostPort(host: "0.0.0.0", port: 8080)]
+    /// Where downstream clients connect, each plaintext or TLS. Default `0.0.0.0:8080`, plaintext.
+    /// `--listen` (repeatable) gives plaintext ones, `--listen-tls` one TLS listener, the file's
+    /// `listen:` either kind.
+    public var listen: [Listener] = [Listener(HostPort(host: "0.0.0.0", port: 8080))]
     /// The short form's URLs (`--upstream`, `SLUICE_UPSTREAM`, `upstream:` in the file), which
     /// ``applyShortForm()`` turns into the group ``UpstreamGroup/defaultName``; empty when the file
     /// names groups (`upstreams:`). Requests go by ``routes`` to ``groups``, never by this list.

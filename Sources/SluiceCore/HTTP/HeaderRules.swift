@@ -163,19 +163,24 @@ public enum HeaderRules {
     ///
     /// - Parameters:
     ///   - clientAddress: the downstream peer's IP, without port.
+    ///   - scheme: the scheme of the listener the request arrived on (`X-Forwarded-Proto`).
     ///   - upstreamAuthority: used as `Host` when the request has none (HTTP/1.0).
     @inlinable
-    public static func rewriteRequest<H: HeaderFields>(_ headers: inout H, clientAddress: String?, upstreamAuthority: String, via: String = Self.viaValue) {
-        Self.rewriteRequest(&headers, present: headers.presentNames(), clientAddress: clientAddress, upstreamAuthority: upstreamAuthority, via: via)
+    public static func rewriteRequest<H: HeaderFields>(
+        _ headers: inout H, clientAddress: String?, scheme: URIScheme, upstreamAuthority: String, via: String = Self.viaValue
+    ) {
+        Self.rewriteRequest(
+            &headers, present: headers.presentNames(), clientAddress: clientAddress, scheme: scheme, upstreamAuthority: upstreamAuthority, via: via)
     }
 
-    /// ``rewriteRequest(_:clientAddress:upstreamAuthority:)`` given the names `headers` holds
+    /// ``rewriteRequest(_:clientAddress:scheme:upstreamAuthority:via:)`` given the names `headers` holds
     /// (``HeaderFields/presentNames()``).
     @inlinable
     public static func rewriteRequest<H: HeaderFields>(
         _ headers: inout H,
         present: HeaderNamesPresent,
         clientAddress: String?,
+        scheme: URIScheme,
         upstreamAuthority: String,
         via: String = Self.viaValue
     ) {
@@ -195,7 +200,7 @@ public enum HeaderRules {
                 headers.add(name: "x-forwarded-for", value: clientAddress)
             }
         }
-        if !present.contains(.xForwardedProto) { headers.add(name: "x-forwarded-proto", value: "http") }
+        if !present.contains(.xForwardedProto) { headers.add(name: "x-forwarded-proto", value: scheme.rawValue) }
         if !present.contains(.xForwardedHost), let clientHost {
             headers.add(name: "x-forwarded-host", value: clientHost)
         }
@@ -205,7 +210,7 @@ public enum HeaderRules {
     /// The protocols an HTTP/1.1 request asks to switch to (RFC 9110 §7.8): its `Upgrade` value when
     /// `Connection` lists `upgrade`, else `nil` (an `Upgrade` that `Connection` does not name is only
     /// a hop-by-hop field to drop). HTTP/1.0 requests never upgrade (§7.8: ignored). Call with the
-    /// headers as received, before ``rewriteRequest(_:present:clientAddress:upstreamAuthority:via:)``.
+    /// headers as received, before ``rewriteRequest(_:present:clientAddress:scheme:upstreamAuthority:via:)``.
     @inlinable
     public static func upgradeRequested<H: HeaderFields>(_ headers: H, present: HeaderNamesPresent, versionMinor: Int) -> String? {
         guard present.contains(.upgrade), present.contains(.connection), versionMinor >= 1 else { return nil }

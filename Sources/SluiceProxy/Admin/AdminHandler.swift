@@ -104,7 +104,8 @@ final class AdminHandler: ChannelInboundHandler {
                 let ready = self.server.readiness(phase.phase) == .ready
                 let configState = self.server.currentConfig()
                 let body = StatusDocument.render(
-                    phase: phase, snapshot: snapshot, config: configState.config, limits: limits, configState: configState, ready: ready, groups: groups)
+                    phase: phase, snapshot: snapshot, config: configState.config, limits: limits, configState: configState, ready: ready, groups: groups,
+                    listeners: self.server.listenerStatuses(configState.config))
                 self.respond(context, head, status: .ok, body: body, close: close, contentType: "application/json")
             }
         case "/metrics":
@@ -174,7 +175,7 @@ enum StatusDocument {
 
     static func render(
         phase: ProxyServer.PhaseState, snapshot: LoopSnapshot, config: SluiceConfig, limits: Limits, configState: ConfigState, ready: Bool? = nil,
-        groups: [GroupSnapshot] = []
+        groups: [GroupSnapshot] = [], listeners: [ListenerStatus] = []
     ) -> String {
         let now = MonotonicInstant.now()
         let left = phase.deadline.map { max(0, now.duration(to: $0).secondsDouble) }
@@ -208,6 +209,7 @@ enum StatusDocument {
             "http2_connection_errors":{\(http2Errors.joined(separator: ","))},\
             "upstreams":[\(upstreams.joined(separator: ","))],\
             "groups":[\(groups.map(Self.render(group:)).joined(separator: ","))],\
+            "listeners":[\(listeners.map(Self.render(listener:)).joined(separator: ","))],\
             \(ReloadDocument.statusMembers(configState)),\
             "max_connections":\(limits.maxConnections),"listeners_paused":\(limits.pausedListeners)}
 
@@ -224,6 +226,20 @@ enum StatusDocument {
         }
         return "{\"name\":\"\(Self.escape(group.name))\",\"scheme\":\"\(group.scheme.rawValue)\",\"balance\":\"\(Self.escape(group.balance.description))\","
             + "\"endpoints\":[\(endpoints.joined(separator: ","))]}"
+    }
+
+    /// One listener: `{"address":"0.0.0.0:8443","bound":"0.0.0.0:8443","scheme":"https","certificates":[{"names":[..],"file":..,"not_after":..}]}`
+    /// (`bound` is the real address when the configured port is 0; `certificates` empty for plaintext).
+    static func render(listener status: ListenerStatus) -> String {
+        let bound = status.bound.flatMap { address in address.ipAddress.map { ($0, address.port ?? 0) } }.map {
+            "\"" + HostPort(host: $0.0, port: $0.1).description + "\""
+        }
+        let certificates = status.certificates.map { certificate in
+            "{\"names\":[\(certificate.names.map { "\"\(Self.escape($0))\"" }.joined(separator: ","))],\"file\":\"\(Self.escape(certificate.file))\","
+                + "\"not_after\":\(certificate.notAfter)}"
+        }
+        return "{\"address\":\"\(status.listener.address)\",\"bound\":\(bound ?? "null"),\"scheme\":\"\(status.listener.scheme.rawValue)\","
+            + "\"certificates\":[\(certificates.joined(separator: ","))]}"
     }
 
     /// A string for a JSON string literal (group names and hash keys come from the config file).

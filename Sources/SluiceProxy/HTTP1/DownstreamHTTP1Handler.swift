@@ -33,6 +33,8 @@ final class DownstreamHTTP1Handler: ChannelDuplexHandler {
     private var context: ChannelHandlerContext?
     let id: ConnectionID?
     private let peerAddress: String?
+    /// The scheme of the listener this connection came in on.
+    private let scheme: URIScheme
     /// The upstream exchange while forwarding or tunnelling.
     private var upstream: (any UpstreamExchange)?
     /// Request bytes were written upstream and not flushed yet (flushed once per read batch).
@@ -79,8 +81,10 @@ final class DownstreamHTTP1Handler: ChannelDuplexHandler {
     /// - Parameter adopting: the connection-table entry the protocol detector made at accept, which
     ///   this handler takes over (one registration per connection, not two). The detector always has
     ///   one once bytes arrived; without it the connection stays out of the table.
-    init(loop: LoopContext, adopting entry: (id: ConnectionID, peerAddress: String?)?) {
+    /// - Parameter scheme: the listener's (`X-Forwarded-Proto`, an HTTP/2 upstream's `:scheme`).
+    init(loop: LoopContext, adopting entry: (id: ConnectionID, peerAddress: String?)?, scheme: URIScheme) {
         self.loop = loop
+        self.scheme = scheme
         self.id = entry?.id
         self.peerAddress = entry?.peerAddress
     }
@@ -260,7 +264,8 @@ final class DownstreamHTTP1Handler: ChannelDuplexHandler {
             if expectsContinue { upstreamHead.headers.remove(name: "expect") }
             let route = routed.route
             HeaderRules.rewriteRequest(
-                &upstreamHead.headers, present: present, clientAddress: self.peerAddress, upstreamAuthority: route.hostRewrite ?? routed.group.fallbackHost)
+                &upstreamHead.headers, present: present, clientAddress: self.peerAddress, scheme: self.scheme,
+                upstreamAuthority: route.hostRewrite ?? routed.group.fallbackHost)
             if let host = route.hostRewrite { upstreamHead.headers.replaceOrAdd(name: "host", value: host) }
             if upgrading, let upgrade {
                 HeaderRules.keepUpgrade(&upstreamHead.headers, protocols: upgrade)
@@ -402,7 +407,7 @@ final class DownstreamHTTP1Handler: ChannelDuplexHandler {
         }
         upstream.delegate = self
         self.upstream = upstream
-        upstream.sendHead(self.upstreamHead, now: .now(), upgrade: upgrade)
+        upstream.sendHead(self.upstreamHead, scheme: self.scheme, now: .now(), upgrade: upgrade)
         if sendContinue {
             // The client waits for this before sending its body; the upstream never sees `Expect`.
             context.write(self.wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .continue))), promise: nil)

@@ -25,6 +25,8 @@ final class HTTP2ProxyConnection {
     let loop: LoopContext
     let id: ConnectionID
     let peerAddress: String?
+    /// The scheme of the listener this connection came in on (`X-Forwarded-Proto`, `:scheme` upstream).
+    let scheme: URIScheme
     /// The connection's handler; the pipeline owns it.
     private(set) weak var handler: HTTP2ServerConnectionHandler?
     private var streams: [HTTP2StreamID: HTTP2StreamForwarder] = [:]
@@ -37,7 +39,8 @@ final class HTTP2ProxyConnection {
     private var tunnelCloseBy: MonotonicInstant?
     private var random = SystemRandomNumberGenerator()
 
-    init(loop: LoopContext, id: ConnectionID, peerAddress: String?) {
+    init(loop: LoopContext, id: ConnectionID, peerAddress: String?, scheme: URIScheme) {
+        self.scheme = scheme
         self.loop = loop
         self.id = id
         self.peerAddress = peerAddress
@@ -131,6 +134,7 @@ extension HTTP2ProxyConnection: HTTP2StreamDelegate {
             translation = HTTP2RequestTranslation.translateExtendedConnect(
                 head,
                 clientAddress: self.peerAddress,
+                scheme: self.scheme,
                 upstreamAuthority: routed.route.hostRewrite ?? group.fallbackHost,
                 limits: self.loop.requestLimits,
                 upstreamIsHTTP2: group.isHTTP2,
@@ -144,6 +148,7 @@ extension HTTP2ProxyConnection: HTTP2StreamDelegate {
                 head,
                 endStream: endStream,
                 clientAddress: self.peerAddress,
+                scheme: self.scheme,
                 upstreamAuthority: routed.route.hostRewrite ?? group.fallbackHost,
                 limits: self.loop.requestLimits,
                 upstreamIsHTTP2: group.isHTTP2

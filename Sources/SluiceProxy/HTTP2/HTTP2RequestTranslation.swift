@@ -14,7 +14,7 @@ import SluiceHTTP2
 /// 2. `:authority` becomes `Host` (RFC 9113 §8.3.1); a `host` field that names another authority is
 ///    a 400. Split `cookie` fields are joined with `; ` (RFC 9113 §8.2.3).
 /// 3. ``RequestRules/check(_:headers:headerBytes:limits:)`` runs as for HTTP/1 (CONNECT is refused,
-///    limits apply), then ``HeaderRules/rewriteRequest(_:clientAddress:upstreamAuthority:)``.
+///    limits apply), then ``HeaderRules/rewriteRequest(_:clientAddress:scheme:upstreamAuthority:via:)``.
 /// 4. Framing for HTTP/1: a request with a body and no `content-length` goes chunked, and so does one
 ///    that announces trailers (`trailer`), so they can be forwarded; one without a body whose method
 ///    usually has one gets `content-length: 0`.
@@ -57,6 +57,7 @@ enum HTTP2RequestTranslation {
         _ request: HTTP2RequestHead,
         endStream: Bool,
         clientAddress: String?,
+        scheme: URIScheme,
         upstreamAuthority: String,
         limits: RequestRules.Limits,
         upstreamIsHTTP2: Bool = false
@@ -96,7 +97,8 @@ enum HTTP2RequestTranslation {
                 headers.add(name: "content-length", value: "0")
             }
         }
-        HeaderRules.rewriteRequest(&headers, clientAddress: clientAddress, upstreamAuthority: upstreamAuthority, via: HeaderRules.viaValueHTTP2)
+        HeaderRules.rewriteRequest(
+            &headers, clientAddress: clientAddress, scheme: scheme, upstreamAuthority: upstreamAuthority, via: HeaderRules.viaValueHTTP2)
         if acceptsTrailers && upstreamIsHTTP2 { headers.add(name: "te", value: "trailers") }
         let head = HTTPRequestHead(version: .http1_1, method: method, uri: accepted.rewrittenURI ?? path, headers: headers)
         return .success(Translated(head: head, expectsContinue: accepted.expectsContinue && !endStream))
@@ -163,6 +165,7 @@ enum HTTP2RequestTranslation {
     static func translateExtendedConnect(
         _ request: HTTP2RequestHead,
         clientAddress: String?,
+        scheme: URIScheme,
         upstreamAuthority: String,
         limits: RequestRules.Limits,
         upstreamIsHTTP2: Bool,
@@ -201,7 +204,8 @@ enum HTTP2RequestTranslation {
         case .success(let value): accepted = value
         case .failure(let error): return .failure(.refused(error))
         }
-        HeaderRules.rewriteRequest(&headers, clientAddress: clientAddress, upstreamAuthority: upstreamAuthority, via: HeaderRules.viaValueHTTP2)
+        HeaderRules.rewriteRequest(
+            &headers, clientAddress: clientAddress, scheme: scheme, upstreamAuthority: upstreamAuthority, via: HeaderRules.viaValueHTTP2)
         let key = makeKey()
         headers.add(name: "connection", value: "upgrade")
         headers.add(name: "upgrade", value: Self.webSocketProtocol)

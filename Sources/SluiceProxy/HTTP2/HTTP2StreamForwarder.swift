@@ -412,13 +412,13 @@ extension HTTP2StreamForwarder: UpstreamLeaseRequester {
             // What the client sent waits for the `101` (it is tunnel bytes, not a body).
             self.upstream = connection
             connection.delegate = self
-            connection.sendHead(self.upstreamHead, now: .now(), upgrade: true)
+            connection.sendHead(self.upstreamHead, scheme: self.connection.scheme, now: .now(), upgrade: true)
             connection.flush()
             return true
         case .startForwarding(let sendContinue):
             self.upstream = connection
             connection.delegate = self
-            connection.sendHead(self.upstreamHead, now: .now())
+            connection.sendHead(self.upstreamHead, scheme: self.connection.scheme, now: .now())
             if sendContinue {
                 // The client waits for this before sending its body; the upstream never sees `expect`.
                 self.connection.handler?.sendInformationalHead(streamID: self.streamID, status: 100)

@@ -1,10 +1,15 @@
 import NIOCore
+import NIOTLS
 import SluiceCore
 import SluiceHTTP2
 
-/// First in a plaintext connection's pipeline: tells HTTP/2 with prior knowledge (h2c) from HTTP/1 by
-/// the first bytes (``StateMachine``), then replaces itself with the right front end
-/// and hands it every byte it read.
+/// First in a connection's pipeline after TLS (if any): tells HTTP/2 from HTTP/1, then replaces itself
+/// with the right front end and hands it every byte it read.
+///
+/// - On a plaintext listener the first bytes tell: HTTP/2 with prior knowledge (h2c) or HTTP/1
+///   (``StateMachine``).
+/// - On a TLS listener ALPN tells, once the handshake completes (`TLSUserEvent.handshakeCompleted`):
+///   `h2` is HTTP/2, anything else (`http/1.1`, or no ALPN) HTTP/1.1.
 ///
 /// 1. From accept until the decision the connection is in the loop's table as HTTP/1 (so the
 ///    header timeout and the drain see it), with this handler as its ``DownstreamConnection``.
@@ -21,19 +26,28 @@ final class ProtocolDetectionHandler: ChannelInboundHandler, RemovableChannelHan
     /// Installs the HTTP/1 pipeline; its handler takes over this connection's table entry (if any).
     private let installHTTP1: (ChannelPipeline.SynchronousOperations, (id: ConnectionID, peerAddress: String?)?) throws -> Void
     private let http2Configuration: HTTP2ServerConnectionHandler.Configuration
+    /// The listener's scheme, handed to the front end (`X-Forwarded-Proto`, `:scheme` upstream).
+    private let scheme: URIScheme
+    /// Whether ALPN decides (a TLS listener) rather than the first bytes.
+    private let decidesByALPN: Bool
     private var machine = StateMachine()
     private var buffered: ByteBuffer?
     private var id: ConnectionID?
     private var context: ChannelHandlerContext?
     private var peerAddress: String?
 
+    /// - Parameter decidesByALPN: a TLS listener's connection: wait for the handshake's ALPN.
     init(
         loop: LoopContext,
         http2Configuration: HTTP2ServerConnectionHandler.Configuration,
+        scheme: URIScheme,
+        decidesByALPN: Bool,
         installHTTP1: @escaping (ChannelPipeline.SynchronousOperations, (id: ConnectionID, peerAddress: String?)?) throws -> Void
     ) {
         self.loop = loop
         self.http2Configuration = http2Configuration
+        self.scheme = scheme
+        self.decidesByALPN = decidesByALPN
         self.installHTTP1 = installHTTP1
     }
 
@@ -56,6 +70,9 @@ final class ProtocolDetectionHandler: ChannelInboundHandler, RemovableChannelHan
         let peer = context.channel.remoteAddress
         self.peerAddress = peer?.ipAddress
         self.id = self.loop.register(self, protocol: .http1, peer: peer?.description ?? "unknown")
+        // A TLS handshake is under way: the header timeout runs from accept, and the drain treats the
+        // connection as one with a partial head (closed after a grace), not as an idle one.
+        if self.decidesByALPN, let id = self.id { self.loop.table.requestHeadBegan(id, now: .now()) }
     }
 
     func channelInactive(context: ChannelHandlerContext) {
@@ -68,13 +85,14 @@ final class ProtocolDetectionHandler: ChannelInboundHandler, RemovableChannelHan
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         var bytes = Self.unwrapInboundIn(data)
-        let decision = self.machine.bytesReceived(bytes)
         if self.buffered == nil {
             self.buffered = bytes
         } else {
             self.buffered!.writeBuffer(&bytes)
         }
-        switch decision {
+        // TLS delivers application bytes only after the handshake event, which decides; kept if not.
+        guard !self.decidesByALPN else { return }
+        switch self.machine.bytesReceived(bytes) {
         case .needMoreBytes:
             // Part of a request head (or of the preface): the header timeout runs, and the drain does
             // not take the connection for an idle one.
@@ -84,8 +102,21 @@ final class ProtocolDetectionHandler: ChannelInboundHandler, RemovableChannelHan
         }
     }
 
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        guard self.decidesByALPN, let event = event as? TLSUserEvent, case .handshakeCompleted(let negotiated) = event else {
+            context.fireUserInboundEventTriggered(event)
+            return
+        }
+        context.fireUserInboundEventTriggered(event)
+        if negotiated == "h2" {
+            self.switchToHTTP2(context: context)
+        } else {
+            self.switchToHTTP1(context: context)
+        }
+    }
+
     private func switchToHTTP1(context: ChannelHandlerContext) {
-        let bytes = self.buffered.take()!
+        let bytes = self.buffered.take()
         // The HTTP/1 handler takes over the table entry: from here on it unregisters it.
         let handover = self.id.map { (id: $0, peerAddress: self.peerAddress) }
         self.id = nil
@@ -97,17 +128,17 @@ final class ProtocolDetectionHandler: ChannelInboundHandler, RemovableChannelHan
             context.close(promise: nil)
             return
         }
-        context.fireChannelRead(Self.wrapInboundOut(bytes))
+        if let bytes { context.fireChannelRead(Self.wrapInboundOut(bytes)) }
         context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
     }
 
     private func switchToHTTP2(context: ChannelHandlerContext) {
-        let bytes = self.buffered.take()!
+        let bytes = self.buffered.take()
         guard let id = self.id else {
             context.close(promise: nil)
             return
         }
-        let connection = HTTP2ProxyConnection(loop: self.loop, id: id, peerAddress: self.peerAddress)
+        let connection = HTTP2ProxyConnection(loop: self.loop, id: id, peerAddress: self.peerAddress, scheme: self.scheme)
         do {
             let handler = try HTTP2ServerConnectionHandler(configuration: self.http2Configuration, delegate: connection)
             try context.pipeline.syncOperations.addHandler(handler)
@@ -119,7 +150,7 @@ final class ProtocolDetectionHandler: ChannelInboundHandler, RemovableChannelHan
         }
         self.id = nil
         self.loop.adopt(id, connection: connection, protocol: .http2)
-        context.fireChannelRead(Self.wrapInboundOut(bytes))
+        if let bytes { context.fireChannelRead(Self.wrapInboundOut(bytes)) }
         context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
     }
 }

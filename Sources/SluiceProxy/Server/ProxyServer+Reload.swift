@@ -72,8 +72,9 @@ extension ProxyServer {
     /// 2. The configuration is read off the event loops; an invalid one changes nothing: each problem
     ///    is logged on a line of its own, counted (`sluice_config_reloads_total{result="error"}`) and
     ///    kept for `/status`.
-    /// 3. New listen addresses are bound on every loop first; if one cannot be, the reload fails
-    ///    and nothing changes.
+    /// 3. New listen addresses are bound on every loop first, and the certificates of new and changed
+    ///    TLS listeners loaded; if one cannot be, the reload fails and nothing changes. Kept TLS
+    ///    listeners read their certificate files again (a bad one keeps the old, see ``TLSListener``).
     /// 4. Settings that need a restart are logged ("X changed; takes effect on restart"), the rest applies.
     /// 5. Every loop swaps in a new ``LoopRouting`` (keeping its unchanged groups), shuts the replaced
     ///    and removed groups down and stops accepting on removed listen addresses; the call returns
@@ -108,13 +109,17 @@ extension ProxyServer {
         let current = self.currentConfig()
         let plan = ReloadPlan(current: current.config, new: new, startedWith: self.config)
 
-        // New listeners are bound before anything changes, so that an address that cannot be bound
-        // fails the reload as a whole.
+        // Certificates of new and changed TLS listeners must load, and new listeners are bound, before
+        // anything changes, so that a bad certificate or an address that cannot be bound fails the
+        // reload as a whole.
+        let (tls, tlsErrors) = self.prepareTLSReload(plan)
+        guard tlsErrors.isEmpty else { return self.fail(tlsErrors, trigger: trigger) }
         var opening: [[BoundListener]] = Array(repeating: [], count: self.loops.count)
         var opened: [(HostPort, SocketAddress)] = []
-        for address in plan.listenersToOpen {
+        for listener in plan.listenersToOpen {
+            let address = listener.address
             do {
-                let (local, channels) = try await self.bindEverywhere(address)
+                let (local, channels) = try await self.bindEverywhere(listener, tls: tls[address])
                 opened.append((address, local))
                 for (index, channel) in channels.enumerated() { opening[index].append(BoundListener(address: address, channel: channel)) }
             } catch {
@@ -130,7 +135,7 @@ extension ProxyServer {
         for name in plan.needsRestart {
             self.logger.warning("\(name) changed; takes effect on restart", metadata: ["setting": "\(name)"])
         }
-        let closing = Set(plan.listenersToClose)
+        let closing = Set(plan.listenersToClose.map(\.address))
         var applied = true
         for (index, loop) in self.loops.enumerated() {
             let listeners = opening[index]
@@ -145,9 +150,12 @@ extension ProxyServer {
         // New and changed groups get their endpoints' current answers and health; kept ones keep theirs.
         self.upstreamServices.update(groups: new.groups)
         self.boundListeners.withLockedValue { bound in
-            for address in plan.listenersToClose { bound[address] = nil }
+            for listener in plan.listenersToClose { bound[listener.address] = nil }
             for (address, local) in opened { bound[address] = local }
         }
+        self.retireTLS(plan.listenersToClose.map(\.address))
+        self.reloadCertificates(new, changed: plan.listenersChanged)
+        self.adoptTLS(tls)
         let generation = self.configState.withLockedValue { state in
             state = ConfigState(config: new, generation: state.generation + 1, loadedAt: UnixTime.now(), lastError: nil)
             return state.generation

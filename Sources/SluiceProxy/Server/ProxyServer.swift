@@ -61,6 +61,8 @@ public final class ProxyServer: Sendable {
     let reloads = ReloadQueue()
     /// The address each configured listen address is bound to (port 0 resolved).
     let boundListeners = NIOLockedValueBox<[HostPort: SocketAddress]>([:])
+    /// The TLS listeners in force, by configured address (see `ProxyServer+TLS.swift`).
+    let tlsListeners = NIOLockedValueBox<[HostPort: TLSListenerInForce]>([:])
 
     /// The phase as the admin endpoints see it.
     struct PhaseState: Sendable {
@@ -114,15 +116,18 @@ public final class ProxyServer: Sendable {
     public func start() async throws -> BoundAddresses {
         // Upstream names resolved (bounded wait) and health checks running before the first request.
         await self.upstreamServices.start(groups: self.config.groups)
+        // Every certificate is loaded and checked before anything binds; every problem is reported at once.
+        let tls = try self.loadTLS(self.config.listen)
         var bound: [SocketAddress] = []
-        for address in self.config.listen {
-            let (local, channels) = try await self.bindEverywhere(address)
+        for listener in self.config.listen {
+            let (local, channels) = try await self.bindEverywhere(listener, tls: tls[listener.address])
             for (loop, channel) in zip(self.loops, channels) {
-                try await loop.eventLoop.submit { loop.value.addListener(channel, address: address) }.get()
+                try await loop.eventLoop.submit { loop.value.addListener(channel, address: listener.address) }.get()
             }
-            self.boundListeners.withLockedValue { $0[address] = local }
+            self.boundListeners.withLockedValue { $0[listener.address] = local }
             bound.append(local)
         }
+        self.adoptTLS(tls)
         let admin = try await ListenError.naming(self.config.admin) { try await self.bindAdmin() }
         for loop in self.loops {
             try await loop.eventLoop.submit { loop.value.startSweeping() }.get()
@@ -162,10 +167,11 @@ public final class ProxyServer: Sendable {
         guard result == 0 else { throw IOError(errnoCode: errno, reason: "bind") }
     }
 
-    /// Binds `address` on every loop (SO_REUSEPORT; port 0 becomes one free port shared by every
+    /// Binds `listener` on every loop (SO_REUSEPORT; port 0 becomes one free port shared by every
     /// loop) and returns the bound address and the loops' channels, in loop order, not yet added to
     /// their loops. On failure, closes what it bound and throws a ``ListenError``.
-    func bindEverywhere(_ address: HostPort) async throws -> (SocketAddress, [any Channel]) {
+    func bindEverywhere(_ listener: Listener, tls: TLSListener?) async throws -> (SocketAddress, [any Channel]) {
+        let address = listener.address
         var channels: [any Channel] = []
         do {
             if address.port != 0 {
@@ -177,7 +183,7 @@ public final class ProxyServer: Sendable {
             var port = address.port
             for loop in self.loops {
                 let channel = try await ListenError.naming(address) {
-                    try await self.bindListener(host: address.host, port: port, loop: loop)
+                    try await self.bindListener(listener, port: port, tls: tls, loop: loop)
                 }
                 if channels.isEmpty { port = channel.localAddress?.port ?? port }
                 channels.append(channel)
@@ -189,10 +195,11 @@ public final class ProxyServer: Sendable {
         return (channels[0].localAddress!, channels)
     }
 
-    private func bindListener(host: String, port: Int, loop: NIOLoopBound<LoopContext>) async throws -> any Channel {
-        // The parser's bound leaves room for the request line; RequestRules applies the exact limit (431).
-        let maxHeadBytes = self.config.http.maxHeaderBytes + 1024
-        let http2 = HTTP2ServerConnectionHandler.Configuration.sluice(http: self.config.http)
+    private func bindListener(_ listener: Listener, port: Int, tls: TLSListener?, loop: NIOLoopBound<LoopContext>) async throws -> any Channel {
+        let pipeline = ListenerPipeline(
+            listener: listener, tls: tls, http2: HTTP2ServerConnectionHandler.Configuration.sluice(http: self.config.http),
+            // The parser's bound leaves room for the request line; RequestRules applies the exact limit (431).
+            maxHeadBytes: self.config.http.maxHeaderBytes + 1024)
         let gate = self.acceptShared(budget: self.budget)
         return try await ServerBootstrap(group: loop.eventLoop)
             .serverChannelOption(.backlog, value: 1024)
@@ -206,24 +213,12 @@ public final class ProxyServer: Sendable {
                 }
             }
             // TCP_NODELAY is set on the listener: Linux accepted sockets inherit it, so there is no
-            // setsockopt per connection. The one child option is set synchronously in the
-            // initializer (the bootstrap applies child options through a chain of futures per accept).
-            .childChannelInitializer { [http2, maxHeadBytes] channel in
-                channel.eventLoop.makeCompletedFuture {
-                    try channel.syncOptions?.setOption(.maxMessagesPerRead, value: 16)
-                    // HTTP/1 or h2c prior knowledge, told by the first bytes.
-                    let detector = ProtocolDetectionHandler(loop: loop.value, http2Configuration: http2) { sync, entry in
-                        // An HTTP/1 client may half-close after its last request and still read the response.
-                        try channel.syncOptions?.setOption(.allowRemoteHalfClosure, value: true)
-                        let handler = DownstreamHTTP1Handler(loop: loop.value, adopting: entry)
-                        // Sluice's own codec (HTTP1ServerCodec); pipelining is queued by the handler itself.
-                        try sync.addHandler(HTTP1ServerCodec(maxHeadBytes: maxHeadBytes))
-                        try sync.addHandler(handler)
-                    }
-                    try channel.pipeline.syncOperations.addHandler(detector)
-                }
+            // setsockopt per connection. Child options are set synchronously in the initializer (the
+            // bootstrap applies child options through a chain of futures per accept).
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture { try pipeline.initialize(channel, loop: loop.value) }
             }
-            .bind(host: host, port: port)
+            .bind(host: listener.address.host, port: port)
             .get()
     }
 
@@ -326,6 +321,7 @@ public final class ProxyServer: Sendable {
     /// Closes the admin listener and stops the event loops.
     public func shutdown() async {
         self.upstreamServices.stop()
+        self.stopTLS()
         self.eventsContinuation.finish()
         for loop in self.loops {
             try? await loop.eventLoop.submit { loop.value.stopSweeping() }.get()

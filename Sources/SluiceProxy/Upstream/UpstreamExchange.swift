@@ -21,8 +21,9 @@ protocol UpstreamExchange: AnyObject {
     /// and `Upgrade` kept), so a `101` may answer it: the delegate then gets that head, and after it
     /// the tunnel's bytes as response body parts, and `upstreamResponseEnd(nil)` when the upstream
     /// ends its side; ``sendBody(_:)`` then writes tunnel bytes and ``sendEnd(trailers:)`` half-closes.
-    /// A tunnelled connection is never reused. Only HTTP/1.1 exchanges can switch.
-    func sendHead(_ head: HTTPRequestHead, now: MonotonicInstant, upgrade: Bool)
+    /// A tunnelled connection is never reused. Only HTTP/1.1 exchanges can switch. `scheme`: the scheme
+    /// the request arrived with (its listener's), which an HTTP/2 upstream gets as `:scheme`.
+    func sendHead(_ head: HTTPRequestHead, scheme: URIScheme, now: MonotonicInstant, upgrade: Bool)
     func sendBody(_ buffer: ByteBuffer)
     /// Ends the request, with trailers where the upstream protocol carries them.
     func sendEnd(trailers: HTTPHeaders?)
@@ -36,7 +37,7 @@ protocol UpstreamExchange: AnyObject {
 
 extension UpstreamExchange {
     func sendEnd() { self.sendEnd(trailers: nil) }
-    func sendHead(_ head: HTTPRequestHead, now: MonotonicInstant) { self.sendHead(head, now: now, upgrade: false) }
+    func sendHead(_ head: HTTPRequestHead, scheme: URIScheme, now: MonotonicInstant) { self.sendHead(head, scheme: scheme, now: now, upgrade: false) }
 }
 
 enum UpstreamLimits {

@@ -61,7 +61,7 @@ final class UpstreamHTTP1Handler: ChannelDuplexHandler, UpstreamExchange {
 
     // MARK: Requests out
 
-    func sendHead(_ head: HTTPRequestHead, now: MonotonicInstant, upgrade: Bool) {
+    func sendHead(_ head: HTTPRequestHead, scheme: URIScheme, now: MonotonicInstant, upgrade: Bool) {
         self.awaitingHeadSince = now
         self.responseKeepAlive = true
         if upgrade { self.context?.triggerUserOutboundEvent(HTTP1ClientCodec.ExpectUpgrade(), promise: nil) }

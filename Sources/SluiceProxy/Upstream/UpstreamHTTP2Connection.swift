@@ -128,7 +128,7 @@ extension UpstreamHTTP2Connection: HTTP2ClientConnectionDelegate {
 ///
 /// 1. The request head is held until the first body bytes, the end, or the flush, so a request
 ///    without a body goes out as one HEADERS frame with END_STREAM. Pseudo-headers come from the
-///    HTTP/1 head: `:method`, `:scheme` `http`, `:authority` from `Host`, `:path` from the target;
+///    HTTP/1 head: `:method`, `:scheme` the request's (its listener's), `:authority` from `Host`, `:path` from the target;
 ///    connection-specific fields are dropped (RFC 9113 §8.2.2) and `te: trailers` kept.
 /// 2. Response bytes are consumed (the upstream's window reopens) once handed downstream while the
 ///    downstream is writable; otherwise when it is writable again (``resumeReading()``).
@@ -166,8 +166,8 @@ final class UpstreamHTTP2Stream: UpstreamExchange {
 
     /// `upgrade` is never asked of an HTTP/2 exchange (the downstream handler drops the upgrade pair
     /// for h2c groups): HTTP/2 has no `101`.
-    func sendHead(_ head: HTTPRequestHead, now: MonotonicInstant, upgrade: Bool) {
-        self.head = Self.translate(head)
+    func sendHead(_ head: HTTPRequestHead, scheme: URIScheme, now: MonotonicInstant, upgrade: Bool) {
+        self.head = Self.translate(head, scheme: scheme)
         self.awaitingHeadSince = now
     }
 
@@ -314,8 +314,9 @@ final class UpstreamHTTP2Stream: UpstreamExchange {
 
     // MARK: Translation
 
-    /// The HTTP/1-shaped head the downstream side built, as an HTTP/2 request head.
-    static func translate(_ head: HTTPRequestHead) -> HTTP2RequestHead {
+    /// The HTTP/1-shaped head the downstream side built, as an HTTP/2 request head; `:scheme` is the
+    /// scheme the request arrived with.
+    static func translate(_ head: HTTPRequestHead, scheme: URIScheme) -> HTTP2RequestHead {
         var authority: String?
         var fields: [HTTP2HeaderField] = []
         fields.reserveCapacity(head.headers.count)
@@ -332,7 +333,7 @@ final class UpstreamHTTP2Stream: UpstreamExchange {
                 fields.append(HTTP2HeaderField(name: lower, value: value))
             }
         }
-        return HTTP2RequestHead(method: head.method.rawValue, scheme: "http", authority: authority, path: head.uri, headers: fields)
+        return HTTP2RequestHead(method: head.method.rawValue, scheme: scheme.rawValue, authority: authority, path: head.uri, headers: fields)
     }
 
     static func fields(_ headers: HTTPHeaders) -> [HTTP2HeaderField] {

@@ -36,7 +36,7 @@ final class ProxyHarness: Sendable {
         _ configure: (inout SluiceConfig) -> Void
     ) async throws -> ProxyHarness {
         var config = SluiceConfig()
-        config.listen = [HostPort(host: "127.0.0.1", port: 0)]
+        config.listen = [Listener(HostPort(host: "127.0.0.1", port: 0))]
         config.admin = HostPort(host: "127.0.0.1", port: 0)
         config.upstreams = upstreams.map { UpstreamURL(parsing: $0)! }
         config.threads = threads
