@@ -26,6 +26,9 @@ public final class ProxyMetrics: Sendable {
     private let groupTotals = NIOLockedValueBox(GroupCounterTotals())
     /// `sluice_config_reloads_total{result=...}`, one counter per ``ReloadResult``.
     private let configReloads: [ReloadResult: CoreMetrics.Counter]
+    /// Kept for the series made later: per TLS listener (``tlsListener(_:)``), per certificate
+    /// name, per upstream group's TLS failure reason.
+    private let factory: PrometheusMetricsFactory
 
     /// How a reload ended, as the `result` label of `sluice_config_reloads_total`.
     enum ReloadResult: String, CaseIterable, Sendable {
@@ -40,6 +43,7 @@ public final class ProxyMetrics: Sendable {
     public init(registry: PrometheusCollectorRegistry = PrometheusCollectorRegistry()) {
         self.registry = registry
         let factory = PrometheusMetricsFactory(registry: registry)
+        self.factory = factory
         self.phaseGauge = CoreMetrics.Gauge(label: "sluice_drain_phase", factory: factory)
         self.connectionsGauge = CoreMetrics.Gauge(label: "sluice_connections_active", factory: factory)
         self.inFlightGauge = CoreMetrics.Gauge(label: "sluice_requests_in_flight", factory: factory)
@@ -112,6 +116,55 @@ public final class ProxyMetrics: Sendable {
         text += Self.renderTunnels(stats, active: snapshot.connections.tunnelsByProtocol)
         text += self.renderGroups(groups, healthChanges: healthChanges)
         return text
+    }
+
+    // MARK: TLS
+
+    /// A TLS listener's counters, made once per listener so that a handshake increments a counter
+    /// without a registry lookup:
+    /// - `sluice_tls_handshakes_total{listener,version,alpn}`: completed handshakes, version `1.2` or
+    ///   `1.3`, alpn `h2`, `http/1.1` or `none`;
+    /// - `sluice_tls_handshake_failures_total{listener,reason}`: handshakes that did not complete, by
+    ///   ``TLSHandshakeFailureReason``;
+    /// - `sluice_tls_certificate_reloads_total{listener,result}`: result `ok` or `error`.
+    ///
+    /// `listener` is the listener's configured HOST:PORT.
+    func tlsListener(_ listener: String) -> TLSListenerMetrics {
+        TLSListenerMetrics(listener: listener, factory: self.factory)
+    }
+
+    /// `sluice_tls_certificate_expiry_timestamp_seconds{listener,name}`: the certificate's notAfter in
+    /// Unix seconds; `name` is its first SAN DNS name (or its CN). The returned gauge is what
+    /// ``removeTLSCertificateExpiry(_:)`` takes when a reload drops the name.
+    func tlsCertificateExpiry(listener: String, name: String, notAfter: Int64) -> CoreMetrics.Gauge {
+        let gauge = CoreMetrics.Gauge(
+            label: "sluice_tls_certificate_expiry_timestamp_seconds", dimensions: [("listener", listener), ("name", name)], factory: self.factory
+        )
+        gauge.record(notAfter)
+        return gauge
+    }
+
+    func removeTLSCertificateExpiry(_ gauge: CoreMetrics.Gauge) {
+        gauge.destroy()
+    }
+
+    /// Why a TLS handshake to an upstream failed, the `reason` of
+    /// `sluice_upstream_tls_handshake_failures_total{group,reason}`.
+    public enum UpstreamTLSFailureReason: String, CaseIterable, Sendable {
+        /// The upstream's certificate did not verify (untrusted, expired, wrong name).
+        case verify
+        /// The handshake failed otherwise (no shared version or cipher, an alert from the upstream).
+        case handshake
+        /// Anything else (the connection closed during the handshake, an internal error).
+        case other
+    }
+
+    /// Counts `sluice_upstream_tls_handshake_failures_total{group,reason}`. Failures are rare, so
+    /// the counter is looked up in the registry each time.
+    public func upstreamTLSHandshakeFailed(group: String, reason: UpstreamTLSFailureReason) {
+        CoreMetrics.Counter(
+            label: "sluice_upstream_tls_handshake_failures_total", dimensions: [("group", group), ("reason", reason.rawValue)], factory: self.factory
+        ).increment()
     }
 
     // MARK: Tunnels
@@ -230,6 +283,77 @@ public final class ProxyMetrics: Sendable {
             }
         }
         return out
+    }
+}
+
+/// Why a TLS handshake on a listener did not complete, the `reason` of
+/// `sluice_tls_handshake_failures_total{listener,reason}`.
+public enum TLSHandshakeFailureReason: String, CaseIterable, Sendable {
+    /// The handshake did not complete within the handshake timeout.
+    case timeout
+    /// The client offers no TLS version we accept (e.g. TLS 1.2 only, with min-version 1.3).
+    case protocolVersion = "protocol_version"
+    /// No cipher suite, signature algorithm or key-exchange group in common.
+    case noSharedCipher = "no_shared_cipher"
+    /// The client rejected our certificate (alert bad_certificate, unknown_ca, certificate_unknown...).
+    case badCertificate = "bad_certificate"
+    /// The client did not speak TLS at all (plain HTTP on the TLS port, garbage).
+    case notTLS = "not_tls"
+    /// The client closed the connection before the handshake completed.
+    case eof
+    /// Anything else.
+    case other
+}
+
+/// One TLS listener's counters (``ProxyMetrics/tlsListener(_:)``), all made up front.
+struct TLSListenerMetrics: Sendable {
+    /// Indexed [version: 0 = 1.2, 1 = 1.3][alpn: 0 = h2, 1 = http/1.1, 2 = none].
+    private let handshakes: [[CoreMetrics.Counter]]
+    private let failures: [TLSHandshakeFailureReason: CoreMetrics.Counter]
+    private let reloadsOK: CoreMetrics.Counter
+    private let reloadsError: CoreMetrics.Counter
+
+    init(listener: String, factory: PrometheusMetricsFactory) {
+        self.handshakes = ["1.2", "1.3"].map { version in
+            ["h2", "http/1.1", "none"].map { alpn in
+                CoreMetrics.Counter(
+                    label: "sluice_tls_handshakes_total", dimensions: [("listener", listener), ("version", version), ("alpn", alpn)], factory: factory
+                )
+            }
+        }
+        var failures: [TLSHandshakeFailureReason: CoreMetrics.Counter] = [:]
+        for reason in TLSHandshakeFailureReason.allCases {
+            failures[reason] = CoreMetrics.Counter(
+                label: "sluice_tls_handshake_failures_total", dimensions: [("listener", listener), ("reason", reason.rawValue)], factory: factory
+            )
+        }
+        self.failures = failures
+        self.reloadsOK = CoreMetrics.Counter(
+            label: "sluice_tls_certificate_reloads_total", dimensions: [("listener", listener), ("result", "ok")], factory: factory
+        )
+        self.reloadsError = CoreMetrics.Counter(
+            label: "sluice_tls_certificate_reloads_total", dimensions: [("listener", listener), ("result", "error")], factory: factory
+        )
+    }
+
+    /// A completed handshake. `tls13` is false for TLS 1.2 (the only other version we accept);
+    /// `alpn` is the negotiated protocol, nil when none was.
+    func handshakeCompleted(tls13: Bool, alpn: String?) {
+        let column: Int
+        switch alpn {
+        case "h2": column = 0
+        case "http/1.1": column = 1
+        default: column = 2
+        }
+        self.handshakes[tls13 ? 1 : 0][column].increment()
+    }
+
+    func handshakeFailed(_ reason: TLSHandshakeFailureReason) {
+        self.failures[reason]?.increment()
+    }
+
+    func certificatesReloaded(ok: Bool) {
+        (ok ? self.reloadsOK : self.reloadsError).increment()
     }
 }
 
