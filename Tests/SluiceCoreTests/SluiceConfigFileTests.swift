@@ -658,6 +658,13 @@ import Testing
         #expect(config.listen[1].tls?.certificates == [.init(cert: "/c.pem", key: "/k.pem")])
     }
 
+    /// Two listeners on one address (port 0 included) are an error: a listener is known by its address.
+    @Test func twoListenersMayNotShareAnAddress() {
+        #expect(throws: ConfigErrors(errors: [ConfigError("listen 127.0.0.1:0 is given twice; each listener needs an address of its own")])) {
+            try Self.read(["upstream": ["http://a:1"], "listen": ["127.0.0.1:0", ["address": "127.0.0.1:0", "tls": ["certificates": [["cert": "/c", "key": "/k"]]]]]])
+        }
+    }
+
     /// check-config's YAML writes a TLS listener as the file would, and reads back to the same listeners.
     @Test func effectiveYAMLRoundTripsTLSListeners() throws {
         var config = SluiceConfig()

@@ -169,6 +169,12 @@ extension SluiceConfig {
         }
         errors += tree.errors
 
+        // A listener is known by its address (reload keeps, opens and closes listeners by it), so two
+        // may not share one, not even port 0.
+        var seenAddresses: Set<HostPort> = []
+        for listener in config.listen where !seenAddresses.insert(listener.address).inserted {
+            errors.append(ConfigError("listen \(listener.address) is given twice; each listener needs an address of its own"))
+        }
         if config.listen.isEmpty && !reader.failedKeys.contains("listen") {
             errors.append(ConfigError("no listener configured: set --listen to \(HostPort.accepted)"))
         }

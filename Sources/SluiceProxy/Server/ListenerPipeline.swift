@@ -30,10 +30,14 @@ struct ListenerPipeline: Sendable {
         if let tls = self.tls { try tls.addHandlers(to: sync) }
         let maxHeadBytes = self.maxHeadBytes
         let scheme = self.listener.scheme
+        // Over TLS, the client's EOF ends the connection: a half-closed TLS connection would leave
+        // NIOSSL waiting out its shutdown timeout on a close Sluice already began (seen as a drain
+        // that ended 5 s late), and clients end TLS with close_notify and a full close anyway.
+        let allowHalfClosure = self.tls == nil
         let detector = ProtocolDetectionHandler(loop: loop, http2Configuration: self.http2, scheme: scheme, decidesByALPN: self.tls != nil) {
             sync, entry in
             // An HTTP/1 client may half-close after its last request and still read the response.
-            try channel.syncOptions?.setOption(.allowRemoteHalfClosure, value: true)
+            if allowHalfClosure { try channel.syncOptions?.setOption(.allowRemoteHalfClosure, value: true) }
             // Sluice's own codec (HTTP1ServerCodec); pipelining is queued by the handler itself.
             try sync.addHandler(HTTP1ServerCodec(maxHeadBytes: maxHeadBytes))
             try sync.addHandler(DownstreamHTTP1Handler(loop: loop, adopting: entry, scheme: scheme))

@@ -58,6 +58,8 @@ final class LoopContext {
     /// connections read it when they send their final GOAWAY, for their WebSocket streams.
     let tunnelCloseWindow: Duration
     let logger: Logger
+    /// Where upstream groups count what they count outside the loop snapshots (upstream TLS failures).
+    let metrics: ProxyMetrics?
     /// This loop's listeners (one per configured address, SO_REUSEPORT), by configured address.
     private(set) var listeners: [BoundListener] = []
 
@@ -72,8 +74,12 @@ final class LoopContext {
     private var lastMemoryRelease = MonotonicInstant.now()
     static let sweepInterval: TimeAmount = .milliseconds(100)
 
-    init(index: Int, eventLoop: any EventLoop, config: SluiceConfig, logger: Logger, report: @escaping @Sendable (LoopEvent) -> Void) {
+    init(
+        index: Int, eventLoop: any EventLoop, config: SluiceConfig, logger: Logger, metrics: ProxyMetrics? = nil,
+        report: @escaping @Sendable (LoopEvent) -> Void
+    ) {
         self.index = index
+        self.metrics = metrics
         self.eventLoop = eventLoop
         self.logger = logger
         self.report = report
@@ -88,7 +94,7 @@ final class LoopContext {
             )
         )
         self.tunnelCloseWindow = config.drain.timeout / 2
-        self.routing = LoopRouting(config: config, eventLoop: eventLoop, loopIndex: index, logger: logger)
+        self.routing = LoopRouting(config: config, eventLoop: eventLoop, loopIndex: index, logger: logger, metrics: metrics)
         // The body limit is the route's (``RouteTarget/maxBodyBytes``), applied once the request is routed.
         self.requestLimits = RequestRules.Limits(maxHeaderBytes: config.http.maxHeaderBytes, maxBodyBytes: nil)
     }
@@ -245,7 +251,8 @@ final class LoopContext {
         }
         self.listeners += opening
         let previous = self.routing
-        let next = LoopRouting(config: config, eventLoop: self.eventLoop, loopIndex: self.index, logger: self.logger, reusing: previous)
+        let next = LoopRouting(
+            config: config, eventLoop: self.eventLoop, loopIndex: self.index, logger: self.logger, metrics: self.metrics, reusing: previous)
         self.routing = next
         let retired = previous.retired(by: next)
         for group in retired { group.shutdown() }

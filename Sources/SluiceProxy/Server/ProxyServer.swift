@@ -98,7 +98,7 @@ public final class ProxyServer: Sendable {
         for (index, eventLoop) in self.group.makeIterator().enumerated() {
             let context = try! eventLoop.submit {
                 NIOLoopBound(
-                    LoopContext(index: index, eventLoop: eventLoop, config: config, logger: logger) { continuation.yield($0) },
+                    LoopContext(index: index, eventLoop: eventLoop, config: config, logger: logger, metrics: metrics) { continuation.yield($0) },
                     eventLoop: eventLoop
                 )
             }.wait()

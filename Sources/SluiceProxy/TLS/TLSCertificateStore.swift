@@ -1,4 +1,5 @@
 import FoundationEssentials
+import NIOCore
 import NIOSSL
 import SluiceCore
 import X509
@@ -131,6 +132,9 @@ enum TLSCertificateStore {
         return index == current.fileContents.count
     }
 
+    /// How long a close waits for the client's close_notify.
+    static let shutdownTimeout: TimeAmount = .seconds(1)
+
     /// The server configuration: TLS 1.2 or 1.3 at least, the library's default ciphers, ALPN as
     /// configured; the first certificate is the default, and with several the context callback picks
     /// by SNI (``ServerNameMatching``). One certificate needs no callback, which saves the
@@ -143,6 +147,9 @@ enum TLSCertificateStore {
         configuration.minimumTLSVersion = settings.minVersion == .v1_3 ? .tlsv13 : .tlsv12
         configuration.maximumTLSVersion = nil
         configuration.applicationProtocols = settings.alpn
+        // A graceful close sends close_notify and waits for the client's, or its EOF, at most this
+        // long (NIOSSL's default is 5 s): a client that answers neither must not hold a drain.
+        configuration.shutdownTimeout = Self.shutdownTimeout
         if certificates.count > 1 {
             let matching = ServerNameMatching(certificateNames: certificates.map(\.names))
             let overrides: [NIOSSLContextConfigurationOverride] = certificates.map { certificate in

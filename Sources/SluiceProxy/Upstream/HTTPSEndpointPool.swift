@@ -45,12 +45,12 @@ final class HTTPSEndpointPool: EndpointPool {
 
     init(
         endpoint: UpstreamURL, eventLoop: any EventLoop, settings: SluiceConfig.Upstream, idGenerator: ConnectionID.Generator, logger: Logger,
-        group: String, client: Result<UpstreamTLSClient, UpstreamTLSFailure>, serverName: String?
+        group: String, client: Result<UpstreamTLSClient, UpstreamTLSFailure>, serverName: String?, metrics: ProxyMetrics? = nil
     ) {
         self.endpoint = endpoint
         self.logger = logger
         func tls(_ offer: UpstreamConnector.TLS.Offer) -> UpstreamConnector.TLS {
-            UpstreamConnector.TLS(client: client, offer: offer, serverName: serverName, group: group)
+            UpstreamConnector.TLS(client: client, offer: offer, serverName: serverName, group: group, metrics: metrics)
         }
         self.http1 = HTTP1EndpointPool(endpoint: endpoint, eventLoop: eventLoop, settings: settings, idGenerator: idGenerator, logger: logger, tls: tls(.http1Only))
         self.http2 = HTTP2EndpointPool(endpoint: endpoint, eventLoop: eventLoop, settings: settings, idGenerator: idGenerator, logger: logger, tls: tls(.negotiate))

@@ -25,12 +25,14 @@ final class LoopRouting {
     /// Whether any route looks at the host (else the handlers need not find the `Host` field).
     let matchesHosts: Bool
 
-    init(config: SluiceConfig, eventLoop: any EventLoop, loopIndex: Int, logger: Logger, reusing previous: LoopRouting? = nil) {
+    init(
+        config: SluiceConfig, eventLoop: any EventLoop, loopIndex: Int, logger: Logger, metrics: ProxyMetrics? = nil, reusing previous: LoopRouting? = nil
+    ) {
         var previousGroups: [String: LoopUpstreamGroup] = [:]
         for group in previous?.groups ?? [] { previousGroups[group.name] = group }
         self.groups = config.groups.map { group -> LoopUpstreamGroup in
             if let kept = previousGroups[group.name], kept.config == group { return kept }
-            return LoopUpstreamGroup(group, eventLoop: eventLoop, loopIndex: loopIndex, logger: logger)
+            return LoopUpstreamGroup(group, eventLoop: eventLoop, loopIndex: loopIndex, logger: logger, metrics: metrics)
         }
         var byName: [String: LoopUpstreamGroup] = [:]
         for group in self.groups { byName[group.name] = group }

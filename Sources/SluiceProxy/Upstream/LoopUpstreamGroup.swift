@@ -56,7 +56,11 @@ final class LoopUpstreamGroup {
     private var inPanic = false
     private(set) var counters = GroupCounters()
 
-    init(_ config: UpstreamGroup, eventLoop: any EventLoop, loopIndex: Int, logger: Logger) {
+    /// Where the group's upstream TLS failures are counted (`nil`: not counted, in tests).
+    private let metrics: ProxyMetrics?
+
+    init(_ config: UpstreamGroup, eventLoop: any EventLoop, loopIndex: Int, logger: Logger, metrics: ProxyMetrics? = nil) {
+        self.metrics = metrics
         precondition(!config.endpoints.isEmpty, "validation gives every group an endpoint")
         self.config = config
         self.endpoints = config.endpoints
@@ -91,7 +95,8 @@ final class LoopUpstreamGroup {
         case .https:
             HTTPSEndpointPool(
                 endpoint: endpoint, eventLoop: self.eventLoop, settings: self.config.connection, idGenerator: self.ids, logger: self.logger,
-                group: self.config.name, client: self.tlsClient!, serverName: self.config.effectiveTLS!.serverName(for: endpoint))
+                group: self.config.name, client: self.tlsClient!, serverName: self.config.effectiveTLS!.serverName(for: endpoint),
+                metrics: self.metrics)
         }
     }
 

@@ -318,17 +318,20 @@ extension UpstreamConnector {
         let serverName: String?
         /// The group's name, for the log line (and the metric's label).
         let group: String
+        /// Where failures are counted (`sluice_upstream_tls_handshake_failures_total`); `nil` in tests
+        /// that build pools alone.
+        var metrics: ProxyMetrics? = nil
     }
 
     /// Logs a failed connect: a TLS failure as `upstream TLS verification failed` or `upstream TLS
     /// handshake failed` with its reason, anything else as `upstream connect failed`.
     func logConnectFailure(_ error: any Error, logger: Logger) {
-        Self.logConnectFailure(error, endpoint: self.endpoint, group: self.tls?.group ?? "", logger: logger)
+        Self.logConnectFailure(error, endpoint: self.endpoint, group: self.tls?.group ?? "", logger: logger, metrics: self.tls?.metrics)
     }
 
-    static func logConnectFailure(_ error: any Error, endpoint: UpstreamURL, group: String, logger: Logger) {
+    static func logConnectFailure(_ error: any Error, endpoint: UpstreamURL, group: String, logger: Logger, metrics: ProxyMetrics? = nil) {
         if let failure = error as? UpstreamTLSFailure {
-            // METRIC: metrics.upstreamTLSHandshakeFailed(group: group, reason: failure.reason.rawValue)
+            metrics?.upstreamTLSHandshakeFailed(group: group, reason: failure.reason.metricReason)
             let message: Logger.Message
             switch failure.reason {
             case .verify: message = "upstream TLS verification failed: \(failure.detail)"
@@ -350,4 +353,15 @@ extension UpstreamConnector {
 struct UpstreamALPNMismatch: Error, CustomStringConvertible {
     var negotiated: String?
     var description: String { "the upstream chose \(self.negotiated ?? "no protocol") by ALPN, not h2" }
+}
+
+extension UpstreamTLSFailure.Reason {
+    /// The `reason` label of `sluice_upstream_tls_handshake_failures_total`.
+    var metricReason: ProxyMetrics.UpstreamTLSFailureReason {
+        switch self {
+        case .verify: .verify
+        case .handshake: .handshake
+        case .other: .other
+        }
+    }
 }
