@@ -56,8 +56,9 @@ def proxy(pki, echo, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def proxy13(pki, echo, tmp_path_factory):
-    """A TLS listener with min-version 1.3."""
-    p = TLSProxy(tmp_path_factory.mktemp("proxy13"), [TLSListener([(pki.a.cert, pki.a.key)], min_version="1.3")],
+    """A TLS listener with min-version 1.3, and a second TLS listener with `alpn: [http/1.1]`."""
+    p = TLSProxy(tmp_path_factory.mktemp("proxy13"), [TLSListener([(pki.a.cert, pki.a.key)], min_version="1.3"),
+                                                      TLSListener([(pki.b.cert, pki.b.key)], alpn=["http/1.1"])],
                  echo.port, pki.ca, plain=False)
     yield p
     p.stop()
@@ -118,6 +119,15 @@ def test_curl_alpn(proxy, pki, flag, version):
 def test_alpn_selection(proxy, pki, offer, expected):
     """The server picks h2 when offered, else http/1.1; without ALPN it selects nothing (HTTP/1.1)."""
     assert tls_certs.handshake(proxy.port, "a.test", pki.ca, alpn=offer).alpn == expected
+
+
+def test_alpn_http1_only_listener(proxy13, pki):
+    """A listener configured with `alpn: [http/1.1]` never selects h2, even when the client prefers it."""
+    port = proxy13.listeners[1].port
+    assert tls_certs.handshake(port, "b.test", pki.ca, alpn=["h2", "http/1.1"]).alpn == "http/1.1"
+    status, version, body, _ = curl(port, "b.test", pki.ca, "--http2")
+    assert (status, version) == (200, "1.1")
+    assert json.loads(body)["headers"]["x-forwarded-proto"] == "https"
 
 
 def test_no_alpn_is_http1(proxy, pki):
