@@ -380,13 +380,18 @@ def test_unreadable_key(bad, pki):
         shutil.copyfile(pki.a.key, key)
         os.chmod(cert, 0o644)
         os.chmod(key, 0o000)
+        bad.tmp = directory
         if os.geteuid() == 0:
+            # The same files with a readable key must pass check-config as nobody, or the test cannot run.
             as_user = 65534
-            probe = subprocess.run([str(ru.default_sluice_bin()), "--help"], capture_output=True, timeout=10,
+            readable = directory / "readable.key"
+            shutil.copyfile(pki.a.key, readable)
+            os.chmod(readable, 0o644)
+            probe = subprocess.run([str(ru.default_sluice_bin()), "check-config", "--config", str(bad.config([(cert, readable)]))],
+                                   capture_output=True, text=True, timeout=30,
                                    preexec_fn=lambda: (os.setgid(65534), os.setuid(65534)))
             if probe.returncode != 0:
-                pytest.skip(f"running as root and the binary cannot run as nobody: {probe.stderr[:200]!r}")
-        bad.tmp = directory
+                pytest.skip(f"running as root, and sluice cannot run as nobody here: {(probe.stdout + probe.stderr)[-300:]}")
         bad.expect([(cert, key)], [f"TLS key {key} (listen {bad.addr}): cannot read: permission denied"], as_user=as_user)
     finally:
         shutil.rmtree(directory, ignore_errors=True)

@@ -18,6 +18,7 @@
 """
 from __future__ import annotations
 
+import signal
 import socket
 import ssl
 import sys
@@ -162,7 +163,7 @@ def test_http1_over_tls_connection_close_then_close_notify(drained):
             status, headers, body = c.get()
             assert (status, body) == (200, b"hello from A\n") and "close" not in headers.get("connection", "").lower(), headers
         t_sig = time.monotonic()
-        proxy.child.proc.send_signal(__import__("signal").SIGTERM)
+        proxy.child.proc.send_signal(signal.SIGTERM)
 
         # A new TLS connection during the delay is served.
         time.sleep(0.3)
@@ -183,11 +184,19 @@ def test_http1_over_tls_connection_close_then_close_notify(drained):
             assert time.monotonic() - t_sig < 6.0, "no Connection: close within the drain"
         assert seen_close_after is not None
         assert busy.end(timeout=5.0) == "close_notify"
+        busy.close()  # as a client does at the end (a TCP close: Python's ssl sends no close_notify of its own)
         # The idle one is closed once the delay is over (no keep-alive race: nothing was in flight), cleanly.
         assert idle.end(timeout=6.0) == "close_notify"
         closed_after = time.monotonic() - t_sig
-        print(f"\nConnection: close after {seen_close_after:.2f} s; idle connection closed by {closed_after:.2f} s")
-        assert proxy.child.proc.wait(timeout=10) == 0, proxy.child.tail(30)
+        idle.close()
+        rc = proxy.child.proc.wait(timeout=10)
+        exit_after = time.monotonic() - t_sig
+        print(f"\nConnection: close after {seen_close_after:.2f} s; idle connection closed by {closed_after:.2f} s; "
+              f"exit {rc} after {exit_after:.2f} s")
+        assert rc == 0, proxy.child.tail(30)
+        # Every connection is gone by the end of the delay (1 s): the exit follows at once, as on plaintext
+        # (a TLS close must not wait out a shutdown timeout for the client's close_notify).
+        assert exit_after < 2.5, f"exit only {exit_after:.2f} s after SIGTERM"
     finally:
         busy.close()
         idle.close()
@@ -209,7 +218,7 @@ def test_h2_over_tls_two_goaways_and_the_stream_finishes(drained):
         c.headers(3, h2.request(path="/slow?ms=2500", scheme="https", authority="a.test"))
         time.sleep(0.2)
         t_sig = time.monotonic()
-        proxy.child.proc.send_signal(__import__("signal").SIGTERM)
+        proxy.child.proc.send_signal(signal.SIGTERM)
 
         goaways: list[tuple[float, int, int]] = []
         status = None
@@ -233,6 +242,7 @@ def test_h2_over_tls_two_goaways_and_the_stream_finishes(drained):
                 ended = ended or bool(f.flags & h2.END_STREAM)
             elif f.type == T.RST_STREAM:
                 raise AssertionError(f"stream reset: {f}; frames: {c.history()}")
+        c.close()  # the server ended the connection: so does the client
         print(f"\nGOAWAYs (s after SIGTERM, last stream id, code): {goaways}; frames: {c.history()}")
         assert len(goaways) >= 2, c.history()
         (t1, last1, code1), (t2, last2, code2) = goaways[0], goaways[-1]
@@ -241,6 +251,8 @@ def test_h2_over_tls_two_goaways_and_the_stream_finishes(drained):
         assert (last2, code2) == (3, E.NO_ERROR), goaways
         assert (status, body, ended) == ("200", b"slow 2500 from A\n", True), (status, body, ended, c.history())
         assert proxy.child.proc.wait(timeout=10) == 0, proxy.child.tail(30)
+        exit_after = time.monotonic() - t_sig
+        assert exit_after < 4.0, f"exit only {exit_after:.2f} s after SIGTERM (the stream ended at about 2.3 s)"
     finally:
         c.close()
 
@@ -255,7 +267,8 @@ def test_h2_over_tls_connection_ends_with_close_notify(drained):
     try:
         import h2conformance as h2
         s.sendall(h2.PREFACE + h2.settings())
-        proxy.child.proc.send_signal(__import__("signal").SIGTERM)
+        t_sig = time.monotonic()
+        proxy.child.proc.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + 9.0
         how = None
         acked = False
@@ -275,7 +288,9 @@ def test_h2_over_tls_connection_ends_with_close_notify(drained):
             if not acked:
                 s.sendall(h2.settings(flags=h2.ACK))  # the server's SETTINGS come first
                 acked = True
+        s.close()
         assert how == "close_notify", how
         assert proxy.child.proc.wait(timeout=10) == 0, proxy.child.tail(30)
+        assert time.monotonic() - t_sig < 2.5, f"exit only {time.monotonic() - t_sig:.2f} s after SIGTERM"
     finally:
         s.close()
