@@ -182,7 +182,10 @@ def test_invalid_preface_closes_the_connection(sluice, preface):
             frames = []
             while (f := c.read_frame()) != h2.CLOSED:
                 frames.append(f)
-            assert [f.type for f in frames if f.type != T.SETTINGS] in ([], [T.GOAWAY]), c.history()
+            # Over TLS the server speaks first (ALPN chose h2): its preface, SETTINGS, may be followed by a
+            # WINDOW_UPDATE on stream 0 before it has read a byte (nginx and libnghttp2 do so).
+            preface = (T.SETTINGS, T.WINDOW_UPDATE) if sluice.mode == "tls" else (T.SETTINGS,)
+            assert [f.type for f in frames if not (f.type in preface and f.stream_id == 0)] in ([], [T.GOAWAY]), c.history()
             assert all(f.error_code == E.PROTOCOL_ERROR for f in frames if f.type == T.GOAWAY), c.history()
 
 
