@@ -663,13 +663,14 @@ def run(cfg: Config) -> dict:
 
         pki = None
         if cfg.tls:
-            if cfg.target == "reference" or cfg.h2:
-                raise ValueError("--tls needs --target sluice or nginx*, and no --h2 (h2client.py speaks h2c; "
-                                 "test_tls_drain.py tests HTTP/2 over TLS directly)")
+            if cfg.target == "reference":
+                raise ValueError("--tls needs --target sluice or nginx*")
             sys.path.insert(0, str(HERE))
             import tls_certs
             pki = tls_certs.make_pki(work / "pki")
-            # The new pod: a TLS front (balancer.py terminating TLS) for origin B.
+        if cfg.tls and not cfg.h2:
+            # The new pod: a TLS front (balancer.py terminating TLS) for origin B. (With --h2 it is a second
+            # sluice with a TLS listener, below.)
             front = Child("tlsfrontB", [PY, str(HERE / "balancer.py"), "--port", "0", "--endpoint", f"127.0.0.1:{port_b}",
                                         "--removal-lag", "0", "--tls-cert", str(pki.a.cert), "--tls-key", str(pki.a.key)],
                           work, stdin=True)
@@ -685,19 +686,24 @@ def run(cfg: Config) -> dict:
             if cfg.target != "sluice":
                 raise ValueError("HTTP/2 clients (--h2) need --target sluice")
             new_listen, new_admin = free_port(), free_port()
+            new_tls = free_port() if cfg.tls else None
+            tls_args = (["--listen-tls", f"127.0.0.1:{new_tls}", "--tls-cert", str(pki.a.cert), "--tls-key", str(pki.a.key)]
+                        if cfg.tls else [])
             new_pod = Child("sluiceB", [str(cfg.sluice_bin), "--listen", f"127.0.0.1:{new_listen}",
                                         "--upstream", f"http://127.0.0.1:{port_b}", "--admin", f"127.0.0.1:{new_admin}",
-                                        "--drain-delay", "0s", "--drain-timeout", "5s", "--log-format", "json"], work)
+                                        "--drain-delay", "0s", "--drain-timeout", "5s", "--log-format", "json", *tls_args],
+                            work)
             children.append(new_pod)
             for _ in range(600):
                 if new_pod.poll() is not None:
                     raise RuntimeError(f"new-pod sluice exited during start-up:\n{new_pod.tail()}")
-                if http_get(new_admin, "/readyz", timeout=0.3)[0] == 200:
+                if http_get(new_admin, "/readyz", timeout=0.3)[0] == 200 and (
+                        new_tls is None or _tls_handshake(new_tls, pki.ca) == 200):
                     break
                 time.sleep(0.05)
             else:
                 raise RuntimeError(f"new-pod sluice not ready:\n{new_pod.tail()}")
-            port_b = new_listen
+            port_b = new_tls if cfg.tls else new_listen
 
         # proxy (the old pod)
         proxy = Proxy(cfg, work, port_a)
@@ -766,7 +772,9 @@ def run(cfg: Config) -> dict:
         for j in range(cfg.h2):
             i = cfg.workers + j
             out = work / f"h2worker{j}.json"
-            argv = [PY, str(HERE / "h2client.py"), "--port", str(port_bal), "--names", "A,B",
+            # Over TLS: h2client.py's process with TLS connections, ALPN h2 (tls_h2client.py).
+            client = ["tls_h2client.py", "--tls-ca", str(pki.ca), "--sni", "a.test"] if cfg.tls else ["h2client.py"]
+            argv = [PY, str(HERE / client[0]), *client[1:], "--port", str(port_bal), "--names", "A,B",
                     "--start", repr(t0), "--duration", str(cfg.duration), "--out", str(out),
                     "--conns", str(cfg.h2_conns), "--think-ms", str(cfg.think_ms), "--seed", str(100 + j)]
             w = Child(f"h2worker{j}", argv, work, on_stdout=on_prog(i))
@@ -942,7 +950,8 @@ def format_table(r: dict) -> str:
                                   if r["target"] == "nginx"
                                   else f"  (preStop sleep {c['drain_delay']}, then SIGQUIT)"))
     if c.get("tls"):
-        add("clients", "TLS (SNI a.test, verified against the test CA); new pod: a TLS front for origin B")
+        add("clients", "TLS (SNI a.test, verified against the test CA); new pod: "
+            + ("a second sluice (TLS) before origin B" if c.get("h2") else "a TLS front for origin B"))
     add("removal lag / signal at", f"{c['removal_lag']}s / +{r['signal_at_s']}s")
     add("requests total", req["total"])
     add("requests ok", req["ok"])

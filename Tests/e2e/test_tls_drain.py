@@ -3,8 +3,9 @@
     python3 -m pytest -s -p no:cacheprovider Tests/e2e/test_tls_drain.py      # -s shows the rolling-update table
 
 - The rolling update of test_drain_e2e.py with every client on TLS (rolling_update.py `tls=True`: loadgen.py
-  over TLS through the TCP-splicing balancer to sluice's `--listen-tls` listener; the new pod is a TLS
-  front for origin B): keep-alive pools, new connections per request, slow requests, uploads, streams;
+  and tls_h2client.py over TLS through the TCP-splicing balancer to sluice's `--listen-tls` listener; the
+  new pod is a second sluice with a TLS listener): keep-alive pools, new connections per request, slow
+  requests, uploads, streams, HTTP/2 streams (shutdown notice and final GOAWAY);
   SIGTERM with `--drain-delay 1s --drain-timeout 5s`, the balancer removing sluice 0.5 s after the signal
   (inside the delay): not one request may fail, in-flight requests finish, keep-alive responses to the
   pools carry `Connection: close`, and sluice exits 0.
@@ -53,9 +54,12 @@ def _rolling(tmp_path: Path, **kw) -> tuple[dict, str]:
 
 
 def test_rolling_update_over_tls_loses_nothing(tmp_path):
+    """HTTP/1.1 (loadgen.py) and HTTP/2 (tls_h2client.py: h2client.py over TLS, ALPN h2) clients; the new
+    pod is a second sluice with a TLS listener."""
+    pytest.importorskip("hpack", reason="needs the h2 package (pip install h2)")
     r, summary = _rolling(tmp_path, target="sluice", sluice_bin=_sluice_bin(), drain_delay="1s", drain_timeout="5s",
-                          removal_lag=0.5)
-    req, inf, px, rd = r["requests"], r["in_flight_at_signal"], r["proxy"], r["readiness"]
+                          removal_lag=0.5, workers=2, h2=2)
+    req, inf, px, rd, h2 = r["requests"], r["in_flight_at_signal"], r["proxy"], r["readiness"], r["h2"]
     assert req["failed"] == 0, f"requests failed: {r['failures']['by_kind']}\n{summary}"
     assert inf["total"] > 0 and inf["completed"] == inf["total"], f"in-flight requests lost\n{summary}"
     assert px["exit_code"] == 0, f"sluice exit code {px['exit_code']}\n{summary}"
@@ -67,6 +71,10 @@ def test_rolling_update_over_tls_loses_nothing(tmp_path):
     closes_from_a = sum(s["conn_close"].get("A", 0) for s in r["per_second"])
     assert closes_from_a > 0, f"no keep-alive response from sluice carried Connection: close\n{summary}"
     assert req["served_by"].get("B", 0) > 0, summary
+    for kind in ("h2get", "h2slow", "h2stream", "h2upload"):
+        assert req["by_client"].get(kind, {}).get("ok", 0) > 0, f"no {kind} request completed\n{summary}"
+    assert by.get("h2slow", {}).get("completed", 0) > 0, f"no HTTP/2 slow stream across the signal\n{summary}"
+    assert h2.get("goaway_notice", 0) > 0 and h2.get("goaway_final", 0) > 0, f"GOAWAYs: {h2}\n{summary}"
     assert req["ok"] >= 2_000, f"only {req['ok']} requests completed\n{summary}"
     # exit after the delay (1 s), before the drain timeout ran out (1 s + 5 s)
     assert px["exit_after_signal_s"] is not None and 1.0 <= px["exit_after_signal_s"] < 6.5, summary
