@@ -229,8 +229,9 @@ def test_ten_swaps_under_load_lose_no_request(setup, tmp_path):
     assert sum(res["ok"] for res in results) == len(records)
     assert by_kind["newconn"] > 0 and by_kind["keepalive"] > 0
     assert across > 0, "no slow request straddled a swap"
-    # about 1000 req/s asked for; the floor leaves room for a busy 2-core CI box.
-    assert len(records) / duration > TARGET_RATE * 0.3, f"load too light to mean anything: {len(records) / duration:.0f} req/s"
+    # About 1000 req/s asked for; the floor leaves room for a busy 2-core CI box and a debug build (which
+    # serves about 350 req/s over TLS there; nginx about 800, the Python clients being the limit).
+    assert len(records) / duration > TARGET_RATE * 0.25, f"load too light to mean anything: {len(records) / duration:.0f} req/s"
     assert min(r[0] for r in records) < swap_times[0] and t_end > swap_times[-1], "the load did not cover every swap"
     if PROXY == "sluice":
         counts = _reloads(proxy)
