@@ -1,16 +1,18 @@
 #!/usr/bin/env bash
 # Installs what building and testing Sluice needs, when it is missing. Safe to run again.
 #   Debian packages: libnghttp2-dev (HTTP/2), curl and nghttp2-client (test clients),
-#                    nginx-light (the e2e test's comparison target).
+#                    nginx-light (the e2e test's comparison target), openssl (the TLS tests'
+#                    certificates and `s_client` handshakes).
 #   PyPI: pytest (the e2e runner), h2 (scripted HTTP/2 client), grpcio (gRPC client and server for
 #         the h2c upstream tests), websockets >= 13 (WebSocket client and app of the tunnel tests; its
-#         asyncio API; Debian 12's python3-websockets is 10.4, too old).
+#         asyncio API; Debian 12's python3-websockets is 10.4, too old), httpx[http2] (an HTTP/2 and
+#         HTTP/1.1 client over TLS with ALPN, for the TLS tests).
 # Usage: scripts/install-deps.sh [--bench]   (--bench adds wrk, haproxy and matplotlib)
 set -euo pipefail
 
-apt_packages=(libnghttp2-dev nghttp2-client curl nginx-light python3 pkg-config)
+apt_packages=(libnghttp2-dev nghttp2-client curl nginx-light openssl python3 pkg-config)
 # PACKAGE or PACKAGE:IMPORT_NAME or PACKAGE:IMPORT_NAME:MIN_MAJOR_VERSION
-pip_modules=(pytest h2 grpcio:grpc websockets:websockets:13)
+pip_modules=(pytest h2 grpcio:grpc websockets:websockets:13 httpx[http2]:httpx)
 if [[ "${1:-}" == "--bench" ]]; then
   apt_packages+=(wrk haproxy)
   pip_modules+=(matplotlib)

@@ -19,6 +19,9 @@ Control: one command per line on stdin, answers and events one per line on stdou
   quit                  exits
 
 On start-up it prints "listening <port>".
+
+With --tls-cert/--tls-key it terminates TLS on its listening side (ALPN http/1.1) and splices the
+plaintext to the endpoints: a TLS front for a plaintext endpoint (the TLS drain test's new pod).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import argparse
 import asyncio
 import json
 import socket
+import ssl
 import struct
 import sys
 import time
@@ -315,12 +319,19 @@ async def main() -> None:
     ap.add_argument("--endpoint", action="append", default=[], help="HOST:PORT, repeatable")
     ap.add_argument("--removal-lag", type=float, default=3.0,
                     help="seconds from 'terminate' to removal (kube-proxy propagation)")
+    ap.add_argument("--tls-cert", default=None, help="terminate TLS with this certificate (PEM)")
+    ap.add_argument("--tls-key", default=None, help="and this key (PEM)")
     args = ap.parse_args()
 
+    tls = None
+    if args.tls_cert:
+        tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        tls.load_cert_chain(args.tls_cert, args.tls_key)
+        tls.set_alpn_protocols(["http/1.1"])
     bal = Balancer(args.endpoint, args.removal_lag)
     loop = asyncio.get_running_loop()
     server = await loop.create_server(bal.new_client, args.host, args.port,
-                                      backlog=4096, reuse_address=True)
+                                      backlog=4096, reuse_address=True, ssl=tls)
     port = server.sockets[0].getsockname()[1]
     print(f"listening {port}", flush=True)
     stop = asyncio.Event()

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import enum
 import socket
+import ssl
 import struct
 import time
 from dataclasses import dataclass, field
@@ -207,11 +208,18 @@ CLOSED = "closed"
 # the client
 
 class H2Client:
-    """One HTTP/2 connection with prior knowledge over a blocking socket on 127.0.0.1."""
+    """One HTTP/2 connection over a blocking socket on 127.0.0.1: with prior knowledge (h2c), or over TLS
+    with ALPN h2 when `tls` (a client context) is given."""
 
-    def __init__(self, port: int, timeout: float = TIMEOUT) -> None:
+    def __init__(self, port: int, timeout: float = TIMEOUT, tls: ssl.SSLContext | None = None,
+                 server_hostname: str | None = None) -> None:
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if tls is not None:
+            # HTTP/2 over TLS: ALPN must select h2 (RFC 9113 §3.2); the rest is the same byte stream.
+            self.sock = tls.wrap_socket(self.sock, server_hostname=server_hostname)
+            assert self.sock.selected_alpn_protocol() == "h2", \
+                f"ALPN selected {self.sock.selected_alpn_protocol()!r}, not h2"
         self.timeout = timeout
         self.buf = bytearray()
         self.eof = False
@@ -239,7 +247,7 @@ class H2Client:
     def send(self, *chunks: bytes) -> None:
         """Writes the bytes; a peer that already closed is not an error here (the expectation that
         follows decides)."""
-        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError, ssl.SSLError):
             self.sock.sendall(b"".join(chunks))
 
     def handshake(self, *client_settings: tuple[int, int]) -> None:
@@ -291,8 +299,8 @@ class H2Client:
             data = self.sock.recv(65536)
         except TimeoutError:
             raise AssertionError(f"timed out after {self.timeout}s; frames so far: {self.history()}") from None
-        except ConnectionResetError:
-            data = b""  # a reset after the server's last bytes is a close too
+        except (ConnectionResetError, ssl.SSLError):
+            data = b""  # a reset (or, over TLS, an alert) after the server's last bytes is a close too
         if not data:
             self.eof = True
             return False
@@ -507,22 +515,37 @@ class H2Client:
 
 @dataclass
 class SluiceUnderTest:
-    port: int
+    port: int              # the port the cases talk to: h2c, or TLS with ALPN h2
     admin_port: int
     child: ru.Child
     origin: ru.Child
+    tls: ssl.SSLContext | None = None
+    mode: str = "h2c"
 
     def client(self, *client_settings: tuple[int, int], handshake: bool = True) -> H2Client:
-        c = H2Client(self.port)
+        """A connection; with `handshake` past the preface and the SETTINGS exchange."""
+        c = H2Client(self.port, tls=self.tls, server_hostname="a.test" if self.tls else None)
         if handshake:
             c.handshake(*client_settings)
         return c
 
 
+def _tls_ready(port: int, tls: ssl.SSLContext) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1.0) as raw, \
+                tls.wrap_socket(raw, server_hostname="a.test") as s:
+            return s.selected_alpn_protocol() == "h2"
+    except OSError:
+        return False
+
+
 @contextlib.contextmanager
-def running_sluice(workdir: Path, sluice_bin: Path, extra_args: tuple[str, ...] = ()):
+def running_sluice(workdir: Path, sluice_bin: Path, extra_args: tuple[str, ...] = (), mode: str = "h2c"):
     """Starts origin.py and sluice in front of it (one event loop, ports picked free), waits until both
-    serve, and stops both (by their own PIDs) afterwards. Logs go to `workdir`."""
+    serve, and stops both (by their own PIDs) afterwards. Logs go to `workdir`.
+
+    `mode="tls"` adds a TLS listener (`--listen-tls`, a.test's certificate from tls_certs.py made in
+    `workdir`) and the cases talk to it, with ALPN h2; the plaintext listener stays beside it."""
     workdir.mkdir(parents=True, exist_ok=True)
     origin = ru.Child("origin", [ru.PY, str(ru.HERE / "origin.py"), "--port", "0", "--name", "A"], workdir)
     child = None
@@ -531,19 +554,31 @@ def running_sluice(workdir: Path, sluice_bin: Path, extra_args: tuple[str, ...] 
         assert m, f"origin did not start:\n{origin.tail()}"
         origin_port = int(m.group(1))
         port, admin = ru.free_port(), ru.free_port()
+        tls_args: list[str] = []
+        tls = None
+        tls_port = None
+        if mode == "tls":
+            import tls_certs
+            pki = tls_certs.make_pki(workdir / "pki")
+            tls = tls_certs.client_context(pki.ca, alpn=["h2"])
+            tls_port = ru.free_port()
+            tls_args = ["--listen-tls", f"127.0.0.1:{tls_port}", "--tls-cert", str(pki.a.cert), "--tls-key", str(pki.a.key)]
+        elif mode != "h2c":
+            raise ValueError(f"mode must be h2c or tls, not {mode!r}")
         child = ru.Child("sluice", [str(sluice_bin), "--listen", f"127.0.0.1:{port}", "--admin", f"127.0.0.1:{admin}",
                                     "--upstream", f"http://127.0.0.1:{origin_port}", "--threads", "1",
                                     "--drain-delay", "0s", "--drain-timeout", "2s", "--log-level", "warning",
-                                    *extra_args], workdir)
+                                    *tls_args, *extra_args], workdir)
         deadline = time.monotonic() + 20
         while True:
             rc = child.poll()
             assert rc is None, f"sluice exited with {rc} during start-up:\n{child.tail(30)}"
-            if ru.http_get(admin, "/readyz", timeout=0.5)[0] == 200 and ru.http_get(port, "/", timeout=1.0)[0] == 200:
+            if ru.http_get(admin, "/readyz", timeout=0.5)[0] == 200 and ru.http_get(port, "/", timeout=1.0)[0] == 200 \
+                    and (tls is None or _tls_ready(tls_port, tls)):
                 break
             assert time.monotonic() < deadline, f"sluice not ready after 20 s:\n{child.tail(30)}"
             time.sleep(0.05)
-        yield SluiceUnderTest(port, admin, child, origin)
+        yield SluiceUnderTest(tls_port if tls else port, admin, child, origin, tls, mode)
     finally:
         if child is not None:
             child.stop(timeout=5.0)

@@ -11,6 +11,9 @@ A pooled keep-alive client behaves like a well-behaved client pool: it honours `
 connection it has already seen closed by the server (that is counted as `pool_discards`). A request
 that has been written on a connection is never sent again.
 
+With `--tls-ca CA.pem [--sni NAME]` every connection is TLS (ALPN http/1.1), verified against that CA;
+a failed handshake is the failure `tls_handshake`.
+
 Prints "progress <json>" lines about twice a second and writes every request's record to --out:
 [t_start, t_end, kind, outcome, served_by, reused_connection, connection_close].
 """
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ssl
 import sys
 import time
 
@@ -61,13 +65,34 @@ def _buffered(reader: asyncio.StreamReader) -> int:
     return len(getattr(reader, "_buffer", b""))
 
 
-async def open_conn(host: str, port: int) -> Conn:
+def tls_context(ca: str | None) -> ssl.SSLContext | None:
+    """With `--tls-ca`: a client context that verifies the chain against that CA and the name (`--sni`)."""
+    if not ca:
+        return None
+    ctx = ssl.create_default_context(cafile=ca)
+    ctx.set_alpn_protocols(["http/1.1"])
+    return ctx
+
+
+def add_tls_arguments(ap) -> None:
+    """TLS to the target (default: plaintext)."""
+    ap.add_argument("--tls-ca", default=None, help="speak TLS, verifying the server against this CA file (PEM)")
+    ap.add_argument("--sni", default=None, help="with --tls-ca: the server name to send and verify")
+
+
+async def open_conn(host: str, port: int, tls: ssl.SSLContext | None = None, sni: str | None = None) -> Conn:
     try:
-        reader, writer = await asyncio.open_connection(host, port, limit=MAX_HEAD)
+        if tls is None:
+            reader, writer = await asyncio.open_connection(host, port, limit=MAX_HEAD)
+        else:
+            reader, writer = await asyncio.open_connection(host, port, limit=MAX_HEAD, ssl=tls,
+                                                           server_hostname=sni or host)
     except ConnectionRefusedError as e:
         raise Failure("connect_refused", str(e))
     except ConnectionResetError as e:
         raise Failure("reset_on_connect", str(e))
+    except ssl.SSLError as e:
+        raise Failure("tls_handshake", f"{e.__class__.__name__}: {e}")
     except OSError as e:
         raise Failure("connect_error", f"{e.__class__.__name__}: {e}")
     return Conn(reader, writer)
@@ -160,6 +185,8 @@ class Worker(Recorder):
         super().__init__(args)
         self.host = args.host
         self.port = args.port
+        self.tls = tls_context(getattr(args, "tls_ca", None))
+        self.sni = getattr(args, "sni", None)
         self.connections_opened = 0
         self.pool_discards = 0
         self.connection_close_seen = 0
@@ -215,7 +242,7 @@ class Worker(Recorder):
             async def run() -> tuple[Conn, Response, str]:
                 c = conn
                 if c is None:
-                    c = await open_conn(self.host, self.port)
+                    c = await open_conn(self.host, self.port, self.tls, self.sni)
                     self.connections_opened += 1
                 try:
                     r = await self.exchange(c, kind, payload, method)
@@ -333,6 +360,7 @@ def main() -> None:
     ap.add_argument("--slow", type=int, default=3, help="slow-request loops")
     ap.add_argument("--upload", type=int, default=1, help="upload loops")
     ap.add_argument("--stream", type=int, default=1, help="streaming-response loops")
+    add_tls_arguments(ap)
     w = Worker(parse(ap))
     asyncio.run(w.run())
     w.write_result(w.args.out, connections_opened=w.connections_opened, pool_discards=w.pool_discards,

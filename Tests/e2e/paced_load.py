@@ -4,15 +4,18 @@
 `--rate R` requests per second spread over `--keepalive N` pooled keep-alive connections (each on its
 own schedule of R/N per second, never bursting to catch up), plus loadgen.py's slow-request loops
 (`--slow`), which keep requests in flight across whatever happens meanwhile. Same arguments, result
-file and failure kinds as loadgen.py; used by test_reload.py.
+file and failure kinds as loadgen.py; used by test_reload.py. With `--tls-ca` (and `--sni`) over TLS,
+as loadgen.py (test_tls_reload.py). SIGUSR1 ends the load early (every loop stops before its next
+request; the result file is written as usual).
 """
 from __future__ import annotations
 
 import argparse
 import asyncio
+import signal
 import time
 
-from loadgen import Worker
+from loadgen import Worker, add_tls_arguments
 from records import add_common_arguments, parse
 
 
@@ -47,8 +50,12 @@ class PacedWorker(Worker):
             await self.one(None, "newconn", payload, b"GET", self.args.timeout, False)
             due = max(due + interval, time.monotonic() - interval)
 
+    def stop_now(self) -> None:
+        self.t_stop = min(self.t_stop, time.monotonic())
+
     async def run(self) -> None:
         a = self.args
+        asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, self.stop_now)
         await self.wait_for_start()
         prog = asyncio.get_running_loop().create_task(self.progress())
         tasks = [self.loop_paced(i, a.rate / a.keepalive) for i in range(a.keepalive)]
@@ -67,6 +74,7 @@ def main() -> None:
     ap.add_argument("--keepalive", type=int, default=16, help="pooled keep-alive connections")
     ap.add_argument("--slow", type=int, default=4, help="slow-request loops")
     ap.add_argument("--newconn-rate", type=float, default=50.0, help="new-connection requests per second")
+    add_tls_arguments(ap)
     w = PacedWorker(parse(ap))
     asyncio.run(w.run())
     w.write_result(w.args.out, connections_opened=w.connections_opened, pool_discards=w.pool_discards,

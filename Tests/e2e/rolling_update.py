@@ -226,6 +226,18 @@ def http_get(port: int, path: str, timeout: float = 0.5) -> tuple[int | str, byt
         return "bad_response", buf[:100]
 
 
+def _tls_handshake(port: int, ca: Path) -> int | str:
+    """200 once a TLS handshake (SNI a.test, verified against `ca`) completes on 127.0.0.1:port."""
+    import ssl
+    try:
+        ctx = ssl.create_default_context(cafile=str(ca))
+        with socket.create_connection(("127.0.0.1", port), timeout=1.0) as raw, \
+                ctx.wrap_socket(raw, server_hostname="a.test"):
+            return 200
+    except OSError as e:
+        return f"tls:{e.__class__.__name__}"
+
+
 # --------------------------------------------------------------------------------------------------
 # pollers
 
@@ -342,6 +354,13 @@ class Proxy:
         self.notable: list[tuple[float, str]] = []  # warnings/errors
         self.child: Child | None = None
         self.upstream_port = upstream_port
+        self.pki = None                 # tls_certs.PKI with cfg.tls
+        self.tls_port = free_port() if cfg.tls else None
+
+    @property
+    def endpoint_port(self) -> int:
+        """The port clients use: the TLS listener with cfg.tls, else the plaintext one."""
+        return self.tls_port if self.tls_port is not None else self.listen_port
 
     def _on_stderr(self, now: float, line: str) -> None:
         if self.cfg.target not in SLUICE_LIKE:
@@ -385,6 +404,9 @@ class Proxy:
                 argv += ["--termination-grace", cfg.termination_grace]
             if cfg.threads:
                 argv += ["--threads", str(cfg.threads)]
+            if cfg.tls:
+                argv += ["--listen-tls", f"127.0.0.1:{self.tls_port}", "--tls-cert", str(self.pki.a.cert),
+                         "--tls-key", str(self.pki.a.key)]
             argv += cfg.extra_args
         else:
             argv = self._nginx_argv()
@@ -396,6 +418,10 @@ class Proxy:
         for d in ("conf", "logs", "tmp/body", "tmp/proxy", "tmp/fastcgi", "tmp/uwsgi", "tmp/scgi"):
             (prefix / d).mkdir(parents=True, exist_ok=True)
         user = "user root root;\n" if os.geteuid() == 0 else ""
+        tls = ""
+        if self.cfg.tls:
+            tls = (f"\n        listen 127.0.0.1:{self.tls_port} ssl backlog=4096;"
+                   f"\n        ssl_certificate {self.pki.a.cert};\n        ssl_certificate_key {self.pki.a.key};")
         conf = f"""{user}daemon off;
 master_process on;
 worker_processes 1;
@@ -413,7 +439,7 @@ http {{
     keepalive_timeout 75s;
     upstream origin {{ server 127.0.0.1:{self.upstream_port}; keepalive 64; }}
     server {{
-        listen 127.0.0.1:{self.listen_port} backlog=4096;
+        listen 127.0.0.1:{self.listen_port} backlog=4096;{tls}
         client_max_body_size 16m;
         location / {{
             proxy_pass http://origin;
@@ -442,6 +468,8 @@ http {{
                                    f"({' '.join(self.argv)}):\n{self.child.tail(30)}")
             st, _ = http_get(self.admin_port, "/readyz", timeout=0.3)
             lst, _ = http_get(self.listen_port, "/", timeout=1.0)
+            if st == 200 and lst == 200 and self.tls_port is not None:
+                lst = _tls_handshake(self.tls_port, self.pki.ca)
             if st == 200 and lst == 200:
                 return
             if time.monotonic() > deadline:
@@ -587,6 +615,7 @@ class Config:
     stream = 1
     h2 = 0              # HTTP/2 load processes (h2client.py); the new pod then runs sluice too
     h2_conns = 2        # pooled HTTP/2 connections per h2 process
+    tls = False         # clients speak TLS (to sluice's --listen-tls; the new pod is a TLS front for origin B)
     think_ms = 20.0
     json_path: str | None = None
     workdir: str | None = None
@@ -632,28 +661,53 @@ def run(cfg: Config) -> dict:
             raise RuntimeError(f"origins did not start:\n{oa.tail()}\n{ob.tail()}")
         port_a, port_b = int(ma.group(1)), int(mb.group(1))
 
+        pki = None
+        if cfg.tls:
+            if cfg.target == "reference":
+                raise ValueError("--tls needs --target sluice or nginx*")
+            sys.path.insert(0, str(HERE))
+            import tls_certs
+            pki = tls_certs.make_pki(work / "pki")
+        if cfg.tls and not cfg.h2:
+            # The new pod: a TLS front (balancer.py terminating TLS) for origin B. (With --h2 it is a second
+            # sluice with a TLS listener, below.)
+            front = Child("tlsfrontB", [PY, str(HERE / "balancer.py"), "--port", "0", "--endpoint", f"127.0.0.1:{port_b}",
+                                        "--removal-lag", "0", "--tls-cert", str(pki.a.cert), "--tls-key", str(pki.a.key)],
+                          work, stdin=True)
+            children.append(front)
+            mfront = front.wait_for_line(r"^listening (\d+)", 10)
+            if not mfront:
+                raise RuntimeError(f"TLS front for origin B did not start:\n{front.tail()}")
+            port_b = int(mfront.group(1))
+
         new_pod = None
         if cfg.h2:
             # HTTP/2 clients need an HTTP/2 endpoint on the new pod too: a second sluice before origin B.
             if cfg.target != "sluice":
                 raise ValueError("HTTP/2 clients (--h2) need --target sluice")
             new_listen, new_admin = free_port(), free_port()
+            new_tls = free_port() if cfg.tls else None
+            tls_args = (["--listen-tls", f"127.0.0.1:{new_tls}", "--tls-cert", str(pki.a.cert), "--tls-key", str(pki.a.key)]
+                        if cfg.tls else [])
             new_pod = Child("sluiceB", [str(cfg.sluice_bin), "--listen", f"127.0.0.1:{new_listen}",
                                         "--upstream", f"http://127.0.0.1:{port_b}", "--admin", f"127.0.0.1:{new_admin}",
-                                        "--drain-delay", "0s", "--drain-timeout", "5s", "--log-format", "json"], work)
+                                        "--drain-delay", "0s", "--drain-timeout", "5s", "--log-format", "json", *tls_args],
+                            work)
             children.append(new_pod)
             for _ in range(600):
                 if new_pod.poll() is not None:
                     raise RuntimeError(f"new-pod sluice exited during start-up:\n{new_pod.tail()}")
-                if http_get(new_admin, "/readyz", timeout=0.3)[0] == 200:
+                if http_get(new_admin, "/readyz", timeout=0.3)[0] == 200 and (
+                        new_tls is None or _tls_handshake(new_tls, pki.ca) == 200):
                     break
                 time.sleep(0.05)
             else:
                 raise RuntimeError(f"new-pod sluice not ready:\n{new_pod.tail()}")
-            port_b = new_listen
+            port_b = new_tls if cfg.tls else new_listen
 
         # proxy (the old pod)
         proxy = Proxy(cfg, work, port_a)
+        proxy.pki = pki
         proxy.start()
         children.append(proxy.child)
         t_launch = time.monotonic()
@@ -664,7 +718,7 @@ def run(cfg: Config) -> dict:
             + (f" (started log line: {'yes' if proxy.started_at else 'NO'})" if cfg.target in SLUICE_LIKE else ""))
 
         # the Service
-        ep_proxy = f"127.0.0.1:{proxy.listen_port}"
+        ep_proxy = f"127.0.0.1:{proxy.endpoint_port}"
         ep_b = f"127.0.0.1:{port_b}"
         bal_events: list[dict] = []
         bal_stats: list[dict] = []
@@ -709,13 +763,18 @@ def run(cfg: Config) -> dict:
                     "--keepalive", str(cfg.keepalive), "--newconn", str(cfg.newconn),
                     "--slow", str(cfg.slow), "--upload", str(cfg.upload), "--stream", str(cfg.stream),
                     "--think-ms", str(cfg.think_ms), "--seed", str(i + 1)]
+            if cfg.tls:
+                # Both pods serve the Service's one name (a.test), verified against the test CA.
+                argv += ["--tls-ca", str(pki.ca), "--sni", "a.test"]
             w = Child(f"worker{i}", argv, work, on_stdout=on_prog(i))
             children.append(w)
             workers.append((w, out))
         for j in range(cfg.h2):
             i = cfg.workers + j
             out = work / f"h2worker{j}.json"
-            argv = [PY, str(HERE / "h2client.py"), "--port", str(port_bal), "--names", "A,B",
+            # Over TLS: h2client.py's process with TLS connections, ALPN h2 (tls_h2client.py).
+            client = ["tls_h2client.py", "--tls-ca", str(pki.ca), "--sni", "a.test"] if cfg.tls else ["h2client.py"]
+            argv = [PY, str(HERE / client[0]), *client[1:], "--port", str(port_bal), "--names", "A,B",
                     "--start", repr(t0), "--duration", str(cfg.duration), "--out", str(out),
                     "--conns", str(cfg.h2_conns), "--think-ms", str(cfg.think_ms), "--seed", str(100 + j)]
             w = Child(f"h2worker{j}", argv, work, on_stdout=on_prog(i))
@@ -890,6 +949,9 @@ def format_table(r: dict) -> str:
                                   if r["target"] in SLUICE_LIKE else "  (graceful quit, SIGQUIT)"
                                   if r["target"] == "nginx"
                                   else f"  (preStop sleep {c['drain_delay']}, then SIGQUIT)"))
+    if c.get("tls"):
+        add("clients", "TLS (SNI a.test, verified against the test CA); new pod: "
+            + ("a second sluice (TLS) before origin B" if c.get("h2") else "a TLS front for origin B"))
     add("removal lag / signal at", f"{c['removal_lag']}s / +{r['signal_at_s']}s")
     add("requests total", req["total"])
     add("requests ok", req["ok"])
@@ -966,6 +1028,9 @@ def main(argv=None) -> int:
     ap.add_argument("--h2", type=int, default=Config.h2, help="HTTP/2 load processes (needs the h2 package)")
     ap.add_argument("--h2-conns", type=int, default=Config.h2_conns, help="pooled HTTP/2 connections per h2 process")
     ap.add_argument("--think-ms", type=float, default=Config.think_ms)
+    ap.add_argument("--tls", action="store_true",
+                    help="clients speak TLS to the proxy's TLS listener (sluice --listen-tls; nginx listen ssl), "
+                         "and the new pod is a TLS front for origin B")
     ap.add_argument("--json", dest="json_path", default=None, help="write the results here")
     ap.add_argument("--workdir", default=None)
     ap.add_argument("--quiet", action="store_true")
@@ -975,7 +1040,7 @@ def main(argv=None) -> int:
                  drain_timeout=a.drain_timeout, termination_grace=a.termination_grace, threads=a.threads,
                  removal_lag=a.removal_lag, signal_at=a.signal_at, duration=a.duration, workers=a.workers,
                  keepalive=a.keepalive, newconn=a.newconn, slow=a.slow, upload=a.upload, stream=a.stream,
-                 h2=a.h2, h2_conns=a.h2_conns,
+                 h2=a.h2, h2_conns=a.h2_conns, tls=a.tls,
                  think_ms=a.think_ms, json_path=a.json_path, workdir=a.workdir, quiet=a.quiet,
                  extra_args=a.extra_args)
     try:
