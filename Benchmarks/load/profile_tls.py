@@ -30,16 +30,35 @@ sys.path.insert(0, str(HERE))
 import bench  # noqa: E402
 
 GROUPS = [  # (name, regex on the symbol), first match wins
-    ("BoringSSL (in Sluice)", r"^CNIOBoringSSL_|^_?CNIOBoringSSL|boringssl", ),
+    ("BoringSSL (in Sluice)", r"CNIOBoringSSL|^bssl::"),
     ("NIOSSL (Swift)", r"6NIOSSL|NIOSSL"),
     ("NIO HTTP/2 / nghttp2", r"nghttp2|NIOHTTP2|HTTP2"),
     ("NIO", r"NIOCore|NIOPosix|7NIOCore|8NIOPosix|NIOHTTP1|NIOConcurrencyHelpers"),
-    ("Swift runtime", r"^swift_|^_swift|^\$ss|swift::|objc_|__swift"),
+    ("Swift runtime and stdlib", r"^swift_|^_swift|^\$ss|^\$sS|swift::|objc_|__swift"),
     ("Sluice", r"Sluice"),
 ]
 
 
+BORING_SYMS: set[str] = set()  # every symbol (static ones too) of swift-nio-ssl's BoringSSL objects
+
+
+def load_boringssl_symbols(binary: Path) -> int:
+    """BoringSSL's own function names are mostly unprefixed statics (fiat_*, fe4_*, ...): take them from
+    the CNIOBoringSSL object files SwiftPM left next to the binary, when they are there."""
+    objs = list((binary.resolve().parent / "CNIOBoringSSL.build").rglob("*.o"))
+    for i in range(0, len(objs), 200):
+        r = subprocess.run(["nm", "-C", "--defined-only", *map(str, objs[i:i + 200])], capture_output=True,
+                           text=True, timeout=120)
+        for line in r.stdout.splitlines():  # "ADDR t name(args)": C++ names demangled, as perf shows them
+            parts = line.split(None, 2)
+            if len(parts) == 3 and parts[1].lower() == "t":
+                BORING_SYMS.add(parts[2].split("(")[0])
+    return len(objs)
+
+
 def group_of(sym: str, dso: str) -> str:
+    if sym in BORING_SYMS or sym.split(".")[0] in BORING_SYMS:
+        return "BoringSSL (in Sluice)"
     for name, rx in GROUPS:
         if re.search(rx, sym):
             return name
@@ -76,6 +95,9 @@ def main() -> int:
         bench.TLS["shim"] = shim
     if args.proxy == "sluice":
         bench.Sluice.binary = str(Path(args.sluice_bin or bench.REPO / ".build-static/release/sluice").resolve())
+        if not load_boringssl_symbols(Path(args.sluice_bin or bench.REPO / ".build-static/release/sluice")):
+            print("note: no CNIOBoringSSL.build/ next to the binary: BoringSSL's unprefixed functions "
+                  "count as `other (sluice)`", file=sys.stderr)
     origin_bin = bench.build_origin(work)
     origin_port = bench.free_port()
     origin = bench.REG.spawn(bench.pinned("0", [str(origin_bin), str(origin_port)]), work / "origin-profile.log")
