@@ -51,7 +51,7 @@ SCENARIOS = {
     "h2": {"tool": "h2load", "path": "/small", "desc": "h2c prior knowledge, GET small"},
     # Its own proxy instances (the `edge` variant): 20 routes, groups of 3 origins, least-request;
     # the benchmarked requests match only the last route. Compared with each proxy's own `small`.
-    "edge": {"tool": "wrk", "path": "/small", "headers": ["Host: www.edge.bench"], "variant": "edge",
+    "edge": {"tool": "wrk", "path": "/small", "headers": ["Host: www.edge.bench"], "variant": "edge", "base": "small",
              "desc": "GET small through 20 routes (host and path-prefix; the last one matches) to a group "
                      "of 3 endpoints, least-request"},
     # Its own proxy instances (the `ws` variant) in front of the WebSocket echo origin of ws.c, and
@@ -60,6 +60,21 @@ SCENARIOS = {
     "ws": {"tool": "wsload", "path": "/ws", "variant": "ws",
            "desc": "WebSocket sessions echoing 64-byte binary messages (ws.c client and origin); "
                    "req/s = messages/s, CPU per 10k messages"},
+    # Its own proxy instances (the `tls` variant): each proxy terminates TLS on one port with the same
+    # ECDSA P-256 certificate (tls_material()) and proxies plaintext HTTP/1.1 to the same origin as the
+    # other scenarios. Clients: TLS 1.3, TLS_AES_128_GCM_SHA256, X25519 only (client_openssl_conf()),
+    # counted by tlsstat.c. `base`: the plaintext scenario the "CPU/own base" column divides by.
+    "tls-small": {"tool": "wrk", "path": "/small", "variant": "tls", "base": "small",
+                  "desc": "GET small over TLS 1.3, keep-alive (wrk over https)"},
+    # tls-close: full handshakes (tlsstat.c stops wrk from offering its last session again); tls-resume:
+    # the same with wrk's own behaviour, which resumes nearly every time (tickets; on in all three proxies).
+    "tls-close": {"tool": "wrk", "path": "/small", "headers": ["Connection: close"], "variant": "tls", "base": "close",
+                  "no_resume": True,
+                  "desc": "GET small over TLS 1.3, Connection: close: a new TLS connection and full handshake per request"},
+    "tls-resume": {"tool": "wrk", "path": "/small", "headers": ["Connection: close"], "variant": "tls", "base": "close",
+                   "desc": "as tls-close, but wrk resumes the previous session (TLS 1.3 ticket, PSK with X25519)"},
+    "tls-h2": {"tool": "h2load", "path": "/small", "variant": "tls", "base": "h2",
+               "desc": "HTTP/2 over TLS 1.3 (h2 by ALPN), GET small"},
 }
 # Pseudo-proxy measured only in the `ws` scenario: no proxy, the reference for what the origin and
 # load generator can do.
@@ -105,6 +120,149 @@ def sluice_edge_yaml(origin_ports: list[int]) -> str:
             lines.append(f"    path-prefix: {r['prefix']}")
         lines.append(f"    upstream: {r['group']}")
     return "\n".join(lines) + "\n"
+
+# --------------------------------------------------------------------------------------
+# the tls variant: one certificate for all three proxies, one client configuration for all loads
+#
+# tls_material() makes, with the openssl CLI, into <out>/work/tls/ (fresh every run, never committed):
+# a CA (ECDSA P-256) and a leaf for DNS:localhost and IP:127.0.0.1 (ECDSA P-256, signed by the CA).
+# Every proxy serves the leaf alone (no chain: the same bytes on the wire for all three), nginx and Sluice
+# from server.pem + server.key, HAProxy from server-haproxy.pem (the two concatenated, as it wants).
+# The probes trust the CA and check the name; wrk and h2load do not verify (neither can), the same for
+# every proxy. The loads connect to https://localhost:PORT (localhost is 127.0.0.1 here), so the
+# ClientHello carries SNI "localhost", as a real client's would.
+TLS: dict[str, Path] = {}  # ca, cert, key, pem, client_conf, shim; filled by tls_material() in main()
+TLS_HOST = "localhost"
+TLS_CIPHERSUITE = "TLS_AES_128_GCM_SHA256"
+TLS_GROUP = "X25519"
+
+
+def tls_material(work: Path) -> dict[str, Path]:
+    d = work / "tls"
+    d.mkdir(parents=True, exist_ok=True)
+    ossl = shutil.which("openssl")
+    if not ossl:
+        raise Unavailable("the openssl CLI is not installed (apt-get install openssl)")
+
+    def run(*cmd: str) -> None:
+        r = subprocess.run([ossl, *cmd], capture_output=True, text=True, timeout=60, cwd=d)
+        if r.returncode != 0:
+            raise Unavailable(f"openssl {' '.join(cmd[:2])} failed: {(r.stderr or r.stdout).strip()[-300:]}")
+
+    ec = ["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"]
+    run("genpkey", *ec, "-out", "ca.key")
+    run("req", "-x509", "-new", "-key", "ca.key", "-sha256", "-days", "30", "-subj", "/CN=bench.py test CA",
+        "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+        "-out", "ca.pem")
+    run("genpkey", *ec, "-out", "server.key")
+    run("req", "-new", "-key", "server.key", "-subj", f"/CN={TLS_HOST}", "-out", "server.csr")
+    (d / "server.ext").write_text(f"subjectAltName=DNS:{TLS_HOST},IP:127.0.0.1\nbasicConstraints=CA:FALSE\n"
+                                  "keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n")
+    run("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-set_serial",
+        str(int.from_bytes(os.urandom(8), "big")), "-days", "30", "-sha256", "-extfile", "server.ext",
+        "-out", "server.pem")
+    (d / "server-haproxy.pem").write_text((d / "server.pem").read_text() + (d / "server.key").read_text())
+    for f in ("ca.key", "server.key", "server-haproxy.pem"):
+        os.chmod(d / f, 0o600)
+    return {"ca": d / "ca.pem", "cert": d / "server.pem", "key": d / "server.key", "pem": d / "server-haproxy.pem",
+            "client_conf": client_openssl_conf(d)}
+
+
+def client_openssl_conf(d: Path) -> Path:
+    """OPENSSL_CONF for wrk and h2load (OpenSSL applies `system_default` to every SSL_CTX they make): they
+    offer only TLS 1.3, TLS_AES_128_GCM_SHA256 and X25519, so every proxy negotiates the same version,
+    suite and group (h2load overrides suites and groups with its own defaults: H2LOAD_TLS_FLAGS). With
+    a wider offer the choice differs by server: nginx takes the client's order, HAProxy its own."""
+    path = d / "openssl-client.cnf"
+    path.write_text(f"""# generated by bench.py: the load generators' TLS offer in the tls-* scenarios
+openssl_conf = bench_init
+[bench_init]
+ssl_conf = bench_ssl
+[bench_ssl]
+system_default = bench_client
+[bench_client]
+MinProtocol = TLSv1.3
+Ciphersuites = {TLS_CIPHERSUITE}
+Groups = {TLS_GROUP}
+""")
+    return path
+
+
+# h2load sets its own TLS 1.3 suites and groups (over OPENSSL_CONF's): the same offer, by its flags.
+H2LOAD_TLS_FLAGS = [f"--tls13-ciphers={TLS_CIPHERSUITE}", f"--groups={TLS_GROUP}"]
+
+
+def tls_client_env(no_resume: bool = False) -> dict[str, str]:
+    """The environment of a load generator in a tls-* cell: the client OpenSSL config, and the
+    handshake counter (tlsstat.c) if it was built; with `no_resume`, full handshakes only."""
+    env = dict(os.environ, OPENSSL_CONF=str(TLS["client_conf"]))
+    if TLS.get("shim"):
+        env["LD_PRELOAD"] = str(TLS["shim"])
+        env["TLSSTAT_NO_RESUME"] = "1" if no_resume else "0"
+    return env
+
+
+def parse_tlsstat(out: str) -> dict:
+    """tlsstat.c's line: handshakes the client completed, how many resumed a session, and the version,
+    cipher suite and ALPN protocol of the last one."""
+    m = re.search(r"tlsstat: handshakes=(\d+) resumed=(\d+) version=(\S+) cipher=(\S+) alpn=(\S+)", out)
+    if not m:
+        return {}
+    return {"handshakes": int(m.group(1)), "resumed": int(m.group(2)), "tls_version": m.group(3),
+            "cipher": m.group(4), "alpn": m.group(5)}
+
+
+_TLS_CTX: dict = {}
+
+
+def tls_client_context(alpn: tuple[str, ...] = ()):
+    """The probes' client: trusts the run's CA, checks the name, TLS 1.2 or 1.3; one context per ALPN
+    offer (a session resumes only within its own context)."""
+    import ssl
+    if alpn not in _TLS_CTX:
+        ctx = ssl.create_default_context(cafile=str(TLS["ca"]))
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        if alpn:
+            ctx.set_alpn_protocols(list(alpn))
+        _TLS_CTX[alpn] = ctx
+    return _TLS_CTX[alpn]
+
+
+def tls_facts(port: int) -> dict:
+    """What a proxy's TLS listener does with a default Python (OpenSSL) client that trusts the CA:
+    the certificate verifies for `localhost`; the version and suite the server picks from a default offer;
+    ALPN h2 and http/1.1; and whether a second connection resumes the first one's session (ticket). Recorded
+    in results.json per proxy; `error` if any of it failed."""
+    import ssl
+    facts: dict = {}
+    req = f"GET /small HTTP/1.1\r\nHost: {TLS_HOST}\r\nConnection: close\r\n\r\n".encode()
+
+    def get(session=None, alpn=("http/1.1",)):
+        raw = socket.create_connection(("127.0.0.1", port), timeout=3)
+        s = tls_client_context(alpn).wrap_socket(raw, server_hostname=TLS_HOST, session=session)
+        try:
+            if alpn == ("http/1.1",):
+                s.sendall(req)
+                buf = b""
+                while True:
+                    chunk = s.recv(4096)
+                    if not chunk:
+                        break
+                    buf += chunk
+                facts.setdefault("status_line", buf.split(b"\r\n", 1)[0].decode("latin-1"))
+            return s.version(), s.cipher()[0], s.selected_alpn_protocol(), s.session, s.session_reused
+        finally:
+            s.close()
+    try:
+        _, _, h2, _, _ = get(alpn=("h2", "http/1.1"))
+        version, cipher, alpn, session, _ = get()
+        _, _, _, _, reused = get(session=session)
+        facts.update(version_default_client=version, cipher_default_client=cipher, alpn_h2_offer=h2,
+                     alpn_http11_offer=alpn, resumes_session=reused)
+    except (OSError, ssl.SSLError, ValueError) as e:
+        facts["error"] = repr(e)
+    return facts
+
 
 # --------------------------------------------------------------------------------------
 # small helpers
@@ -271,10 +429,14 @@ def reset_peak_rss(pids: list[int]) -> bool:
 
 
 def http_get(port: int, path: str, timeout: float = 2.0, method: str = "GET",
-             body: bytes | None = None, host: str = "127.0.0.1") -> tuple[int, bytes]:
-    c = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+             body: bytes | None = None, host: str | None = None, tls: bool = False) -> tuple[int, bytes]:
+    """One request on a new connection; with `tls`, over TLS to `localhost` (the run's CA trusted)."""
+    if tls:
+        c = http.client.HTTPSConnection(TLS_HOST, port, timeout=timeout, context=tls_client_context())
+    else:
+        c = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
-        c.request(method, path, body=body, headers={"Host": host})
+        c.request(method, path, body=body, headers={"Host": host or (TLS_HOST if tls else "127.0.0.1")})
         r = c.getresponse()
         return r.status, r.read()
     finally:
@@ -282,12 +444,12 @@ def http_get(port: int, path: str, timeout: float = 2.0, method: str = "GET",
 
 
 def wait_http(port: int, path: str, deadline: float, proc: subprocess.Popen | None = None,
-              host: str = "127.0.0.1") -> bool:
+              host: str | None = None, tls: bool = False) -> bool:
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
             return False
         try:
-            st, _ = http_get(port, path, timeout=1.0, host=host)
+            st, _ = http_get(port, path, timeout=1.0, host=host, tls=tls)
             if st == 200:
                 return True
         except OSError:
@@ -298,18 +460,19 @@ def wait_http(port: int, path: str, deadline: float, proc: subprocess.Popen | No
     return False
 
 
-def probe(port: int, scenario: str, h2_port: int | None = None) -> str | None:
-    """Functional check through a proxy before measuring. Returns an error or None."""
+def probe(port: int, scenario: str, h2_port: int | None = None, tls: bool = False) -> str | None:
+    """Functional check through a proxy before measuring. Returns an error or None. With `tls` (the
+    tls-* scenarios), over TLS, the certificate verified against the run's CA for `localhost`."""
     try:
         if scenario == "post4k":
             body = b"0123456789abcdef" * 256
             st, got = http_get(port, "/echo", method="POST", body=body)
             if st != 200 or got != body:
                 return f"POST /echo: status {st}, {len(got)} bytes echoed (want 4096)"
-        elif scenario in ("small", "4k", "64k", "close", "h2"):
+        elif scenario in ("small", "4k", "64k", "close", "h2", "tls-small", "tls-close", "tls-resume", "tls-h2"):
             path = SCENARIOS[scenario]["path"]
             want = {"/small": 13, "/4k": 4096, "/64k": 65536}[path]
-            st, got = http_get(port, path)
+            st, got = http_get(port, path, tls=tls)
             if st != 200 or len(got) != want:
                 return f"GET {path}: status {st}, {len(got)} bytes (want {want})"
         elif scenario == "edge":
@@ -327,8 +490,8 @@ def probe(port: int, scenario: str, h2_port: int | None = None) -> str | None:
                 return f"GET /small Host elsewhere.test: status {st} (want 404/503: no route)"
     except (OSError, http.client.HTTPException) as e:
         return f"probe failed: {e!r}"
-    if scenario == "h2":
-        return probe_h2(h2_port or port)
+    if scenario in ("h2", "tls-h2"):
+        return probe_h2(h2_port or port, tls=tls)
     if scenario == "ws":
         return probe_ws(port)
     return None
@@ -372,18 +535,23 @@ def probe_ws(port: int, size: int = 64) -> str | None:
     return None
 
 
-def probe_h2(port: int) -> str | None:
-    """A few h2c prior-knowledge requests; fails fast where h2c is not spoken."""
-    cmd = ["h2load", "-n", "4", "-c", "1", "-m", "1", "-N", "3s", f"http://127.0.0.1:{port}/small"]
+def probe_h2(port: int, tls: bool = False) -> str | None:
+    """A few h2c prior-knowledge requests (with `tls`, h2 chosen by ALPN); fails fast where it is not spoken."""
+    url = f"https://{TLS_HOST}:{port}/small" if tls else f"http://127.0.0.1:{port}/small"
+    cmd = ["h2load", "-n", "4", "-c", "1", "-m", "1", "-N", "3s", *(H2LOAD_TLS_FLAGS if tls else []), url]
     try:
-        r = subprocess.run(cmd, capture_output=True, text=True, timeout=15)
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=15, env=tls_client_env() if tls else None)
         out = r.stdout + r.stderr
     except (OSError, subprocess.TimeoutExpired) as e:
         return f"h2load probe failed: {e!r}"
     st = re.search(r"status codes: (\d+) 2xx", out)
     if not st or int(st.group(1)) == 0:
         m = re.search(r"requests: .*", out)
-        return "h2c (prior knowledge) not supported? probe got no 2xx response" + (f" ({m.group(0)})" if m else "")
+        what = "h2 over TLS (ALPN)" if tls else "h2c (prior knowledge)"
+        return f"{what} not supported? probe got no 2xx response" + (f" ({m.group(0)})" if m else "")
+    if tls and not re.search(r"Application protocol: h2\b", out):
+        m = re.search(r"Application protocol: (\S+)", out)
+        return f"h2 over TLS: ALPN chose {m.group(1) if m else 'nothing'}, not h2"
     return None
 
 
@@ -405,6 +573,8 @@ class Proxy:
         self.origin_port = origin_port
         # `edge`: the 20-route table of `edge_routes()` over groups of these origins (SCENARIOS["edge"]).
         self.variant = variant
+        # `tls`: the listener terminates TLS (tls_material()'s certificate); probes and loads use https.
+        self.tls = variant == "tls"
         self.origin_ports = origin_ports or [origin_port]
         self.threads = threads
         self.core = core
@@ -423,14 +593,14 @@ class Proxy:
 
     @property
     def probe_host(self) -> str:
-        return EDGE_HOST if self.variant == "edge" else "127.0.0.1"
+        return EDGE_HOST if self.variant == "edge" else TLS_HOST if self.tls else "127.0.0.1"
 
     @property
     def warm_scenario(self) -> str:
-        return "edge" if self.variant == "edge" else "small"
+        return "edge" if self.variant == "edge" else "tls-small" if self.tls else "small"
 
     def ready(self, deadline: float) -> bool:
-        return wait_http(self.port, "/small", deadline, self.proc, host=self.probe_host)
+        return wait_http(self.port, "/small", deadline, self.proc, host=self.probe_host, tls=self.tls)
 
     def start(self, timeout: float = 20.0) -> None:
         cmd = pinned(self.core, self.command())
@@ -468,7 +638,8 @@ class Nginx(Proxy):
 
     def __init__(self, *a, **kw) -> None:
         super().__init__(*a, **kw)
-        self.h2_port = free_port()  # h2c prior knowledge needs its own `listen ... http2`
+        if not self.tls:  # h2c prior knowledge needs its own `listen ... http2` (over TLS, ALPN decides)
+            self.h2_port = free_port()
 
     def command(self) -> list[str]:
         d = self.dir
@@ -495,7 +666,7 @@ http {{
     keepalive_requests 1000000;
     keepalive_timeout 75s;
     tcp_nodelay on;
-{self.edge_block() if self.variant == "edge" else self.ws_block() if self.variant == "ws" else self.default_block()}
+{self.edge_block() if self.variant == "edge" else self.ws_block() if self.variant == "ws" else self.tls_block() if self.tls else self.default_block()}
 }}
 """
         (d / "nginx.conf").write_text(conf)
@@ -511,6 +682,35 @@ http {{
     server {{
         listen 127.0.0.1:{self.port} backlog=4096;
         listen 127.0.0.1:{self.h2_port} http2 backlog=4096;
+        location / {{
+            proxy_pass http://origin;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host $host;
+            proxy_buffer_size 16k;
+            proxy_buffers 8 16k;
+            proxy_busy_buffers_size 32k;
+        }}
+    }}"""
+
+    def tls_block(self) -> str:
+        """The default block, its one listener terminating TLS: h2 and http/1.1 by ALPN on the same port
+        (nginx < 1.25.1 writes that `listen ... ssl http2`, later versions `http2 on;`), TLS 1.2 and 1.3,
+        session tickets on (nginx's default, as in HAProxy and Sluice; see README, "The tls scenarios")."""
+        new_syntax = nginx_version() >= (1, 25, 1)
+        return f"""    upstream origin {{
+        server 127.0.0.1:{self.origin_port};
+        keepalive 128;
+        keepalive_requests 1000000;
+        keepalive_timeout 60s;
+    }}
+    server {{
+        listen 127.0.0.1:{self.port} ssl{"" if new_syntax else " http2"} backlog=4096;
+{"        http2 on;" + chr(10) if new_syntax else ""}        server_name {TLS_HOST};
+        ssl_certificate {TLS["cert"]};
+        ssl_certificate_key {TLS["key"]};
+        ssl_protocols TLSv1.2 TLSv1.3;
+        ssl_session_tickets on;
         location / {{
             proxy_pass http://origin;
             proxy_http_version 1.1;
@@ -582,6 +782,16 @@ http {{
         return (r.stderr or r.stdout).strip().replace("nginx version: ", "")
 
 
+def nginx_version() -> tuple[int, ...]:
+    """The installed nginx's version, e.g. (1, 22, 1); (0,) if unknown."""
+    try:
+        r = subprocess.run([shutil.which("nginx") or "nginx", "-v"], capture_output=True, text=True, timeout=10)
+        m = re.search(r"nginx/(\d+)\.(\d+)\.(\d+)", r.stderr + r.stdout)
+        return tuple(int(x) for x in m.groups()) if m else (0,)
+    except (OSError, subprocess.TimeoutExpired):
+        return (0,)
+
+
 class HAProxy(Proxy):
     name = "haproxy"
     exe = "haproxy"
@@ -605,13 +815,21 @@ defaults
     http-reuse always
 
 frontend fe
-    # HTTP/1.1; HAProxy also detects the h2c prior-knowledge preface on this port
-    bind 127.0.0.1:{self.port}
+{self.bind_line()}
 {self.edge_sections() if self.variant == "edge" else self.default_sections()}
 {"    timeout tunnel 3600s" if self.variant == "ws" else ""}
 """
         (d / "haproxy.cfg").write_text(conf)
         return [shutil.which("haproxy") or "haproxy", "-db", "-f", str(d / "haproxy.cfg")]
+
+    def bind_line(self) -> str:
+        if self.tls:
+            # TLS with the leaf and its key in one PEM; h2 or http/1.1 by ALPN; TLS 1.2 and 1.3; session
+            # tickets and cache at their defaults (on), as in nginx and Sluice.
+            return (f"    bind 127.0.0.1:{self.port} ssl crt {TLS['pem']} alpn h2,http/1.1 "
+                    "ssl-min-ver TLSv1.2 ssl-max-ver TLSv1.3")
+        # HTTP/1.1; HAProxy also detects the h2c prior-knowledge preface on this port
+        return f"    bind 127.0.0.1:{self.port}"
 
     def default_sections(self) -> str:
         return f"""    default_backend be
@@ -652,13 +870,20 @@ class Sluice(Proxy):
     def __init__(self, *a, **kw) -> None:
         super().__init__(*a, **kw)
         self.admin_port = free_port()
+        # `tls`: `self.port` is the TLS listener (`--listen-tls`); the plaintext `--listen` stays (on a
+        # port nothing loads), so no default listen address is ever taken.
+        self.plain_port = free_port() if self.tls else self.port
 
     def command(self) -> list[str]:
         if self.variant == "edge":
             upstream = ["--config", str(self.write_edge_config())]
         else:
             upstream = ["--upstream", f"http://127.0.0.1:{self.origin_port}"]
-        cmd = [self.binary, "--listen", f"127.0.0.1:{self.port}", *upstream,
+        listen_tls = []
+        if self.tls:  # ALPN h2, http/1.1 and TLS 1.2 minimum are Sluice's defaults for a TLS listener
+            listen_tls = ["--listen-tls", f"127.0.0.1:{self.port}", "--tls-cert", str(TLS["cert"]),
+                          "--tls-key", str(TLS["key"])]
+        cmd = [self.binary, "--listen", f"127.0.0.1:{self.plain_port}", *listen_tls, *upstream,
                "--admin", f"127.0.0.1:{self.admin_port}",
                "--threads", str(self.threads), "--log-level", "warning"]
         if Sluice.drain_flags:
@@ -673,7 +898,7 @@ class Sluice(Proxy):
     def ready(self, deadline: float) -> bool:
         if not wait_http(self.admin_port, "/readyz", deadline, self.proc):
             return False
-        return wait_http(self.port, "/small", deadline, self.proc, host=self.probe_host)
+        return wait_http(self.port, "/small", deadline, self.proc, host=self.probe_host, tls=self.tls)
 
     def start(self, timeout: float = 30.0) -> None:
         try:
@@ -684,6 +909,7 @@ class Sluice(Proxy):
                 Sluice.drain_flags = False
                 self.admin_port = free_port()
                 self.port = self.h2_port = free_port()
+                self.plain_port = free_port() if self.tls else self.port
                 super().start(timeout)
             else:
                 raise
@@ -765,24 +991,30 @@ def parse_wrk(out: str) -> dict:
 
 def run_wrk(port: int, sc: dict, duration: int, conns: int, threads: int = 1,
             core: str | None = "0", raw: Path | None = None) -> dict:
+    tls = sc.get("variant") == "tls"
     cmd = ["wrk", f"-t{threads}", f"-c{conns}", f"-d{duration}s", "--latency", "--timeout", "5s"]
     for h in sc.get("headers", []):
         cmd += ["-H", h]
     if sc.get("lua"):
         cmd += ["-s", str(HERE / sc["lua"])]
-    cmd.append(f"http://127.0.0.1:{port}{sc['path']}")
+    cmd.append(f"https://{TLS_HOST}:{port}{sc['path']}" if tls else f"http://127.0.0.1:{port}{sc['path']}")
     cmd = pinned(core, cmd)
-    out = run_load_tool(cmd, duration, raw)
+    if sc.get("no_resume") and not TLS.get("shim"):
+        return {"failure": "full handshakes need tlsstat.so (it did not build): without it wrk resumes sessions"}
+    out = run_load_tool(cmd, duration, raw, env=tls_client_env(sc.get("no_resume", False)) if tls else None)
     res = parse_wrk(out)
+    res.update(parse_tlsstat(out))
+    if sc.get("no_resume") and res.get("resumed"):
+        res["failure"] = f"{res['resumed']} of {res['handshakes']} handshakes resumed a session (want none)"
     if "requests" not in res:
         res["failure"] = "wrk produced no result: " + out.strip()[-200:].replace("\n", " | ")
     return res
 
 
-def run_load_tool(cmd: list[str], duration: int, raw: Path | None) -> str:
+def run_load_tool(cmd: list[str], duration: int, raw: Path | None, env: dict | None = None) -> str:
     """Runs a load generator for `duration` seconds (plus a margin); its output, kept in `raw` if given."""
     try:
-        r = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 30)
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 30, env=env)
         out = r.stdout + r.stderr
     except subprocess.TimeoutExpired as e:
         out = f"TIMEOUT {e}"
@@ -821,11 +1053,13 @@ def percentile(sorted_vals: list[float], q: float) -> float:
 def run_h2load(port: int, sc: dict, duration: int, clients: int, streams: int,
                core: str | None = "0", raw: Path | None = None) -> dict:
     logf = (raw.with_suffix(".reqlog") if raw else Path(os.devnull))
+    tls = sc.get("variant") == "tls"
+    url = f"https://{TLS_HOST}:{port}{sc['path']}" if tls else f"http://127.0.0.1:{port}{sc['path']}"
     cmd = ["h2load", "-c", str(clients), "-m", str(streams), "-t", "1", "-D", str(duration),
-           "-N", "5s", "--log-file", str(logf), f"http://127.0.0.1:{port}{sc['path']}"]
+           "-N", "5s", "--log-file", str(logf), *(H2LOAD_TLS_FLAGS if tls else []), url]
     cmd = pinned(core, cmd)
-    out = run_load_tool(cmd, duration, raw)
-    res: dict = {}
+    out = run_load_tool(cmd, duration, raw, env=tls_client_env() if tls else None)
+    res: dict = parse_tlsstat(out)
     m = re.search(r"finished in ([\d.]+)(us|ms|s|m), ([\d.]+) req/s", out)
     if m:
         res["elapsed_s"] = _ms(m.group(1), m.group(2)) / 1000.0
@@ -842,8 +1076,9 @@ def run_h2load(port: int, sc: dict, duration: int, clients: int, streams: int,
     res["requests"] = done
     res["non2xx"] = n3xx + n4xx + n5xx
     res["errors"] = failed + errored + tmo + res["non2xx"]
-    if n2xx == 0 or (res["protocol"] not in (None, "h2c", "h2")):
-        res["failure"] = (f"h2c (prior knowledge) not supported? no 2xx responses: {started} started, {done} done, "
+    if n2xx == 0 or (res["protocol"] not in ((None, "h2") if tls else (None, "h2c", "h2"))):
+        what = "h2 over TLS (ALPN)" if tls else "h2c (prior knowledge)"
+        res["failure"] = (f"{what} not supported? no 2xx responses: {started} started, {done} done, "
                           f"{failed} failed, {errored} errored, protocol {res['protocol']}")
         if raw:
             try:
@@ -886,7 +1121,7 @@ def measure(proxy: Proxy, scenario: str, args, raw_dir: Path, rnd: int,
         cell.update(status="n/a", reason=f"{proxy.name} is not running (exit {proxy.proc.returncode if proxy.proc else None}): {proxy.log_tail(200)}")
         return cell
     port = proxy.h2_port if sc["tool"] == "h2load" else proxy.port
-    err = probe(proxy.port, scenario, proxy.h2_port)
+    err = probe(proxy.port, scenario, proxy.h2_port, tls=proxy.tls)
     if err:
         cell.update(status="n/a", reason=err)
         return cell
@@ -920,6 +1155,11 @@ def measure(proxy: Proxy, scenario: str, args, raw_dir: Path, rnd: int,
                 peak_rss_mib=peak_kib / 1024.0)
     if res["errors"] > 0.01 * res["requests"]:
         cell["warning"] = f"{res['errors']} errors in {res['requests']} requests"
+    if proxy.tls and res.get("handshakes") is not None:
+        # From the client (tlsstat.c): tls-close should be ~1 handshake per request; `resumed` says
+        # whether the proxy accepted the session wrk offered again.
+        cell["handshakes_per_request"] = res["handshakes"] / res["requests"]
+        cell["resumed_share"] = res["resumed"] / res["handshakes"] if res["handshakes"] else None
     if proxy.name == DIRECT:  # no proxy process: nothing to account
         cell.update(cpu_s=None, cpu_util=None, cpu_per_10k=None, peak_rss_mib=None)
     return cell
@@ -932,7 +1172,7 @@ def fmt(v, spec: str = ".2f", na: str = "n/a") -> str:
 
 
 def cell_line(c: dict) -> str:
-    head = f"  {c['scenario']:<7} {c['proxy'] + ('' if c.get('threads', 1) == 1 else ' t' + str(c['threads'])):<10}"
+    head = f"  {c['scenario']:<10} {c['proxy'] + ('' if c.get('threads', 1) == 1 else ' t' + str(c['threads'])):<10}"
     if c["status"] != "ok":
         return f"{head} n/a  ({c.get('reason', '')[:120]})"
     if c["proxy"] == DIRECT:
@@ -941,10 +1181,13 @@ def cell_line(c: dict) -> str:
     unit = "msg/s" if SCENARIOS.get(c["scenario"], {}).get("tool") == "wsload" else "req/s"
     return (f"{head} {c['rps']:>9.0f} {unit}  p50 {fmt(c.get('p50_ms')):>6} ms  p99 {fmt(c.get('p99_ms')):>7} ms  "
             f"cpu {c['cpu_per_10k']:.3f} s/10k ({c['cpu_util'] * 100:.0f}%)  rss {c['peak_rss_mib']:.1f} MiB  "
-            f"err {c['errors']}" + (f"  !! {c['warning']}" if c.get("warning") else ""))
+            f"err {c['errors']}" + (f"  !! {c['warning']}" if c.get("warning") else "")
+            + (f"  tls {c['handshakes_per_request']:.3f} hs/req, {fmt(c.get('resumed_share'), '.0%')} resumed"
+               if c.get("handshakes_per_request") is not None else ""))
 
 
-METRICS = ["rps", "p50_ms", "p99_ms", "cpu_per_10k", "peak_rss_mib", "errors", "cpu_util"]
+METRICS = ["rps", "p50_ms", "p99_ms", "cpu_per_10k", "peak_rss_mib", "errors", "cpu_util",
+           "handshakes_per_request", "resumed_share"]
 
 
 def summarise(cells: list[dict], scenarios: list[str], proxies: list[str]) -> dict:
@@ -986,32 +1229,33 @@ def ratios(summary: dict) -> dict:
                     a, b = sl.get(m), rf.get(m)
                     target[f"{key}_vs_{ref}"] = (a / b) if (sl.get("status") == "ok" and rf.get("status") == "ok"
                                                            and a is not None and b) else None
-        if SCENARIOS.get(s, {}).get("variant") not in (None, "ws") and "small" in summary:
-            # (not `ws`: a message is not a request)
-            # Each proxy's CPU per request here over its own in `small`, same run: what the variant's
-            # configuration (for `edge`, routing and balancing) costs it. Issue 10: Sluice within 5%.
+        base = SCENARIOS.get(s, {}).get("base")
+        if base and base in summary:
+            # Each proxy's CPU per request here over its own in the plaintext `base` scenario, same run:
+            # what the variant costs it (for `edge`, routing and balancing over `small`, issue 10: Sluice
+            # within 5%; for tls-small/tls-close/tls-h2, TLS over small/close/h2).
             own: dict = {}
             for p, e in row.items():
-                a, b = e.get("cpu_per_10k"), summary["small"].get(p, {}).get("cpu_per_10k")
-                ok = e.get("status") == "ok" and summary["small"].get(p, {}).get("status") == "ok"
+                a, b = e.get("cpu_per_10k"), summary[base].get(p, {}).get("cpu_per_10k")
+                ok = e.get("status") == "ok" and summary[base].get(p, {}).get("status") == "ok"
                 own[p] = (a / b) if (ok and a is not None and b) else None
-            r["cpu_vs_own_small"] = own
+            r["cpu_vs_own_base"] = own
         out[s] = r
     return out
 
 
 def table(summary: dict, rat: dict, proxies: list[str]) -> str:
-    own_small = any("cpu_vs_own_small" in r for r in rat.values())
+    own_small = any("cpu_vs_own_base" in r for r in rat.values())
     hdr = ["scenario", "proxy", "req/s", "p50 ms", "p99 ms", "CPU s/10k", "RSS MiB", "errors",
-           "CPU/nginx", "CPU/haproxy", "p99/nginx", "p99/haproxy"] + (["CPU/own small"] if own_small else [])
+           "CPU/nginx", "CPU/haproxy", "p99/nginx", "p99/haproxy"] + (["CPU/own base"] if own_small else [])
     rows = []
     for s, row in summary.items():
         for p in proxies:
             e = row.get(p, {"status": "n/a"})
             own = []
             if own_small:
-                v = rat.get(s, {}).get("cpu_vs_own_small", {}).get(p)
-                own = [fmt(v, ".3f") + "x" if v is not None else ("n/a" if "cpu_vs_own_small" in rat.get(s, {}) else "")]
+                v = rat.get(s, {}).get("cpu_vs_own_base", {}).get(p)
+                own = [fmt(v, ".3f") + "x" if v is not None else ("n/a" if "cpu_vs_own_base" in rat.get(s, {}) else "")]
             if e.get("status") != "ok":
                 if e.get("reason") == "not run":  # e.g. `direct` outside the ws scenario
                     continue
@@ -1149,7 +1393,7 @@ def run_quiet(cmd: list[str], timeout: int, **kw) -> subprocess.CompletedProcess
 
 def ensure_tools(args) -> None:
     need = {"nginx": "nginx-light", "haproxy": "haproxy", "wrk": "wrk", "h2load": "nghttp2-client",
-            "taskset": "util-linux"}
+            "taskset": "util-linux", "openssl": "openssl"}
     if not (shutil.which("cc") or shutil.which("gcc")):
         need["cc"] = "gcc"
     missing = sorted({pkg for exe, pkg in need.items() if not shutil.which(exe)})
@@ -1206,6 +1450,22 @@ def build_c_tool(work: Path, name: str) -> Path:
     return out
 
 
+def build_tlsstat(work: Path) -> Path | None:
+    """tlsstat.c as an LD_PRELOAD shim (the tls-* loads' handshake counter); None if it does not build,
+    and the cells then go without the count."""
+    out = work / "tlsstat.so"
+    src = HERE / "tlsstat.c"
+    if out.exists() and out.stat().st_mtime >= src.stat().st_mtime:
+        return out
+    cc = shutil.which("cc") or shutil.which("gcc") or "cc"
+    r = subprocess.run([cc, "-O2", "-shared", "-fPIC", "-o", str(out), str(src), "-ldl"],
+                       capture_output=True, text=True, timeout=120)
+    if r.returncode != 0:
+        warn(f"building tlsstat.c failed (no handshake counts): {r.stderr.strip()[-300:]}")
+        return None
+    return out
+
+
 def build_ws_tool(work: Path) -> Path:
     """ws.c: the `ws` scenario's origin and load generator."""
     return build_c_tool(work, "ws")
@@ -1251,7 +1511,7 @@ def start_proxy(name: str, work: Path, origin_port: int, threads: int, core: str
 
 
 def warm_up(px: Proxy, seconds: int, core: str | None, conns: int) -> None:
-    run_wrk(px.port, SCENARIOS[px.warm_scenario], seconds, conns, core=core)
+    run_wrk(px.port, SCENARIOS[px.warm_scenario], seconds, conns, core=core)  # (https for the tls variant)
 
 
 SLUICE_REASON = ""
@@ -1473,6 +1733,26 @@ def main(argv=None) -> int:
         extra_origins.append(ws_origin)
         meta["ws"] = {"sessions": args.ws_connections, "message_bytes": args.ws_size, "depth": args.ws_depth}
 
+    # The tls variant: one certificate for the three proxies, the clients' OpenSSL config and handshake counter.
+    if "tls" in variants and not args.no_matrix:
+        try:
+            TLS.update(tls_material(work))
+        except Unavailable as e:
+            raise SystemExit(f"tls scenarios: {e}")
+        shim = build_tlsstat(work)
+        if shim:
+            TLS["shim"] = shim
+        subj = run_quiet(["openssl", "x509", "-in", str(TLS["cert"]), "-noout", "-subject", "-ext", "subjectAltName"], 10)
+        meta["tls"] = {
+            "certificate": "ECDSA P-256 leaf for localhost/127.0.0.1 signed by an ECDSA P-256 CA, made by the "
+                           "openssl CLI in " + str(TLS["cert"].parent) + "; the leaf alone is served",
+            "certificate_text": subj.stdout.strip() if subj else None,
+            "client": f"wrk/h2load via OPENSSL_CONF: TLS 1.3 only, {TLS_CIPHERSUITE}, {TLS_GROUP}; no verification",
+            "url_host": TLS_HOST, "session_resumption": "server defaults, on in all three (tickets)",
+            "handshake_counter": bool(TLS.get("shim")),
+            "openssl": (run_quiet(["openssl", "version"], 10) or subprocess.CompletedProcess([], 1, "", "")).stdout.strip(),
+        }
+
     results: dict = {"meta": meta, "scenarios": {s: SCENARIOS[s]["desc"] for s in args.scenarios},
                      "proxies": {}}
     log(f"Sluice load benchmark: {meta['mode']}, {args.rounds} round(s) x {args.duration}s per cell, "
@@ -1496,6 +1776,8 @@ def main(argv=None) -> int:
                     info["version"] = px.version()
                     if name != DIRECT:
                         info["command"] = (px.dir / "cmd.txt").read_text().strip()
+                        if px.tls:
+                            info["tls"] = tls_facts(px.port)
                         warm_up(px, 1 if args.quick else 2, "0", args.connections)
                 else:
                     info["reason"] = reasons[(name, variant)] = why
@@ -1505,7 +1787,14 @@ def main(argv=None) -> int:
                 else:
                     results["proxies"].setdefault(name, {}).setdefault("variants", {})[variant] = info
                 label = name if variant == "default" else f"{name} ({variant})"
-                log(f"  {label:<16} {'ready ' + info.get('version', '') if px else 'n/a'}")
+                tls_note = ""
+                if info.get("tls"):
+                    t = info["tls"]
+                    tls_note = (f"; TLS: {t['error']}" if "error" in t else
+                                f"; TLS to a default client: {t['version_default_client']} {t['cipher_default_client']}, "
+                                f"ALPN {t['alpn_h2_offer']}/{t['alpn_http11_offer']}, "
+                                f"resumes a session: {'yes' if t['resumes_session'] else 'no'}")
+                log(f"  {label:<16} {'ready ' + info.get('version', '') if px else 'n/a'}{tls_note}")
         cells: list[dict] = []
         order = [p for p in args.proxies]
         try:
@@ -1547,12 +1836,26 @@ def main(argv=None) -> int:
         log(f"Medians over {args.rounds} round(s), {args.duration}s per cell; CPU = proxy process tree "
             f"utime+stime per 10k requests; RSS = peak (VmHWM) of all proxy processes")
         log(tbl)
+        notes = []
         for s in args.scenarios:
-            own = rat.get(s, {}).get("cpu_vs_own_small")
+            own = rat.get(s, {}).get("cpu_vs_own_base")
             if own is not None:
                 parts = [f"{p} {fmt(own.get(p), '.3f')}x" for p in args.proxies if p != DIRECT]
-                log(f"{s}: CPU per request over the same proxy's `small`: {', '.join(parts)}"
-                    + (" (issue 10: Sluice within 1.05x)" if s == "edge" else ""))
+                notes.append(f"{s}: CPU per request over the same proxy's `{SCENARIOS[s]['base']}`: {', '.join(parts)}"
+                             + (" (issue 10: Sluice within 1.05x)" if s == "edge" else ""))
+        for s in args.scenarios:
+            if SCENARIOS[s].get("variant") != "tls":
+                continue
+            parts = []
+            for p in args.proxies:
+                e = summ[s].get(p, {})
+                if e.get("status") == "ok" and e.get("handshakes_per_request") is not None:
+                    parts.append(f"{p} {e['handshakes_per_request']:.3f} handshakes/request, "
+                                 f"{fmt(e.get('resumed_share'), '.0%')} resumed")
+            if parts:
+                notes.append(f"{s} (counted in the client, tlsstat.c): {'; '.join(parts)}")
+        for n in notes:
+            log(n)
         title = (f"{meta['mode']}: {args.rounds} round(s) x {args.duration}s, proxy pinned to 1 core, "
                  f"{args.connections} conns (h2: {meta['h2load']})")
         err = chart(summ, args.proxies, out / "results.png", title)
@@ -1561,6 +1864,8 @@ def main(argv=None) -> int:
         else:
             log(f"chart: {out / 'results.png'}")
         md = f"# Sluice load benchmark ({meta['date']})\n\n{title}\n\n{tbl}\n"
+        if notes:
+            md += "\n" + "".join(f"* {n}\n" for n in notes)
         if "ws" in args.scenarios:
             ws_proxies = [p for p in args.proxies if p in summ["ws"]]
             wtbl = ws_table(summ["ws"], rat.get("ws", {}), ws_proxies)
