@@ -118,6 +118,18 @@ enum TLSCertificateStore {
         }
     }
 
+    /// The problems of one certificate and key pair, the messages of ``load(_:origin:now:)`` (the
+    /// listeners' certificates and an upstream group's client certificate are checked alike).
+    static func check(cert: String, key: String, origin: String, now: Date = Date()) -> [String] {
+        var messages: [String] = []
+        let certificate = self.loadCertificate(cert, origin: origin, now: now, messages: &messages)
+        let loadedKey = self.loadKey(key, origin: origin, messages: &messages)
+        if let certificate, let loadedKey, let keyPublic = loadedKey.publicKey, keyPublic != certificate.parsed.publicKey {
+            messages.append("TLS key \(key) (\(origin)): does not match certificate \(cert)")
+        }
+        return messages
+    }
+
     /// Whether `new` would load exactly what `current` holds: same settings, same file bytes.
     static func isUnchanged(_ settings: TLSSettings, current: TLSCertificateSet) -> Bool {
         guard settings == current.settings else { return false }
