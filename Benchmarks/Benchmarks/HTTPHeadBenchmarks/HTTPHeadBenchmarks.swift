@@ -180,7 +180,7 @@ func headerRulesBenchmarks() {
     Benchmark("HeaderRules.rewriteRequest.browserGET") { benchmark in
         for _ in benchmark.scaledIterations {
             var headers = browserHeaders
-            HeaderRules.rewriteRequest(&headers, clientAddress: "198.51.100.23", upstreamAuthority: "10.0.0.5:8080")
+            HeaderRules.rewriteRequest(&headers, clientAddress: "198.51.100.23", scheme: .http, upstreamAuthority: "10.0.0.5:8080")
             blackHole(headers)
         }
     }
@@ -189,7 +189,7 @@ func headerRulesBenchmarks() {
     Benchmark("HeaderRules.rewriteRequest.behindIngress") { benchmark in
         for _ in benchmark.scaledIterations {
             var headers = ingressHeaders
-            HeaderRules.rewriteRequest(&headers, clientAddress: "10.1.2.3", upstreamAuthority: "10.0.0.5:8080")
+            HeaderRules.rewriteRequest(&headers, clientAddress: "10.1.2.3", scheme: .http, upstreamAuthority: "10.0.0.5:8080")
             blackHole(headers)
         }
     }
