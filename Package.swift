@@ -69,11 +69,13 @@ let package = Package(
             ],
             swiftSettings: strictSettings
         ),
-        /// Command line, environment and YAML into a typed `Config`; `sluice demo`.
+        /// posix_spawn, prctl and the wait-status macros, seen only by SluiceCLI's supervisor mode.
+        .systemLibrary(name: "CProcess"),
+        /// Command line, environment and YAML into a typed `Config`; `sluice demo`; supervisor mode.
         .target(
             name: "SluiceCLI",
             dependencies: [
-                "SluiceCore", "SluiceProxy", nioCore, nioPosix, nioHTTP1, logging, metrics, prometheus,
+                "SluiceCore", "SluiceProxy", "CProcess", nioCore, nioPosix, nioHTTP1, logging, metrics, prometheus,
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Yams", package: "Yams"),
             ],

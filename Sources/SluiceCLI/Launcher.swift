@@ -67,21 +67,90 @@ enum Launcher {
             )
         }
         onStarted(bound)
+        // Supervisor mode: the app starts once Sluice's listeners are bound.
+        var app: AppSupervisor?
+        if let appConfig = config.app {
+            do {
+                app = try AppSupervisor.start(appConfig, logger: logger)
+            } catch {
+                Console.error("sluice: \(error)")
+                await server.shutdown()
+                return 1
+            }
+        }
+        let readiness = app.map { app in
+            Task {
+                let started = MonotonicInstant.now()
+                guard let upstream = config.groups.first?.endpoints.first else { return }
+                if await app.waitUntilReady(upstream: upstream, path: config.app?.readyPath) {
+                    server.setAppReady()
+                    logger.notice("app ready", metadata: ["after": "\(started.duration(to: .now()).secondsDouble)s", "upstream": "\(upstream)"])
+                }
+            }
+        }
+        let forwarding = app.map { app in SignalSource.forward(config.app?.forwardSignals ?? [], to: app) }
         let narrator = narrate ? Task { await Self.narrate(server) } : nil
         // One reload per SIGHUP, in order; the server refuses them once the drain has begun.
         let reloader = Task {
             for await _ in signals.reload { _ = await server.reload(trigger: .signal) }
         }
-        let outcome = await DrainCoordinator(server: server, logger: logger).run(signals: signals.drain)
+        let coordinator = DrainCoordinator(server: server, logger: logger)
+        let outcome = await coordinator.run(signals: signals.drain, appExits: app?.exits)
+        readiness?.cancel()
         reloader.cancel()
         narrator?.cancel()
         await narrator?.value
         await server.shutdown()
-        switch outcome {
-        case .clean: logger.notice("exit", metadata: ["code": "0"])
-        case .forced(let cut): logger.warning("exit", metadata: ["code": "3", "connections_cut": "\(cut)"])
+        var code = outcome.exitCode
+        if let app, let appConfig = config.app {
+            // The drain is over: the app may stop now, within what is left of the termination grace.
+            let stopSignal = SignalNumbers.number(appConfig.stopSignal)
+            let exitedOnItsOwn = app.exitStatus != nil
+            let graceStart = coordinator.timeline?.start ?? .now()
+            let deadline = max(MonotonicInstant.now(), graceStart.advanced(by: config.drain.terminationGrace - .milliseconds(500)))
+            let exit = await app.stop(signal: stopSignal, deadline: deadline)
+            if let exit { code = exit.exitCode(drainCode: code, stopSignal: exitedOnItsOwn ? nil : stopSignal) }
+            _ = forwarding
         }
-        return outcome.exitCode
+        Self.logExit(code: code, outcome: outcome, timeline: coordinator.timeline, drain: config.drain, logger: logger)
+        if let path = config.drain.reportFile, let timeline = coordinator.timeline {
+            Self.writeReport(timeline, to: path, code: code, outcome: outcome, drain: config.drain, logger: logger)
+        }
+        return code
+    }
+
+    /// The exit line, with the late-arrival figures; a warning first when the last new connection
+    /// came in the final 20% of `drain-delay`.
+    static func logExit(code: Int32, outcome: DrainCoordinator.Outcome, timeline: DrainTimeline<MonotonicInstant>?, drain: SluiceConfig.Drain, logger: Logger) {
+        var metadata: Logger.Metadata = ["code": "\(code)"]
+        if case .forced(let cut) = outcome { metadata["connections_cut"] = "\(cut)" }
+        if let timeline, timeline.kind == .drain {
+            metadata["last_new_connection_seconds"] = "\(timeline.lastNewConnectionSeconds.map { String($0) } ?? "none")"
+            metadata["new_connections_after_signal"] = "\(timeline.newConnections)"
+            metadata["last_old_connection_request_seconds"] = "\(timeline.lastOlderConnectionRequestSeconds.map { String($0) } ?? "none")"
+            if timeline.trigger != .appExit, timeline.delayLooksShort(delay: drain.delay), let last = timeline.lastNewConnectionSeconds {
+                logger.warning(
+                    "drain-delay looks too short: new connections still arrived \(last)s after the signal, in the last 20% of drain-delay \(DurationParser.format(drain.delay)); endpoint removal takes longer to reach every balancer here. Raise drain-delay (or set drain-quiet), or measure with POST /drain/rehearse",
+                    metadata: ["last_new_connection_seconds": "\(last)", "drain_delay": "\(DurationParser.format(drain.delay))"])
+            }
+        }
+        if code == 0 { logger.notice("exit", metadata: metadata) } else { logger.warning("exit", metadata: metadata) }
+    }
+
+    /// `--drain-report FILE`: the drain's timeline as JSON.
+    static func writeReport(
+        _ timeline: DrainTimeline<MonotonicInstant>, to path: String, code: Int32, outcome: DrainCoordinator.Outcome, drain: SluiceConfig.Drain, logger: Logger
+    ) {
+        let settings = DrainTimeline<MonotonicInstant>.Settings(delay: drain.delay, quiet: drain.quiet, delayMin: drain.delayMin, timeout: drain.timeout)
+        let wall = WallClock.iso8601(ago: timeline.start.duration(to: .now()))
+        let outcomeText = if case .forced = outcome { "deadline" } else { "drained" }
+        let text = timeline.reportJSON(startWallTime: wall, settings: settings, exitCode: code, outcome: outcomeText)
+        do {
+            try TextFile.write(text, to: path)
+            logger.notice("drain report written", metadata: ["file": "\(path)"])
+        } catch {
+            logger.error("cannot write the drain report", metadata: ["file": "\(path)", "error": "\(error)"])
+        }
     }
 
     /// Prints the drain's progress once a second while it runs (for `sluice demo`).
@@ -129,5 +198,60 @@ enum SignalSource {
         // The sources live as long as the process.
         installedSignalSources = sources
         return Streams(drain: stream, reload: reloads)
+    }
+
+    /// Supervisor mode: passes each of `names` on to the app's process group.
+    static func forward(_ names: [SignalName], to app: AppSupervisor) -> [any DispatchSourceSignal] {
+        let queue = DispatchQueue(label: "sluice.forwarded-signals")
+        var sources: [any DispatchSourceSignal] = []
+        for name in names {
+            let number = SignalNumbers.number(name)
+            Glibc.signal(number, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: number, queue: queue)
+            source.setEventHandler { app.send(number) }
+            source.resume()
+            sources.append(source)
+        }
+        return sources
+    }
+}
+
+/// The wall clock, for the drain report's `start_wall_time`.
+enum WallClock {
+    /// `2026-12-04T01:02:03.456Z` for the moment `ago` before now.
+    static func iso8601(ago: Duration) -> String {
+        var spec = timespec()
+        clock_gettime(CLOCK_REALTIME, &spec)
+        let nowNanos = Int64(spec.tv_sec) * 1_000_000_000 + Int64(spec.tv_nsec)
+        let thenNanos = nowNanos - ago.nanosecondsClamped
+        var seconds = time_t(thenNanos / 1_000_000_000)
+        let millis = Int((thenNanos % 1_000_000_000) / 1_000_000)
+        var parts = tm()
+        gmtime_r(&seconds, &parts)
+        func two(_ value: Int32) -> String { value < 10 ? "0\(value)" : "\(value)" }
+        let ms = millis < 10 ? "00\(millis)" : millis < 100 ? "0\(millis)" : "\(millis)"
+        return "\(parts.tm_year + 1900)-\(two(parts.tm_mon + 1))-\(two(parts.tm_mday))T\(two(parts.tm_hour)):\(two(parts.tm_min)):\(two(parts.tm_sec)).\(ms)Z"
+    }
+}
+
+/// Writes a whole text file (created or truncated, mode 0644).
+enum TextFile {
+    struct WriteError: Error, CustomStringConvertible {
+        var description: String
+    }
+
+    static func write(_ text: String, to path: String) throws {
+        let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+        guard fd >= 0 else { throw WriteError(description: String(cString: strerror(errno))) }
+        defer { close(fd) }
+        var bytes = Array(text.utf8)[...]
+        while !bytes.isEmpty {
+            let written = bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
+            if written < 0 {
+                if errno == EINTR { continue }
+                throw WriteError(description: String(cString: strerror(errno)))
+            }
+            bytes = bytes.dropFirst(written)
+        }
     }
 }

@@ -109,13 +109,6 @@ struct ProxyOptions: ParsableArguments {
     ) throws(ConfigErrors) -> (sources: ConfigSources, errors: [ConfigError], extra: [String: [String]]) {
         let commandLine = ParsedCommandLine(self.arguments, known: SluiceConfig.commandLineSettings + extra)
         var errors = commandLine.errors
-        if let app = commandLine.appArguments {
-            errors.append(
-                ConfigError(
-                    "running an app after -- is not supported yet (got \"\(app.joined(separator: " "))\"): start it on its own and point --upstream at it"
-                )
-            )
-        }
         var flags = commandLine.flags
         var extraValues: [String: [String]] = [:]
         for setting in extra { extraValues[setting.name] = flags.removeValue(forKey: setting.name) }
@@ -123,7 +116,7 @@ struct ProxyOptions: ParsableArguments {
         if configPaths.count > 1 {
             errors.append(ConfigError("--config is given \(configPaths.count) times but takes one value"))
         }
-        var sources = ConfigSources(flags: flags, environment: environment)
+        var sources = ConfigSources(flags: flags, environment: environment, appCommand: commandLine.appArguments)
         if let path = configPaths.last ?? environment["SLUICE_CONFIG"] {
             do {
                 sources.file = try ConfigFile.load(path: path)

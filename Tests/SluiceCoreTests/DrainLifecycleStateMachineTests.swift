@@ -312,11 +312,13 @@ import Testing
         #expect(DrainPhase.allCases.filter(\.isReady) == [.serving])
     }
 
-    /// Phases are ordered as in DESIGN.md §2, with the gauge values 0 to 5 and their names as raw values.
+    /// Phases are ordered as in DESIGN.md §2 (a rehearsal between serving and propagating), with the
+    /// gauge values 0 to 5 they had before rehearsals existed, 6 for rehearsing, and their names as raw values.
     @Test func phasesAreOrderedWithGaugeValuesAndNames() {
-        #expect(DrainPhase.allCases == [.starting, .serving, .propagating, .draining, .stopped, .forced])
-        #expect(DrainPhase.allCases.map(\.ordinal) == [0, 1, 2, 3, 4, 5])
-        #expect(DrainPhase.allCases.map(\.rawValue) == ["starting", "serving", "propagating", "draining", "stopped", "forced"])
+        #expect(DrainPhase.allCases == [.starting, .serving, .rehearsing, .propagating, .draining, .stopped, .forced])
+        #expect(DrainPhase.allCases.map(\.ordinal) == [0, 1, 6, 2, 3, 4, 5])
+        #expect(DrainPhase.allCases.map(\.rawValue) == ["starting", "serving", "rehearsing", "propagating", "draining", "stopped", "forced"])
+        #expect(DrainPhase.serving < .rehearsing && DrainPhase.rehearsing < .propagating)
         #expect(DrainPhase.serving < .propagating)
         #expect(DrainPhase.draining < .forced)
         #expect(!(DrainPhase.stopped < .draining))

@@ -4,7 +4,7 @@ import Testing
 /// ``ParsedCommandLine``: the proxy's flags read from the one settings table, every problem reported at once.
 @Suite struct SluiceConfigCommandLineTests {
     static let knownFlags =
-        "--config, --listen, --listen-tls, --tls-cert, --tls-key, --upstream, --admin, --threads, --drain-delay, --drain-timeout, --termination-grace, --drain-idle-quiet, --request-header-timeout, --idle-timeout, --max-header-size, --max-body-size, --request-body-timeout, --stream-stall-timeout, --tunnel-idle-timeout, --max-connections, --upstream-connect-timeout, --response-header-timeout, --upstream-idle-timeout, --upstream-max-idle, --log-level, --log-format"
+        "--config, --listen, --listen-tls, --tls-cert, --tls-key, --upstream, --admin, --threads, --drain-delay, --drain-timeout, --termination-grace, --drain-quiet, --drain-delay-min, --drain-report, --drain-idle-quiet, --request-header-timeout, --idle-timeout, --max-header-size, --max-body-size, --request-body-timeout, --stream-stall-timeout, --tunnel-idle-timeout, --max-connections, --upstream-connect-timeout, --response-header-timeout, --upstream-idle-timeout, --upstream-max-idle, --app-ready-path, --app-stop-signal, --app-forward-signals, --log-level, --log-format"
 
     /// The messages of the command line's own errors.
     func errors(_ arguments: [String]) -> [String] {
@@ -135,7 +135,7 @@ import Testing
     @Test func keysFlagsAndRepeatableKeysComeFromTheOneTable() {
         #expect(SluiceConfig.keys == SluiceConfig.settings.map(\.name))
         #expect(SluiceConfig.commandLineSettings.map(\.name) == ["config"] + SluiceConfig.keys)
-        #expect(SluiceConfig.repeatableKeys == ["listen", "upstream"])
+        #expect(SluiceConfig.repeatableKeys == ["listen", "upstream", "app-forward-signals"])
         #expect(Set(SluiceConfig.keys).count == SluiceConfig.keys.count)
         for setting in SluiceConfig.commandLineSettings {
             #expect(!setting.value.isEmpty && setting.help.hasSuffix("."), "\(setting.name)")
@@ -147,6 +147,10 @@ import Testing
     @Test(arguments: SluiceConfig.settings.map(\.name))
     func everySettingInTheTableIsRead(_ key: String) {
         let problems = messages(["--upstream", "http://a:1", "--\(key)", "%%"])
+        if key == "drain-report" {
+            #expect(problems.isEmpty, "any path may be written: \(problems)")
+            return
+        }
         #expect(problems.count == 1)
         if ["tls-cert", "tls-key"].contains(key) {
             #expect(problems.first?.hasPrefix("--\(key) given alone: a TLS listener needs all three of ") == true, "\(problems)")

@@ -488,7 +488,7 @@ import Testing
         ]
         #expect(
             messages(file) == [
-                "unknown setting \"colour\" in sluice.yaml; known settings: listen, listen-tls, tls-cert, tls-key, upstream, admin, threads, drain-delay, drain-timeout, termination-grace, drain-idle-quiet, request-header-timeout, idle-timeout, max-header-size, max-body-size, request-body-timeout, stream-stall-timeout, tunnel-idle-timeout, max-connections, upstream-connect-timeout, response-header-timeout, upstream-idle-timeout, upstream-max-idle, log-level, log-format, upstreams, routes, ready-requires",
+                "unknown setting \"colour\" in sluice.yaml; known settings: listen, listen-tls, tls-cert, tls-key, upstream, admin, threads, drain-delay, drain-timeout, termination-grace, drain-quiet, drain-delay-min, drain-report, drain-idle-quiet, request-header-timeout, idle-timeout, max-header-size, max-body-size, request-body-timeout, stream-stall-timeout, tunnel-idle-timeout, max-connections, upstream-connect-timeout, response-header-timeout, upstream-idle-timeout, upstream-max-idle, app-ready-path, app-stop-signal, app-forward-signals, log-level, log-format, upstreams, routes, ready-requires",
                 "invalid drain-delay in sluice.yaml \"soon\": expected a duration such as 500ms, 5s, 1m30s or a bare number of seconds",
                 "upstreams.api.balance: \"fastest\" is not a balance policy (round-robin, least-request, random, hash)",
                 "upstreams.api.health.interval: \"2x\" is not a duration (500ms, 5s, 1m30s)",

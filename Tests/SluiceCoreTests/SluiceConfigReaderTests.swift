@@ -8,7 +8,7 @@ import Testing
     static let upstreamAccepted = "a URL such as http://127.0.0.1:3000, https://api.internal or h2c://127.0.0.1:50051 (scheme http, https or h2c, no path)"
     static let sizeAccepted = "a size such as 32768, 32KiB, 1MiB or 2GiB"
     static let knownKeys =
-        "listen, listen-tls, tls-cert, tls-key, upstream, admin, threads, drain-delay, drain-timeout, termination-grace, drain-idle-quiet, request-header-timeout, idle-timeout, max-header-size, max-body-size, request-body-timeout, stream-stall-timeout, tunnel-idle-timeout, max-connections, upstream-connect-timeout, response-header-timeout, upstream-idle-timeout, upstream-max-idle, log-level, log-format, upstreams, routes, ready-requires"
+        "listen, listen-tls, tls-cert, tls-key, upstream, admin, threads, drain-delay, drain-timeout, termination-grace, drain-quiet, drain-delay-min, drain-report, drain-idle-quiet, request-header-timeout, idle-timeout, max-header-size, max-body-size, request-body-timeout, stream-stall-timeout, tunnel-idle-timeout, max-connections, upstream-connect-timeout, response-header-timeout, upstream-idle-timeout, upstream-max-idle, app-ready-path, app-stop-signal, app-forward-signals, log-level, log-format, upstreams, routes, ready-requires"
 
     /// The error messages for `sources`, or `[]` when the configuration is valid.
     func messages(_ sources: ConfigSources, defaultThreads: Int = 2) -> [String] {
@@ -75,6 +75,12 @@ import Testing
             "drain-timeout": ["1m"],
             "termination-grace": ["90s"],
             "drain-idle-quiet": ["100ms"],
+            "drain-quiet": ["1s"],
+            "drain-delay-min": ["500ms"],
+            "drain-report": ["/tmp/drain.json"],
+            "app-ready-path": ["/healthz"],
+            "app-stop-signal": ["SIGINT"],
+            "app-forward-signals": ["usr1,USR2", "WINCH"],
             "request-header-timeout": ["15s"],
             "idle-timeout": ["2m"],
             "max-header-size": ["64KiB"],
@@ -91,7 +97,7 @@ import Testing
             "log-format": ["JSON"],
         ]
         #expect(Set(flags.keys) == Set(SluiceConfig.keys))
-        let config = try SluiceConfig.read(ConfigSources(flags: flags), defaultThreads: 2)
+        let config = try SluiceConfig.read(ConfigSources(flags: flags, appCommand: ["node", "server.js"]), defaultThreads: 2)
         #expect(
             config.listen == [
                 Listener(HostPort(host: "127.0.0.1", port: 8081)), Listener(HostPort(host: "::1", port: 8082)),
@@ -104,6 +110,14 @@ import Testing
         #expect(config.drain.timeout == .seconds(60))
         #expect(config.drain.terminationGrace == .seconds(90))
         #expect(config.drain.idleQuietPeriod == .milliseconds(100))
+        #expect(config.drain.quiet == .seconds(1))
+        #expect(config.drain.delayMin == .milliseconds(500))
+        #expect(config.drain.reportFile == "/tmp/drain.json")
+        var app = SluiceConfig.App(command: ["node", "server.js"])
+        app.readyPath = "/healthz"
+        app.stopSignal = .int
+        app.forwardSignals = [.usr1, .usr2, .winch]
+        #expect(config.app == app)
         #expect(config.http.requestHeaderTimeout == .seconds(15))
         #expect(config.http.idleTimeout == .seconds(120))
         #expect(config.http.maxHeaderBytes == 65536)
@@ -406,5 +420,46 @@ import Testing
             let sources = ConfigSources(flags: ["upstream": ["http://127.0.0.1:3000"], "drain-delay": ["10000000000"]])
             precondition((try? SluiceConfig.read(sources, defaultThreads: 1)) == nil)
         }
+    }
+
+    // MARK: - Supervisor mode and the adaptive delay
+
+    /// The command after `--` makes an app with the defaults; the environment and file give the app-* settings too.
+    @Test func supervisorModeReadsTheCommandAndItsSettings() throws {
+        let plain = try SluiceConfig.read(ConfigSources(flags: Self.upstream, appCommand: ["python3", "app.py"]), defaultThreads: 1)
+        #expect(plain.app == SluiceConfig.App(command: ["python3", "app.py"]))
+        #expect(plain.app?.stopSignal == .term && plain.app?.forwardSignals == [] && plain.app?.readyPath == nil)
+        let sources = ConfigSources(
+            flags: Self.upstream, environment: ["SLUICE_APP_FORWARD_SIGNALS": "USR2,USR1"], file: ["app-stop-signal": "quit", "drain-quiet": "750ms"],
+            appCommand: ["app"])
+        let config = try SluiceConfig.read(sources, defaultThreads: 1)
+        #expect(config.app?.forwardSignals == [.usr2, .usr1])
+        #expect(config.app?.stopSignal == .quit)
+        #expect(config.drain.quiet == .milliseconds(750))
+        #expect(config.drain.delayMin == .seconds(2))
+        #expect(try SluiceConfig.read(ConfigSources(flags: Self.upstream), defaultThreads: 1).app == nil)
+    }
+
+    /// Bad supervisor settings are reported with what is accepted, and why some signals are not.
+    @Test func badSupervisorSettingsAreReported() {
+        let forward = "a comma-separated list of USR1, USR2, WINCH, ALRM (HUP stays Sluice's: it reloads the configuration; TERM, INT and QUIT start Sluice's drain)"
+        #expect(
+            messages(ConfigSources(flags: Self.upstream.merging(["app-forward-signals": ["USR1,HUP"], "app-ready-path": ["healthz"]]) { $1 }, appCommand: ["a"]))
+                == [
+                    "invalid --app-ready-path \"healthz\": expected a path starting with /, e.g. /healthz",
+                    "invalid --app-forward-signals \"HUP\": expected \(forward)",
+                ])
+        #expect(
+            messages(ConfigSources(flags: ["upstream": ["h2c://127.0.0.1:50051"], "app-ready-path": ["/ready"]], appCommand: ["a"])) == [
+                "app-ready-path /ready needs an http:// upstream to send GET /ready to, but the first upstream is h2c://127.0.0.1:50051; leave app-ready-path out to wait for a TCP connect instead"
+            ])
+        #expect(
+            messages(ConfigSources(flags: Self.upstream.merging(["app-forward-signals": ["USR1"]]) { $1 })) == [
+                "--app-forward-signals is a supervisor-mode setting, but no app is given: put its command after --, e.g. sluice --upstream http://127.0.0.1:3000 -- node server.js"
+            ])
+        #expect(
+            messages(ConfigSources(flags: Self.upstream.merging(["drain-quiet": ["0s"]]) { $1 })) == [
+                "invalid --drain-quiet \"0s\": expected \(Self.durationAccepted), greater than zero"
+            ])
     }
 }

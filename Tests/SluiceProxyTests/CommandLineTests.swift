@@ -88,15 +88,30 @@ struct CommandLineTests {
         )
     }
 
-    /// An app after `--` is refused with a configuration error (running one is not supported yet), not an argument-parser error.
+    /// An app after `--` that cannot be started is a start-up error naming the command, exit 1.
     @Test(.enabled(if: FileManager.default.fileExists(atPath: CommandLineTests.binary.path)))
-    func appAfterTerminatorIsAConfigurationError() async throws {
-        let result = try await Self.run(["--upstream", "http://127.0.0.1:1", "--", "node", "server.js", "--port", "3000"])
+    func appThatCannotStartIsAStartUpError() async throws {
+        let result = try await Self.run([
+            "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--upstream", "http://127.0.0.1:1", "--", "/nonexistent/sluice-app", "--port", "3000",
+        ])
+        #expect(result.exitCode == 1)
+        #expect(result.stderr.hasSuffix("sluice: cannot start the app \"/nonexistent/sluice-app --port 3000\": No such file or directory\n"), "\(result.stderr)")
+    }
+
+    /// Supervisor-mode settings without an app, and an empty command after `--`, are configuration errors.
+    @Test(.enabled(if: FileManager.default.fileExists(atPath: CommandLineTests.binary.path)))
+    func supervisorSettingsNeedAnApp() async throws {
+        let result = try await Self.run(["--upstream", "http://127.0.0.1:1", "--app-ready-path", "/healthz", "--app-stop-signal", "BOGUS"])
         #expect(result.exitCode == 1)
         #expect(
-            result.stderr
-                == "sluice: running an app after -- is not supported yet (got \"node server.js --port 3000\"): start it on its own and point --upstream at it\n"
-        )
+            result.stderr == """
+                sluice: invalid --app-stop-signal "BOGUS": expected one of TERM, INT, QUIT, HUP, USR1, USR2, WINCH, KILL
+                sluice: --app-ready-path is a supervisor-mode setting, but no app is given: put its command after --, e.g. sluice --upstream http://127.0.0.1:3000 -- node server.js
+
+                """)
+        let empty = try await Self.run(["--upstream", "http://127.0.0.1:1", "--"])
+        #expect(empty.exitCode == 1)
+        #expect(empty.stderr == "sluice: -- is given without a command: put the app's command after it, e.g. -- node server.js\n")
     }
 
     /// `--help` (and `run --help`, `demo --help`, `check-config --help`) lists every flag with its value and help text; exit 0.

@@ -15,8 +15,14 @@ public struct ConfigSources: Sendable {
     public var file: ConfigNode?
     /// The file's path, for messages.
     public var fileName: String?
+    /// Everything after `--` on the command line (supervisor mode); `nil` when there is no `--`.
+    public var appCommand: [String]?
 
-    public init(flags: [String: [String]] = [:], environment: [String: String] = [:], file: ConfigNode? = nil, fileName: String? = nil) {
+    public init(
+        flags: [String: [String]] = [:], environment: [String: String] = [:], file: ConfigNode? = nil, fileName: String? = nil,
+        appCommand: [String]? = nil
+    ) {
+        self.appCommand = appCommand
         self.flags = flags
         self.environment = environment
         self.file = file
@@ -104,6 +110,11 @@ extension SluiceConfig {
         reader.duration("drain-timeout", into: &config.drain.timeout)
         reader.duration("termination-grace", into: &config.drain.terminationGrace)
         reader.duration("drain-idle-quiet", into: &config.drain.idleQuietPeriod)
+        config.drain.quiet = reader.given("drain-quiet", DurationParser.accepted + ", greater than zero") { text in
+            DurationParser.parse(text).flatMap { $0 > .zero ? $0 : nil }
+        }
+        reader.duration("drain-delay-min", into: &config.drain.delayMin)
+        config.drain.reportFile = reader.given("drain-report", "the path of a file to write") { $0.isEmpty ? nil : $0 }
         reader.duration("request-header-timeout", positive: true, into: &config.http.requestHeaderTimeout)
         reader.duration("idle-timeout", positive: true, into: &config.http.idleTimeout)
         reader.one("max-header-size", ByteSizeParser.accepted + ", at least 1KiB", into: &config.http.maxHeaderBytes) {
@@ -126,6 +137,7 @@ extension SluiceConfig {
         reader.one("upstream-max-idle", "a whole number from 0 to 100000", into: &config.upstream.maxIdle) {
             Int($0).flatMap { (0...100_000).contains($0) ? $0 : nil }
         }
+        config.app = reader.app(command: sources.appCommand)
         reader.one("log-level", "one of " + Logging.Level.allCases.map(\.rawValue).joined(separator: ", "), into: &config.logging.level) {
             Logging.Level(rawValue: $0.lowercased())
         }
@@ -177,6 +189,12 @@ extension SluiceConfig {
         }
         if config.listen.isEmpty && !reader.failedKeys.contains("listen") {
             errors.append(ConfigError("no listener configured: set --listen to \(HostPort.accepted)"))
+        }
+        if let app = config.app, let path = app.readyPath, let first = config.groups.first?.endpoints.first, first.scheme != .http {
+            errors.append(
+                ConfigError(
+                    "app-ready-path \(path) needs an http:// upstream to send GET \(path) to, but the first upstream is \(first); leave app-ready-path out to wait for a TCP connect instead"
+                ))
         }
         let budgetKeys: Set<String> = ["drain-delay", "drain-timeout", "termination-grace"]
         if reader.failedKeys.isDisjoint(with: budgetKeys), let problem = config.drain.budgetProblem {
@@ -355,6 +373,48 @@ extension SluiceConfig {
                 return
             }
             listeners.append(Listener(address, tls: TLSSettings(certificates: [.init(cert: cert, key: key)])))
+        }
+
+        /// Supervisor mode: the command after `--` and the `app-*` settings, which need it.
+        mutating func app(command: [String]?) -> SluiceConfig.App? {
+            let readyPath = self.given("app-ready-path", "a path starting with /, e.g. /healthz") { path -> String? in
+                path.hasPrefix("/") && !path.contains(where: { $0 == " " || $0.isNewline }) ? path : nil
+            }
+            let stopSignal = self.given("app-stop-signal", "one of " + SignalName.stopSignals.map(\.rawValue).joined(separator: ", ")) { text in
+                SignalName(parsing: text).flatMap { SignalName.stopSignals.contains($0) ? $0 : nil }
+            }
+            var forward: [SignalName]?
+            if let (values, origin) = self.lookup("app-forward-signals") {
+                let accepted =
+                    "a comma-separated list of " + SignalName.forwardable.map(\.rawValue).joined(separator: ", ")
+                    + " (HUP stays Sluice's: it reloads the configuration; TERM, INT and QUIT start Sluice's drain)"
+                var names: [SignalName] = []
+                for part in values.flatMap({ $0.split(separator: ",") }).map({ String($0).trimmingWhitespace() }) {
+                    if let name = SignalName(parsing: part), SignalName.forwardable.contains(name) {
+                        if !names.contains(name) { names.append(name) }
+                    } else {
+                        self.fail("app-forward-signals", origin, part, accepted)
+                    }
+                }
+                if !self.failedKeys.contains("app-forward-signals") { forward = names }
+            }
+            guard let command else {
+                for key in ["app-ready-path", "app-stop-signal", "app-forward-signals"] where !self.failedKeys.contains(key) {
+                    guard let origin = self.lookup(key)?.origin else { continue }
+                    self.failedKeys.insert(key)
+                    self.errors.append(ConfigError("\(origin) is a supervisor-mode setting, but no app is given: put its command after --, e.g. sluice --upstream http://127.0.0.1:3000 -- node server.js"))
+                }
+                return nil
+            }
+            guard command.first.map({ !$0.isEmpty }) == true else {
+                self.errors.append(ConfigError("-- is given without a command: put the app's command after it, e.g. -- node server.js"))
+                return nil
+            }
+            var app = SluiceConfig.App(command: command)
+            app.readyPath = readyPath
+            if let stopSignal { app.stopSignal = stopSignal }
+            if let forward { app.forwardSignals = forward }
+            return app
         }
 
         mutating func duration(_ key: String, positive: Bool = false, into target: inout Duration) {

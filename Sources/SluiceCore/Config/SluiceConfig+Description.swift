@@ -225,14 +225,14 @@ public enum JSONText {
         return out + "\""
     }
 
-    static func array(_ items: [String]) -> String { "[" + items.joined(separator: ", ") + "]" }
+    public static func array(_ items: [String]) -> String { "[" + items.joined(separator: ", ") + "]" }
 
-    static func object(_ fields: [(String, String)]) -> String {
+    public static func object(_ fields: [(String, String)]) -> String {
         "{" + fields.map { "\(Self.string($0.0)): \($0.1)" }.joined(separator: ", ") + "}"
     }
 
     /// Seconds as a JSON number: `5`, `0.25`.
-    static func seconds(_ duration: Duration) -> String {
+    public static func seconds(_ duration: Duration) -> String {
         let nanos = duration.nanosecondsClamped
         if nanos % 1_000_000_000 == 0 { return String(nanos / 1_000_000_000) }
         return String(duration.secondsDouble)

@@ -26,8 +26,29 @@ public struct SluiceConfig: Sendable, Equatable {
     public var http = HTTP()
     public var upstream = Upstream()
     public var logging = Logging()
+    /// Supervisor mode (`sluice [options] -- CMD [ARGS...]`): the app Sluice starts, serves and stops.
+    /// `nil`: Sluice fronts an app it does not run.
+    public var app: App?
 
     public init() {}
+
+    /// The app of supervisor mode: started as Sluice's child in its own process group, ready once it
+    /// answers, stopped once Sluice's drain has finished.
+    public struct App: Sendable, Equatable {
+        /// The command and its arguments (everything after `--`); the command is looked up in `PATH`.
+        public var command: [String]
+        /// `--app-ready-path`: readiness waits for a 2xx/3xx answer to `GET PATH` on the first upstream;
+        /// `nil`: for a TCP connect to it.
+        public var readyPath: String?
+        /// `--app-stop-signal`: sent to the app's process group once the drain has finished. Default TERM.
+        public var stopSignal: SignalName = .term
+        /// `--app-forward-signals`: signals Sluice passes on to the app's process group.
+        public var forwardSignals: [SignalName] = []
+
+        public init(command: [String]) {
+            self.command = command
+        }
+    }
 
     /// The drain budget (DESIGN.md §2).
     public struct Drain: Sendable, Equatable {
@@ -40,6 +61,13 @@ public struct SluiceConfig: Sendable, Equatable {
         /// An idle keep-alive connection is closed in `draining` only after it has been quiet this long,
         /// so a request racing the close is not lost. Default 250 ms.
         public var idleQuietPeriod: Duration = .milliseconds(250)
+        /// `--drain-quiet`: `propagating` ends once no new connection has been accepted for this long
+        /// (no sooner than ``delayMin``, no later than ``delay``). Default `nil`: the fixed ``delay``.
+        public var quiet: Duration?
+        /// `--drain-delay-min`: with ``quiet``, the shortest delay (clamped to ``delay``). Default 2 s.
+        public var delayMin: Duration = .seconds(2)
+        /// `--drain-report`: where the drain's timeline is written as JSON at exit. Default none.
+        public var reportFile: String?
         /// The least time left between the end of `drain-timeout` and SIGKILL: 1 s.
         public static let margin: Duration = .seconds(1)
         /// Once `draining` has begun, a connection that has sent part of a request head, and no whole

@@ -189,8 +189,44 @@ public struct ConnectionTable<Instant: InstantProtocol> where Instant.Duration =
         }
     }
 
+    /// What arrived since ``watchArrivals(since:)``, for the drain's late-arrival telemetry: the
+    /// drain samples it every 100 ms (``DrainTimeline``).
+    public struct Arrivals: Equatable, Sendable {
+        /// Where the counting starts (the first signal, or the rehearsal's start); nil: not watching.
+        public internal(set) var since: Instant?
+        /// Connections accepted since ``since``.
+        public internal(set) var connections = 0
+        /// Requests started (HTTP/1 requests, HTTP/2 streams) since ``since``.
+        public internal(set) var requests = 0
+        /// The last connection accepted since ``since``.
+        public internal(set) var lastConnectionAt: Instant?
+        /// The last request started on a connection accepted before ``since``: how long clients kept
+        /// using the connections they already had.
+        public internal(set) var lastRequestOnOlderConnectionAt: Instant?
+
+        public init() {}
+
+        /// Two loops' arrivals together (counts summed, the later moments kept).
+        public static func + (lhs: Arrivals, rhs: Arrivals) -> Arrivals {
+            var sum = lhs
+            sum.since = Self.later(lhs.since, rhs.since)
+            sum.connections += rhs.connections
+            sum.requests += rhs.requests
+            sum.lastConnectionAt = Self.later(lhs.lastConnectionAt, rhs.lastConnectionAt)
+            sum.lastRequestOnOlderConnectionAt = Self.later(lhs.lastRequestOnOlderConnectionAt, rhs.lastRequestOnOlderConnectionAt)
+            return sum
+        }
+
+        private static func later(_ a: Instant?, _ b: Instant?) -> Instant? {
+            guard let a else { return b }
+            guard let b else { return a }
+            return max(a, b)
+        }
+    }
+
     private var entries: [ConnectionID: Entry] = [:]
     private var mode: Mode = .normal
+    public private(set) var arrivals = Arrivals()
     public var timeouts: Timeouts
 
     public init(timeouts: Timeouts) {
@@ -222,6 +258,16 @@ public struct ConnectionTable<Instant: InstantProtocol> where Instant.Duration =
         case .draining: entry.closeAt = now
         }
         precondition(self.entries.updateValue(entry, forKey: id) == nil, "connection IDs are unique: \(id)")
+        if let since = self.arrivals.since, now >= since {
+            self.arrivals.connections += 1
+            self.arrivals.lastConnectionAt = now
+        }
+    }
+
+    /// Counts arrivals from `since` (the first signal, or a rehearsal's start) afresh.
+    public mutating func watchArrivals(since: Instant) {
+        self.arrivals = Arrivals()
+        self.arrivals.since = since
     }
 
     /// The protocol became known after accept (h2c prior knowledge was detected).
@@ -260,7 +306,12 @@ public struct ConnectionTable<Instant: InstantProtocol> where Instant.Duration =
     /// A request head is complete and is being served.
     @_specialize(exported: true, where Instant == MonotonicInstant)
     public mutating func requestStarted(_ id: ConnectionID, now: Instant) {
-        self.withEntry(id) { $0.requestStarted(now: now) }
+        guard let index = self.entries.index(forKey: id) else { return }
+        self.entries.values[index].requestStarted(now: now)
+        if let since = self.arrivals.since, now >= since {
+            self.arrivals.requests += 1
+            if self.entries.values[index].acceptedAt < since { self.arrivals.lastRequestOnOlderConnectionAt = now }
+        }
     }
 
     /// Request body bytes arrived (or the head of a request with a body was read): the body timeout

@@ -12,7 +12,12 @@ import SluiceCore
 ///    answering once every loop has it, or it was refused (``ReloadDocument/answer(_:)``); from
 ///    loopback peers only (403 otherwise), other methods 405.
 ///
-/// Only `/reload` changes state, and it is for loopback peers only.
+/// 6. `GET /drain/wait`: answered `drained` or `deadline` when the drain ends (a preStop hook's
+///    rendezvous; ``DrainWaiters``);
+/// 7. `POST /drain/rehearse?for=10s`: readiness fails for the window and nothing else changes; the
+///    answer is the rehearsal's report of arrivals (loopback peers only).
+///
+/// Only `/reload` and `/drain/rehearse` change state, and they are for loopback peers only.
 ///
 /// Behind Sluice's own ``HTTP1ServerCodec``, as on the proxy port: every response is framed
 /// (`Content-Length`), a request that cannot be parsed gets 400 (431 when its head is too large)
@@ -26,6 +31,8 @@ final class AdminHandler: ChannelInboundHandler {
     private let server: ProxyServer
     private var request: HTTPRequestHead?
     private var machine = Machine()
+    /// A `/drain/wait` or `/drain/rehearse` answer is pending: the idle timeout does not apply.
+    private var longPolling = false
 
     init(server: ProxyServer) { self.server = server }
 
@@ -42,9 +49,10 @@ final class AdminHandler: ChannelInboundHandler {
 
     /// The connection has received nothing for `request-header-timeout` (``IdleStateHandler`` ahead of
     /// the codec): a client holding an admin connection open, idle or mid-head, is let go, so a few slow
-    /// clients cannot keep the probes' listener busy.
+    /// clients cannot keep the probes' listener busy. A client waiting for a long-poll answer is not idle.
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         if event is IdleStateHandler.IdleStateEvent {
+            if self.longPolling { return }
             context.close(promise: nil)
             return
         }
@@ -81,6 +89,7 @@ final class AdminHandler: ChannelInboundHandler {
     private func route(_ head: HTTPRequestHead, close: Bool, context: ChannelHandlerContext) {
         let path = head.uri.split(separator: "?", maxSplits: 1).first.map(String.init) ?? head.uri
         if path == "/reload" { return self.reload(head, close: close, context: context) }
+        if path == "/drain/rehearse" { return self.rehearse(head, close: close, context: context) }
         guard head.method == .GET || head.method == .HEAD else {
             return self.respond(
                 context, head, status: .methodNotAllowed, body: "only GET and HEAD are supported\n", close: close, extra: [("allow", "GET, HEAD")]
@@ -91,7 +100,7 @@ final class AdminHandler: ChannelInboundHandler {
         case "/livez":
             self.respond(context, head, status: .ok, body: "ok\n", close: close)
         case "/readyz":
-            switch self.server.readiness(phase.phase) {
+            switch self.server.readiness(phase) {
             case .ready:
                 self.respond(context, head, status: .ok, body: "ready\n", close: close)
             case .notReady(let reason):
@@ -101,12 +110,19 @@ final class AdminHandler: ChannelInboundHandler {
             let groups = self.server.upstreamServices.loops.snapshot(on: context.eventLoop)
             self.server.snapshot().hop(to: context.eventLoop).and(groups).assumeIsolated().whenSuccess { snapshot, groups in
                 let limits = StatusDocument.Limits(maxConnections: self.server.maxConnections, pausedListeners: self.server.budget.pausedListeners)
-                let ready = self.server.readiness(phase.phase) == .ready
+                let ready = self.server.readiness(phase) == .ready
                 let configState = self.server.currentConfig()
                 let body = StatusDocument.render(
                     phase: phase, snapshot: snapshot, config: configState.config, limits: limits, configState: configState, ready: ready, groups: groups,
                     listeners: self.server.listenerStatuses(configState.config))
                 self.respond(context, head, status: .ok, body: body, close: close, contentType: "application/json")
+            }
+        case "/drain/wait":
+            let written = context.eventLoop.makePromise(of: Void.self)
+            self.longPolling = true
+            self.server.drainWaiters.wait(on: context.eventLoop, written: written).assumeIsolated().whenSuccess { result in
+                self.longPolling = false
+                self.respond(context, head, status: .ok, body: result + "\n", close: close, written: written)
             }
         case "/metrics":
             let groups = self.server.upstreamServices.loops.snapshot(on: context.eventLoop)
@@ -116,7 +132,7 @@ final class AdminHandler: ChannelInboundHandler {
                 self.respond(context, head, status: .ok, body: body, close: close, contentType: "text/plain; version=0.0.4")
             }
         default:
-            self.respond(context, head, status: .notFound, body: "not found; try /livez, /readyz, /status or /metrics\n", close: close)
+            self.respond(context, head, status: .notFound, body: "not found; try /livez, /readyz, /status, /metrics or /drain/wait\n", close: close)
         }
     }
 
@@ -136,6 +152,42 @@ final class AdminHandler: ChannelInboundHandler {
         }
     }
 
+    /// `POST /drain/rehearse?for=10s` from a loopback peer: readiness fails for the window, then the
+    /// rehearsal's report (``DrainTimeline/rehearsalJSON(window:outcome:now:)``) is the answer.
+    private func rehearse(_ head: HTTPRequestHead, close: Bool, context: ChannelHandlerContext) {
+        guard head.method == .POST else {
+            return self.respond(context, head, status: .methodNotAllowed, body: "only POST is supported\n", close: close, extra: [("allow", "POST")])
+        }
+        guard AdminAccess.isLoopback(context.channel.remoteAddress) else {
+            return self.respond(context, head, status: .forbidden, body: "forbidden: /drain/rehearse is for loopback peers only\n", close: close)
+        }
+        let window: Duration
+        switch Self.rehearsalWindow(uri: head.uri) {
+        case .success(let duration): window = duration
+        case .failure(let problem): return self.respond(context, head, status: .badRequest, body: problem.message + "\n", close: close)
+        }
+        let answer = context.eventLoop.makePromise(of: (HTTPResponseStatus, String).self)
+        self.server.rehearsals.submit(RehearsalRequest(window: window, answer: answer))
+        self.longPolling = true
+        answer.futureResult.assumeIsolated().whenSuccess { status, body in
+            self.longPolling = false
+            let type = "application/json"
+            self.respond(context, head, status: status, body: body, close: close, contentType: type)
+        }
+    }
+
+    /// The `for` query parameter: default 10 s, from 100 ms to 5 min.
+    static func rehearsalWindow(uri: String) -> Result<Duration, ConfigError> {
+        let query = uri.split(separator: "?", maxSplits: 1).dropFirst().first ?? ""
+        var value: Substring?
+        for pair in query.split(separator: "&") where pair.hasPrefix("for=") { value = pair.dropFirst(4) }
+        guard let value else { return .success(.seconds(10)) }
+        guard let duration = DurationParser.parse(String(value)), duration >= .milliseconds(100), duration <= .seconds(300) else {
+            return .failure(ConfigError("bad rehearsal window for=\(value): expected a duration from 100ms to 5m, e.g. for=10s"))
+        }
+        return .success(duration)
+    }
+
     /// Writes one framed response; `request` is nil for an answer to bytes that did not parse.
     private func respond(
         _ context: ChannelHandlerContext,
@@ -144,7 +196,8 @@ final class AdminHandler: ChannelInboundHandler {
         body: String,
         close: Bool,
         contentType: String = "text/plain; charset=utf-8",
-        extra: [(String, String)] = []
+        extra: [(String, String)] = [],
+        written: EventLoopPromise<Void>? = nil
     ) {
         var headers = HTTPHeaders([("content-type", contentType), ("content-length", String(body.utf8.count)), ("cache-control", "no-store")])
         headers.add(contentsOf: extra)
@@ -156,6 +209,7 @@ final class AdminHandler: ChannelInboundHandler {
             context.write(self.wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(string: body)))), promise: nil)
         }
         context.writeAndFlush(self.wrapOutboundOut(.end(nil))).assumeIsolated().whenComplete { _ in
+            written?.succeed()
             if close {
                 context.close(promise: nil)
             } else {
@@ -210,6 +264,7 @@ enum StatusDocument {
             "upstreams":[\(upstreams.joined(separator: ","))],\
             "groups":[\(groups.map(Self.render(group:)).joined(separator: ","))],\
             "listeners":[\(listeners.map(Self.render(listener:)).joined(separator: ","))],\
+            "drain":\(phase.timeline?.statusJSON(now: now) ?? "null"),\
             \(ReloadDocument.statusMembers(configState)),\
             "max_connections":\(limits.maxConnections),"listeners_paused":\(limits.pausedListeners)}
 

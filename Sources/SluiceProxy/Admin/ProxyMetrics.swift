@@ -28,6 +28,8 @@ public final class ProxyMetrics: Sendable {
     private let configReloads: [ReloadResult: CoreMetrics.Counter]
     /// Kept for the series made later: per TLS listener (``tlsListener(_:)``), per certificate
     /// name, per upstream group's TLS failure reason.
+    /// `sluice_drain_last_new_connection_seconds`: late-arrival telemetry of the last drain or rehearsal.
+    private let lastNewConnectionGauge: CoreMetrics.Gauge
     private let factory: PrometheusMetricsFactory
 
     /// How a reload ended, as the `result` label of `sluice_config_reloads_total`.
@@ -45,6 +47,7 @@ public final class ProxyMetrics: Sendable {
         let factory = PrometheusMetricsFactory(registry: registry)
         self.factory = factory
         self.phaseGauge = CoreMetrics.Gauge(label: "sluice_drain_phase", factory: factory)
+        self.lastNewConnectionGauge = CoreMetrics.Gauge(label: "sluice_drain_last_new_connection_seconds", factory: factory)
         self.connectionsGauge = CoreMetrics.Gauge(label: "sluice_connections_active", factory: factory)
         self.inFlightGauge = CoreMetrics.Gauge(label: "sluice_requests_in_flight", factory: factory)
         self.forcedCloses = CoreMetrics.Counter(label: "sluice_forced_closes_total", factory: factory)
@@ -69,6 +72,11 @@ public final class ProxyMetrics: Sendable {
 
     func phase(_ phase: DrainPhase) {
         self.phaseGauge.record(phase.ordinal)
+    }
+
+    /// Seconds from the drain's (or rehearsal's) start to the last new connection accepted.
+    func lastNewConnection(seconds: Double) {
+        self.lastNewConnectionGauge.record(seconds)
     }
 
     /// Brings the metrics up to date with `snapshot` and renders the exposition text.

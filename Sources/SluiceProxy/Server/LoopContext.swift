@@ -117,7 +117,7 @@ final class LoopContext {
         if self.table[id]?.protocol != proto { self.table.setProtocol(id, proto) }
         self.connections[id] = connection
         switch self.phase {
-        case .starting, .serving, .stopped: break
+        case .starting, .serving, .rehearsing, .stopped: break
         case .propagating: connection.sendShutdownNotice()
         case .draining: connection.beginGracefulShutdown()
         case .forced: connection.close()

@@ -15,8 +15,8 @@ import Glibc
 ///
 /// 1. ``start()`` binds every listener and the admin listener and returns their real addresses
 ///    (port 0 binds a free port, shared by every loop).
-/// 2. ``beginPropagating(until:)``, ``beginDraining()`` and ``forceClose()`` carry a phase change
-///    to every loop; the loops report back through `events` when they have drained.
+/// 2. ``carryOut(_:)`` carries the drain machine's actions to every loop (see `ProxyServer+Drain.swift`);
+///    the loops report back through `events` when they have drained.
 /// 3. ``reload(trigger:)`` (SIGHUP, `POST /reload`) re-reads the configuration from the
 ///    ``ConfigSource`` and applies it on every loop; ``reload(to:)`` applies a given one
 ///    (see `ProxyServer+Reload.swift`).
@@ -51,6 +51,10 @@ public final class ProxyServer: Sendable {
     /// Loop events for the drain coordinator.
     let events: AsyncStream<LoopEvent>
     private let eventsContinuation: AsyncStream<LoopEvent>.Continuation
+    /// `POST /drain/rehearse` requests, for the drain coordinator.
+    let rehearsals = RehearsalQueue()
+    /// `GET /drain/wait` requests waiting for the drain's end.
+    let drainWaiters = DrainWaiters()
     /// Health checks and name re-resolution of the upstream groups (started by ``start()``).
     let upstreamServices: UpstreamServices
     /// Where ``reload(trigger:)`` reads the configuration again; `nil`: reloads are refused.
@@ -64,11 +68,16 @@ public final class ProxyServer: Sendable {
     /// The TLS listeners in force, by configured address (see `ProxyServer+TLS.swift`).
     let tlsListeners = NIOLockedValueBox<[HostPort: TLSListenerInForce]>([:])
 
-    /// The phase as the admin endpoints see it.
+    /// The drain as the admin endpoints see it, published by the ``DrainCoordinator`` from the drain
+    /// machine after every event it handles (see `ProxyServer+Drain.swift`); nothing else writes it.
     struct PhaseState: Sendable {
         var phase: DrainPhase = .starting
         var deadline: MonotonicInstant?
         var startedAt: MonotonicInstant = .now()
+        /// Supervisor mode: the app has answered (``setAppReady()``); always true without an app.
+        var appReady = true
+        /// While a drain or rehearsal runs: what has arrived since it began.
+        var timeline: DrainTimeline<MonotonicInstant>?
     }
 
     /// - Parameter configSource: reads the configuration again on reload exactly as at start-up (the
@@ -87,7 +96,9 @@ public final class ProxyServer: Sendable {
         self.metrics = metrics
         self.configSource = configSource
         self.configState = NIOLockedValueBox(ConfigState(config: config, generation: 1, loadedAt: UnixTime.now(), lastError: nil))
-        self.phase = NIOLockedValueBox(PhaseState())
+        var phase = PhaseState()
+        phase.appReady = config.app == nil
+        self.phase = NIOLockedValueBox(phase)
         self.group = MultiThreadedEventLoopGroup(numberOfThreads: config.threads)
         self.descriptorLimit = DescriptorLimit.current
         self.maxConnections = ConnectionLimit.effective(configured: config.http.maxConnections, descriptorLimit: self.descriptorLimit, threads: config.threads)
@@ -274,34 +285,6 @@ public final class ProxyServer: Sendable {
         }
     }
 
-    // MARK: Phase changes
-
-    func setPhase(_ phase: DrainPhase, deadline: MonotonicInstant?) {
-        self.phase.withLockedValue {
-            $0.phase = phase
-            $0.deadline = deadline
-        }
-        self.metrics.phase(phase)
-    }
-
-    func beginPropagating(until: MonotonicInstant) {
-        for loop in self.loops { loop.eventLoop.execute { loop.value.beginPropagating(until: until) } }
-    }
-
-    func beginDraining() {
-        for loop in self.loops { loop.eventLoop.execute { loop.value.beginDraining() } }
-    }
-
-    /// Cuts every connection; returns how many were cut.
-    func forceClose() async -> Int {
-        self.upstreamServices.stop()
-        var cut = 0
-        for loop in self.loops {
-            cut += (try? await loop.eventLoop.submit { loop.value.forceClose() }.get()) ?? 0
-        }
-        return cut
-    }
-
     /// The connection table's counts and the request counters, summed over loops.
     func snapshot() -> EventLoopFuture<LoopSnapshot> {
         let futures = self.loops.map { loop in loop.eventLoop.submit { loop.value.snapshot() } }
@@ -324,6 +307,8 @@ public final class ProxyServer: Sendable {
         self.upstreamServices.stop()
         self.stopTLS()
         self.eventsContinuation.finish()
+        self.rehearsals.close()
+        await self.drainWaiters.finish("deadline")
         for loop in self.loops {
             try? await loop.eventLoop.submit { loop.value.stopSweeping() }.get()
         }

@@ -160,8 +160,9 @@ extension ProxyServer {
     /// Ready while the phase is (`serving`) and, with `ready-requires`, once each named group that has
     /// health checks has an endpoint that passed them. The phase is asked first, so readiness never
     /// returns to 200 once draining began, whatever the upstreams do.
-    func readiness(_ phase: DrainPhase) -> Readiness {
-        guard phase.isReady else { return .notReady(phase.rawValue) }
+    func readiness(_ state: PhaseState) -> Readiness {
+        guard state.phase.isReady else { return .notReady(state.phase.rawValue) }
+        guard state.appReady else { return .notReady("waiting for the app to answer") }
         guard !self.config.readyRequires.isEmpty else { return .ready }
         if let group = self.upstreamServices.groupWaitingForHealth(self.config.readyRequires, groups: self.config.groups) {
             return .notReady("waiting for a healthy endpoint in \(group)")
