@@ -24,6 +24,11 @@ enum Launcher {
         // (the Unix daemon convention, as nginx and HAProxy). Installed before binding so that a
         // signal during start-up is not the default "die at once".
         let signals = SignalSource.install()
+        // The report is written at exit; a path that cannot be written is found now, not after the drain.
+        if let path = config.drain.reportFile, let problem = TextFile.writeProblem(path) {
+            Console.error("sluice: cannot write the drain report --drain-report \(path): \(problem)")
+            return 1
+        }
         // Every client connection costs a descriptor (and usually one upstream): use what the hard
         // limit allows. The automatic --max-connections is derived from the raised limit.
         DescriptorLimit.raiseToHard()
@@ -238,6 +243,14 @@ enum WallClock {
 enum TextFile {
     struct WriteError: Error, CustomStringConvertible {
         var description: String
+    }
+
+    /// Why `path` could not be written (its directory missing or read-only, or the file read-only), or nil.
+    static func writeProblem(_ path: String) -> String? {
+        let directory = path.contains("/") ? String(path[..<path.lastIndex(of: "/")!]) : "."
+        let target = access(path, F_OK) == 0 ? path : (directory.isEmpty ? "/" : directory)
+        guard access(target, W_OK) != 0 else { return nil }
+        return "\(target): \(String(cString: strerror(errno)))"
     }
 
     static func write(_ text: String, to path: String) throws {

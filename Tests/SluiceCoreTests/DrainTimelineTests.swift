@@ -55,38 +55,44 @@ import Testing
         #expect(sum.since == self.t0)
     }
 
-    func sample(_ at: Duration, connections: Int, requests: Int, last: Duration?, inFlight: Int = 0) -> DrainTimeline<Instant>.Sample {
+    /// A sample at `at` after a table saw connections accepted at `connections` and requests started
+    /// at `requests` (offsets from t0), with `inFlight` requests open.
+    func sample(_ at: Duration, connections: [Duration], requests: [Duration] = [], inFlight: Int = 0) -> DrainTimeline<Instant>.Sample {
         var table = self.table()
         var rng = SplitMix64(seed: 3)
         table.watchArrivals(since: self.t0)
         var counts = Table.Counts()
         counts.requestsInFlight = inFlight
         counts.byState = [.active: inFlight]
-        // Build arrivals through the table's own API: `connections` accepted, the last at `last`.
-        for index in 0..<connections {
-            let at = index == connections - 1 ? self.t0 + (last ?? .zero) : self.t0
-            let id = ConnectionID(rawValue: UInt64(0) << 48 | UInt64(UInt64(index + 1)))
-            table.add(id, protocol: .http1, peer: "p", now: at, using: &rng)
+        for (index, offset) in connections.enumerated() {
+            table.add(ConnectionID(rawValue: UInt64(index + 1)), protocol: .http1, peer: "p", now: self.t0 + offset, using: &rng)
         }
-        let first = ConnectionID(rawValue: UInt64(0) << 48 | UInt64(1))
-        for _ in 0..<requests { table.requestStarted(first, now: self.t0) }
+        if !requests.isEmpty && connections.isEmpty {
+            table.add(ConnectionID(rawValue: 1000), protocol: .http1, peer: "p", now: self.t0 - .seconds(1), using: &rng)
+        }
+        let first = connections.isEmpty ? ConnectionID(rawValue: 1000) : ConnectionID(rawValue: 1)
+        for offset in requests { table.requestStarted(first, now: self.t0 + offset) }
         return .init(now: self.t0 + at, arrivals: table.arrivals, counts: counts)
     }
 
-    /// Samples become 100 ms buckets of what arrived in each; a late sample leaves empty buckets
-    /// that keep the open connections.
+    /// Arrivals land in the 100 ms slice they happened in, whenever the sample is taken; open
+    /// connections and requests in flight stand for the slice the sample was taken in, and slices a
+    /// late sample skipped keep the previous ones.
     @Test func samplesBecomeBuckets() {
         var timeline = DrainTimeline<Instant>(start: self.t0, kind: .drain, trigger: .signal)
         timeline.mark(.propagating, at: self.t0)
-        timeline.record(self.sample(.milliseconds(100), connections: 3, requests: 10, last: .milliseconds(80), inFlight: 2))
-        timeline.record(self.sample(.milliseconds(205), connections: 5, requests: 12, last: .milliseconds(190), inFlight: 1))
-        timeline.record(self.sample(.milliseconds(520), connections: 5, requests: 12, last: .milliseconds(190), inFlight: 0))
+        timeline.record(self.sample(.milliseconds(2), connections: [], inFlight: 4))
+        let early: [Duration] = [.milliseconds(30), .milliseconds(40), .milliseconds(80)]
+        timeline.record(self.sample(.milliseconds(103), connections: early, requests: [.milliseconds(50)], inFlight: 2))
+        let more = early + [.milliseconds(150), .milliseconds(190)]
+        timeline.record(self.sample(.milliseconds(205), connections: more, requests: [.milliseconds(50), .milliseconds(120)], inFlight: 1))
+        timeline.record(self.sample(.milliseconds(520), connections: more, requests: [.milliseconds(50), .milliseconds(120)], inFlight: 0))
         timeline.mark(.draining, at: self.t0 + .seconds(5))
-        #expect(timeline.newConnectionsPer100ms == [0, 3, 2, 0, 0, 0])
-        #expect(timeline.buckets.map(\.requests) == [0, 10, 2, 0, 0, 0])
-        #expect(timeline.buckets.map(\.inFlight) == [0, 2, 1, 1, 1, 0])
+        #expect(timeline.newConnectionsPer100ms == [3, 2, 0, 0, 0, 0])
+        #expect(timeline.buckets.map(\.requests) == [1, 1, 0, 0, 0, 0])
+        #expect(timeline.buckets.map(\.inFlight) == [4, 2, 1, 1, 1, 0])
         #expect(timeline.newConnections == 5)
-        #expect(timeline.requests == 12)
+        #expect(timeline.requests == 2)
         #expect(timeline.lastNewConnectionSeconds == 0.19)
         #expect(timeline.marks == [.init(phase: .propagating, seconds: 0), .init(phase: .draining, seconds: 5)])
     }
@@ -97,10 +103,10 @@ import Testing
         var timeline = DrainTimeline<Instant>(start: self.t0, kind: .rehearsal, trigger: .rehearsal)
         #expect(!timeline.delayLooksShort(delay: .seconds(5)))
         #expect(timeline.suggestedDelay == .seconds(1))
-        timeline.record(self.sample(.seconds(4), connections: 1, requests: 0, last: .milliseconds(3990)))
+        timeline.record(self.sample(.seconds(4), connections: [.milliseconds(3990)]))
         #expect(!timeline.delayLooksShort(delay: .seconds(5)))
         #expect(timeline.suggestedDelay == .seconds(5))
-        timeline.record(self.sample(.seconds(5), connections: 2, requests: 0, last: .seconds(4)))
+        timeline.record(self.sample(.seconds(5), connections: [.milliseconds(3990), .seconds(4)]))
         #expect(timeline.delayLooksShort(delay: .seconds(5)))
         #expect(!timeline.delayLooksShort(delay: .seconds(10)))
     }
@@ -109,7 +115,7 @@ import Testing
     @Test func jsonDocuments() {
         var timeline = DrainTimeline<Instant>(start: self.t0, kind: .rehearsal, trigger: .rehearsal)
         timeline.mark(.rehearsing, at: self.t0)
-        timeline.record(self.sample(.milliseconds(150), connections: 2, requests: 4, last: .milliseconds(120), inFlight: 1))
+        timeline.record(self.sample(.milliseconds(150), connections: [.milliseconds(110), .milliseconds(120)], requests: Array(repeating: .milliseconds(130), count: 4), inFlight: 1))
         #expect(
             timeline.rehearsalJSON(window: .seconds(10), outcome: "completed", now: self.t0 + .seconds(10))
                 == """

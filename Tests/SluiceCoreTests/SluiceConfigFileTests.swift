@@ -515,6 +515,7 @@ import Testing
                 drain-delay: 5s
                 drain-timeout: 20s
                 termination-grace: 30s
+                drain-delay-min: 2s
                 drain-idle-quiet: 250ms
                 request-header-timeout: 30s
                 idle-timeout: 1m
@@ -663,6 +664,21 @@ import Testing
         #expect(throws: ConfigErrors(errors: [ConfigError("listen 127.0.0.1:0 is given twice; each listener needs an address of its own")])) {
             try Self.read(["upstream": ["http://a:1"], "listen": ["127.0.0.1:0", ["address": "127.0.0.1:0", "tls": ["certificates": [["cert": "/c", "key": "/k"]]]]]])
         }
+    }
+
+    /// The drain and supervisor settings print only when set (the app's command as a comment).
+    @Test func effectiveYAMLRoundTripsDrainAndSupervisorSettings() throws {
+        let sources = ConfigSources(
+            flags: [
+                "upstream": ["http://127.0.0.1:3000"], "drain-quiet": ["1s"], "drain-report": ["/var/run/drain report.json"],
+                "app-ready-path": ["/healthz"], "app-forward-signals": ["USR1"],
+            ],
+            appCommand: ["node", "server.js"])
+        let config = try SluiceConfig.read(sources, defaultThreads: 1)
+        let yaml = config.effectiveYAML
+        #expect(yaml.contains("\ndrain-quiet: 1s\ndrain-delay-min: 2s\ndrain-report: /var/run/drain report.json\n"), "\(yaml)")
+        #expect(yaml.contains("\n# supervisor mode: -- node server.js\napp-ready-path: /healthz\napp-stop-signal: TERM\napp-forward-signals: [USR1]\n"))
+        #expect(!SluiceConfig().effectiveYAML.contains("drain-quiet") && !SluiceConfig().effectiveYAML.contains("app-"))
     }
 
     /// check-config's YAML writes a TLS listener as the file would, and reads back to the same listeners.

@@ -46,6 +46,9 @@ public struct ReloadPlan: Sendable, Equatable {
         ("drain-delay", { "\($0.drain.delay)" }),
         ("drain-timeout", { "\($0.drain.timeout)" }),
         ("termination-grace", { "\($0.drain.terminationGrace)" }),
+        ("drain-quiet", { "\($0.drain.quiet.map { "\($0)" } ?? "off")" }),
+        ("drain-delay-min", { "\($0.drain.delayMin)" }),
+        ("drain-report", { $0.drain.reportFile ?? "" }),
         ("drain-idle-quiet", { "\($0.drain.idleQuietPeriod)" }),
         ("request-header-timeout", { "\($0.http.requestHeaderTimeout)" }),
         ("idle-timeout", { "\($0.http.idleTimeout)" }),
@@ -57,6 +60,9 @@ public struct ReloadPlan: Sendable, Equatable {
         ("log-level", { $0.logging.level.rawValue }),
         ("log-format", { $0.logging.format.rawValue }),
         ("ready-requires", { $0.readyRequires.joined(separator: ",") }),
+        ("app-ready-path", { $0.app?.readyPath ?? "" }),
+        ("app-stop-signal", { $0.app?.stopSignal.rawValue ?? "" }),
+        ("app-forward-signals", { $0.app?.forwardSignals.map(\.rawValue).joined(separator: ",") ?? "" }),
     ]
 
     public init(current: SluiceConfig, new: SluiceConfig, startedWith: SluiceConfig) {

@@ -37,6 +37,9 @@ extension SluiceConfig {
         lines.append("drain-delay: \(DurationParser.format(self.drain.delay))")
         lines.append("drain-timeout: \(DurationParser.format(self.drain.timeout))")
         lines.append("termination-grace: \(DurationParser.format(self.drain.terminationGrace))")
+        if let quiet = self.drain.quiet { lines.append("drain-quiet: \(DurationParser.format(quiet))") }
+        lines.append("drain-delay-min: \(DurationParser.format(self.drain.delayMin))")
+        if let report = self.drain.reportFile { lines.append("drain-report: \(YAMLText.scalar(report))") }
         lines.append("drain-idle-quiet: \(DurationParser.format(self.drain.idleQuietPeriod))")
         lines.append("request-header-timeout: \(DurationParser.format(self.http.requestHeaderTimeout))")
         lines.append("idle-timeout: \(DurationParser.format(self.http.idleTimeout))")
@@ -50,6 +53,12 @@ extension SluiceConfig {
         lines.append("response-header-timeout: \(DurationParser.format(self.upstream.responseHeaderTimeout))")
         lines.append("upstream-idle-timeout: \(DurationParser.format(self.upstream.idleTimeout))")
         lines.append("upstream-max-idle: \(self.upstream.maxIdle)")
+        if let app = self.app {
+            lines.append("# supervisor mode: -- \(app.command.joined(separator: " "))")
+            if let path = app.readyPath { lines.append("app-ready-path: \(YAMLText.scalar(path))") }
+            lines.append("app-stop-signal: \(app.stopSignal.rawValue)")
+            lines.append("app-forward-signals: [\(app.forwardSignals.map(\.rawValue).joined(separator: ", "))]")
+        }
         lines.append("log-level: \(self.logging.level.rawValue)")
         lines.append("log-format: \(self.logging.format.rawValue)")
         lines.append("upstreams:")

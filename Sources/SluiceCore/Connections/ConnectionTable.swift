@@ -203,8 +203,24 @@ public struct ConnectionTable<Instant: InstantProtocol> where Instant.Duration =
         /// The last request started on a connection accepted before ``since``: how long clients kept
         /// using the connections they already had.
         public internal(set) var lastRequestOnOlderConnectionAt: Instant?
+        /// Connections accepted, per 100 ms from ``since`` (``DrainTimeline/bucketWidth``).
+        public internal(set) var connectionsPerBucket: [Int] = []
+        /// Requests started, per 100 ms from ``since``.
+        public internal(set) var requestsPerBucket: [Int] = []
 
         public init() {}
+
+        /// The 100 ms slice of `now` since ``since``.
+        @inline(__always)
+        static func bucket(since: Instant, now: Instant) -> Int {
+            Int(since.duration(to: now).nanosecondsClamped / 100_000_000)
+        }
+
+        @inline(__always)
+        static func count(_ index: Int, in buckets: inout [Int]) {
+            if buckets.count <= index { buckets += repeatElement(0, count: index + 1 - buckets.count) }
+            buckets[index] += 1
+        }
 
         /// Two loops' arrivals together (counts summed, the later moments kept).
         public static func + (lhs: Arrivals, rhs: Arrivals) -> Arrivals {
@@ -214,7 +230,13 @@ public struct ConnectionTable<Instant: InstantProtocol> where Instant.Duration =
             sum.requests += rhs.requests
             sum.lastConnectionAt = Self.later(lhs.lastConnectionAt, rhs.lastConnectionAt)
             sum.lastRequestOnOlderConnectionAt = Self.later(lhs.lastRequestOnOlderConnectionAt, rhs.lastRequestOnOlderConnectionAt)
+            sum.connectionsPerBucket = Self.sum(lhs.connectionsPerBucket, rhs.connectionsPerBucket)
+            sum.requestsPerBucket = Self.sum(lhs.requestsPerBucket, rhs.requestsPerBucket)
             return sum
+        }
+
+        private static func sum(_ a: [Int], _ b: [Int]) -> [Int] {
+            (0..<max(a.count, b.count)).map { (a.indices.contains($0) ? a[$0] : 0) + (b.indices.contains($0) ? b[$0] : 0) }
         }
 
         private static func later(_ a: Instant?, _ b: Instant?) -> Instant? {
@@ -261,6 +283,7 @@ public struct ConnectionTable<Instant: InstantProtocol> where Instant.Duration =
         if let since = self.arrivals.since, now >= since {
             self.arrivals.connections += 1
             self.arrivals.lastConnectionAt = now
+            Arrivals.count(Arrivals.bucket(since: since, now: now), in: &self.arrivals.connectionsPerBucket)
         }
     }
 
@@ -268,6 +291,11 @@ public struct ConnectionTable<Instant: InstantProtocol> where Instant.Duration =
     public mutating func watchArrivals(since: Instant) {
         self.arrivals = Arrivals()
         self.arrivals.since = since
+    }
+
+    /// Stops counting (a rehearsal is over): the per-100 ms counts must not grow while serving.
+    public mutating func stopWatchingArrivals() {
+        self.arrivals = Arrivals()
     }
 
     /// The protocol became known after accept (h2c prior knowledge was detected).
@@ -310,6 +338,7 @@ public struct ConnectionTable<Instant: InstantProtocol> where Instant.Duration =
         self.entries.values[index].requestStarted(now: now)
         if let since = self.arrivals.since, now >= since {
             self.arrivals.requests += 1
+            Arrivals.count(Arrivals.bucket(since: since, now: now), in: &self.arrivals.requestsPerBucket)
             if self.entries.values[index].acceptedAt < since { self.arrivals.lastRequestOnOlderConnectionAt = now }
         }
     }

@@ -83,12 +83,15 @@ public struct DrainTimeline<Instant: InstantProtocol> where Instant.Duration == 
 
     public mutating func recordForcedCloses(_ count: Int) { self.forcedCloses += count }
 
-    /// Adds what arrived since the previous sample to the bucket `sample.now` falls in (the buckets
-    /// in between, if sampling was late, get no arrivals and the same open connections).
+    /// Takes the sample's arrivals (counted per 100 ms by the loops themselves, so each lands in the
+    /// slice it happened in) and its open connections and requests in flight, which stand for the
+    /// end of the slice the sample was taken in (the slices in between, if sampling was late, keep
+    /// the previous ones).
     public mutating func record(_ sample: Sample) {
         let elapsed = max(.zero, self.start.duration(to: sample.now))
         let index = Int(elapsed.nanosecondsClamped / Self.bucketWidth.nanosecondsClamped)
-        while self.buckets.count <= index {
+        let count = max(index + 1, sample.arrivals.connectionsPerBucket.count, sample.arrivals.requestsPerBucket.count)
+        while self.buckets.count < count {
             var bucket = Bucket()
             if let previous = self.buckets.last {
                 bucket.inFlight = previous.inFlight
@@ -96,10 +99,14 @@ public struct DrainTimeline<Instant: InstantProtocol> where Instant.Duration == 
             }
             self.buckets.append(bucket)
         }
-        self.buckets[index].newConnections += max(0, sample.arrivals.connections - self.last.connections)
-        self.buckets[index].requests += max(0, sample.arrivals.requests - self.last.requests)
-        self.buckets[index].inFlight = sample.counts.requestsInFlight
-        self.buckets[index].connections = sample.counts.byState
+        for bucket in self.buckets.indices {
+            self.buckets[bucket].newConnections = sample.arrivals.connectionsPerBucket.indices.contains(bucket) ? sample.arrivals.connectionsPerBucket[bucket] : 0
+            self.buckets[bucket].requests = sample.arrivals.requestsPerBucket.indices.contains(bucket) ? sample.arrivals.requestsPerBucket[bucket] : 0
+        }
+        for bucket in index..<self.buckets.count {
+            self.buckets[bucket].inFlight = sample.counts.requestsInFlight
+            self.buckets[bucket].connections = sample.counts.byState
+        }
         self.last = sample.arrivals
     }
 

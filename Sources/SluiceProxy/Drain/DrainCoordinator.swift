@@ -154,8 +154,25 @@ private final class DrainRun {
     /// Carries out `action`; returns the outcome once the lifecycle is over.
     private func execute(_ action: Machine.Action, from before: DrainPhase, now: MonotonicInstant) async -> DrainCoordinator.Outcome? {
         let after = self.machine.phase
+        // A rehearsal or drain that begins gets its timeline before anything is published, so that
+        // `/status` never shows the new phase without it.
+        var began = false
+        switch action {
+        case .startRehearsal where self.timeline == nil:
+            self.timeline = DrainTimeline(start: now, kind: .rehearsal, trigger: .rehearsal)
+            began = true
+        case .startPropagating where self.timeline == nil, .startDraining where self.timeline == nil:
+            self.timeline = DrainTimeline(start: self.machine.startedAt ?? now, kind: .drain, trigger: self.appExited ? .appExit : .signal)
+            began = true
+        case .none, .startServing, .startRehearsal, .endRehearsal, .startPropagating, .startDraining, .forceClose, .stop:
+            break
+        }
         // Readiness follows the machine at once, before the loops hear of the change.
         self.publish()
+        if began, let start = self.timeline?.start {
+            await self.server.watchArrivals(since: start)
+            self.startSampling()
+        }
         if before == .rehearsing, after != .rehearsing, action != .endRehearsal {
             // A SIGTERM (or the app's exit) during the rehearsal: it is a real drain now.
             self.answerRehearsal(outcome: "drain", now: now)
@@ -168,7 +185,6 @@ private final class DrainRun {
             self.publish()
             await self.logPhase(.serving)
         case .startRehearsal(let until):
-            await self.startTimeline(kind: .rehearsal, trigger: .rehearsal, since: now)
             self.timeline?.mark(.rehearsing, at: now)
             self.logger.notice(
                 "rehearsal", metadata: ["for": "\(DurationParser.format(self.rehearsal?.window ?? .zero))", "until_seconds": "\(now.duration(to: until).secondsDouble)"])
@@ -178,15 +194,12 @@ private final class DrainRun {
             self.logRehearsal()
             self.timeline = nil
             self.stopSampling()
+            await self.server.stopWatchingArrivals()
         case .startPropagating:
-            if self.timeline == nil { await self.startTimeline(kind: .drain, trigger: .signal, since: self.machine.startedAt ?? now) }
             self.timeline?.mark(.propagating, at: now)
             _ = await self.server.carryOut(action)
             await self.logPhase(after)
         case .startDraining:
-            if self.timeline == nil {
-                await self.startTimeline(kind: .drain, trigger: self.appExited ? .appExit : .signal, since: self.machine.startedAt ?? now)
-            }
             self.timeline?.mark(.draining, at: now)
             _ = await self.server.carryOut(action)
             await self.logPhase(after)
@@ -221,15 +234,10 @@ private final class DrainRun {
 
     // MARK: Timeline
 
-    private func startTimeline(kind: DrainTimeline<MonotonicInstant>.Kind, trigger: DrainTimeline<MonotonicInstant>.Trigger, since: MonotonicInstant) async {
-        self.timeline = DrainTimeline(start: since, kind: kind, trigger: trigger)
-        await self.server.watchArrivals(since: since)
-        self.startSampling()
-    }
-
-    /// Every 100 ms while a drain or rehearsal runs.
+    /// At once, then every 100 ms while a drain or rehearsal runs.
     private func startSampling() {
         guard self.sampler == nil, let continuation = self.continuation else { return }
+        continuation.yield(.sample)
         self.sampler = Task {
             while !Task.isCancelled {
                 try? await Task.sleep(for: .milliseconds(100))

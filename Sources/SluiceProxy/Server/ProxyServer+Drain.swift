@@ -63,6 +63,13 @@ extension ProxyServer {
         }
     }
 
+    /// Every loop stops counting arrivals (a rehearsal is over).
+    func stopWatchingArrivals() async {
+        for loop in self.loops {
+            try? await loop.eventLoop.submit { loop.value.table.stopWatchingArrivals() }.get()
+        }
+    }
+
     /// The loops' arrivals and connection counts, summed, for the drain's timeline.
     func drainSample() async -> DrainTimeline<MonotonicInstant>.Sample {
         var arrivals = ConnectionTable<MonotonicInstant>.Arrivals()
