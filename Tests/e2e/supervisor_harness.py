@@ -291,7 +291,7 @@ def run_sluice(args: list[str], timeout: float = 30) -> tuple[int, str, str]:
 
 def rolling_update(work: Path, *, drain_delay: str = "2s", drain_timeout: str = "10s",
                    termination_grace: str = "20s", removal_lag: float = 1.0, signal_at: float = 2.0,
-                   duration: float = 6.0, workers: int = 2, slow_ms: int = 1000, say=print) -> dict:
+                   duration: float = 6.0, workers: int = 2, slow_ms: int = 2500, say=print) -> dict:
     """loadgen.py x `workers` -> balancer.py -> {sluice -- supervisor_app.py (A), origin.py B}.
 
     At t0 + `signal_at` Sluice gets SIGTERM and the balancer is told the pod is terminating (it drops
@@ -340,7 +340,7 @@ def rolling_update(work: Path, *, drain_delay: str = "2s", drain_timeout: str = 
             w = ru.Child(f"worker{i}", [PY, str(HERE / "loadgen.py"), "--port", str(port_bal), "--names", "A,B",
                                         "--start", repr(t0), "--duration", str(duration), "--out", str(out),
                                         "--keepalive", "6", "--newconn", "3", "--slow", "2", "--upload", "1",
-                                        "--stream", "1", "--slow-ms", str(slow_ms), "--stream-chunks", "10",
+                                        "--stream", "1", "--slow-ms", str(slow_ms), "--stream-chunks", "20",
                                         "--stream-interval-ms", "100", "--think-ms", "20", "--seed", str(i + 1)],
                          work)
             children.append(w)
@@ -371,6 +371,7 @@ def rolling_update(work: Path, *, drain_delay: str = "2s", drain_timeout: str = 
             "readiness": ru.readiness_verdict(list(rp.samples), sig_mono),
             "signal": {"wall": sig_wall, "mono": sig_mono},
             "exit_code": rc, "exit_mono": sup.exit_mono,
+            "served_by_a": [[r[0], r[1], r[2]] for r in served_a],
             "last_a_response": {"start_mono": max((r[0] for r in served_a), default=None),
                                 "end_mono": max((r[1] for r in served_a), default=None)},
             "app_pid": sup.app_pid(),

@@ -129,6 +129,10 @@ def test_rolling_update_stops_the_app_after_the_drain(tmp_path):
     # The drain itself: readiness failed at once, the listener stayed open for the drain delay.
     draining = log("phase", phase="draining")
     assert draining and sh.parse_ts(draining[0]["ts"]) - sig_wall >= delay - TS_RESOLUTION, draining
+    # The test means something only if the app still had requests to finish once the listener closed.
+    draining_mono = sig_mono + (sh.parse_ts(draining[0]["ts"]) - sig_wall)
+    across = [x for x in r["served_by_a"] if x[0] < draining_mono < x[1]]
+    assert across, "no request to the app was in flight when the drain began: the load proves little"
 
     rep = r["report"]
     marks = {m["phase"]: m["t"] for m in (rep or {}).get("marks", [])}
@@ -143,7 +147,8 @@ def test_rolling_update_stops_the_app_after_the_drain(tmp_path):
         "last_client_response_from_app_to_app_sigterm_s": round(term["mono"] - last_a["end_mono"], 3),
         "report_marks": marks,
         "requests_ok": req["ok"], "served_by": req["served_by"], "failed": req["failed"],
-        "in_flight_at_signal": inf["total"], "exit_code": r["exit_code"],
+        "in_flight_at_signal": inf["total"], "app_requests_across_draining": len(across),
+        "exit_code": r["exit_code"],
     }
     (tmp_path / "supervisor-timings.json").write_text(json.dumps(timings, indent=2))
     print("\nSUPERVISOR-TIMINGS " + json.dumps(timings), flush=True)
@@ -217,8 +222,12 @@ def test_app_exiting_on_its_own(start, tmp_path, app_code, sluice_code):
     # An idle keep-alive connection: the drain has to close it (after --drain-idle-quiet).
     idle = socket.create_connection(("127.0.0.1", sup.listen_port), timeout=5)
     idle.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-    head = idle.recv(65536)
-    assert head.startswith(b"HTTP/1.1 200"), head
+    resp = b""
+    for _ in range(100):
+        if resp.endswith(b"hello from A\n") or not (chunk := idle.recv(65536)):
+            break
+        resp += chunk
+    assert resp.startswith(b"HTTP/1.1 200") and resp.endswith(b"\r\n\r\nhello from A\n"), resp
     sampler = sh.ReadyzSampler(port)
     sampler.start()
     try:
@@ -238,8 +247,8 @@ def test_app_exiting_on_its_own(start, tmp_path, app_code, sluice_code):
     assert rest == b"", f"idle keep-alive connection: {rest!r}"
     _assert_app_lifecycle_logged(sup, app_pid, f"exit:{app_code}")
     assert not sup.find_logs("stopping app"), "Sluice tried to stop an app that had already exited"
-    phases = [r.get("phase") for _, r in sup.find_logs("phase")]
-    assert "propagating" not in phases and phases[:1] == ["draining"] and "stopped" in phases, phases
+    phases = [r.get("phase") for _, r in sup.find_logs("phase") if r.get("phase") not in ("starting", "serving")]
+    assert phases == ["draining", "stopped"], phases
     samples = sampler.samples
     assert any(s[2] == 200 for s in samples if s[1] < crash["mono"]), "not ready before the app exited"
     draining_at = sup.phase_log("draining")[0]
@@ -291,7 +300,8 @@ def test_app_ignoring_term_is_killed_when_the_grace_is_used_up(start):
     kill = _log_fields(sup, "app did not stop in time")
     assert str(kill.get("pid")) == str(app_pid), kill
     kill_ts = sh.parse_ts(kill["ts"])
-    assert 4.0 - TS_RESOLUTION <= kill_ts - sig_wall < 4.5, (kill_ts - sig_wall, kill)
+    assert 4.0 - TS_RESOLUTION <= kill_ts - sig_wall < 4.5, \
+        f"SIGKILL {kill_ts - sig_wall:.3f}s after the signal, not when termination-grace 4s was used up: {kill}"
     assert 4.0 <= elapsed < 5.0, elapsed
     _assert_app_lifecycle_logged(sup, app_pid, "signal:KILL")
     assert sh.wait_until(lambda: sh.proc_stat(app_pid) is None, 3), f"app {app_pid} still there"
