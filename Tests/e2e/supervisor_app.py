@@ -10,6 +10,7 @@ carries "X-Origin: <--name>", and the bodies are origin.py's, so loadgen.py chec
   GET  /stream?chunks=N&interval_ms=M     -> chunked, "chunk <i>/<N> from <name>\\n" every M ms
   GET  /healthz                           -> 200 "ok\\n", or 503 "starting\\n" until --ready-after
   GET  /spawn?life_ms=N                   -> forks an orphan (see --spawn-orphan); 200 "<orphan pid>\\n"
+  GET  /stats                             -> {"in_flight": N, "requests": N, ...} (not counted itself)
   anything else                           -> 404
 
 Modes:
@@ -21,6 +22,9 @@ Modes:
   --spawn-orphan       at start, forks a child that forks a grandchild and exits at once: the grandchild
                        is orphaned (reparented to the nearest subreaper, or PID 1), records its parent,
                        lives --orphan-life-ms and exits; whoever adopted it must reap it
+  --die-on SIG         leaves SIG (e.g. TERM, USR2) at its default action: the app dies of it, unrecorded
+  --check-port P       at start, records whether 127.0.0.1:P accepts a connection (Sluice's listener)
+  --record-env NAME    at start, records the value of the environment variable NAME
 Every other catchable signal among HUP, INT, QUIT, USR1, USR2, WINCH, ALRM is recorded and ignored
 (INT and QUIT are treated as TERM).
 
@@ -40,6 +44,7 @@ import hashlib
 import json
 import os
 import signal
+import socket
 import sys
 import threading
 import time
@@ -197,6 +202,9 @@ class Handler(BaseHTTPRequestHandler):
         return u.path, parse_qs(u.query)
 
     def do_GET(self) -> None:  # noqa: N802 - the base class's name
+        if self.path == "/stats":
+            self._send(200, json.dumps(STATE.snapshot()).encode(), "application/json")
+            return
         STATE.begin()
         try:
             self._get()
@@ -279,6 +287,9 @@ def main() -> int:
     ap.add_argument("--ready-after", type=float, default=0.0, help="/healthz is 503 for this many seconds")
     ap.add_argument("--spawn-orphan", action="store_true", help="fork an orphaned grandchild at start")
     ap.add_argument("--orphan-life-ms", type=int, default=500)
+    ap.add_argument("--die-on", action="append", default=[], help="a signal left at its default action")
+    ap.add_argument("--check-port", type=int, default=None, help="record whether this port accepts at start")
+    ap.add_argument("--record-env", action="append", default=[], help="record this environment variable")
     args = ap.parse_args()
     STATE = State(args)
     rec = STATE.rec
@@ -294,12 +305,22 @@ def main() -> int:
             got["signal"] = name
             stop.set()
 
+    die_on = {("SIG" + d.upper()).replace("SIGSIG", "SIG") for d in args.die_on}
     for name in RECORDED_SIGNALS:
-        signal.signal(getattr(signal, name), on_signal)
+        signal.signal(getattr(signal, name), signal.SIG_DFL if name in die_on else on_signal)
+
+    port_open = None
+    if args.check_port is not None:
+        try:
+            socket.create_connection(("127.0.0.1", args.check_port), timeout=1).close()
+            port_open = True
+        except OSError:
+            port_open = False
 
     server = Server(("127.0.0.1", args.port), Handler)
     port = server.server_address[1]
-    rec.write("start", port=port, argv=sys.argv[1:], mode={
+    rec.write("start", port=port, argv=sys.argv[1:], port_open=port_open,
+              env={n: os.environ.get(n) for n in args.record_env}, mode={
         "exit_code": args.exit_code, "ignore_term": args.ignore_term, "crash_after": args.crash_after,
         "ready_after": args.ready_after, "spawn_orphan": args.spawn_orphan})
     print(f"app listening {port} pid {os.getpid()}", flush=True)

@@ -93,7 +93,10 @@ class Supervised:
     """One `sluice ... -- python3 supervisor_app.py ...` process and what it says."""
 
     def __init__(self, work: Path, *, sluice_args: list[str] = (), app_args: list[str] = (), name: str = "sluice",
-                 app_name: str = "A", app_command: list[str] | None = None, wrapper: list[str] = ()) -> None:
+                 app_name: str = "A", app_command: list[str] | None = None, wrapper: list[str] = (),
+                 python: str = PY, supervise: bool = True) -> None:
+        """`app_args` may hold "{listen}", replaced by Sluice's listen port. With supervise=False the app
+        is started here, beside a plain Sluice (the sidecar case), with the same records."""
         self.work = Path(work)
         self.work.mkdir(parents=True, exist_ok=True)
         self.name = name
@@ -104,14 +107,21 @@ class Supervised:
         self.other: list[tuple[float, str]] = []    # non-JSON stderr lines (the app's, or a start-up error)
         self.exit_mono: float | None = None
         self.exit_code: int | None = None
+        app_args = [a.replace("{listen}", str(self.listen_port)) for a in app_args]
         app = app_command if app_command is not None else [
-            PY, str(APP), "--port", str(self.app_port), "--record", str(self.record), "--name", app_name, *app_args]
+            python, str(APP), "--port", str(self.app_port), "--record", str(self.record), "--name", app_name,
+            *app_args]
+        self.app_child: ru.Child | None = None
+        if not supervise:
+            self.app_child = ru.Child(f"{name}-app", app, self.work)
+            if not self.app_child.wait_for_line(r"^app listening", 10):
+                raise RuntimeError(f"the app did not start:\n{self.app_child.tail()}")
         self.argv = [*wrapper, str(sluice_bin()),
                      "--listen", f"127.0.0.1:{self.listen_port}",
                      "--admin", "127.0.0.1:0",
                      "--upstream", f"http://127.0.0.1:{self.app_port}",
                      "--log-format", "json",
-                     *sluice_args, "--", *app]
+                     *sluice_args, *(["--", *app] if supervise else [])]
         self.child = ru.Child(name, self.argv, self.work, on_stderr=self._on_stderr)
         self.pid = self.child.pid
         self._waiter = threading.Thread(target=self._wait, daemon=True)
@@ -160,6 +170,8 @@ class Supervised:
             except ProcessLookupError:
                 pass
         self.child.stop()
+        if self.app_child is not None:
+            self.app_child.stop(signal.SIGKILL)
 
     def _is_our_app(self, pid: int) -> bool:
         try:
@@ -243,6 +255,11 @@ class Supervised:
 
     def get(self, path: str, timeout: float = 2.0) -> tuple[int | str, bytes]:
         return ru.http_get(self.listen_port, path, timeout=timeout)
+
+    def app_stats(self) -> dict:
+        """The app's own counters, asked directly (not through Sluice)."""
+        st, body = ru.http_get(self.app_port, "/stats", timeout=1.0)
+        return json.loads(body) if st == 200 else {}
 
     def wait_ready(self, timeout: float = 20.0) -> None:
         """/readyz 200 and a request through the proxy answered by the app."""
@@ -388,3 +405,63 @@ def rolling_update(work: Path, *, drain_delay: str = "2s", drain_timeout: str = 
             c.stop()
         if sup is not None:
             sup.stop()
+
+
+# --------------------------------------------------------------------------------------------------
+# requests that take their time
+
+def http_request(port: int, path: str, timeout: float, method: str = "GET") -> dict:
+    """One request on its own connection (Connection: close) to 127.0.0.1:port: {"status", "headers",
+    "body", "error", "t_done"} (status None and error set when no complete response came)."""
+    import socket
+    out: dict = {"status": None, "headers": {}, "body": b"", "error": None}
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+            s.sendall(b"%s %s HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+                      % (method.encode(), path.encode()))
+            buf = b""
+            for _ in range(100_000):
+                d = s.recv(65536)
+                if not d:
+                    break
+                buf += d
+    except OSError as e:
+        out.update(error=f"{e.__class__.__name__}: {e}", t_done=time.monotonic())
+        return out
+    out["t_done"] = time.monotonic()
+    head, sep, body = buf.partition(b"\r\n\r\n")
+    lines = head.split(b"\r\n")
+    try:
+        out["status"] = int(lines[0].split(b" ", 2)[1])
+    except (IndexError, ValueError):
+        out["error"] = f"no status line: {buf[:80]!r}"
+        return out
+    for line in lines[1:]:
+        k, _, v = line.partition(b":")
+        out["headers"][k.strip().lower().decode("latin-1")] = v.strip().decode("latin-1")
+    n = out["headers"].get("content-length")
+    if n is not None and len(body) < int(n):
+        out["error"] = f"eof after {len(body)} of {n} body bytes"
+    out["body"] = body
+    return out
+
+
+class Background(threading.Thread):
+    """Runs fn() once on a thread; .result when done, .done() polls."""
+
+    def __init__(self, fn: Callable[[], Any]) -> None:
+        super().__init__(daemon=True)
+        self.fn = fn
+        self.result: Any = None
+        self.finished = threading.Event()
+        self.start()
+
+    def run(self) -> None:
+        try:
+            self.result = self.fn()
+        finally:
+            self.finished.set()
+
+    def wait(self, timeout: float) -> Any:
+        self.finished.wait(timeout)
+        return self.result

@@ -199,14 +199,131 @@ def test_readyz_waits_for_the_app(start):
 SMALL = ["--drain-delay", "500ms", "--drain-timeout", "2s", "--termination-grace", "4s"]
 
 
-def test_exit_code_clean(start):
-    sup = start(sluice_args=SMALL)
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["TERM", "INT"])
+def test_exit_code_clean(start, monkeypatch, sig):
+    """SIGTERM or SIGINT: drain, then TERM to the app, exit 0. The app was found on the PATH, started
+    once Sluice's listener accepted, with Sluice's environment and stdout."""
+    monkeypatch.setenv("SUPERVISOR_TEST_ENV", "from-the-test")
+    sup = start(sluice_args=SMALL, python="python3",
+                app_args=["--check-port", "{listen}", "--record-env", "SUPERVISOR_TEST_ENV"])
     sup.wait_ready()
     app_pid = sup.app_pid()
-    sup.signal(signal.SIGTERM)
+    first = sup.records("start")[0]
+    assert first["port_open"] is True, f"Sluice's listener was not accepting when the app started: {first}"
+    assert first["env"] == {"SUPERVISOR_TEST_ENV": "from-the-test"}, first
+    assert any(l.startswith(f"app listening {sup.app_port} pid {app_pid}") for _, l in sup.child.stdout_lines), \
+        f"the app's stdout is not Sluice's: {sup.child.stdout_lines[:5]}"
+    sup.signal(sig)
     assert sup.wait_exit(10) == 0, sup.tail()
     assert sup.app_signals() == ["SIGTERM"]
     _assert_app_lifecycle_logged(sup, app_pid, "exit:0")
+    stopping = _log_fields(sup, "stopping app")
+    assert stopping.get("signal") == "TERM" and str(stopping.get("pid")) == str(app_pid), stopping
+
+
+@pytest.mark.parametrize("stop_signal,app_args,status,recorded", [
+    ("INT", [], "exit:0", ["SIGINT"]),
+    ("USR2", ["--die-on", "USR2"], "signal:USR2", []),
+    ("TERM", ["--die-on", "TERM"], "signal:TERM", []),
+], ids=["INT-handled", "USR2-dies", "TERM-dies"])
+def test_app_stop_signal(start, stop_signal, app_args, status, recorded):
+    """--app-stop-signal is what the app gets; an app that dies of it has stopped as asked: exit 0."""
+    sup = start(sluice_args=[*SMALL, "--app-stop-signal", stop_signal], app_args=app_args)
+    sup.wait_ready()
+    app_pid = sup.app_pid()
+    sup.signal(signal.SIGTERM)
+    assert sup.wait_exit(10) == 0, f"exit {sup.exit_code}\n{sup.tail()}"
+    assert sup.app_signals() == recorded
+    stopping = _log_fields(sup, "stopping app")
+    assert stopping.get("signal") == stop_signal and str(stopping.get("pid")) == str(app_pid), stopping
+    _assert_app_lifecycle_logged(sup, app_pid, status)
+
+
+def _wait_app_busy(sup: sh.Supervised, n: int = 1, timeout: float = 5.0) -> None:
+    assert sh.wait_until(lambda: sup.app_stats().get("in_flight", 0) >= n, timeout), \
+        f"the app never had {n} request(s) in flight: {sup.app_stats()}"
+
+
+def test_forced_drain_exits_3_and_drain_wait_says_deadline(start):
+    """A request longer than --drain-timeout: the drain is forced (the request is cut), /drain/wait (asked
+    before the signal) answers `deadline`, the app is stopped after that and exits 0, Sluice exits 3."""
+    sup = start(sluice_args=SMALL)
+    sup.wait_ready()
+    app_pid = sup.app_pid()
+    waiter = sh.Background(lambda: sh.http_request(sup.admin_port, "/drain/wait", timeout=15))
+    slow = sh.Background(lambda: sh.http_request(sup.listen_port, "/slow?ms=8000", timeout=15))
+    _wait_app_busy(sup)
+    sig_wall, _ = sup.signal(signal.SIGTERM)
+    assert sup.wait_exit(10) == 3, f"exit {sup.exit_code}\n{sup.tail()}"
+    w = waiter.wait(5)
+    assert w is not None and w["status"] == 200 and w["body"] == b"deadline\n", w
+    assert w["headers"].get("content-type", "").startswith("text/plain"), w["headers"]
+    cut = slow.wait(5)
+    assert cut is not None and (cut["status"] is None or cut["error"]), f"the 8 s request was not cut: {cut}"
+    forced = sup.phase_log("forced")
+    assert forced is not None, sup.tail()
+    assert 2.5 - TS_RESOLUTION <= sh.parse_ts(forced[1]["ts"]) - sig_wall < 3.0, forced
+    term = sup.wait_record("signal", 2, signal="SIGTERM", pid=app_pid)
+    assert term is not None and term["wall"] >= sh.parse_ts(forced[1]["ts"]) - TS_RESOLUTION, (term, forced)
+    _assert_app_lifecycle_logged(sup, app_pid, "exit:0")
+
+
+def test_drain_wait_in_supervisor_mode(start):
+    """/drain/wait asked before the signal answers `drained` once the drain is over; a slow request
+    in flight at the signal finishes; the app is stopped after that."""
+    sup = start(sluice_args=SMALL)
+    sup.wait_ready()
+    app_pid = sup.app_pid()
+    waiter = sh.Background(lambda: sh.http_request(sup.admin_port, "/drain/wait", timeout=15))
+    slow = sh.Background(lambda: sh.http_request(sup.listen_port, "/slow?ms=1500", timeout=15))
+    _wait_app_busy(sup)
+    sup.signal(signal.SIGTERM)
+    assert sup.wait_exit(10) == 0, sup.tail()
+    w, done = waiter.wait(5), slow.wait(5)
+    assert done["status"] == 200 and done["body"] == b"slow 1500 from A\n", done
+    assert w["status"] == 200 and w["body"] == b"drained\n", w
+    assert w["headers"].get("content-type", "").startswith("text/plain"), w["headers"]
+    stopped = sup.phase_log("stopped")
+    term = sup.wait_record("signal", 2, signal="SIGTERM", pid=app_pid)
+    assert term["wall"] >= sh.parse_ts(stopped[1]["ts"]) - TS_RESOLUTION, (term, stopped)
+    print(f"\n/drain/wait answered {w['t_done'] - term['mono']:+.4f}s from the app's SIGTERM "
+          "(its answer is sent just before the app is stopped)")
+
+
+def test_sidecar_app_waits_on_drain_wait(start):
+    """The sidecar.yaml flow, with a plain Sluice and the app beside it: a "kubelet" holds the app's
+    SIGTERM until GET /drain/wait answers (the app's preStop httpGet). The request in flight finishes,
+    the app is signalled only after the drain, Sluice exits 0."""
+    sup = start(sluice_args=["--drain-delay", "1s", "--drain-timeout", "5s", "--termination-grace", "10s"],
+                supervise=False)
+    sup.wait_ready()
+    app_pid = sup.app_pid()
+    assert sh.proc_stat(app_pid)["ppid"] != sup.pid  # not Sluice's: started by the test
+
+    def kubelet():
+        r = sh.http_request(sup.admin_port, "/drain/wait", timeout=20)
+        r["t_term"] = time.monotonic()
+        os.kill(app_pid, signal.SIGTERM)  # our own child, by its pid
+        return r
+
+    hook = sh.Background(kubelet)
+    slow = sh.Background(lambda: sh.http_request(sup.listen_port, "/slow?ms=2000", timeout=15))
+    _wait_app_busy(sup)
+    sig_wall, sig_mono = sup.signal(signal.SIGTERM)
+    assert sup.wait_exit(12) == 0, sup.tail()
+    h, done = hook.wait(5), slow.wait(5)
+    assert done["status"] == 200 and done["body"] == b"slow 2000 from A\n", done
+    assert h["status"] == 200 and h["body"] == b"drained\n", h
+    assert done["t_done"] <= h["t_done"] + TS_RESOLUTION, (done, h)
+    stopped = sup.phase_log("stopped")
+    assert stopped is not None
+    term = sup.wait_record("signal", 5, signal="SIGTERM", pid=app_pid)
+    assert term is not None and term["in_flight"] == 0, term
+    assert term["wall"] >= sh.parse_ts(stopped[1]["ts"]) - TS_RESOLUTION, (term, stopped)
+    assert sup.app_child.proc.wait(5) == 0
+    print(f"\nsidecar: signal -> stopped {sh.parse_ts(stopped[1]['ts']) - sig_wall:.3f}s, -> /drain/wait "
+          f"answered {h['t_done'] - sig_mono:.3f}s, -> app SIGTERM {term['wall'] - sig_wall:.3f}s, "
+          f"Sluice exit {sup.exit_mono - sig_mono:.3f}s")
 
 
 @pytest.mark.parametrize("app_code,sluice_code", [(7, 7), (0, 0)])
