@@ -536,3 +536,13 @@ def test_bad_config(tmp_path, args, with_app, setting):
     assert rc == 1, f"exit {rc}\nstdout: {out}\nstderr: {err}"
     assert setting in err, f"the message does not name {setting}: {err!r}"
     assert not record.exists(), "the app was started despite the configuration error"
+
+
+def test_app_that_cannot_start(tmp_path):
+    """An app command that is not found: a start-up error (exit 1) naming it."""
+    _need_binary()
+    missing = str(tmp_path / "no-such-app")
+    rc, out, err = sh.run_sluice(["--listen", f"127.0.0.1:{sh.free_port()}", "--admin", "127.0.0.1:0",
+                                  "--upstream", f"http://127.0.0.1:{sh.free_port()}", "--", missing], timeout=15)
+    assert rc == 1, f"exit {rc}\nstdout: {out}\nstderr: {err}"
+    assert missing in err, err
