@@ -389,6 +389,26 @@ def test_app_killed_by_a_signal(start):
     _assert_app_lifecycle_logged(sup, app_pid, "signal:KILL")
 
 
+def test_app_dying_while_propagating(start):
+    """The app dies (SIGKILL) during `propagating`: Sluice stops waiting out --drain-delay, drains at
+    once, and exits 137; it does not try to stop an app that is gone."""
+    sup = start(sluice_args=["--drain-delay", "3s", "--drain-timeout", "2s", "--termination-grace", "6s"])
+    sup.wait_ready()
+    app_pid = sup.app_pid()
+    sig_wall, _ = sup.signal(signal.SIGTERM)
+    assert sup.wait_log("phase", 5, phase="propagating") is not None, sup.tail()
+    kill_wall = time.time()
+    os.kill(app_pid, signal.SIGKILL)  # our own grandchild, by its pid
+    assert sup.wait_exit(10) == 137, f"exit {sup.exit_code}\n{sup.tail()}"
+    draining = sup.phase_log("draining")
+    assert draining is not None, sup.tail()
+    assert sh.parse_ts(draining[1]["ts"]) - kill_wall < 0.5, \
+        f"draining {sh.parse_ts(draining[1]['ts']) - sig_wall:.3f}s after the signal, app killed at " \
+        f"{kill_wall - sig_wall:.3f}s"
+    assert not sup.find_logs("stopping app"), sup.tail()
+    _assert_app_lifecycle_logged(sup, app_pid, "signal:KILL")
+
+
 def test_app_exit_code_on_term(start):
     sup = start(sluice_args=SMALL, app_args=["--exit-code", "5"])
     sup.wait_ready()
