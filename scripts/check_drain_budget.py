@@ -13,8 +13,11 @@ and List) and Compose files, and takes each Sluice container's settings as the c
 them: its arguments (`command` and `args`, also inside `sh -c` strings, with Kubernetes' $(VAR)
 expansion), its SLUICE_* environment (literal values, ConfigMap references and envFrom ConfigMaps),
 and its `--config` / SLUICE_CONFIG file when it is mounted from a ConfigMap found in the checked files
-(or, for Compose, bind-mounted from a file). A container (or compose service) is a Sluice one when its
-image contains "sluice" or it is named "sluice".
+(or, for Compose, bind-mounted from a file). In supervisor mode (`sluice [options] -- APP ARGS...`)
+everything after the first `--` is the app's command line: it is passed on after `--` as it is (never
+split into words, never searched for Sluice's flags), so `--app-*` settings are judged with their app.
+A container (or compose service) is a Sluice one when its image contains "sluice", it is named
+"sluice", or its command runs `sluice`.
 
 The rules are the binary's: the settings are given to `sluice check-config --format json
 --grace-period GRACE`, where GRACE is the pod's terminationGracePeriodSeconds (default 30) or the
@@ -30,7 +33,9 @@ Findings (one line each, naming file, object and container):
     than the grace period;
   - every warning it reports: a setting given in two places with different values;
   - a lifecycle.preStop hook on the Sluice container (it delays SIGTERM, so the drain starts late and
-    the grace period is spent sleeping);
+    the grace period is spent sleeping; in supervisor mode Sluice stops the app itself);
+  - another container's preStop httpGet of /drain/wait (a sidecar's app waiting for Sluice's drain)
+    on a port that is not the admin port of a Sluice container in the same pod;
   - no readiness probe, a readiness probe that is not an httpGet of /readyz, or one on another port
     than Sluice's admin port (as the binary reports it);
   - a Compose stop_signal other than SIGTERM;
@@ -70,6 +75,8 @@ READINESS_PATH = "/readyz"
 CONFIG_FLAG = "--config"
 CONFIG_ENV = "SLUICE_CONFIG"
 ENV_PREFIX = "SLUICE_"
+APP_SEPARATOR = "--"  # supervisor mode: `sluice [options] -- APP ARGS...`
+DRAIN_WAIT_PATH = "/drain/wait"
 SHELL_OPERATORS = {";", "&&", "||", "|", "&"}
 
 POD_TEMPLATE_PATHS = {
@@ -110,6 +117,8 @@ class Container:
     """A Sluice container's settings as it would get them."""
 
     args: list[str] = field(default_factory=list)
+    # Supervisor mode: the app's command line (what follows `--`), else None.
+    app: list[str] | None = None
     env: dict[str, str] = field(default_factory=dict)
     # Config file path inside the container -> its text, when it could be read.
     files: dict[str, str] = field(default_factory=dict)
@@ -148,6 +157,9 @@ class Checker:
             local_names[local] = path
         base = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR")}
         command = [self.binary, "check-config", "--format", "json", "--grace-period", grace] + args
+        if container.app is not None:
+            # check-config reads the command line as the proxy does, app included (it never starts it).
+            command += [APP_SEPARATOR, *container.app]
         try:
             result = subprocess.run(command, env={**base, **env}, capture_output=True, text=True, timeout=60)
         except FileNotFoundError as error:
@@ -213,28 +225,63 @@ def expand_k8s_vars(token: str, env: dict[str, str]) -> str:
 
 
 def sluice_arguments(tokens: list[str]) -> list[str]:
-    """The arguments Sluice gets: after a `sluice` word when there is one (`command: [sluice, ...]`,
-    `sh -c "exec sluice ..."`, up to a shell operator), else all of them (the image's entrypoint is
-    Sluice); tokens holding spaces (`sh -c` scripts) are split into words; a leading `run` is dropped."""
-    words: list[str] = []
+    """The arguments Sluice gets (Sluice's own, then `--` and the app's in supervisor mode); see
+    ``split_sluice_arguments``."""
+    flags, app = split_sluice_arguments(tokens)
+    return flags if app is None else flags + [APP_SEPARATOR] + app
+
+
+def split_sluice_arguments(tokens: list[str]) -> tuple[list[str], list[str] | None]:
+    """(Sluice's arguments, the app's command line after `--` or None).
+
+    Sluice's arguments come after a `sluice` word when there is one (`command: [sluice, ...]`,
+    `sh -c "exec sluice ..."`, up to a shell operator), else they are all the tokens (the image's
+    entrypoint is Sluice); tokens holding spaces (`sh -c` scripts) are split into words; a leading `run`
+    is dropped. The first `--` after that ends Sluice's arguments: what follows is the app's command
+    line, kept as given (a token of `args` is one argv word of the app, spaces and all; from a shell
+    script, its words up to a shell operator), and never searched for `sluice` or Sluice's flags."""
+    words: list[tuple[str, bool]] = []  # (word, came from a shell script)
     for token in tokens:
-        if any(c.isspace() for c in token):
+        if any(c.isspace() for c in token) and not any(w == APP_SEPARATOR for w, _ in words):
             lexer = shlex.shlex(token, posix=True, punctuation_chars=True)
             lexer.whitespace_split = True
             try:
-                words.extend(lexer)
+                words.extend((w, True) for w in lexer)
             except ValueError:
-                words.append(token)
+                words.append((token, False))
         else:
-            words.append(token)
-    start = next((i + 1 for i, w in enumerate(words) if os.path.basename(w) == "sluice"), None)
+            words.append((token, False))
+    separator = next((i for i, (w, _) in enumerate(words) if w == APP_SEPARATOR), len(words))
+    start = next((i + 1 for i, (w, _) in enumerate(words[:separator]) if os.path.basename(w) == "sluice"), None)
     if start is not None:
         words = words[start:]
-        end = next((i for i, w in enumerate(words) if w in SHELL_OPERATORS), len(words))
+        separator -= start
+        # A shell operator ends Sluice's command: anywhere in a script, and before `--` in any case
+        # (after it, a word of `args` is the app's, whatever it says).
+        end = next((i for i, (w, shell) in enumerate(words) if w in SHELL_OPERATORS and (shell or i < separator)),
+                   len(words))
         words = words[:end]
-    if words and words[0] == "run":
-        words = words[1:]
-    return words
+    separator = next((i for i, (w, _) in enumerate(words) if w == APP_SEPARATOR), None)
+    flags = [w for w, _ in (words if separator is None else words[:separator])]
+    app = None if separator is None else [w for w, _ in words[separator + 1 :]]
+    if flags and flags[0] == "run":
+        flags = flags[1:]
+    return flags, app
+
+
+def runs_sluice(tokens: list[str]) -> bool:
+    """Whether a container's command (`command`, else nothing: the image's entrypoint is unknown) runs
+    Sluice: its first word, or the word a shell script starts with `exec`."""
+    if not tokens:
+        return False
+    first = os.path.basename(str(tokens[0]))
+    if first == "sluice":
+        return True
+    if first in ("sh", "bash", "dash", "ash") and len(tokens) >= 3 and tokens[1] == "-c":
+        script = shlex.split(str(tokens[2])) if any(c.isspace() for c in str(tokens[2])) else [str(tokens[2])]
+        script = script[1:] if script[:1] == ["exec"] else script
+        return bool(script) and os.path.basename(script[0]) == "sluice"
+    return False
 
 
 def resolve_k8s_config_file(
@@ -302,7 +349,7 @@ def k8s_container(container: dict[str, Any], pod: dict[str, Any], namespace: str
     settings.env = {k: v for k, v in literal_env.items() if k.startswith(ENV_PREFIX)}
     tokens = [expand_k8s_vars(str(t), literal_env) for t in (container.get("command") or [])]
     tokens += [expand_k8s_vars(str(t), literal_env) for t in (container.get("args") or [])]
-    settings.args = sluice_arguments(tokens)
+    settings.args, settings.app = split_sluice_arguments(tokens)
     for config in sorted(settings.config_paths()):
         text = resolve_k8s_config_file(config, container, pod, namespace, maps)
         if text is None:
@@ -333,7 +380,7 @@ def compose_container(service: dict[str, Any], base_dir: str, top: dict[str, Any
             tokens += shlex.split(part)
         elif isinstance(part, list):
             tokens += [str(t) for t in part]
-    settings.args = sluice_arguments(tokens)
+    settings.args, settings.app = split_sluice_arguments(tokens)
     # Files mounted into the container: short and long bind syntax, and top-level configs.
     files: dict[str, str] = {}
     for volume in service.get("volumes") or []:
@@ -369,8 +416,8 @@ def compose_container(service: dict[str, Any], base_dir: str, top: dict[str, Any
 # ---------------------------------------------------------------------------------------------------
 
 
-def is_sluice(name: str, image: str) -> bool:
-    return name == "sluice" or "sluice" in (image or "").lower()
+def is_sluice(name: str, image: str, command: list[str] | None = None) -> bool:
+    return name == "sluice" or "sluice" in (image or "").lower() or runs_sluice(list(command or []))
 
 
 def settings_findings(checker: Checker, settings: Container, grace: str, grace_name: str) -> tuple[list[str], int | None]:
@@ -431,15 +478,20 @@ def check_k8s_doc(file: str, doc: dict[str, Any], maps: ConfigMaps, checker: Che
     grace_value = pod.get("terminationGracePeriodSeconds")
     grace = DEFAULT_POD_GRACE if grace_value is None else str(grace_value)
     grace_name = "terminationGracePeriodSeconds" + ("" if grace_value is not None else " (default)")
+    admin_ports: list[int | None] = []  # of the pod's Sluice containers (None: not known)
+    others: list[tuple[str, dict[str, Any]]] = []
     for group in ("initContainers", "containers"):
         for container in pod.get(group) or []:
             name = container.get("name", "?")
-            if not is_sluice(name, container.get("image", "")):
+            command = [str(t) for t in container.get("command") or []]
+            label = name if group == "containers" else f"{name} (initContainers)"
+            if not is_sluice(name, container.get("image", ""), command):
+                others.append((label, container))
                 continue
             count += 1
-            label = name if group == "containers" else f"{name} (initContainers)"
             settings = k8s_container(container, pod, namespace, maps)
             messages, port = settings_findings(checker, settings, grace, grace_name)
+            admin_ports.append(port)
             pre_stop = (container.get("lifecycle") or {}).get("preStop")
             if pre_stop:
                 action = next(iter(pre_stop), "hook")
@@ -449,7 +501,34 @@ def check_k8s_doc(file: str, doc: dict[str, Any], maps: ConfigMaps, checker: Che
                 )
             messages += readiness_findings(container, port)
             findings += [Finding(file, obj, label, m) for m in messages]
+    for label, container in others:
+        findings += [Finding(file, obj, label, m) for m in drain_wait_findings(container, admin_ports)]
     return findings, count
+
+
+def drain_wait_findings(container: dict[str, Any], admin_ports: list[int | None]) -> list[str]:
+    """A sidecar's app that waits for Sluice's drain in its preStop hook (httpGet /drain/wait) must ask
+    a Sluice container of the same pod, on its admin port."""
+    http = ((container.get("lifecycle") or {}).get("preStop") or {}).get("httpGet")
+    if not http or not str(http.get("path", "")).split("?", 1)[0] == DRAIN_WAIT_PATH:
+        return []
+    if not admin_ports:
+        return [f"preStop httpGet {DRAIN_WAIT_PATH} but no Sluice container in the pod answers it"]
+    if http.get("host"):
+        return []  # another host: not this pod's Sluice, nothing to compare with
+    port = http.get("port")
+    if isinstance(port, str) and not port.isdigit():
+        # The kubelet looks a named port up among this container's own ports, not the pod's.
+        named = {p.get("name"): p.get("containerPort") for p in container.get("ports") or []}
+        if port not in named:
+            return [f"preStop httpGet {DRAIN_WAIT_PATH} port {port!r} is not a named port of this container"
+                    " (the kubelet looks it up here, not in Sluice's container): give the admin port's number"]
+        port = named[port]
+    known = sorted({p for p in admin_ports if p is not None})
+    if known and (port is None or int(port) not in known):
+        return [f"preStop httpGet {DRAIN_WAIT_PATH} port is {port}, not Sluice's admin port"
+                f" {', '.join(str(p) for p in known)}"]
+    return []
 
 
 def check_compose(file: str, doc: dict[str, Any], checker: Checker) -> tuple[list[Finding], int]:
@@ -458,7 +537,9 @@ def check_compose(file: str, doc: dict[str, Any], checker: Checker) -> tuple[lis
     base_dir = os.path.dirname(os.path.abspath(file))
     for name, service in (doc.get("services") or {}).items():
         service = service or {}
-        if not is_sluice(name, str(service.get("image", ""))):
+        entrypoint = service.get("entrypoint")
+        command = shlex.split(entrypoint) if isinstance(entrypoint, str) else [str(t) for t in entrypoint or []]
+        if not is_sluice(name, str(service.get("image", "")), command):
             continue
         count += 1
         obj = f"service/{name}"
@@ -610,6 +691,36 @@ _VOLUME = """\
 
 _CONFIG_ARGS = "[--config, /etc/sluice/sluice.yaml]"
 
+_SIDECAR = """\
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: demo}}
+spec:
+  selector: {{matchLabels: {{app: demo}}}}
+  template:
+    metadata: {{labels: {{app: demo}}}}
+    spec:
+      containers:
+        - name: sluice
+          image: sluice:dev
+          args: [{upstream}, --admin, 0.0.0.0:9901]
+          ports:
+            - {{name: admin, containerPort: 9901}}
+          readinessProbe:
+            httpGet: {{path: /readyz, port: admin}}
+        - name: app
+          image: registry.example/echo:1
+          ports:
+            - {{name: web, containerPort: 3000}}
+          lifecycle:
+            preStop:
+              httpGet: {{path: /drain/wait, port: {port}}}
+"""
+
+
+def _sidecar(port: str) -> str:
+    return _SIDECAR.format(upstream=_UPSTREAM, port=port)
+
 
 def _self_test_cases() -> list[tuple[str, str, str, list[str]]]:
     """(description, file name, text, substrings that must each appear in some finding; [] = pass)."""
@@ -760,7 +871,66 @@ admin: 0.0.0.0:9902
             _pod(name="app", image="nginx:1.27", probe=""),
             [],
         ),
+        (
+            "supervisor mode: what follows -- is the app's command line, never Sluice's flags",
+            "supervisor.yaml",
+            _pod(args=f"[{_UPSTREAM}, --app-ready-path, /healthz, --app-forward-signals, 'USR1,USR2', --, /app/server,"
+                 " --config, /app/app.yaml, --drain-delay, 1m, 'hello from sluice']"),
+            [],
+        ),
+        (
+            "supervisor mode from a shell script: the app's flags stay the app's",
+            "supervisor-shell.yaml",
+            _pod(command="          command: [/bin/sh, -c]",
+                 args="['exec sluice --upstream http://127.0.0.1:3000 --app-stop-signal INT --drain-delay 7s"
+                      " -- node server.js --drain-delay 1m; echo done']"),
+            [],
+        ),
+        (
+            "supervisor mode: an app setting without an app",
+            "app-without-app.yaml",
+            _pod(args=f"[{_UPSTREAM}, --app-ready-path, /healthz]"),
+            ["--app-ready-path is a supervisor-mode setting, but no app is given"],
+        ),
+        (
+            "supervisor mode: an unknown stop signal",
+            "app-stop-signal.yaml",
+            _pod(args=f"[{_UPSTREAM}, --app-stop-signal, BOGUS, --, /app/server]"),
+            ['invalid --app-stop-signal "BOGUS"'],
+        ),
+        (
+            "Sluice found by its command (single container, app image), budget too big",
+            "single-container.yaml",
+            _pod(name="app", image="registry.example/app:1", command="          command: [/usr/local/bin/sluice]",
+                 args=f"[{_UPSTREAM}, --drain-delay, 10s, --drain-timeout, 25s, --, /app/server]"),
+            ["drain-delay 10s + drain-timeout 25s + margin 1s = 36s exceeds termination-grace 30s"],
+        ),
+        (
+            "the drain-quiet settings and a drain report",
+            "drain-quiet.yaml",
+            _pod(args=f"[{_UPSTREAM}, --drain-quiet, 1s, --drain-delay-min, 2s, --drain-report, /tmp/drain.json]"),
+            [],
+        ),
+        ("sidecar app's preStop waits on Sluice's /drain/wait", "drain-wait.yaml", _sidecar("9901"), []),
+        (
+            "sidecar app's preStop /drain/wait on the app's own port",
+            "drain-wait-port.yaml",
+            _sidecar("3000"),
+            ["app: preStop httpGet /drain/wait port is 3000, not Sluice's admin port 9901"],
+        ),
+        (
+            "sidecar app's preStop /drain/wait on a port named in Sluice's container only",
+            "drain-wait-named.yaml",
+            _sidecar("admin"),
+            ["preStop httpGet /drain/wait port 'admin' is not a named port of this container"],
+        ),
         ("compose file with enough grace passes", "compose-ok.yaml", compose_ok, []),
+        (
+            "compose file in supervisor mode",
+            "compose-supervisor.yaml",
+            compose_ok.replace("--drain-timeout, 20s]", "--drain-timeout, 20s, --, node, server.js, --drain-delay, 1m]"),
+            [],
+        ),
         (
             "compose file with Docker's default 10 s stop timeout",
             "compose-default.yaml",

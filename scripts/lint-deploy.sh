@@ -5,7 +5,11 @@
 #   3. kubernetes-validate --strict on every manifest in docker/kubernetes/;
 #   4. `docker compose config` on docker/compose.yaml (client-side only, no engine needed);
 #   5. scripts/check_drain_budget.py --self-test, then the drain-budget check on every file; both
-#      ask the sluice binary (`sluice check-config`) to judge each container's settings.
+#      ask the sluice binary (`sluice check-config`) to judge each container's settings: its flags,
+#      environment and config file, and in supervisor mode (single-container.yaml: `sluice [options]
+#      -- APP ARGS...`) the app's command line after `--` too, passed on as it is, so the --app-*
+#      settings are judged with their app; a sidecar app's preStop httpGet of /drain/wait must ask
+#      Sluice's admin port.
 #
 # Installs what it needs with pip when it is missing (pinned versions, so results are repeatable).
 # Safe to run again and again. Exit status 0 only when every step has zero findings.
