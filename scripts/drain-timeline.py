@@ -132,8 +132,10 @@ def draw(rep: dict, out: Path, title: str | None, dpi: int) -> None:
         ax.grid(axis="y", alpha=0.3)
     top = ax1.get_xaxis_transform()
     for i, m in enumerate(marks):
-        ax1.text(m["t"], 1.01 + 0.07 * (i % 2), f"{m['phase']} {m['t']:.2f}s", transform=top, fontsize=8,
-                 color=MARK_COLOURS.get(m["phase"], "#7f7f7f"), ha="left", va="bottom")
+        near_end = m["t"] > 0.85 * last_t
+        ax1.text(m["t"], 1.01 + 0.07 * (i % 2), f"{m['phase']} {m['t']:.2f}s" + (" " if near_end else ""),
+                 transform=top, fontsize=8, color=MARK_COLOURS.get(m["phase"], "#7f7f7f"),
+                 ha="right" if near_end else "left", va="bottom")
     lnc = rep.get("last_new_connection_seconds")
     if isinstance(lnc, (int, float)):
         ax2.text(lnc, 0.95, f" last new connection {lnc:.2f}s", transform=ax2.get_xaxis_transform(),

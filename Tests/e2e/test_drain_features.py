@@ -29,6 +29,7 @@ import datetime
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -396,6 +397,40 @@ def test_sigterm_during_rehearsal_keeps_the_elapsed_time(standalone, tmp_path):
 # e. the drain report
 
 
+def test_drain_report_buckets_start_at_t0(standalone, tmp_path):
+    """Bucket i covers [0.1 i, 0.1 (i+1)) s after the signal: new connections made at known moments land in
+    the bucket whose t is the start of their 100 ms, and the connections open at the signal (two idle
+    keep-alive ones) are in bucket 0's sample."""
+    report = tmp_path / "aligned.json"
+    s = standalone("--drain-delay", "3s", "--drain-timeout", "3s", "--drain-report", str(report))
+    idle = []
+    for _ in range(2):
+        c = socket.create_connection(("127.0.0.1", s.listen), timeout=2)
+        c.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert c.recv(4096).startswith(b"HTTP/1.1 200")
+        idle.append(c)
+    time.sleep(0.2)
+    t_sig = time.monotonic()
+    os.kill(s.sluice.pid, signal.SIGTERM)
+    plan = [(0.03, 5), (0.55, 3), (2.05, 2), (2.94, 4)]    # (seconds after the signal, new connections)
+    for at, n in plan:
+        time.sleep(max(0.0, t_sig + at - time.monotonic()))
+        for _ in range(n):
+            assert ru.http_get(s.listen, "/", 1.0)[0] == 200
+    assert s.wait_exit(10) == 0, s.sluice.tail()
+    for c in idle:
+        c.close()
+    rep = json.loads(report.read_text())
+    buckets = rep["buckets"]
+    got = {round(b["t"], 1): b["new_connections"] for b in buckets if b["new_connections"]}
+    want = {round(int(at * 10) / 10, 1): n for at, n in plan}
+    print(f"REPORT-ALIGNMENT new connections by bucket t: report={got} expected={want}")
+    assert got == want, f"new connections by bucket: report {got}, made at {plan} -> expected {want}"
+    assert buckets[0]["connections"].get("idle", 0) + buckets[0]["connections"].get("active", 0) >= 2, \
+        f"bucket 0 misses the two connections open at the signal: {buckets[0]}"
+    assert abs(rep["last_new_connection_seconds"] - 2.94) <= 0.05, rep["last_new_connection_seconds"]
+
+
 @pytest.fixture(scope="module")
 def report_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("report")
@@ -435,23 +470,26 @@ def test_drain_report_matches_what_the_clients_saw(report_run):
     for b in buckets:
         assert set(b["connections"]) >= {"active", "idle", "tunnel", "closing"}, b
     assert buckets[-1]["in_flight"] == 0, buckets[-1]
-    # requests: Sluice counts those whose head it got after t=0. Every request the clients started after
-    # the signal and that reached the old pod (origin A) is one of them; so may be those in flight at the
-    # signal whose head was still on its way (started before, ended after). Nothing else.
+    # requests: Sluice counts those whose head it got after its t=0 (start_wall_time: when it handled the
+    # signal, a few ms after the kill on a busy machine; the log's resolution is 1 ms, hence +-2 ms). Every
+    # request the clients started after that and that reached the old pod (origin A) is one of them; so may
+    # be those in flight at t=0 whose head was still on its way (started before, ended after). Nothing else.
+    t0s = _wall(rep["start_wall_time"]) - wall_offset
     recs = [x for x in r["records"] if x[4] == "A"]
-    lower = sum(1 for x in recs if x[0] >= t_sig)
-    upper = sum(1 for x in recs if x[1] > t_sig)
+    lower = sum(1 for x in recs if x[0] >= t0s + 0.002)
+    upper = sum(1 for x in recs if x[1] > t0s - 0.002)
     got = sum(b["requests"] for b in buckets)
-    print(f"REPORT-REQUESTS report={got} clients_started_after_signal={lower} "
-          f"plus_in_flight_at_signal={upper}")
-    assert lower - 2 <= got <= upper, f"report counts {got} requests, the clients {lower}..{upper}"
+    print(f"REPORT-REQUESTS report={got} clients_started_after_t0={lower} plus_in_flight_at_t0={upper} "
+          f"(sluice t=0 is {1000 * (t0s - t_sig):.1f} ms after the kill; "
+          f"started after the kill: {sum(1 for x in recs if x[0] >= t_sig)})")
+    assert lower <= got <= upper, f"report counts {got} requests, the clients {lower}..{upper}"
     # new connections the same way: each request on a fresh connection (not reused) opened one
     fresh = [x for x in recs if not x[5]]
-    nlower = sum(1 for x in fresh if x[0] >= t_sig)
-    nupper = sum(1 for x in fresh if x[1] > t_sig)
+    nlower = sum(1 for x in fresh if x[0] >= t0s + 0.002)
+    nupper = sum(1 for x in fresh if x[1] > t0s - 0.002)
     ngot = sum(b["new_connections"] for b in buckets)
     print(f"REPORT-NEW-CONNECTIONS report={ngot} clients={nlower}..{nupper}")
-    assert nlower - 2 <= ngot <= nupper, f"report counts {ngot} new connections, the clients {nlower}..{nupper}"
+    assert nlower <= ngot <= nupper, f"report counts {ngot} new connections, the clients {nlower}..{nupper}"
     # the last new connection: when the balancer removed the pod
     removed = next((e["t_rel_signal"] for e in r["balancer"]["events"]
                     if e["event"] == "removed" and e["endpoint"] == r["balancer"]["proxy_endpoint"]), None)
@@ -460,6 +498,12 @@ def test_drain_report_matches_what_the_clients_saw(report_run):
     assert removed is not None and isinstance(lnc, (int, float)) and abs(lnc - removed) <= 0.3, (lnc, removed)
     late = sum(b["new_connections"] for b in buckets if b["t"] >= removed + 0.3)
     assert late == 0, f"{late} new connections after the removal"
+    # ... which is in the bucket [t, t + 0.1) that holds it, the last one with a new connection
+    last_bucket = max(i for i, b in enumerate(buckets) if b["new_connections"])
+    assert last_bucket == int(lnc * 10), \
+        f"last new connection at {lnc}s, but the last bucket with new connections is t={buckets[last_bucket]['t']}"
+    # the pooled keep-alive connections open at the signal are in bucket 0's sample
+    assert sum(buckets[0]["connections"].values()) > 0, buckets[0]
 
 
 def test_drain_timeline_draws_the_report(report_run, tmp_path):
