@@ -20,6 +20,16 @@ Control: one command per line on stdin, answers and events one per line on stdou
 
 On start-up it prints "listening <port>".
 
+Readiness mode (`--watch HOST:PORT=ADMIN_HOST:ADMIN_PORT`, repeatable): the balancer also polls the
+endpoint's `GET /readyz` on its admin address every --ready-interval seconds (default 0.05), as an
+endpoints controller following readiness would. Once it answers anything but 200 (503, refused, a
+timeout) the balancer emits `not_ready` and removes the endpoint after --removal-lag seconds if it has
+not answered 200 in between (the `removed` event then carries `reason: "not-ready"` and
+`since_not_ready`, the seconds from the first non-200 answer seen to the removal); when it answers 200
+again the endpoint is re-added at once (`added` with `reason: "ready"`). An endpoint told `terminate`
+is never re-added by readiness. Every event carries `t`, the balancer's CLOCK_MONOTONIC time (shared
+by every process on the host), so a harness can relate it to its own clock.
+
 With --tls-cert/--tls-key it terminates TLS on its listening side (ALPN http/1.1) and splices the
 plaintext to the endpoints: a TLS front for a plaintext endpoint (the TLS drain test's new pod).
 """
@@ -191,6 +201,8 @@ class Balancer:
         self.endpoints = list(endpoints)   # ready endpoints, in order
         self.known = list(endpoints)
         self.lag = lag
+        self.terminating: set[str] = set()
+        self.last_connection: dict[str, float] = {}   # endpoint -> monotonic time of its last new connection
         self.rr = 0
         self.stats = Stats()
         self.events: list[dict] = []
@@ -228,6 +240,7 @@ class Balancer:
             h.connection_made = made
             return h
         self.stats.active += 1
+        self.last_connection[ep] = time.monotonic()
         self.stats.by_endpoint[ep] = self.stats.by_endpoint.get(ep, 0) + 1
         self.stats.active_by_endpoint[ep] = self.stats.active_by_endpoint.get(ep, 0) + 1
         pair = Pair(self, ep)
@@ -254,19 +267,49 @@ class Balancer:
             pair.upstream.closed = True
             pair.finish()
 
-    def remove(self, ep: str, reason: str) -> None:
+    def remove(self, ep: str, reason: str, **extra) -> None:
         if ep in self.endpoints:
             self.endpoints.remove(ep)
             self.emit("removed", endpoint=ep, reason=reason,
-                      active_connections=self.stats.active_by_endpoint.get(ep, 0))
+                      active_connections=self.stats.active_by_endpoint.get(ep, 0), **extra)
 
-    def add(self, ep: str) -> None:
+    def add(self, ep: str, reason: str = "added") -> None:
         if ep not in self.endpoints:
             self.endpoints.append(ep)
             for d in (self.stats.by_endpoint, self.stats.refused_by_endpoint,
                       self.stats.active_by_endpoint):
                 d.setdefault(ep, 0)
-            self.emit("added", endpoint=ep)
+            self.emit("added", endpoint=ep, reason=reason)
+
+    async def watch(self, ep: str, admin: str, interval: float) -> None:
+        """Readiness mode: poll ADMIN/readyz; remove `ep` after `lag` s of non-200, re-add on 200."""
+        host, port = admin.rsplit(":", 1)
+        loop = asyncio.get_running_loop()
+        ready = True
+        not_ready_since: float | None = None
+        pending: asyncio.TimerHandle | None = None
+        for _ in range(100_000_000):
+            status = await probe_readyz(host, int(port), timeout=max(0.5, interval))
+            now = time.monotonic()
+            if status == 200:
+                if not ready:
+                    ready = True
+                    self.emit("ready", endpoint=ep, not_ready_for=round(now - not_ready_since, 3))
+                    not_ready_since = None
+                    if pending is not None:
+                        pending.cancel()
+                        pending = None
+                    if ep not in self.terminating:
+                        self.add(ep, reason="ready")
+            elif ready:
+                ready = False
+                not_ready_since = now
+                self.emit("not_ready", endpoint=ep, status=status, removal_in=self.lag)
+
+                def remove_now(_since=not_ready_since):
+                    self.remove(ep, "not-ready", since_not_ready=round(time.monotonic() - _since, 3))
+                pending = loop.call_later(self.lag, remove_now)
+            await asyncio.sleep(max(0.0, interval - (time.monotonic() - now)))
 
     def snapshot(self) -> dict:
         s = self.stats
@@ -280,6 +323,7 @@ class Balancer:
             "no_endpoint": s.no_endpoint,
             "client_resets": s.client_resets,
             "upstream_resets": s.upstream_resets,
+            "last_connection_by_endpoint": dict(self.last_connection),
             "events": self.events,
         }
 
@@ -297,6 +341,7 @@ class Balancer:
             cmd, args = parts[0], parts[1:]
             if cmd == "terminate" and args:
                 ep = args[0]
+                self.terminating.add(ep)
                 self.emit("terminating", endpoint=ep, removal_in=self.lag)
                 loop.call_later(self.lag, self.remove, ep, "terminated")
             elif cmd == "remove" and args:
@@ -312,6 +357,26 @@ class Balancer:
         stop.set()
 
 
+async def probe_readyz(host: str, port: int, timeout: float) -> int | str:
+    """GET /readyz; the status code, or "refused" / "timeout" / "error"."""
+    writer = None
+    try:
+        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
+        writer.write(b"GET /readyz HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n" % host.encode())
+        line = await asyncio.wait_for(reader.readline(), timeout)
+        parts = line.split(b" ", 2)
+        return int(parts[1]) if len(parts) >= 2 and parts[1].isdigit() else "error"
+    except ConnectionRefusedError:
+        return "refused"
+    except asyncio.TimeoutError:
+        return "timeout"
+    except OSError:
+        return "error"
+    finally:
+        if writer is not None:
+            writer.close()
+
+
 async def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--host", default="127.0.0.1")
@@ -321,7 +386,17 @@ async def main() -> None:
                     help="seconds from 'terminate' to removal (kube-proxy propagation)")
     ap.add_argument("--tls-cert", default=None, help="terminate TLS with this certificate (PEM)")
     ap.add_argument("--tls-key", default=None, help="and this key (PEM)")
+    ap.add_argument("--watch", action="append", default=[], metavar="HOST:PORT=ADMIN_HOST:ADMIN_PORT",
+                    help="readiness mode for this endpoint: poll ADMIN/readyz, remove it --removal-lag s "
+                         "after it stops answering 200, re-add it when it answers 200 again")
+    ap.add_argument("--ready-interval", type=float, default=0.05, help="readiness poll interval (s)")
     args = ap.parse_args()
+    watches = []
+    for w in args.watch:
+        ep, sep, admin = w.partition("=")
+        if not sep or ":" not in ep or ":" not in admin:
+            ap.error(f"--watch {w!r}: expected HOST:PORT=ADMIN_HOST:ADMIN_PORT")
+        watches.append((ep, admin))
 
     tls = None
     if args.tls_cert:
@@ -336,9 +411,12 @@ async def main() -> None:
     print(f"listening {port}", flush=True)
     stop = asyncio.Event()
     ctl = loop.create_task(bal.control(stop))
+    watchers = [loop.create_task(bal.watch(ep, admin, args.ready_interval)) for ep, admin in watches]
     await stop.wait()
     server.close()
     ctl.cancel()
+    for w in watchers:
+        w.cancel()
     print("stats " + json.dumps(bal.snapshot()), flush=True)
 
 

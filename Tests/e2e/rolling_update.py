@@ -20,6 +20,13 @@ proxy's exit code and time from signal to exit, its peak RSS, and the /readyz ti
 
 SLUICE_BIN (or --sluice-bin) names the binary; default .build/debug/sluice under the repo root.
 
+Drain features (issue 13): --drain-report FILE passes Sluice's own timeline through and reads it back
+(result "drain_report"); --ready-watch makes the balancer follow the pod's /readyz too (it removes the
+endpoint --removal-lag s after /readyz stops answering 200 and re-adds it on 200, as an endpoints
+controller following readiness); --rehearse-at S --rehearse-for 6s sends POST /drain/rehearse S seconds
+into the load and relates Sluice's figures to the balancer's removal (result "rehearsal"); --poll-drain
+samples /status and /metrics every 200 ms from the signal to the exit (result "drain_polls").
+
 --h2 N adds N HTTP/2 load processes (h2client.py: h2c prior knowledge, multiplexed streams on pooled
 connections; needs the `h2` package for hpack and hyperframe). The new pod then runs a second sluice in
 front of origin B, since an HTTP/2 client needs an HTTP/2 endpoint after the move.
@@ -226,6 +233,57 @@ def http_get(port: int, path: str, timeout: float = 0.5) -> tuple[int | str, byt
         return "bad_response", buf[:100]
 
 
+def http_request(port: int, method: str, path: str, timeout: float = 0.5,
+                 body: bytes = b"") -> tuple[int | str, dict, bytes]:
+    """Blocking HTTP/1.1 request on 127.0.0.1 (Connection: close); returns (status or error kind,
+    lower-case headers, body). Reads up to Content-Length, else until the server closes."""
+    buf = b""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+            s.sendall(b"%s %s HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Length: %d\r\n\r\n%s"
+                      % (method.encode(), path.encode(), len(body), body))
+            want = None
+            for _ in range(100_000):
+                if want is None and b"\r\n\r\n" in buf:
+                    head = buf.partition(b"\r\n\r\n")[0]
+                    m = re.search(rb"(?im)^content-length:\s*(\d+)", head)
+                    if m:
+                        want = len(head) + 4 + int(m.group(1))
+                if want is not None and len(buf) >= want:
+                    break
+                d = s.recv(65536)
+                if not d:
+                    break
+                buf += d
+    except ConnectionRefusedError:
+        return "refused", {}, b""
+    except socket.timeout:
+        return "timeout", {}, buf
+    except OSError as e:
+        return f"error:{e.__class__.__name__}", {}, b""
+    head, _, rest = buf.partition(b"\r\n\r\n")
+    lines = head.split(b"\r\n")
+    headers = {}
+    for line in lines[1:]:
+        k, _, v = line.partition(b":")
+        headers[k.strip().lower().decode("latin-1")] = v.strip().decode("latin-1")
+    try:
+        return int(lines[0].split(b" ", 2)[1]), headers, rest
+    except (IndexError, ValueError):
+        return "bad_response", headers, buf[:100]
+
+
+def metric_value(text: str, name: str) -> float | None:
+    """The value of an unlabelled Prometheus sample `name`, or None when absent."""
+    m = re.search(r"(?m)^%s(?:\{\})?\s+(\S+)" % re.escape(name), text)
+    if not m:
+        return None
+    try:
+        return float(m.group(1))
+    except ValueError:
+        return None
+
+
 def _tls_handshake(port: int, ca: Path) -> int | str:
     """200 once a TLS handshake (SNI a.test, verified against `ca`) completes on 127.0.0.1:port."""
     import ssl
@@ -260,6 +318,73 @@ class ReadinessPoller(threading.Thread):
 
     def current(self):
         return self.samples[-1][2] if self.samples else None
+
+
+class Rehearsal(threading.Thread):
+    """POST /drain/rehearse?for=... to the admin port at monotonic time `at`; keeps the answer."""
+
+    def __init__(self, port: int, at: float, for_: str) -> None:
+        super().__init__(daemon=True)
+        self.port = port
+        self.at = at
+        self.for_ = for_
+        self.t_sent: float | None = None
+        self.t_done: float | None = None
+        self.status: int | str | None = None
+        self.body: bytes = b""
+        self.json: dict | None = None
+        self.stop_ev = threading.Event()
+
+    def run(self) -> None:
+        if self.stop_ev.wait(max(0.0, self.at - time.monotonic())):
+            return
+        self.t_sent = time.monotonic()
+        st, _, body = http_request(self.port, "POST", f"/drain/rehearse?for={self.for_}",
+                                   timeout=parse_duration(self.for_) + 15.0)
+        self.t_done = time.monotonic()
+        self.status, self.body = st, body
+        try:
+            self.json = json.loads(body)
+        except ValueError:
+            self.json = None
+
+
+class DrainPoller(threading.Thread):
+    """From `start()` until stopped: GET /status and /metrics every `interval` s."""
+
+    METRIC = "sluice_drain_last_new_connection_seconds"
+
+    def __init__(self, port: int, interval: float = 0.2) -> None:
+        super().__init__(daemon=True)
+        self.port = port
+        self.interval = interval
+        self.samples: list[dict] = []   # {"t", "status_code", "drain", "phase", "metric", "metric_present"}
+        self.stop_ev = threading.Event()
+
+    def run(self) -> None:
+        for _ in range(100_000):
+            if self.stop_ev.is_set():
+                return
+            t = time.monotonic()
+            st, _, body = http_request(self.port, "GET", "/status", timeout=0.5)
+            sample = {"t": t, "status_code": st, "drain": None, "phase": None, "metric": None,
+                      "metric_present": False}
+            if st == 200:
+                try:
+                    doc = json.loads(body)
+                    sample["drain"] = doc.get("drain")
+                    sample["phase"] = doc.get("phase")
+                except (ValueError, AttributeError):
+                    sample["drain"] = "unparsable"
+            mst, _, mbody = http_request(self.port, "GET", "/metrics", timeout=0.5)
+            if mst == 200:
+                text = mbody.decode("utf-8", "replace")
+                sample["metric_present"] = re.search(r"(?m)^%s\b" % self.METRIC, text) is not None
+                sample["metric"] = metric_value(text, self.METRIC)
+            self.samples.append(sample)
+            if st != 200 and mst != 200:
+                return   # the proxy is gone
+            self.stop_ev.wait(max(0.0, self.interval - (time.monotonic() - t)))
 
 
 def _proc_children(pid: int) -> list[int]:
@@ -407,6 +532,8 @@ class Proxy:
             if cfg.tls:
                 argv += ["--listen-tls", f"127.0.0.1:{self.tls_port}", "--tls-cert", str(self.pki.a.cert),
                          "--tls-key", str(self.pki.a.key)]
+            if cfg.drain_report:
+                argv += ["--drain-report", str(cfg.drain_report)]
             argv += cfg.extra_args
         else:
             argv = self._nginx_argv()
@@ -616,6 +743,12 @@ class Config:
     h2 = 0              # HTTP/2 load processes (h2client.py); the new pod then runs sluice too
     h2_conns = 2        # pooled HTTP/2 connections per h2 process
     tls = False         # clients speak TLS (to sluice's --listen-tls; the new pod is a TLS front for origin B)
+    ready_watch = False             # the balancer also follows the proxy's /readyz (remove after lag, re-add on 200)
+    rehearse_at: float | None = None   # seconds after the load starts: POST /drain/rehearse?for=rehearse_for
+    rehearse_for = "6s"
+    drain_report: str | None = None    # sluice --drain-report FILE; read back into result["drain_report"]
+    poll_drain = False              # sample /status and /metrics every 200 ms from the signal to the exit
+    keep_records = False            # result["records"]: every request (monotonic times), not written to --json
     think_ms = 20.0
     json_path: str | None = None
     workdir: str | None = None
@@ -641,6 +774,8 @@ def run(cfg: Config) -> dict:
         raise FileNotFoundError(f"sluice binary not found: {cfg.sluice_bin}")
     if cfg.target.startswith("nginx") and not Path(NGINX).exists():
         raise FileNotFoundError(f"nginx not found: {NGINX}")
+    if cfg.drain_report:  # sluice runs in the work directory: give it (and read back) an absolute path
+        cfg.drain_report = str(Path(cfg.drain_report).resolve())
     work = Path(cfg.workdir) if cfg.workdir else Path(tempfile.mkdtemp(prefix="sluice-e2e-"))
     work.mkdir(parents=True, exist_ok=True)
     say(f"[e2e] target={cfg.target} work={work}")
@@ -729,9 +864,11 @@ def run(cfg: Config) -> dict:
             elif line.startswith("stats "):
                 bal_stats.append(json.loads(line[6:]))
 
-        bal = Child("balancer", [PY, str(HERE / "balancer.py"), "--port", "0", "--endpoint", ep_proxy,
-                                 "--endpoint", ep_b, "--removal-lag", str(cfg.removal_lag)],
-                    work, on_stdout=on_bal, stdin=True)
+        bal_argv = [PY, str(HERE / "balancer.py"), "--port", "0", "--endpoint", ep_proxy,
+                    "--endpoint", ep_b, "--removal-lag", str(cfg.removal_lag)]
+        if cfg.ready_watch:
+            bal_argv += ["--watch", f"{ep_proxy}=127.0.0.1:{proxy.admin_port}", "--ready-interval", "0.05"]
+        bal = Child("balancer", bal_argv, work, on_stdout=on_bal, stdin=True)
         children.append(bal)
         mbal = bal.wait_for_line(r"^listening (\d+)", 10)
         if not mbal:
@@ -747,6 +884,12 @@ def run(cfg: Config) -> dict:
 
         # load
         t0 = time.monotonic() + 1.0
+        rehearsal = None
+        if cfg.rehearse_at is not None and cfg.target in SLUICE_LIKE:
+            rehearsal = Rehearsal(proxy.admin_port, t0 + cfg.rehearse_at, cfg.rehearse_for)
+            rehearsal.start()
+            pollers.append(rehearsal)
+        drain_poller = DrainPoller(proxy.admin_port) if cfg.poll_drain and cfg.target in SLUICE_LIKE else None
         progress: dict[int, dict] = {}
 
         def on_prog(i):
@@ -800,6 +943,9 @@ def run(cfg: Config) -> dict:
                     os.kill(proxy.child.pid, proxy.stop_signal)
                 t_sig = time.monotonic()
                 bal.send(f"terminate {ep_proxy}")
+                if drain_poller is not None:
+                    drain_poller.start()
+                    pollers.append(drain_poller)
                 if cfg.target == "nginx-prestop":
                     t_kill = t_sig + parse_duration(cfg.drain_delay)
                     say(f"[e2e] +{t_sig - t0:.2f}s termination starts: preStop sleep {cfg.drain_delay}, "
@@ -877,6 +1023,22 @@ def run(cfg: Config) -> dict:
             examples += data["fail_examples"]
 
         res = analyse(records, t0, t_sig, cfg.duration)
+        if cfg.keep_records:
+            result["records"] = records
+        result["t0_monotonic"] = t0
+        result["t_signal_monotonic"] = t_sig
+        if rehearsal is not None:
+            result["rehearsal"] = rehearsal_summary(rehearsal, bal_events, ep_proxy, records, list(rp.samples))
+        if drain_poller is not None:
+            result["drain_polls"] = [{**{k: v for k, v in smp.items() if k != "t"},
+                                      "t_rel_signal": round(smp["t"] - t_sig, 3)} for smp in drain_poller.samples]
+        if cfg.drain_report:
+            result["drain_report_path"] = str(cfg.drain_report)
+            try:
+                result["drain_report"] = json.loads(Path(cfg.drain_report).read_text())
+            except (OSError, ValueError) as e:
+                result["drain_report"] = None
+                result["drain_report_error"] = f"{e.__class__.__name__}: {e}"
         ready = readiness_verdict(list(rp.samples), t_sig)
         if cfg.target not in SLUICE_LIKE:
             ready["problems"] = [f"(not meaningful for {cfg.target}: its /readyz is a static stand-in)"]\
@@ -919,7 +1081,8 @@ def run(cfg: Config) -> dict:
             "readiness": ready,
             "balancer": {
                 **({k: v for k, v in bal_stats[-1].items() if k != "events"} if bal_stats else {}),
-                "events": [{**{k: v for k, v in e.items() if k != "t"}, "t_rel_signal": round(e["t"] - t_sig, 3)}
+                "events": [{**{k: v for k, v in e.items() if k != "t"}, "t_rel_signal": round(e["t"] - t_sig, 3),
+                            "t_rel_t0": round(e["t"] - t0, 3)}
                            for e in bal_events],
                 "proxy_endpoint": ep_proxy,
             },
@@ -934,10 +1097,45 @@ def run(cfg: Config) -> dict:
         for c in reversed(children):
             c.stop()
     if cfg.json_path:
-        Path(cfg.json_path).write_text(json.dumps(result, indent=2, default=str))
+        Path(cfg.json_path).write_text(json.dumps({k: v for k, v in result.items() if k != "records"},
+                                                  indent=2, default=str))
     if not cfg.quiet:
         print(format_table(result), flush=True)
     return result
+
+
+def rehearsal_summary(reh: "Rehearsal", bal_events: list[dict], ep_proxy: str, records: list[list],
+                      ready_samples: list) -> dict:
+    """The rehearsal's answer beside what the balancer and the clients saw, in seconds from the moment
+    the POST was sent (Sluice's rehearsal start is within a millisecond or two of it on loopback)."""
+    out: dict = {"for": reh.for_, "status": reh.status, "response": reh.json,
+                 "raw_body": None if reh.json is not None else reh.body[:300].decode("latin-1")}
+    if reh.t_sent is None:
+        out["sent"] = False
+        return out
+    ts = reh.t_sent
+    out["t_sent_monotonic"] = ts
+    out["answered_after_s"] = round(reh.t_done - ts, 3) if reh.t_done else None
+    mine = [e for e in bal_events if e.get("endpoint") == ep_proxy and e["t"] >= ts - 0.01]
+    not_ready = next((e for e in mine if e["event"] == "not_ready"), None)
+    removed = next((e for e in mine if e["event"] == "removed"), None)
+    readded = next((e for e in mine if e["event"] == "added" and e.get("reason") == "ready"
+                    and (removed is None or e["t"] >= removed["t"])), None)
+    rel = lambda e: round(e["t"] - ts, 3) if e is not None else None
+    out["balancer_not_ready_seen_s"] = rel(not_ready)
+    out["balancer_removal_s"] = rel(removed)
+    out["balancer_removal_reason"] = removed.get("reason") if removed else None
+    out["balancer_readded_s"] = rel(readded)
+    # the clients: new connections that reached the proxy (origin A) after the re-add
+    if readded is not None:
+        after = [r for r in records if r[2] == "newconn" and r[4] == "A" and r[0] >= readded["t"]]
+        out["newconn_to_proxy_after_readd"] = len(after)
+    out["failures_since_rehearsal"] = sum(1 for r in records if r[3] != "ok" and r[1] >= ts)
+    # readiness seen by the harness's own poller: 503 during the window, 200 again after it
+    near = [(td, st) for _, td, st in ready_samples if td >= ts - 0.2]
+    out["readiness"] = [{"t_rel_rehearsal": round(td - ts, 3), "status": st}
+                        for i, (td, st) in enumerate(near) if i == 0 or near[i - 1][1] != st]
+    return out
 
 
 def format_table(r: dict) -> str:
@@ -973,6 +1171,22 @@ def format_table(r: dict) -> str:
                                         f"({px.get('threads')} threads)")
     if px["phases"]:
         add("phases (s after signal)", ", ".join(f"{p['phase']}@{p['t_rel_signal']}" for p in px["phases"]))
+    if r.get("rehearsal"):
+        rh = r["rehearsal"]
+        resp = rh.get("response") or {}
+        add("rehearsal", f"POST /drain/rehearse?for={rh['for']}: {rh['status']} after {rh.get('answered_after_s')}s, "
+                         f"outcome={resp.get('outcome')} last_new_connection={resp.get('last_new_connection_seconds')}s "
+                         f"new_connections={resp.get('new_connections')} suggested={resp.get('suggested_drain_delay')}")
+        add("  balancer (s from rehearsal start)", f"not ready seen {rh.get('balancer_not_ready_seen_s')}, removed "
+                                                  f"{rh.get('balancer_removal_s')}, re-added {rh.get('balancer_readded_s')}")
+    if r.get("drain_report"):
+        dr = r["drain_report"]
+        marks = ", ".join(f"{m.get('phase')}@{m.get('t')}" for m in dr.get("marks", []))
+        add("drain report", f"trigger={dr.get('trigger')} exit_code={dr.get('exit_code')} outcome={dr.get('outcome')} "
+                            f"marks={marks} last_new_connection={dr.get('last_new_connection_seconds')}s "
+                            f"buckets={len(dr.get('buckets', []))}")
+    elif r.get("drain_report_error"):
+        add("drain report", f"NOT READ: {r['drain_report_error']}")
     add("readiness ok", f"{rd['ok']} {'; '.join(rd['problems'])}")
     add("readiness timeline", ", ".join(f"{t['status']}@{t['t_rel_signal']}" for t in rd["timeline"]))
     b = r["balancer"]
@@ -1034,6 +1248,15 @@ def main(argv=None) -> int:
     ap.add_argument("--json", dest="json_path", default=None, help="write the results here")
     ap.add_argument("--workdir", default=None)
     ap.add_argument("--quiet", action="store_true")
+    ap.add_argument("--ready-watch", action="store_true",
+                    help="the balancer also follows the proxy's /readyz: removes it --removal-lag s after it "
+                         "stops answering 200, re-adds it on 200")
+    ap.add_argument("--rehearse-at", type=float, default=None,
+                    help="seconds into the load: POST /drain/rehearse?for=--rehearse-for to the proxy")
+    ap.add_argument("--rehearse-for", default=Config.rehearse_for)
+    ap.add_argument("--drain-report", default=None, help="sluice --drain-report FILE (read back into the result)")
+    ap.add_argument("--poll-drain", action="store_true",
+                    help="sample /status and /metrics every 200 ms from the signal to the exit")
     ap.add_argument("extra_args", nargs="*", help="after --: extra sluice arguments")
     a = ap.parse_args(argv)
     cfg = Config(target=a.target, sluice_bin=Path(a.sluice_bin), drain_delay=a.drain_delay,
@@ -1042,7 +1265,8 @@ def main(argv=None) -> int:
                  keepalive=a.keepalive, newconn=a.newconn, slow=a.slow, upload=a.upload, stream=a.stream,
                  h2=a.h2, h2_conns=a.h2_conns, tls=a.tls,
                  think_ms=a.think_ms, json_path=a.json_path, workdir=a.workdir, quiet=a.quiet,
-                 extra_args=a.extra_args)
+                 extra_args=a.extra_args, ready_watch=a.ready_watch, rehearse_at=a.rehearse_at,
+                 rehearse_for=a.rehearse_for, drain_report=a.drain_report, poll_drain=a.poll_drain)
     try:
         r = run(cfg)
     except FileNotFoundError as e:
