@@ -18,7 +18,7 @@ public struct SluiceCommand: AsyncParsableCommand {
         commandName: "sluice",
         abstract: "A graceful-draining HTTP reverse proxy: zero dropped requests when Kubernetes stops the pod.",
         usage: """
-            sluice [run] [--FLAG VALUE ...]
+            sluice [run] [--FLAG VALUE ...] [-- APP [ARGS...]]
             sluice check-config [--config FILE] [--FLAG VALUE ...] [--format text|json] [--grace-period DURATION]
             sluice demo [--FLAG VALUE ...]
             """,
@@ -135,7 +135,7 @@ struct RunCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "run",
         abstract: "Run the proxy (the default).",
-        usage: "sluice [run] [--FLAG VALUE ...]",
+        usage: "sluice [run] [--FLAG VALUE ...] [-- APP [ARGS...]]",
         discussion: ProxyOptions.flagsHelp + "\n\n" + ProxyOptions.sources + "\n\n" + """
             Signals: SIGTERM/SIGINT start the drain (readiness fails at once, traffic is still served for \
             --drain-delay, then listeners close and connections finish within --drain-timeout); a second \
@@ -143,7 +143,13 @@ struct RunCommand: AsyncParsableCommand {
             POST /reload on the admin listener, from loopback) reads the configuration again: the same flags \
             and environment, the --config file re-read; routes, upstream groups and listen addresses change \
             without a restart, an invalid file changes nothing.
-            Exit codes: 0 clean drain, 1 start-up or configuration error, 3 drain deadline reached.
+            Supervisor mode (-- APP ARGS...): Sluice starts the app once its listeners are bound, is ready once \
+            the app answers, and stops the app (--app-stop-signal, then SIGKILL before --termination-grace \
+            is used up) only after its own drain; if the app exits, Sluice drains and exits with its code.
+            Admin: GET /drain/wait answers when the drain ends; POST /drain/rehearse?for=10s fails readiness \
+            for the window and reports when new connections stopped arriving.
+            Exit codes: 0 clean drain, 1 start-up or configuration error, 3 drain deadline reached; in \
+            supervisor mode the app's code when it failed.
             """
     )
 

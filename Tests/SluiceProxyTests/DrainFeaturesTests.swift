@@ -54,7 +54,7 @@ struct DrainFeaturesTests {
                 == "bad rehearsal window for=50ms: expected a duration from 100ms to 5m, e.g. for=10s\n")
         #expect(try await Self.code(["-X", "POST", proxy.adminURL + "/drain/rehearse?for=soon"]) == "400")
         proxy.signal(.terminate)
-        #expect(await ProxyHarness.eventually { proxy.phase == .propagating })
+        #expect(await proxy.reached(.propagating))
         let refused = try await Curl.run(["-s", "-w", " %{http_code}", "-X", "POST", proxy.adminURL + "/drain/rehearse?for=1s"]).stdout
         #expect(refused == "{\"error\": \"cannot rehearse while propagating: a rehearsal runs only while serving\"}\n 409")
     }

@@ -22,7 +22,7 @@ struct DrainTests {
 
         #expect(try await Self.readyz(proxy) == (200, "ready"))
         proxy.signal(.terminate)
-        #expect(await ProxyHarness.eventually { proxy.phase == .propagating })
+        #expect(await proxy.reached(.propagating))
         #expect(try await Self.readyz(proxy) == (503, "not ready: propagating"))
         let fresh = try await Curl.run(["-s", proxy.url + "/hello"])
         #expect(fresh.stdout == "hello")
@@ -98,7 +98,7 @@ struct DrainTests {
         let client = try await RawClient.connect(port: proxy.port)
         _ = try await client.exchange("GET /hello HTTP/1.1\r\nHost: a\r\n\r\n") { $0.hasCompleteResponses(1) }
         proxy.signal(.terminate)
-        #expect(await ProxyHarness.eventually { proxy.phase == .draining })
+        #expect(await proxy.reached(.draining))
         let (text, _) = try await client.exchange("GET /hello HTTP/1.1\r\nHost: a\r\n\r\n") { $0.hasCompleteResponses(1) }
         #expect(text.hasPrefix("HTTP/1.1 200 OK\r\n"))
         #expect(text.contains("connection: close\r\n"))
@@ -156,9 +156,9 @@ struct DrainTests {
         let client = try await RawClient.connect(port: proxy.port)
         try await client.send("GET /slow-head?ms=10000 HTTP/1.1\r\nHost: a\r\n\r\n")
         proxy.signal(.terminate)
-        #expect(await ProxyHarness.eventually { proxy.phase == .propagating })
+        #expect(await proxy.reached(.propagating))
         proxy.signal(.terminate)
-        #expect(await ProxyHarness.eventually { proxy.phase == .draining })
+        #expect(await proxy.reached(.draining))
         proxy.signal(.terminate)
         #expect(await proxy.outcome.value == .forced(cut: 1))
         await proxy.server.shutdown()

@@ -353,7 +353,7 @@ struct HTTP2ProxyLoopbackTests {
     func connectionAcceptedDuringPropagationGetsTheNotice() async throws {
         try await Self.withProxy({ $0.drain.delay = .seconds(30) }) { proxy, _ in
             proxy.signal(.terminate)
-            #expect(await ProxyHarness.eventually { proxy.phase == .propagating })
+            #expect(await proxy.reached(.propagating))
             let events = try await PythonH2Script.run(port: proxy.port, ["get", "/hello"])
             #expect(events.goAways.map(\.last) == [Int(Int32.max)], "\(events)")
             #expect(events.status(of: 1) == "200")
@@ -376,7 +376,7 @@ struct HTTP2ProxyLoopbackTests {
             (try? await proxy.server.snapshot().get().connections.byProtocol[.http1]) == 1
         })
         proxy.signal(.terminate)
-        #expect(await ProxyHarness.eventually { proxy.phase == .draining })
+        #expect(await proxy.reached(.draining))
         let events = try await client.value
         let outcome = await proxy.outcome.value
         await proxy.server.shutdown()

@@ -186,7 +186,7 @@ struct ReloadTests {
         let proxy = try await ProxyHarness.start(upstreams: [a.url])
         defer { Task { await proxy.stop(); await a.stop() } }
         proxy.signal(.terminate)
-        #expect(await ProxyHarness.eventually { proxy.phase == .propagating })
+        #expect(await proxy.reached(.propagating))
         guard case .refused(let reason) = await proxy.server.reload(to: proxy.server.config) else {
             Issue.record("the reload should have been refused")
             return

@@ -109,7 +109,7 @@ struct TLSTerminationTests {
     func tlsRequestsAreServedWhileReadinessFails() async throws {
         try await Self.withTLSProxy { proxy, tlsPort, certificates in
             proxy.signal(.terminate)
-            #expect(await ProxyHarness.eventually { proxy.phase == .propagating })
+            #expect(await proxy.reached(.propagating))
             let result = try await Self.curl(["--http1.1", "-o", "/dev/null", "-w", " %{http_code}"], port: tlsPort, certificates: certificates)
             #expect(result.exitCode == 0 && result.stdout == " 200", "\(result)")
         }

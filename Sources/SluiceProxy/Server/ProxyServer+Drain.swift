@@ -56,6 +56,16 @@ extension ProxyServer {
         return cut
     }
 
+    /// The phase each loop has been told of (for tests: the published phase comes first, the loops
+    /// hear of it a moment later).
+    func loopPhases() async -> [DrainPhase] {
+        var phases: [DrainPhase] = []
+        for loop in self.loops {
+            phases.append((try? await loop.eventLoop.submit { loop.value.phase }.get()) ?? .starting)
+        }
+        return phases
+    }
+
     /// Every loop counts arrivals afresh from `since` (a drain's or rehearsal's start).
     func watchArrivals(since: MonotonicInstant) async {
         for loop in self.loops {

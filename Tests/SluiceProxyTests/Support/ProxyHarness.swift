@@ -76,6 +76,15 @@ final class ProxyHarness: Sendable {
 
     func signal(_ signal: DrainSignal) { self.signals.yield(signal) }
 
+    /// Waits until the phase is `phase` and every loop has been told of it: the published phase
+    /// (what `/readyz` reads) changes first, the loops a moment later.
+    func reached(_ phase: DrainPhase) async -> Bool {
+        await Self.eventually {
+            guard self.phase == phase else { return false }
+            return await self.server.loopPhases().allSatisfy { $0 == phase }
+        }
+    }
+
     /// Ends the server (forcing it if the test has not drained it) and returns how the drain ended.
     @discardableResult
     func stop() async -> DrainCoordinator.Outcome {
