@@ -334,13 +334,16 @@ public struct ConnectionTable<Instant: InstantProtocol> where Instant.Duration =
     /// A request head is complete and is being served.
     @_specialize(exported: true, where Instant == MonotonicInstant)
     public mutating func requestStarted(_ id: ConnectionID, now: Instant) {
+        guard let since = self.arrivals.since, now >= since else {
+            // Serving: no drain or rehearsal is counting arrivals.
+            self.withEntry(id) { $0.requestStarted(now: now) }
+            return
+        }
         guard let index = self.entries.index(forKey: id) else { return }
         self.entries.values[index].requestStarted(now: now)
-        if let since = self.arrivals.since, now >= since {
-            self.arrivals.requests += 1
-            Arrivals.count(Arrivals.bucket(since: since, now: now), in: &self.arrivals.requestsPerBucket)
-            if self.entries.values[index].acceptedAt < since { self.arrivals.lastRequestOnOlderConnectionAt = now }
-        }
+        self.arrivals.requests += 1
+        Arrivals.count(Arrivals.bucket(since: since, now: now), in: &self.arrivals.requestsPerBucket)
+        if self.entries.values[index].acceptedAt < since { self.arrivals.lastRequestOnOlderConnectionAt = now }
     }
 
     /// Request body bytes arrived (or the head of a request with a body was read): the body timeout
