@@ -111,7 +111,8 @@ enum Launcher {
             // The drain is over: the app may stop now, within what is left of the termination grace.
             let stopSignal = SignalNumbers.number(appConfig.stopSignal)
             let exitedOnItsOwn = app.exitStatus != nil
-            let graceStart = coordinator.timeline?.start ?? .now()
+            // The kubelet's grace period runs from its SIGTERM, not from a rehearsal that grew into the drain.
+            let graceStart = coordinator.firstSignal ?? coordinator.timeline?.start ?? .now()
             let deadline = max(MonotonicInstant.now(), graceStart.advanced(by: config.drain.terminationGrace - .milliseconds(500)))
             let exit = await app.stop(signal: stopSignal, deadline: deadline)
             if let exit { code = exit.exitCode(drainCode: code, stopSignal: exitedOnItsOwn ? nil : stopSignal) }

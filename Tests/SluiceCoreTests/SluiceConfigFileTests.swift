@@ -604,7 +604,7 @@ import Testing
         #expect(fits.isValid)
         #expect(
             fits.json == """
-                {"valid": true, "errors": [], "warnings": [], "grace_period_seconds": 30, "config": {"listen": ["0.0.0.0:8080"], "listeners": [{"address": "0.0.0.0:8080", "scheme": "http", "tls": null}], "admin": "0.0.0.0:9902", "admin_port": 9902, "drain": {"delay": "5s", "delay_seconds": 5, "timeout": "20s", "timeout_seconds": 20, "margin": "1s", "margin_seconds": 1, "budget": "26s", "budget_seconds": 26, "termination_grace": "30s", "termination_grace_seconds": 30}, "tunnel_idle_timeout": "1h", "tunnel_idle_timeout_seconds": 3600, "groups": [{"name": "default", "scheme": "http", "endpoints": ["http://a:1"], "tls": null}], "routes": [{"host": null, "path": "path-prefix /", "upstream": "default"}]}}
+                {"valid": true, "errors": [], "warnings": [], "grace_period_seconds": 30, "config": {"listen": ["0.0.0.0:8080"], "listeners": [{"address": "0.0.0.0:8080", "scheme": "http", "tls": null}], "admin": "0.0.0.0:9902", "admin_port": 9902, "drain": {"delay": "5s", "delay_seconds": 5, "timeout": "20s", "timeout_seconds": 20, "margin": "1s", "margin_seconds": 1, "budget": "26s", "budget_seconds": 26, "termination_grace": "30s", "termination_grace_seconds": 30, "quiet": null, "quiet_seconds": null, "delay_min": "2s", "delay_min_seconds": 2, "report": null}, "tunnel_idle_timeout": "1h", "tunnel_idle_timeout_seconds": 3600, "groups": [{"name": "default", "scheme": "http", "endpoints": ["http://a:1"], "tls": null}], "routes": [{"host": null, "path": "path-prefix /", "upstream": "default"}], "app": null}}
 
                 """)
         let invalid = ConfigCheck(ConfigSources(flags: ["drain-delay": ["9.5s"]]), defaultThreads: 1)
@@ -679,6 +679,12 @@ import Testing
         #expect(yaml.contains("\ndrain-quiet: 1s\ndrain-delay-min: 2s\ndrain-report: /var/run/drain report.json\n"), "\(yaml)")
         #expect(yaml.contains("\n# supervisor mode: -- node server.js\napp-ready-path: /healthz\napp-stop-signal: TERM\napp-forward-signals: [USR1]\n"))
         #expect(!SluiceConfig().effectiveYAML.contains("drain-quiet") && !SluiceConfig().effectiveYAML.contains("app-"))
+        let json = ConfigCheck(sources, defaultThreads: 1, gracePeriod: nil).json
+        #expect(json.contains("\"quiet\": \"1s\", \"quiet_seconds\": 1, \"delay_min\": \"2s\", \"delay_min_seconds\": 2, \"report\": \"/var/run/drain report.json\"}"), "\(json)")
+        #expect(
+            json.hasSuffix(
+                "\"app\": {\"command\": [\"node\", \"server.js\"], \"ready_path\": \"/healthz\", \"stop_signal\": \"TERM\", \"forward_signals\": [\"USR1\"]}}}\n"),
+            "\(json)")
     }
 
     /// check-config's YAML writes a TLS listener as the file would, and reads back to the same listeners.

@@ -291,8 +291,10 @@ public struct ConfigCheck: Sendable {
 
     /// One JSON object: `valid`, `errors`, `warnings`, `grace_period_seconds` (or null), and `config`
     /// (null when it could not be read) with `listen`, `admin`, `admin_port`, `drain` (each duration as
-    /// text and in seconds: `delay`, `timeout`, `margin`, `budget`, `termination_grace`),
-    /// `tunnel_idle_timeout` (and `tunnel_idle_timeout_seconds`), `groups` and `routes`.
+    /// text and in seconds: `delay`, `timeout`, `margin`, `budget`, `termination_grace`, `quiet` (or
+    /// null), `delay_min`; and `report`), `tunnel_idle_timeout` (and `tunnel_idle_timeout_seconds`),
+    /// `groups`, `routes` and `app` (supervisor mode: `command`, `ready_path`, `stop_signal`,
+    /// `forward_signals`; null without an app).
     public var json: String {
         var fields: [(String, String)] = [
             ("valid", self.isValid ? "true" : "false"),
@@ -308,6 +310,19 @@ public struct ConfigCheck: Sendable {
             let drainFields =
                 duration("delay", drain.delay) + duration("timeout", drain.timeout) + duration("margin", SluiceConfig.Drain.margin)
                 + duration("budget", drain.budget) + duration("termination_grace", drain.terminationGrace)
+                + [
+                    ("quiet", drain.quiet.map { JSONText.string(DurationParser.format($0)) } ?? "null"),
+                    ("quiet_seconds", drain.quiet.map(JSONText.seconds) ?? "null"),
+                ]
+                + duration("delay_min", min(drain.delayMin, drain.delay)) + [("report", drain.reportFile.map(JSONText.string) ?? "null")]
+            let app = config.app.map { app in
+                JSONText.object([
+                    ("command", JSONText.array(app.command.map(JSONText.string))),
+                    ("ready_path", app.readyPath.map(JSONText.string) ?? "null"),
+                    ("stop_signal", JSONText.string(app.stopSignal.rawValue)),
+                    ("forward_signals", JSONText.array(app.forwardSignals.map { JSONText.string($0.rawValue) })),
+                ])
+            }
             let groups = config.groups.map { group in
                 JSONText.object([
                     ("name", JSONText.string(group.name)), ("scheme", JSONText.string(group.scheme.rawValue)),
@@ -333,7 +348,7 @@ public struct ConfigCheck: Sendable {
                 ("drain", JSONText.object(drainFields)),
             ]
             configFields += duration("tunnel_idle_timeout", config.http.tunnelIdleTimeout)
-            configFields += [("groups", JSONText.array(groups)), ("routes", JSONText.array(routes))]
+            configFields += [("groups", JSONText.array(groups)), ("routes", JSONText.array(routes)), ("app", app ?? "null")]
             fields.append(("config", JSONText.object(configFields)))
         } else {
             fields.append(("config", "null"))

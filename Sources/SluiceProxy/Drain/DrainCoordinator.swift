@@ -33,7 +33,7 @@ public final class DrainCoordinator: Sendable {
 
     let server: ProxyServer
     let logger: Logger
-    private let finished = NIOLockedValueBox<DrainTimeline<MonotonicInstant>?>(nil)
+    private let finished = NIOLockedValueBox<(timeline: DrainTimeline<MonotonicInstant>?, firstSignal: MonotonicInstant?)>((nil, nil))
 
     public init(server: ProxyServer, logger: Logger) {
         self.server = server
@@ -41,7 +41,11 @@ public final class DrainCoordinator: Sendable {
     }
 
     /// The drain's timeline once ``run(signals:appExits:)`` has returned (`nil` if none began).
-    public var timeline: DrainTimeline<MonotonicInstant>? { self.finished.withLockedValue { $0 } }
+    public var timeline: DrainTimeline<MonotonicInstant>? { self.finished.withLockedValue { $0.timeline } }
+
+    /// When the first signal came, once ``run(signals:appExits:)`` has returned: the termination
+    /// grace counts from here (a rehearsal may have started the timeline earlier).
+    public var firstSignal: MonotonicInstant? { self.finished.withLockedValue { $0.firstSignal } }
 
     /// Marks the server as serving (its listeners are bound) and runs until it has stopped.
     ///
@@ -49,7 +53,7 @@ public final class DrainCoordinator: Sendable {
     public func run(signals: AsyncStream<DrainSignal>, appExits: AsyncStream<AppExit>? = nil) async -> Outcome {
         let run = DrainRun(server: self.server, logger: self.logger)
         let outcome = await run.run(signals: signals, appExits: appExits)
-        self.finished.withLockedValue { $0 = run.timeline }
+        self.finished.withLockedValue { $0 = (run.timeline, run.firstSignal) }
         return outcome
     }
 }
@@ -77,6 +81,8 @@ private final class DrainRun {
     var drainedLoops = Set<Int>()
     /// Supervisor mode: the app has exited on its own.
     var appExited = false
+    /// When the first signal came.
+    var firstSignal: MonotonicInstant?
     var continuation: AsyncStream<Event>.Continuation?
     var timer: Task<Void, Never>?
     var sampler: Task<Void, Never>?
@@ -116,6 +122,7 @@ private final class DrainRun {
             let action: Machine.Action
             switch event {
             case .signal(let signal):
+                if self.firstSignal == nil { self.firstSignal = now }
                 self.logger.notice("signal received", metadata: ["signal": "\(signal)", "phase": "\(before.rawValue)"])
                 action = self.machine.signalReceived(signal, now: now)
             case .appExited:
