@@ -26,6 +26,7 @@ final class AppSupervisor: Sendable {
     /// One element, when the app has exited (on its own or stopped); for the drain coordinator.
     let exits: AsyncStream<AppExit>
     private let exit = NIOLockedValueBox<AppExit?>(nil)
+    private let sentKill = NIOLockedValueBox(false)
     private let logger: Logger
 
     struct StartError: Error, CustomStringConvertible {
@@ -60,6 +61,9 @@ final class AppSupervisor: Sendable {
 
     /// How the app ended, once it has.
     var exitStatus: AppExit? { self.exit.withLockedValue { $0 } }
+
+    /// Whether ``stop(signal:deadline:)`` had to send SIGKILL.
+    var killed: Bool { self.sentKill.withLockedValue { $0 } }
 
     /// Waits for every child on a thread of its own for as long as the process lives.
     private func reap(_ continuation: AsyncStream<AppExit>.Continuation) {
@@ -105,6 +109,7 @@ final class AppSupervisor: Sendable {
         if let exit = await self.waitForExit(until: deadline) { return exit }
         self.logger.warning(
             "app did not stop in time; sending SIGKILL", metadata: ["pid": "\(self.pid)", "signal": "\(SignalNumbers.name(of: stopSignal))"])
+        self.sentKill.withLockedValue { $0 = true }
         self.send(SIGKILL)
         return await self.waitForExit(until: .now().advanced(by: .seconds(2)))
     }

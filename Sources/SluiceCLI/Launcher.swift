@@ -107,6 +107,7 @@ enum Launcher {
         await narrator?.value
         await server.shutdown()
         var code = outcome.exitCode
+        var appReport: String?
         if let app, let appConfig = config.app {
             // The drain is over: the app may stop now, within what is left of the termination grace.
             let stopSignal = SignalNumbers.number(appConfig.stopSignal)
@@ -114,13 +115,17 @@ enum Launcher {
             // The kubelet's grace period runs from its SIGTERM, not from a rehearsal that grew into the drain.
             let graceStart = coordinator.firstSignal ?? coordinator.timeline?.start ?? .now()
             let deadline = max(MonotonicInstant.now(), graceStart.advanced(by: config.drain.terminationGrace - .milliseconds(500)))
+            let stopSentAt: MonotonicInstant? = exitedOnItsOwn ? nil : .now()
             let exit = await app.stop(signal: stopSignal, deadline: deadline)
             if let exit { code = exit.exitCode(drainCode: code, stopSignal: exitedOnItsOwn ? nil : stopSignal) }
+            appReport = coordinator.timeline?.appStopJSON(
+                status: exit.map(AppSupervisor.describe) ?? "unknown", stopSignal: exitedOnItsOwn ? nil : appConfig.stopSignal.rawValue,
+                stopSentAt: stopSentAt, exitSeenAt: .now(), killed: app.killed)
             _ = forwarding
         }
         Self.logExit(code: code, outcome: outcome, timeline: coordinator.timeline, drain: config.drain, logger: logger)
         if let path = config.drain.reportFile, let timeline = coordinator.timeline {
-            Self.writeReport(timeline, to: path, code: code, outcome: outcome, drain: config.drain, logger: logger)
+            Self.writeReport(timeline, to: path, code: code, outcome: outcome, drain: config.drain, app: appReport, logger: logger)
         }
         return code
     }
@@ -145,12 +150,13 @@ enum Launcher {
 
     /// `--drain-report FILE`: the drain's timeline as JSON.
     static func writeReport(
-        _ timeline: DrainTimeline<MonotonicInstant>, to path: String, code: Int32, outcome: DrainCoordinator.Outcome, drain: SluiceConfig.Drain, logger: Logger
+        _ timeline: DrainTimeline<MonotonicInstant>, to path: String, code: Int32, outcome: DrainCoordinator.Outcome, drain: SluiceConfig.Drain,
+        app: String?, logger: Logger
     ) {
         let settings = DrainTimeline<MonotonicInstant>.Settings(delay: drain.delay, quiet: drain.quiet, delayMin: drain.delayMin, timeout: drain.timeout)
         let wall = WallClock.iso8601(ago: timeline.start.duration(to: .now()))
         let outcomeText = if case .forced = outcome { "deadline" } else { "drained" }
-        let text = timeline.reportJSON(startWallTime: wall, settings: settings, exitCode: code, outcome: outcomeText)
+        let text = timeline.reportJSON(startWallTime: wall, settings: settings, exitCode: code, outcome: outcomeText, app: app)
         do {
             try TextFile.write(text, to: path)
             logger.notice("drain report written", metadata: ["file": "\(path)"])

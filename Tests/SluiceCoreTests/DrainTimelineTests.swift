@@ -140,11 +140,14 @@ import Testing
                 {"version": 1, "start_wall_time": "2026-12-04T01:00:00.000Z", "trigger": "rehearsal", "drain_delay_seconds": 5, \
                 "drain_quiet_seconds": null, "drain_delay_min_seconds": 2, "drain_timeout_seconds": 20, "exit_code": 3, "outcome": "deadline", \
                 "marks": [{"phase": "rehearsing", "t": 0.0}, {"phase": "draining", "t": 0.2}], "last_new_connection_seconds": 0.12, \
-                "last_old_connection_request_seconds": null, "new_connections": 2, "requests": 4, "forced_closes": 1, "buckets": [
+                "last_old_connection_request_seconds": null, "new_connections": 2, "requests": 4, "forced_closes": 1, "app": null, "buckets": [
                   {"t": 0.0, "new_connections": 0, "requests": 0, "in_flight": 0, "connections": {"idle": 0, "active": 0, "tunnel": 0, "closing": 0}},
                   {"t": 0.1, "new_connections": 2, "requests": 4, "in_flight": 1, "connections": {"idle": 0, "active": 1, "tunnel": 0, "closing": 0}}]}
 
                 """)
         #expect(timeline.kind == .drain)
+        #expect(
+            timeline.appStopJSON(status: "signal:KILL", stopSignal: "TERM", stopSentAt: self.t0 + .milliseconds(300), exitSeenAt: self.t0 + .seconds(4), killed: true)
+                == "{\"status\": \"signal:KILL\", \"stop_signal\": \"TERM\", \"stop_sent_t\": 0.3, \"exit_seen_t\": 4.0, \"killed\": true}")
     }
 }

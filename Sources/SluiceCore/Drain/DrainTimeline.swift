@@ -176,6 +176,18 @@ public struct DrainTimeline<Instant: InstantProtocol> where Instant.Duration == 
         ]) + "\n"
     }
 
+    /// Supervisor mode: how the app ended, for the report. `stopSentAt` is nil when the app exited on
+    /// its own; times are seconds from the start.
+    public func appStopJSON(status: String, stopSignal: String?, stopSentAt: Instant?, exitSeenAt: Instant, killed: Bool) -> String {
+        JSONText.object([
+            ("status", JSONText.string(status)),
+            ("stop_signal", stopSignal.map(JSONText.string) ?? "null"),
+            ("stop_sent_t", Self.number(stopSentAt.map(self.seconds))),
+            ("exit_seen_t", String(self.seconds(exitSeenAt))),
+            ("killed", killed ? "true" : "false"),
+        ])
+    }
+
     /// The settings a report names, in seconds.
     public struct Settings: Sendable {
         public var delay: Duration
@@ -192,7 +204,8 @@ public struct DrainTimeline<Instant: InstantProtocol> where Instant.Duration == 
     }
 
     /// The `--drain-report` document.
-    public func reportJSON(startWallTime: String, settings: Settings, exitCode: Int32, outcome: String) -> String {
+    /// - Parameter app: supervisor mode: the app's stop, as a JSON object (``appStopJSON(status:stopSignal:stopSentAt:exitSeenAt:killed:)``).
+    public func reportJSON(startWallTime: String, settings: Settings, exitCode: Int32, outcome: String, app: String? = nil) -> String {
         let states = ConnectionTable<Instant>.State.allCases
         let buckets = self.buckets.enumerated().map { index, bucket in
             JSONText.object([
@@ -219,6 +232,7 @@ public struct DrainTimeline<Instant: InstantProtocol> where Instant.Duration == 
             ("new_connections", String(self.newConnections)),
             ("requests", String(self.requests)),
             ("forced_closes", String(self.forcedCloses)),
+            ("app", app ?? "null"),
             ("buckets", "[\n  " + buckets.joined(separator: ",\n  ") + "]"),
         ]) + "\n"
     }
