@@ -200,8 +200,6 @@ import Testing
         #expect(AppExit.signaled(11).exitCode(drainCode: 0, stopSignal: nil) == 139)
         // Ended by SIGTERM on its own (not ours): a failure.
         #expect(AppExit.signaled(term).exitCode(drainCode: 0, stopSignal: nil) == 143)
-        #expect(AppExit.signaled(9).failed(stopSignal: term))
-        #expect(!AppExit.exited(0).failed(stopSignal: nil))
         #expect(AppExit.exited(0).description == "exit:0")
         #expect(AppExit.signaled(9).description == "signal:9")
     }

@@ -22,11 +22,6 @@ public enum AppExit: Equatable, Sendable, CustomStringConvertible {
         }
     }
 
-    /// Whether the app failed: an exit code other than 0, or a signal other than `stopSignal`.
-    public func failed(stopSignal: Int32?) -> Bool {
-        self.exitCode(drainCode: 0, stopSignal: stopSignal) != 0
-    }
-
     /// `exit:0`, `signal:15`.
     public var description: String {
         switch self {

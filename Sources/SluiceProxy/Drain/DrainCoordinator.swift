@@ -60,7 +60,7 @@ public final class DrainCoordinator: Sendable {
 
 /// One run of the lifecycle, confined to the task of ``DrainCoordinator/run(signals:appExits:)``.
 private final class DrainRun {
-    typealias Machine = DrainLifecycleStateMachine<MonotonicClock>
+    typealias Machine = ProxyServer.Machine
 
     enum Event: Sendable {
         case signal(DrainSignal)
@@ -215,7 +215,7 @@ private final class DrainRun {
             self.timeline?.mark(.forced, at: now)
             self.publish()
             let cut = await self.server.carryOut(action)
-            await self.finish(result: "deadline", now: now)
+            await self.finish(result: "deadline")
             self.timeline?.recordForcedCloses(cut)
             self.logger.warning(
                 "phase", metadata: ["phase": "forced", "connections_cut": "\(cut)", "elapsed": "\(self.elapsed(now))"])
@@ -230,7 +230,7 @@ private final class DrainRun {
             }
             self.timeline?.mark(.stopped, at: now)
             self.publish()
-            await self.finish(result: "drained", now: now)
+            await self.finish(result: "drained")
             self.logger.notice("phase", metadata: ["phase": "stopped", "connections": "0", "in_flight": "0", "elapsed": "\(self.elapsed(now))"])
             return .clean
         }
@@ -273,7 +273,7 @@ private final class DrainRun {
     }
 
     /// Answers `/drain/wait` (after a last sample, so the report holds the end).
-    private func finish(result: String, now: MonotonicInstant) async {
+    private func finish(result: String) async {
         self.stopSampling()
         if self.timeline != nil {
             let sample = await self.server.drainSample()
