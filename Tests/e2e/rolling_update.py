@@ -358,7 +358,8 @@ class DrainPoller(threading.Thread):
         super().__init__(daemon=True)
         self.port = port
         self.interval = interval
-        self.samples: list[dict] = []   # {"t", "status_code", "drain", "phase", "metric", "metric_present"}
+        # {"t", "status_code", "drain", "phase", "metrics_status", "metric", "metric_present"}
+        self.samples: list[dict] = []
         self.stop_ev = threading.Event()
 
     def run(self) -> None:
@@ -377,6 +378,7 @@ class DrainPoller(threading.Thread):
                 except (ValueError, AttributeError):
                     sample["drain"] = "unparsable"
             mst, _, mbody = http_request(self.port, "GET", "/metrics", timeout=0.5)
+            sample["metrics_status"] = mst   # the proxy may exit between the two requests
             if mst == 200:
                 text = mbody.decode("utf-8", "replace")
                 sample["metric_present"] = re.search(r"(?m)^%s\b" % self.METRIC, text) is not None
